@@ -1,0 +1,197 @@
+"""Benchmark stage: time the whole embed path (tokenize, infer, pool, normalize).
+
+The measurement runs in a fresh Python process that imports only the embedder (no
+torch, no MLflow), so the cold start is a real cold start and the peak RSS is the
+embed path's own.  Every call is timed with ``time.perf_counter_ns`` after warm-up; the
+raw samples are kept.
+
+    python -m pipeline.bench SPEC.json OUT.json     # what the stage runs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Per-call latency in milliseconds, from raw nanosecond samples."""
+
+    samples_ns: tuple[int, ...] = field(repr=False)
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+
+    @classmethod
+    def from_samples(cls, samples_ns) -> "Latency":
+        a = np.asarray(samples_ns, dtype=np.float64) / 1e6
+        if a.size == 0:
+            raise ValueError("no latency samples")
+        p50, p90, p95, p99 = np.percentile(a, [50, 90, 95, 99])
+        return cls(tuple(int(s) for s in samples_ns), float(p50), float(p90), float(p95), float(p99), float(a.mean()), float(a.std()))
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    latency: Latency
+    batch_size: int
+    throughput: float  # sentences per second over the timed calls
+    session_s: float  # cold start: building the embedder (tokenizer + ONNX Runtime session)
+    first_call_ms: float
+    peak_rss_mb: float
+    timer_overhead_ns: float  # cost of one perf_counter_ns pair, measured in the same process
+    iterations: int
+
+    def metrics(self) -> dict[str, float]:
+        lat = self.latency
+        return {
+            "latency.p50_ms": lat.p50_ms,
+            "latency.p90_ms": lat.p90_ms,
+            "latency.p95_ms": lat.p95_ms,
+            "latency.p99_ms": lat.p99_ms,
+            "latency.mean_ms": lat.mean_ms,
+            "latency.std_ms": lat.std_ms,
+            "throughput.sentences_per_s": self.throughput,
+            "load.session_s": self.session_s,
+            "load.first_call_ms": self.first_call_ms,
+            "memory.peak_rss_mb": self.peak_rss_mb,
+            "bench.timer_overhead_ns": self.timer_overhead_ns,
+            "bench.iterations": float(self.iterations),
+        }
+
+
+def timer_overhead_ns(n: int = 20000) -> float:
+    """The median cost of the timing itself (two back-to-back perf_counter_ns calls)."""
+    pc = time.perf_counter_ns
+    d = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        t0 = pc()
+        d[i] = pc() - t0
+    return float(np.median(d))
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 1e6
+
+
+def measure(spec: dict) -> dict:
+    """Run inside the fresh process: build the embedder, warm up, time calls."""
+    from .embed import Embedder
+
+    sentences: list[str] = spec["sentences"]
+    rng = random.Random(spec.get("seed", 0))
+    rng.shuffle(sentences)
+    bs = int(spec["batch_size"])
+
+    def batches():
+        i = 0
+        while True:
+            if i + bs > len(sentences):
+                i = 0
+            yield sentences[i : i + bs]
+            i += bs
+
+    t0 = time.perf_counter()
+    emb = Embedder(**spec["embedder"])
+    session_s = time.perf_counter() - t0
+    it = batches()
+    first = next(it)
+    t1 = time.perf_counter_ns()
+    emb.embed(first, batch_size=bs)
+    first_call_ms = (time.perf_counter_ns() - t1) / 1e6
+    for _ in range(int(spec["warmup"])):
+        emb.embed(next(it), batch_size=bs)
+
+    pc = time.perf_counter_ns
+    samples: list[int] = []
+    deadline = time.perf_counter() + float(spec["max_seconds"])
+    n_max, n_min = int(spec["iterations"]), int(spec["min_iterations"])
+    embed = emb.embed
+    for k in range(n_max):
+        batch = next(it)
+        t = pc()
+        embed(batch, batch_size=bs)
+        samples.append(pc() - t)
+        if k + 1 >= n_min and time.perf_counter() > deadline:
+            break
+    return {
+        "samples_ns": samples,
+        "session_s": session_s,
+        "first_call_ms": first_call_ms,
+        "peak_rss_mb": _peak_rss_mb(),
+        "timer_overhead_ns": timer_overhead_ns(),
+    }
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def run(embedder_kwargs: dict, sentences: list[str], bench_cfg, timeout_s: float = 600) -> BenchResult:
+    """Measure in a fresh process (see the module docstring)."""
+    spec = {
+        "embedder": {k: (str(v) if isinstance(v, Path) else v) for k, v in embedder_kwargs.items()},
+        "sentences": list(sentences),
+        "batch_size": bench_cfg.batch_size,
+        "warmup": bench_cfg.warmup,
+        "iterations": bench_cfg.iterations,
+        "min_iterations": bench_cfg.min_iterations,
+        "max_seconds": bench_cfg.max_seconds,
+        "seed": bench_cfg.seed,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec_path.write_text(json.dumps(spec))
+        env = dict(os.environ)
+        env.pop("OMP_NUM_THREADS", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.bench", str(spec_path), str(out_path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+        )
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise BenchError(f"benchmark process failed (exit {proc.returncode}):\n{tail}")
+        raw = json.loads(out_path.read_text())
+    lat = Latency.from_samples(raw["samples_ns"])
+    total_s = sum(raw["samples_ns"]) / 1e9
+    return BenchResult(
+        latency=lat,
+        batch_size=bench_cfg.batch_size,
+        throughput=bench_cfg.batch_size * len(raw["samples_ns"]) / total_s,
+        session_s=raw["session_s"],
+        first_call_ms=raw["first_call_ms"],
+        peak_rss_mb=raw["peak_rss_mb"],
+        timer_overhead_ns=raw["timer_overhead_ns"],
+        iterations=len(raw["samples_ns"]),
+    )
+
+
+def _main(argv: list[str]) -> int:
+    spec_path, out_path = argv
+    spec = json.loads(Path(spec_path).read_text())
+    result = measure(spec)
+    Path(out_path).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,249 @@
+"""The embedding path: tokenize -> ONNX Runtime -> pool -> L2-normalize.
+
+This is the product the pipeline measures and recommends.  It needs only numpy,
+``tokenizers`` and ``onnxruntime``: no torch, no transformers.
+
+    from pipeline.embed import Embedder
+    emb = Embedder("path/to/onnx-folder", pooling="mean", threads=2)
+    vectors = emb.embed(["a sentence", "another one"])   # (2, dim) float32, unit norm
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+POOLING_MODES = ("mean", "cls", "max", "last_token")
+
+_GRAPH_OPT = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+class ProviderUnavailable(RuntimeError):
+    """The requested execution provider is not in this onnxruntime build."""
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
+    """Pool token states (batch, seq, dim) into (batch, dim), honouring the attention mask.
+
+    ``last_token`` takes the last position whose mask is 1, so it works with left or
+    right padding.
+    """
+    if mode == "mean":
+        m = mask.astype(hidden.dtype)
+        summed = np.einsum("bsd,bs->bd", hidden, m)
+        counts = np.maximum(m.sum(axis=1, keepdims=True), 1e-9)
+        return summed / counts
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        masked = np.where(mask[:, :, None].astype(bool), hidden, np.finfo(hidden.dtype).min)
+        return masked.max(axis=1)
+    if mode == "last_token":
+        seq = mask.shape[1]
+        last = seq - 1 - np.argmax(mask[:, ::-1] > 0, axis=1)
+        return hidden[np.arange(hidden.shape[0]), last]
+    raise ValueError(f"unknown pooling {mode!r}; allowed: {', '.join(POOLING_MODES)}")
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def session_options(threads: int = 0, graph_optimization_level: str = "all", mem_arena: bool = True):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _GRAPH_OPT[graph_optimization_level])
+    so.enable_cpu_mem_arena = mem_arena
+    so.log_severity_level = 3
+    return so
+
+
+class Embedder:
+    """Embed texts with an ONNX model folder (``model.onnx`` + ``tokenizer.json``).
+
+    Parameters
+    ----------
+    model_dir: folder holding the ONNX graph and a fast-tokenizer ``tokenizer.json``.
+    pooling: ``mean``, ``cls``, ``max`` or ``last_token`` (attention-mask aware).
+    provider: an ONNX Runtime execution provider name; never silently replaced.
+    threads: intra-op threads (0: ONNX Runtime's default).
+    max_length: tokens kept per text (longer texts are truncated).
+    batch_size: texts per inference call; a corpus is sorted by length before batching
+        so little padding is computed, and results come back in input order.
+    padding_side: ``right`` (encoders) or ``left`` (decoders).
+    prefix: text put before every input (for example ``"query: "``).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        *,
+        pooling: str = "mean",
+        provider: str = "CPUExecutionProvider",
+        provider_options: dict[str, Any] | None = None,
+        threads: int = 0,
+        max_length: int = 256,
+        batch_size: int = 32,
+        padding_side: str = "right",
+        prefix: str = "",
+        onnx_file: str = "model.onnx",
+        output_name: str | None = None,
+        tokenizer_dir: str | os.PathLike | None = None,
+        graph_optimization_level: str = "all",
+        mem_arena: bool = True,
+        normalize: bool = True,
+    ):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"unknown pooling {pooling!r}; allowed: {', '.join(POOLING_MODES)}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        if max_length <= 0:
+            raise ValueError(f"max_length must be > 0, got {max_length}")
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        if provider not in available_providers():
+            raise ProviderUnavailable(
+                f"execution provider {provider} is not in this onnxruntime build "
+                f"(available: {', '.join(available_providers())})"
+            )
+        self.model_dir = Path(model_dir)
+        self.pooling = pooling
+        self.provider = provider
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.padding_side = padding_side
+        self.prefix = prefix
+        self.normalize = normalize
+
+        tok_dir = Path(tokenizer_dir) if tokenizer_dir else self.model_dir
+        self.tokenizer = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.pad_id = self._pad_id(tok_dir)
+        # truncation keeps the special tokens: the tokenizer does it in Rust
+        self.tokenizer.enable_truncation(max_length=max_length)
+
+        so = session_options(threads, graph_optimization_level, mem_arena)
+        self.session = ort.InferenceSession(
+            str(self.model_dir / onnx_file),
+            sess_options=so,
+            providers=[(provider, provider_options or {})],
+        )
+        got = self.session.get_providers()[0]
+        if got != provider:  # onnxruntime fell back: refuse rather than measure the wrong thing
+            raise ProviderUnavailable(f"asked for {provider}, onnxruntime gave {got}")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_name = output_name or self._token_output()
+        out = next(o for o in self.session.get_outputs() if o.name == self.output_name)
+        self.dim = out.shape[-1] if isinstance(out.shape[-1], int) else self._config_dim()
+
+    # -- setup helpers -------------------------------------------------------------
+    def _pad_id(self, tok_dir: Path) -> int:
+        cfg = tok_dir / "tokenizer_config.json"
+        pad_token = None
+        if cfg.is_file():
+            pad_token = json.loads(cfg.read_text()).get("pad_token")
+            if isinstance(pad_token, dict):
+                pad_token = pad_token.get("content")
+        for candidate in (pad_token, "[PAD]", "<pad>", "<|endoftext|>"):
+            if candidate is not None and self.tokenizer.token_to_id(candidate) is not None:
+                return int(self.tokenizer.token_to_id(candidate))
+        return 0
+
+    def _token_output(self) -> str:
+        outs = self.session.get_outputs()
+        for name in ("last_hidden_state", "token_embeddings"):
+            if any(o.name == name for o in outs):
+                return name
+        rank3 = [o.name for o in outs if len(o.shape) == 3]
+        if not rank3:
+            raise ValueError(f"no (batch, seq, hidden) output in {[o.name for o in outs]}")
+        return rank3[0]
+
+    def _config_dim(self) -> int:
+        cfg = self.model_dir / "config.json"
+        if cfg.is_file():
+            c = json.loads(cfg.read_text())
+            for k in ("hidden_size", "d_model", "n_embd"):
+                if k in c:
+                    return int(c[k])
+        return int(self._infer_batch([[self.pad_id]])[0].shape[-1])
+
+    # -- the hot path ----------------------------------------------------------------
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        if self.prefix:
+            texts = [self.prefix + t for t in texts]
+        encs = self.tokenizer.encode_batch(list(texts))
+        return [e.ids or [self.pad_id] for e in encs]  # never an empty row
+
+    def _arrays(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
+        n = len(ids)
+        width = max(len(r) for r in ids)
+        input_ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        left = self.padding_side == "left"
+        for i, row in enumerate(ids):
+            k = len(row)
+            if left:
+                input_ids[i, width - k :] = row
+                mask[i, width - k :] = 1
+            else:
+                input_ids[i, :k] = row
+                mask[i, :k] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        if "position_ids" in self.input_names:
+            feeds["position_ids"] = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+        return {k: v for k, v in feeds.items() if k in self.input_names}
+
+    def _infer_batch(self, ids: list[list[int]]) -> np.ndarray:
+        feeds = self._arrays(ids)
+        hidden = self.session.run([self.output_name], feeds)[0]
+        pooled = pool(hidden, feeds["attention_mask"], self.pooling)
+        pooled = pooled.astype(np.float32, copy=False)
+        return l2_normalize(pooled) if self.normalize else pooled
+
+    def embed(self, texts: Sequence[str] | str, *, batch_size: int | None = None) -> np.ndarray:
+        """Embed texts into an (n, dim) float32 array; rows are unit-norm when normalize."""
+        if isinstance(texts, str):
+            texts = [texts]
+        n = len(texts)
+        if n == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        bs = batch_size or self.batch_size
+        ids = self._encode(texts)
+        if n <= bs:
+            return self._infer_batch(ids)
+        order = np.argsort([len(r) for r in ids], kind="stable")
+        out = np.empty((n, self.dim), dtype=np.float32)
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            out[idx] = self._infer_batch([ids[i] for i in idx])
+        return out
+
+    __call__ = embed

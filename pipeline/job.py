@@ -1,0 +1,228 @@
+"""One job: one point of the search space, one MLflow run.
+
+    resolve model -> export (cached) -> validate -> benchmark -> quality (cached) -> log
+
+:func:`prepare` does everything that can refuse a job before any work (config checks,
+finding and verifying the model); :func:`run` does the stages inside an MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from . import bench, export, quality, track, validate
+from .config import Config
+from .embed import Embedder, ProviderUnavailable, available_providers
+from .sources import ModelUnavailable, ResolvedModel, resolve
+
+log = logging.getLogger(__name__)
+
+
+class JobSkipped(RuntimeError):
+    """The job cannot run here (provider or model unavailable); logged as skipped."""
+
+
+@dataclass
+class JobResult:
+    status: str  # ok | skipped | failed
+    run_id: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    seconds: float = 0.0
+
+
+def prepare(cfg: Config) -> ResolvedModel:
+    """Checks that need no MLflow run: the provider exists, the model is there and verified.
+
+    Raises JobSkipped for what is unavailable here, ChecksumMismatch for wrong weights.
+    """
+    if cfg.provider.ep not in available_providers():
+        raise JobSkipped(
+            f"execution provider {cfg.provider.ep} ({cfg.provider.name}) is not in this onnxruntime build; "
+            f"available: {', '.join(available_providers())}"
+        )
+    try:
+        return resolve(cfg.model)
+    except ModelUnavailable as exc:
+        raise JobSkipped(str(exc)) from None
+
+
+def embedder_kwargs(cfg: Config, artifact: export.Artifact) -> dict:
+    return {
+        "model_dir": str(artifact.folder),
+        "onnx_file": artifact.onnx_path.name,
+        "pooling": cfg.pooling.mode,
+        "provider": cfg.provider.ep,
+        "provider_options": dict(cfg.provider.options),
+        "threads": cfg.provider.threads,
+        "max_length": cfg.model.max_length,
+        "padding_side": cfg.model.padding_side,
+        "graph_optimization_level": cfg.provider.graph_optimization_level,
+        "mem_arena": cfg.provider.mem_arena,
+    }
+
+
+def _latency_figure(samples_ns, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ms = np.sort(np.asarray(samples_ns, dtype=np.float64) / 1e6)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.hist(ms, bins=min(60, max(10, len(ms) // 5)), color="#4477aa")
+    ax1.set_xlabel("latency per call (ms)")
+    ax1.set_ylabel("calls")
+    ax1.set_title("histogram")
+    ax2.plot(ms, np.arange(1, len(ms) + 1) / len(ms), color="#4477aa")
+    for q, c in ((50, "#228833"), (95, "#ee6677"), (99, "#aa3377")):
+        v = np.percentile(ms, q)
+        ax2.axvline(v, color=c, ls="--", lw=1, label=f"p{q} {v:.2f} ms")
+    ax2.set_xlabel("latency per call (ms)")
+    ax2.set_ylabel("fraction of calls")
+    ax2.set_title("CDF")
+    ax2.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(cfg: Config, resolved: ResolvedModel, out_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
+    """Run the stages; log to the active MLflow run. Returns (metrics, tags)."""
+    import mlflow
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {"weights.verified": str(resolved.verified).lower()}
+
+    # export (cached)
+    log.info("export: %s %s", cfg.model.name, cfg.variant.name)
+    artifact = export.export(resolved, cfg.model, cfg.variant, cfg.cache_dir)
+    tags["export.cached"] = str(artifact.cached).lower()
+    tags["artifact.key"] = artifact.key
+    metrics["export.seconds"] = artifact.seconds
+    metrics["model.size_mb"] = artifact.size_mb
+    mlflow.set_tags(tags)
+
+    # validate: structure
+    model_config = {}
+    if (artifact.folder / "config.json").is_file():
+        model_config = json.loads((artifact.folder / "config.json").read_text())
+    report = validate.structure(artifact.onnx_path, model_config)
+    (out_dir / "validation.json").write_text(report.to_json())
+
+    # the embedder used for quality and parity (the benchmark builds its own, cold)
+    kwargs = embedder_kwargs(cfg, artifact)
+    try:
+        emb = Embedder(**kwargs)
+    except ProviderUnavailable as exc:
+        raise JobSkipped(str(exc)) from None
+
+    data = None
+    if cfg.quality.enabled:
+        data = quality.load_sts(cfg.quality)
+    # validate: parity with the PyTorch reference (cached with quality: same key)
+    qkey = {
+        "artifact": artifact.key,
+        "pooling": cfg.pooling.mode,
+        "provider": cfg.provider.name,
+        "max_length": cfg.model.max_length,
+    }
+    metrics["parity.min_cosine"] = _parity(cfg, resolved, emb, artifact, qkey)
+    validation = json.loads(report.to_json())
+    validation["parity"] = {"min_cosine": metrics["parity.min_cosine"], "sentences": cfg.quality.parity_sentences}
+    (out_dir / "validation.json").write_text(json.dumps(validation, indent=2))
+    mlflow.log_artifact(str(out_dir / "validation.json"))
+
+    # benchmark (fresh process)
+    sentences = data.unique_sentences if data is not None else validate.PARITY_SENTENCES * 8
+    log.info("benchmark: batch %d", cfg.bench.batch_size)
+    b = bench.run(kwargs, sentences, cfg.bench)
+    metrics.update(b.metrics())
+    np.savetxt(out_dir / "latency_samples_ns.csv", np.asarray(b.latency.samples_ns, dtype=np.int64), fmt="%d", header="latency_ns", comments="")
+    _latency_figure(
+        b.latency.samples_ns,
+        out_dir / "latency.png",
+        f"{cfg.model.name} {cfg.variant.name} {cfg.provider.name} {cfg.pooling.mode} batch {cfg.bench.batch_size}",
+    )
+    mlflow.log_artifact(str(out_dir / "latency_samples_ns.csv"))
+    mlflow.log_artifact(str(out_dir / "latency.png"))
+    mlflow.log_metrics(metrics)
+
+    # quality (cached)
+    if data is not None:
+        log.info("quality: STS Benchmark %s (%d pairs)", cfg.quality.split, len(data.scores))
+        q = quality.cached_score(emb.embed, data, cfg.cache_dir, {**qkey, "split": cfg.quality.split}, cfg.quality.batch_size)
+        metrics.update(q.metrics())
+        mlflow.log_metrics(q.metrics())
+        mlflow.set_tag("quality.cached", str(q.cached).lower())
+        tags["quality.cached"] = str(q.cached).lower()
+    return metrics, tags
+
+
+def _parity(cfg: Config, resolved: ResolvedModel, emb: Embedder, artifact: export.Artifact, qkey: dict) -> float:
+    import hashlib
+
+    key = hashlib.sha256(json.dumps({**qkey, "n": cfg.quality.parity_sentences}, sort_keys=True).encode()).hexdigest()[:20]
+    path = Path(cfg.cache_dir) / "parity" / f"{key}.json"
+    if path.is_file():
+        try:
+            return float(json.loads(path.read_text())["min_cosine"])
+        except (ValueError, KeyError):
+            path.unlink(missing_ok=True)
+    sentences = validate.PARITY_SENTENCES[: cfg.quality.parity_sentences]
+    ref = validate.reference_embeddings(resolved.folder, sentences, cfg.pooling.mode, cfg.model.native_pooling, cfg.model.max_length)
+    value = validate.parity(emb.embed(sentences), ref)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"min_cosine": value, "key": qkey}))
+    return value
+
+
+def execute(cfg: Config, dict_cfg=None, out_dir: Path | None = None) -> JobResult:
+    """Prepare, then run the job inside an MLflow run tagged ok / skipped / failed.
+
+    Errors that :func:`prepare` raises for a bad model (missing, wrong checksum) propagate
+    before any run exists; a skipped job is logged as a run with status=skipped.
+    """
+    import mlflow
+
+    t0 = time.perf_counter()
+    out_dir = out_dir or Path(".")
+    try:
+        resolved = prepare(cfg)
+        skip_reason = None
+    except JobSkipped as exc:
+        resolved, skip_reason = None, str(exc)
+
+    track.quiet()
+    exp_id = track.setup(cfg.tracking)
+    run_name = f"{cfg.model.name}-{cfg.variant.name}-{cfg.provider.name}-{cfg.pooling.mode}-b{cfg.bench.batch_size}"
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as active:
+        run_id = active.info.run_id
+        mlflow.log_params(track.job_params(cfg))
+        resolved_yaml = OmegaConf.to_yaml(dict_cfg if dict_cfg is not None else OmegaConf.structured(cfg))
+        mlflow.log_text(resolved_yaml, "config.yaml")
+        if skip_reason is not None:
+            mlflow.set_tags({"status": "skipped", "reason": skip_reason})
+            log.warning("skipped: %s", skip_reason)
+            return JobResult("skipped", run_id, reason=skip_reason, seconds=time.perf_counter() - t0)
+        try:
+            metrics, _ = run(cfg, resolved, out_dir)
+        except JobSkipped as exc:
+            mlflow.set_tags({"status": "skipped", "reason": str(exc)})
+            return JobResult("skipped", run_id, reason=str(exc), seconds=time.perf_counter() - t0)
+        except Exception as exc:
+            mlflow.log_text(traceback.format_exc(), "traceback.txt")
+            mlflow.set_tags({"status": "failed", "reason": f"{type(exc).__name__}: {str(exc)[:400]}"})
+            raise
+        mlflow.set_tag("status", "ok")
+        return JobResult("ok", run_id, metrics=metrics, seconds=time.perf_counter() - t0)

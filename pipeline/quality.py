@@ -1,0 +1,155 @@
+"""Quality stage: STS Benchmark Spearman, similar/different separation, L2 norms.
+
+Results are cached per (artifact, pooling, provider, max length, data): a batch-size
+or thread sweep never re-embeds the data set.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import QualityConfig
+
+
+class DataError(ValueError):
+    """A missing or malformed data-set file; the message names the file (and line)."""
+
+
+@dataclass(frozen=True)
+class StsData:
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: np.ndarray
+    source: str  # the file (or hub data set) it came from
+    digest: str  # sha256 of the content, for cache keys
+
+    @property
+    def unique_sentences(self) -> list[str]:
+        return list(dict.fromkeys(self.sentences1 + self.sentences2))
+
+
+def _read_csv(path: Path) -> StsData:
+    if not path.is_file():
+        raise DataError(f"STS Benchmark file {path} does not exist (set quality.data_dir or PIPELINE_DATA_DIR)")
+    raw = path.read_bytes()
+    s1, s2, scores = [], [], []
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 ({exc})") from None
+    for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row:
+            continue
+        if len(row) != 3:
+            raise DataError(f"{path}:{lineno}: expected 3 columns (sentence1,sentence2,score), got {len(row)}")
+        try:
+            score = float(row[2])
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: score {row[2]!r} is not a number") from None
+        if not 0.0 <= score <= 5.0:
+            raise DataError(f"{path}:{lineno}: score {score} is outside 0..5")
+        s1.append(row[0])
+        s2.append(row[1])
+        scores.append(score)
+    if not scores:
+        raise DataError(f"{path}: no rows")
+    return StsData(s1, s2, np.asarray(scores, dtype=np.float64), str(path), hashlib.sha256(raw).hexdigest())
+
+
+def _read_hub(dataset: str, split: str) -> StsData:  # pragma: no cover - needs a network
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(dataset, split="validation" if split == "dev" else split)
+    except Exception as exc:
+        raise DataError(f"STS Benchmark from the hub ({dataset}) is unavailable: {exc}") from None
+    s1, s2, sc = list(ds["sentence1"]), list(ds["sentence2"]), np.asarray(ds["score"], dtype=np.float64)
+    digest = hashlib.sha256(json.dumps([s1, s2, sc.tolist()]).encode()).hexdigest()
+    return StsData(s1, s2, sc, f"hub:{dataset}:{split}", digest)
+
+
+def load_sts(cfg: QualityConfig, split: str | None = None) -> StsData:
+    split = split or cfg.split
+    path = Path(cfg.data_dir) / "stsb" / f"stsb-en-{split}.csv"
+    if cfg.source == "local" or (cfg.source == "auto" and path.is_file()):
+        return _read_csv(path)
+    if cfg.source == "auto":
+        try:
+            return _read_hub(cfg.hub_dataset, split)
+        except DataError as exc:
+            raise DataError(f"{path} does not exist and {exc}") from None
+    return _read_hub(cfg.hub_dataset, split)
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    stsb_spearman: float  # x100
+    sim_high: float  # mean cosine of pairs scored >= 4
+    sim_low: float  # mean cosine of pairs scored <= 1
+    separation: float
+    l2_norm_max_dev: float
+    n_pairs: int
+    seconds: float
+    cached: bool = False
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "quality.stsb_spearman": self.stsb_spearman,
+            "quality.sim_high": self.sim_high,
+            "quality.sim_low": self.sim_low,
+            "quality.separation": self.separation,
+            "quality.l2_norm_max_dev": self.l2_norm_max_dev,
+        }
+
+
+def score(embed, data: StsData, batch_size: int = 64) -> QualityResult:
+    """Embed every unique sentence once and score the pairs."""
+    from scipy.stats import spearmanr
+
+    t0 = time.perf_counter()
+    sentences = data.unique_sentences
+    index = {s: i for i, s in enumerate(sentences)}
+    vecs = embed(sentences, batch_size=batch_size).astype(np.float64)
+    norms = np.linalg.norm(vecs, axis=1)
+    unit = vecs / np.maximum(norms, 1e-12)[:, None]
+    a = unit[[index[s] for s in data.sentences1]]
+    b = unit[[index[s] for s in data.sentences2]]
+    cos = (a * b).sum(axis=1)
+    high, low = data.scores >= 4.0, data.scores <= 1.0
+    sim_high = float(cos[high].mean()) if high.any() else float("nan")
+    sim_low = float(cos[low].mean()) if low.any() else float("nan")
+    return QualityResult(
+        stsb_spearman=float(spearmanr(cos, data.scores).statistic * 100.0),
+        sim_high=sim_high,
+        sim_low=sim_low,
+        separation=sim_high - sim_low,
+        l2_norm_max_dev=float(np.abs(norms - 1.0).max()),
+        n_pairs=len(data.scores),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def cached_score(embed, data: StsData, cache_dir: str | Path, key_parts: dict, batch_size: int = 64) -> QualityResult:
+    """:func:`score`, cached under ``cache_dir/quality`` by ``key_parts`` and the data's digest."""
+    blob = json.dumps({**key_parts, "data": data.digest}, sort_keys=True).encode()
+    path = Path(cache_dir) / "quality" / f"{hashlib.sha256(blob).hexdigest()[:20]}.json"
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+            stored.pop("key", None)
+            return QualityResult(**{**stored, "cached": True})
+        except (ValueError, TypeError):
+            path.unlink(missing_ok=True)  # unreadable: compute again
+    result = score(embed, data, batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**asdict(result), "key": key_parts}, indent=2))
+    tmp.replace(path)
+    return result
