@@ -1,0 +1,71 @@
+"""One job end to end on the tiny model: every stage, the logged run, the caches."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import tiny_overrides
+from pipeline.config import to_config
+from pipeline.job import execute
+
+DESIGN_METRICS = [
+    "latency.p50_ms", "latency.p90_ms", "latency.p95_ms", "latency.p99_ms", "latency.mean_ms", "latency.std_ms",
+    "throughput.sentences_per_s", "load.session_s", "load.first_call_ms", "memory.peak_rss_mb", "model.size_mb",
+    "quality.stsb_spearman", "quality.sim_high", "quality.sim_low", "quality.separation", "quality.l2_norm_max_dev",
+    "parity.min_cosine",
+]
+DESIGN_PARAMS = ["model", "variant", "provider", "pooling", "batch_size", "max_length", "threads"]
+
+
+def _run(compose, tiny_bert, tiny_sts_dir, tmp_path, *extra):
+    dcfg = compose(tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) + list(extra))
+    cfg = to_config(dcfg)
+    return execute(cfg, dcfg, tmp_path / "out"), cfg
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max", "last_token"])
+def test_job_logs_every_design_name(compose, tiny_bert, tiny_sts_dir, tmp_path, pooling):
+    result, cfg = _run(compose, tiny_bert, tiny_sts_dir, tmp_path, f"pooling={pooling}", "bench.batch_size=4")
+    assert result.status == "ok"
+    mlflow.set_tracking_uri(cfg.tracking.resolved_uri())
+    run = MlflowClient().get_run(result.run_id)
+    for name in DESIGN_METRICS:
+        assert name in run.data.metrics, name
+    for name in DESIGN_PARAMS:
+        assert name in run.data.params, name
+    assert run.data.params["pooling"] == pooling
+    assert run.data.params["batch_size"] == "4"
+    assert run.data.tags["status"] == "ok"
+    # the ONNX path pooled the same way as the PyTorch reference
+    assert run.data.metrics["parity.min_cosine"] > 0.9999
+    assert abs(run.data.metrics["quality.l2_norm_max_dev"]) < 1e-4
+    assert run.data.metrics["latency.p50_ms"] <= run.data.metrics["latency.p95_ms"] <= run.data.metrics["latency.p99_ms"]
+    artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id)}
+    assert {"config.yaml", "validation.json", "latency_samples_ns.csv", "latency.png"} <= artifacts
+
+
+def test_second_job_reuses_export_and_quality(compose, tiny_bert, tiny_sts_dir, tmp_path):
+    first, cfg = _run(compose, tiny_bert, tiny_sts_dir, tmp_path)
+    second, _ = _run(compose, tiny_bert, tiny_sts_dir, tmp_path, "bench.batch_size=2")
+    client = MlflowClient(cfg.tracking.resolved_uri())
+    r1, r2 = client.get_run(first.run_id), client.get_run(second.run_id)
+    assert r1.data.tags["export.cached"] == "false"
+    assert r2.data.tags["export.cached"] == "true"
+    assert r2.data.tags["quality.cached"] == "true"
+    assert r2.data.metrics["export.seconds"] == 0.0
+    assert r1.data.metrics["quality.stsb_spearman"] == r2.data.metrics["quality.stsb_spearman"]
+
+
+def test_corrupted_cached_export_is_rebuilt(compose, tiny_bert, tiny_sts_dir, tmp_path):
+    first, cfg = _run(compose, tiny_bert, tiny_sts_dir, tmp_path)
+    onnx_files = list((tmp_path / "cache" / "exports").glob("*/model.onnx"))
+    assert len(onnx_files) == 1
+    data = onnx_files[0].read_bytes()
+    onnx_files[0].write_bytes(data[: len(data) // 2])  # truncated
+    second, _ = _run(compose, tiny_bert, tiny_sts_dir, tmp_path)
+    run = MlflowClient(cfg.tracking.resolved_uri()).get_run(second.run_id)
+    assert second.status == "ok"
+    assert run.data.tags["export.cached"] == "false"
+    assert onnx_files[0].stat().st_size == len(data)
