@@ -1,0 +1,106 @@
+"""The Embedder: the path users ship. Edge-case texts, pooling, batching, ordering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.embed import Embedder, ProviderUnavailable, pool
+from pipeline.export import export
+from pipeline.config import ModelConfig, VariantConfig
+from pipeline.sources import resolve
+
+NASTY = [
+    "",
+    "   \t\n  ",
+    "x" * 20_000,
+    "word " * 5_000,
+    "emoji 😀🎉👍🏽 and flags 🇫🇷",
+    "中文句子，日本語の文、한국어 문장",
+    "nul\x00byte and \x01\x02\x07 bell \x1b[31m escapes",
+    "\u200b\u200d\ufeff zero-width",
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tiny_bert, tmp_path_factory):
+    cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
+    art = export(resolve(cfg), cfg, VariantConfig(), tmp_path_factory.mktemp("cache"))
+    return art.folder
+
+
+@pytest.mark.parametrize("mode", ["mean", "cls", "max", "last_token"])
+def test_never_crashes_on_nasty_text(onnx_dir, mode):
+    emb = Embedder(onnx_dir, pooling=mode, max_length=64)
+    out = emb.embed(NASTY)
+    assert out.shape == (len(NASTY), emb.dim)
+    assert out.dtype == np.float32
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_empty_list_gives_empty_array(onnx_dir):
+    emb = Embedder(onnx_dir)
+    out = emb.embed([])
+    assert out.shape == (0, emb.dim) and out.dtype == np.float32
+
+
+def test_batched_corpus_keeps_input_order(onnx_dir):
+    """Length-sorted batching must return rows in the input order, equal to one-by-one."""
+    texts = [f"the {'big ' * (i % 7)}dog {i}" for i in range(23)]
+    emb = Embedder(onnx_dir, batch_size=4)
+    together = emb.embed(texts)
+    alone = np.vstack([emb.embed([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_truncation_at_max_length(onnx_dir):
+    emb = Embedder(onnx_dir, max_length=8)
+    long_a = "red " * 6 + "dog " * 50
+    long_b = "red " * 6 + "cat " * 50
+    # both keep only [CLS] + 6 tokens + [SEP]: identical after truncation
+    np.testing.assert_allclose(emb.embed([long_a]), emb.embed([long_b]), atol=1e-6)
+
+
+def test_left_padding_gives_same_vectors_for_every_pooling(onnx_dir):
+    texts = ["a dog", "two people are playing music in the field", "sky"]
+    for mode in ("mean", "max", "last_token", "cls"):
+        right = Embedder(onnx_dir, pooling=mode, padding_side="right").embed(texts)
+        if mode == "cls":
+            continue  # CLS is position 0: only meaningful with right padding
+        left = Embedder(onnx_dir, pooling=mode, padding_side="left").embed(texts)
+        # BERT uses absolute positions: compare each text alone (no padding) with the batch
+        for i, t in enumerate(texts):
+            alone = Embedder(onnx_dir, pooling=mode, padding_side="right").embed([t])[0]
+            np.testing.assert_allclose(right[i], alone, atol=1e-5)
+        assert left.shape == right.shape
+
+
+def test_pooling_modes_are_mask_aware():
+    hidden = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)
+    mask = np.array([[1, 1, 0, 0], [0, 1, 1, 1]])
+    np.testing.assert_allclose(pool(hidden, mask, "mean")[0], hidden[0, :2].mean(axis=0))
+    np.testing.assert_allclose(pool(hidden, mask, "mean")[1], hidden[1, 1:].mean(axis=0))
+    np.testing.assert_allclose(pool(hidden, mask, "max")[0], hidden[0, 1])
+    np.testing.assert_allclose(pool(hidden, mask, "last_token")[0], hidden[0, 1])
+    np.testing.assert_allclose(pool(hidden, mask, "last_token")[1], hidden[1, 3])
+    np.testing.assert_allclose(pool(hidden, mask, "cls")[1], hidden[1, 0])
+    with pytest.raises(ValueError, match="allowed: mean, cls, max, last_token"):
+        pool(hidden, mask, "sum")
+
+
+def test_prefix_changes_the_vector(onnx_dir):
+    plain = Embedder(onnx_dir).embed(["a dog"])
+    prefixed = Embedder(onnx_dir, prefix="query: ").embed(["a dog"])
+    assert float(plain[0] @ prefixed[0]) < 0.99999
+
+
+def test_missing_provider_is_refused_not_replaced(onnx_dir):
+    with pytest.raises(ProviderUnavailable, match="CUDAExecutionProvider"):
+        Embedder(onnx_dir, provider="CUDAExecutionProvider")
+
+
+@pytest.mark.parametrize("kwargs,match", [({"pooling": "sum"}, "unknown pooling"), ({"batch_size": 0}, "batch_size"), ({"max_length": 0}, "max_length")])
+def test_bad_arguments_are_refused(onnx_dir, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Embedder(onnx_dir, **kwargs)
