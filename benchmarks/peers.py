@@ -149,56 +149,6 @@ def optimum_contender(art, threads: int, max_length: int) -> Contender:
     return Contender("optimum-ort", embed)
 
 
-# -- hardware ceiling -------------------------------------------------------------------
-def model_flops(config: dict, lengths: list[int]) -> float:
-    """Forward-pass FLOPs of a BERT-style encoder for sequences of these token lengths."""
-    h = config["hidden_size"]
-    inter = config.get("intermediate_size", 4 * h)
-    layers = config["num_hidden_layers"]
-    total = 0.0
-    for s in lengths:
-        dense = 2 * s * (4 * h * h + 2 * h * inter)  # Q, K, V, O projections and the FFN
-        attn = 2 * 2 * s * s * h  # QK^T and attention x V
-        total += layers * (dense + attn)
-    return total
-
-
-def matmul_peak_flops(threads: int, n: int = 1536, repeats: int = 10) -> dict:
-    """Single-precision matrix-multiply peak on this machine, with ``threads`` threads:
-    the best of ONNX Runtime's own MatMul (MLAS, what the model runs on) and numpy's BLAS."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["A", "B"], ["C"])], "mm",
-        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]), helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
-        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    sess = ort.InferenceSession(model.SerializeToString(), _session_options(threads), providers=["CPUExecutionProvider"])
-    flop = 2.0 * n**3
-    best_ort = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter()
-        sess.run(None, {"A": a, "B": b})
-        best_ort = max(best_ort, flop / (time.perf_counter() - t))
-    best_np = 0.0
-    try:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(threads):
-            for _ in range(repeats):
-                t = time.perf_counter()
-                a @ b
-                best_np = max(best_np, flop / (time.perf_counter() - t))
-    except ImportError:
-        pass
-    return {"ort_gflops": best_ort / 1e9, "numpy_gflops": best_np / 1e9, "peak_gflops": max(best_ort, best_np) / 1e9}
-
-
 def timer_overhead_ns() -> float:
     from pipeline.bench import timer_overhead_ns as f
 
@@ -207,6 +157,7 @@ def timer_overhead_ns() -> float:
 
 # -- the measurement ----------------------------------------------------------------------
 def run(args) -> dict:
+    from pipeline import roofline
     from pipeline.quality import load_sts
     from pipeline.config import QualityConfig
 
@@ -288,9 +239,9 @@ def run(args) -> dict:
     tok.no_padding()  # the exported tokenizer.json may pad to a fixed length
     tok.enable_truncation(cfg.model.max_length)
     lengths = [len(e.ids) for e in tok.encode_batch(corpus)]
-    flops = model_flops(config, lengths)
+    flops = roofline.model_flops(config, lengths)
     achieved = flops / statistics.median(contenders[0].corpus_s)
-    peak = matmul_peak_flops(threads)
+    peak = roofline._measure_peak(threads)  # measured now, beside the contenders, not cached
     overhead = timer_overhead_ns()
     smallest_ms = min(min(c.single_ms) for c in contenders)
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import roofline
+
 
 @dataclass(frozen=True)
 class Latency:
@@ -54,6 +56,14 @@ class BenchResult:
     peak_rss_mb: float
     timer_overhead_ns: float  # cost of one perf_counter_ns pair, measured in the same process
     iterations: int
+    achieved_gflops: float | None = None  # useful model FLOP/s over the timed calls
+    peak_gflops: float | None = None  # this machine's measured matmul peak at these threads
+
+    @property
+    def roofline_fraction(self) -> float | None:
+        if self.achieved_gflops is None or not self.peak_gflops:
+            return None
+        return self.achieved_gflops / self.peak_gflops
 
     def metrics(self) -> dict[str, float]:
         lat = self.latency
@@ -70,6 +80,15 @@ class BenchResult:
             "memory.peak_rss_mb": self.peak_rss_mb,
             "bench.timer_overhead_ns": self.timer_overhead_ns,
             "bench.iterations": float(self.iterations),
+            **(
+                {
+                    "roofline_fraction": self.roofline_fraction,
+                    "roofline.achieved_gflops": self.achieved_gflops,
+                    "roofline.peak_gflops": self.peak_gflops,
+                }
+                if self.roofline_fraction is not None
+                else {}
+            ),
         }
 
 
@@ -123,15 +142,20 @@ def measure(spec: dict) -> dict:
     deadline = time.perf_counter() + float(spec["max_seconds"])
     n_max, n_min = int(spec["iterations"]), int(spec["min_iterations"])
     embed = emb.embed
+    timed = []
     for k in range(n_max):
         batch = next(it)
         t = pc()
         embed(batch, batch_size=bs)
         samples.append(pc() - t)
+        timed.append(batch)
         if k + 1 >= n_min and time.perf_counter() > deadline:
             break
+    # the real (unpadded, truncated) token counts of what was timed, for the FLOP count
+    lengths = [len(ids) for batch in timed for ids in emb._encode(batch)]
     return {
         "samples_ns": samples,
+        "token_lengths": lengths,
         "session_s": session_s,
         "first_call_ms": first_call_ms,
         "peak_rss_mb": _peak_rss_mb(),
@@ -143,8 +167,18 @@ class BenchError(RuntimeError):
     pass
 
 
-def run(embedder_kwargs: dict, sentences: list[str], bench_cfg, timeout_s: float = 600) -> BenchResult:
-    """Measure in a fresh process (see the module docstring)."""
+def run(
+    embedder_kwargs: dict,
+    sentences: list[str],
+    bench_cfg,
+    model_config: dict | None = None,
+    cache_dir: str | Path | None = None,
+    timeout_s: float = 600,
+) -> BenchResult:
+    """Measure in a fresh process (see the module docstring).
+
+    With the model's ``config.json`` contents, the result carries the roofline figures.
+    """
     spec = {
         "embedder": {k: (str(v) if isinstance(v, Path) else v) for k, v in embedder_kwargs.items()},
         "sentences": list(sentences),
@@ -173,6 +207,11 @@ def run(embedder_kwargs: dict, sentences: list[str], bench_cfg, timeout_s: float
         raw = json.loads(out_path.read_text())
     lat = Latency.from_samples(raw["samples_ns"])
     total_s = sum(raw["samples_ns"]) / 1e9
+    achieved = peak = None
+    flops = roofline.model_flops(model_config or {}, raw["token_lengths"])
+    if flops is not None:
+        achieved = flops / total_s / 1e9
+        peak = roofline.matmul_peak(int(embedder_kwargs.get("threads") or 0), cache_dir)["peak_gflops"]
     return BenchResult(
         latency=lat,
         batch_size=bench_cfg.batch_size,
@@ -182,6 +221,8 @@ def run(embedder_kwargs: dict, sentences: list[str], bench_cfg, timeout_s: float
         peak_rss_mb=raw["peak_rss_mb"],
         timer_overhead_ns=raw["timer_overhead_ns"],
         iterations=len(raw["samples_ns"]),
+        achieved_gflops=achieved,
+        peak_gflops=peak,
     )
 
 

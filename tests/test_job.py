@@ -42,6 +42,7 @@ def test_job_logs_every_design_name(compose, tiny_bert, tiny_sts_dir, tmp_path, 
     assert run.data.metrics["parity.min_cosine"] > 0.9999
     assert abs(run.data.metrics["quality.l2_norm_max_dev"]) < 1e-4
     assert run.data.metrics["latency.p50_ms"] <= run.data.metrics["latency.p95_ms"] <= run.data.metrics["latency.p99_ms"]
+    assert 0 < run.data.metrics["roofline_fraction"] < 1.5
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id)}
     assert {"config.yaml", "validation.json", "latency_samples_ns.csv", "latency.png"} <= artifacts
 

@@ -1,0 +1,92 @@
+"""How close a configuration comes to what this machine can do.
+
+``roofline_fraction`` = useful FLOP/s of the embed path (the model's forward-pass FLOPs for
+the real, unpadded token counts, derived from its config) / this machine's measured
+single-precision matrix-multiply peak at the same thread count.  The peak is measured once
+per (machine, threads) and cached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def model_flops(config: dict, lengths) -> float | None:
+    """Forward-pass FLOPs of a BERT-style encoder (or decoder) for sequences of these lengths.
+
+    Per layer and sequence of s tokens: 2*s*(4*h*h + 2*h*i) for the Q, K, V, O projections and
+    the feed-forward block, plus 2*2*s*s*h for QK^T and attention x V.  Embedding lookups and
+    norms are not counted.  None when the config lacks the sizes.
+    """
+    h = config.get("hidden_size")
+    layers = config.get("num_hidden_layers")
+    if not h or not layers:
+        return None
+    inter = config.get("intermediate_size") or 4 * h
+    heads = config.get("num_attention_heads") or 1
+    kv_heads = config.get("num_key_value_heads") or heads
+    kv = h * kv_heads / heads  # grouped-query attention shrinks K and V
+    s = np.asarray(list(lengths), dtype=np.float64)
+    ffn_mats = 3 if config.get("model_type", "") in ("qwen2", "qwen3", "llama", "mistral") else 2
+    dense = 2 * s * (2 * h * h + 2 * h * kv + ffn_mats * h * inter)
+    attn = 2 * 2 * s * s * h
+    return float(layers * (dense + attn).sum())
+
+
+def _measure_peak(threads: int, n: int = 1024, repeats: int = 8) -> dict:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from .embed import session_options
+
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["A", "B"], ["C"])],
+        "mm",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]), helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+    flop = 2.0 * n**3
+    best_ort = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sess.run(None, {"A": a, "B": b})
+        best_ort = max(best_ort, flop / (time.perf_counter() - t))
+    best_np = 0.0
+    try:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(threads or os.cpu_count()):
+            for _ in range(repeats):
+                t = time.perf_counter()
+                a @ b
+                best_np = max(best_np, flop / (time.perf_counter() - t))
+    except ImportError:  # pragma: no cover
+        pass
+    return {"ort_gflops": best_ort / 1e9, "numpy_gflops": best_np / 1e9, "peak_gflops": max(best_ort, best_np) / 1e9}
+
+
+def matmul_peak(threads: int, cache_dir: str | Path | None = None) -> dict:
+    """The best of ONNX Runtime's MatMul (MLAS, what the models run on) and numpy's BLAS,
+    in GFLOP/s, at ``threads`` threads (0: all cores); cached per machine and thread count."""
+    key = f"{platform.node()}-{platform.machine()}-{os.cpu_count()}-t{threads}"
+    path = Path(cache_dir) / "machine" / f"matmul-peak-{key}.json" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass
+    peak = _measure_peak(threads)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(peak))
+    return peak
