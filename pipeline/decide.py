@@ -380,7 +380,7 @@ def _scale(values: np.ndarray, reference: np.ndarray, crit) -> np.ndarray:
         better = values <= best if crit.direction == "min" else values >= best
         out[ok & better] = 1.0
         return out
-    out[ok] = np.clip((values[ok] - worst) / (best - worst), 0.0, 1.0)
+    out[ok] = np.clip((values[ok] - worst) / (best - worst), 0.0, 1.0) + 0.0  # + 0.0: no -0.0
     return out
 
 
@@ -393,8 +393,9 @@ def evaluate(candidates: pd.DataFrame, cfg: DecisionConfig, weights: dict[str, f
     """
     if not cfg.criteria:
         raise ConfigError("decision.criteria", "no criterion configured")
-    frame = candidates.copy().reset_index(drop=True)
+    frame = candidates.reset_index(drop=True)
     n = len(frame)
+    cols: dict[str, Any] = {}  # the new columns, joined once (fast: evaluate runs per robustness draw)
     why: list[list[str]] = [[] for _ in range(n)]
 
     eligible = np.ones(n, dtype=bool)
@@ -410,7 +411,7 @@ def evaluate(candidates: pd.DataFrame, cfg: DecisionConfig, weights: dict[str, f
             else:
                 verdicts.append("fail")
                 why[i].append(f"{gate.name}: got {x:.4g}")
-        frame[f"gate.{gate.name}"] = verdicts
+        cols[f"gate.{gate.name}"] = verdicts
         eligible &= np.array([s == "pass" for s in verdicts], dtype=bool)
 
     tier = np.full(n, 2)  # go until a graded gate says otherwise
@@ -433,12 +434,12 @@ def evaluate(candidates: pd.DataFrame, cfg: DecisionConfig, weights: dict[str, f
                 verdicts.append("fail")
                 tier[i] = 0
                 misses[i].append(f"{gate.metric} {x:.4g} misses the acceptable level {gate.op} {gate.acceptable:g}")
-        frame[f"gate.{gate.name}"] = verdicts
+        cols[f"gate.{gate.name}"] = verdicts
     for i in range(n):
         why[i].extend(misses[i])
     tier = np.where(eligible, tier, 0)
-    frame["eligible"] = eligible
-    frame["verdict"] = [VERDICTS[2 - t] for t in tier]
+    cols["eligible"] = eligible
+    cols["verdict"] = [VERDICTS[2 - t] for t in tier]
 
     w = {c.metric: float(c.weight) for c in cfg.criteria}
     if weights:
@@ -453,20 +454,25 @@ def evaluate(candidates: pd.DataFrame, cfg: DecisionConfig, weights: dict[str, f
         s = _scale(v, ref, crit)
         for i in np.flatnonzero(~np.isfinite(v)):
             why[i].append(f"{crit.metric} missing: scored 0")
-        frame[f"score.{crit.metric}"] = s
+        cols[f"score.{crit.metric}"] = s
         total += w[crit.metric] * s
-    frame["total_pct"] = 100.0 * total / wsum
-    frame["why"] = ["; ".join(r) for r in why]
-    frame["misses"] = ["; ".join(r) for r in misses]
-    frame["_tier"] = tier if cfg.prefer_verdict else 0
-    frame["_elig"] = eligible.astype(int)
-    frame = frame.sort_values(
-        ["_elig", "_tier", "total_pct", "label", "run_id"],
-        ascending=[False, False, False, True, True],
-        kind="mergesort",
-    ).drop(columns=["_tier", "_elig"])
-    frame.insert(0, "rank", np.arange(1, n + 1))
-    return frame.reset_index(drop=True)
+    total_pct = 100.0 * total / wsum
+    cols["total_pct"] = total_pct
+    cols["why"] = ["; ".join(r) for r in why]
+    cols["misses"] = ["; ".join(r) for r in misses]
+
+    # order: eligible first, then (prefer_verdict) go > close > no-go, then total, then the names;
+    # totals are rounded so that float noise never decides a tie
+    t = tier if cfg.prefer_verdict else np.zeros(n, dtype=int)
+    labels = frame["label"].astype(str).to_numpy() if n else np.array([], dtype=str)
+    run_ids = frame["run_id"].astype(str).to_numpy() if n else np.array([], dtype=str)
+    order = sorted(range(n), key=lambda i: (-int(eligible[i]), -int(t[i]), -round(float(total_pct[i]), 9), labels[i], run_ids[i]))
+    new = pd.DataFrame(cols, index=frame.index)
+    base = frame.drop(columns=[c for c in new.columns if c in frame] + (["rank"] if "rank" in frame else []))
+    out = pd.concat([pd.DataFrame({"rank": np.zeros(n, dtype=int)}, index=frame.index), base, new], axis=1)
+    out = out.iloc[order].reset_index(drop=True)
+    out["rank"] = np.arange(1, n + 1)
+    return out
 
 
 def pareto_front(frame: pd.DataFrame, x: str, y: str) -> np.ndarray:

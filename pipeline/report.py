@@ -257,6 +257,22 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
+def _gate_lines(ax, cfg, metric: str, data_max: float, prefix: str) -> None:
+    """Vertical lines at a graded gate's target / acceptable level, when they are near the data
+    (far-away levels would squash the points: they are named in the legend instead)."""
+    for g in cfg.graded_gates:
+        if g.metric != metric:
+            continue
+        levels = [("target", g.target, "--", COLORS[2])]
+        if g.acceptable != g.target:
+            levels.append(("acceptable", g.acceptable, ":", COLORS[3]))
+        for name, value, ls, color in levels:
+            if value <= 2 * data_max:
+                ax.axvline(value, color=color, ls=ls, lw=1, label=f"{prefix}{name} {g.op} {value:g}")
+            else:
+                ax.plot([], [], color=color, ls=ls, lw=1, label=f"{prefix}{name} {g.op} {value:g} (off scale)")
+
+
 def pareto_figure(decision: "Decision", path: Path) -> Path:
     plt = _plt()
     cfg = decision.config
@@ -276,11 +292,7 @@ def pareto_figure(decision: "Decision", path: Path) -> Path:
             fx, fy = x[front].to_numpy(), y[front].to_numpy()
             order = np.argsort(fx)
             ax.step(fx[order], fy[order], where="post", color=COLORS[1], lw=1.5, label="Pareto front")
-        for g in cfg.graded_gates:
-            if g.metric == cfg.pareto_x:
-                ax.axvline(g.target, color=COLORS[2], ls="--", lw=1, label=f"target {g.target:g}")
-                if g.acceptable != g.target:
-                    ax.axvline(g.acceptable, color=COLORS[3], ls=":", lw=1, label=f"acceptable {g.acceptable:g}")
+        _gate_lines(ax, cfg, cfg.pareto_x, float(x[ok].max()), "")
         if decision.winner is not None:
             ax.scatter(x.iloc[:1], y.iloc[:1], marker="*", s=260, color=COLORS[1], zorder=5, label=f"winner: {decision.winner.label}")
         for i in range(min(len(r), decision.config.robustness.top_k)):
@@ -314,11 +326,8 @@ def cdf_figure(decision: "Decision", path: Path) -> Path:
         _empty(ax, "no raw latency samples for the leading configurations")
     else:
         ax.axhline(0.95, color="#999999", ls=":", lw=1)
-        for g in decision.config.graded_gates:
-            if g.metric == "latency.p95_ms":
-                ax.axvline(g.target, color=COLORS[2], ls="--", lw=1, label=f"p95 target {g.target:g} ms")
-                if g.acceptable != g.target:
-                    ax.axvline(g.acceptable, color=COLORS[3], ls=":", lw=1, label=f"p95 acceptable {g.acceptable:g} ms")
+        data_max = max(float(np.max(s)) for s in decision.samples_ms.values() if s is not None and s.size)
+        _gate_lines(ax, decision.config, "latency.p95_ms", data_max, "p95 ")
         ax.set_xlabel("latency per call (ms)")
         ax.set_ylabel("fraction of calls")
         ax.legend(fontsize=7, loc="lower right")
@@ -334,7 +343,7 @@ def scores_figure(decision: "Decision", path: Path) -> Path:
     plt = _plt()
     cfg = decision.config
     top = decision.ranking.head(cfg.robustness.top_k)
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2 + 0.25 * len(top)))
     if top.empty:
         _empty(ax, "no ranked configuration")
     else:
@@ -349,7 +358,7 @@ def scores_figure(decision: "Decision", path: Path) -> Path:
         ax.set_xticklabels([f"{n}\n(w {c.weight:g})" for n, c in zip(names, cfg.criteria)], fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("score (1 = best)")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
         ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"criterion scores, profile {cfg.name}")
     fig.tight_layout()
