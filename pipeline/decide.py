@@ -226,20 +226,22 @@ def as_decision_config(node) -> DecisionConfig:
 
 
 def compose_decision(profile: str = "default", overrides: list[str] | None = None):
-    """Compose the project's Hydra config with ``decision=<profile>``; returns the typed Config."""
+    """Compose the project's Hydra config with ``decision=<profile>``; returns the typed Config.
+
+    For the command line and tests. Inside a running Hydra app (the sweep end) pass the app's
+    ``cfg.decision`` to :func:`decide_sweep` instead.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from .config import register_configs, to_config
 
+    if GlobalHydra.instance().is_initialized():
+        raise RuntimeError("compose_decision() inside a running Hydra app: pass cfg.decision to decide_sweep()")
     register_configs()
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
-            dcfg = compose(config_name="config", overrides=[f"decision={profile}", *(overrides or [])])
-    finally:
-        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
+        dcfg = compose(config_name="config", overrides=[f"decision={profile}", *(overrides or [])])
     return to_config(dcfg)
 
 

@@ -309,6 +309,17 @@ def test_a_sweep_where_nothing_passes_is_a_no_go_without_winner(store, tmp_path)
     assert json.loads((tmp_path / "reports" / "metrics.json").read_text())["winner"] is None
 
 
+def test_a_sweep_where_every_run_was_skipped_still_reports(store, tmp_path):
+    pid = store.sweep([{"status": "skipped", "reason": "CoreML is not in this onnxruntime build"},
+                       {"pooling": "cls", "status": "failed", "reason": "RuntimeError: out of memory"}])
+    d = decide_sweep(pid, profile(), store.uri, out_dir=tmp_path / "reports")
+    assert d.ranking.empty and d.winner is None and d.verdict == "no-go"
+    assert len(d.excluded) == 2
+    folder = tmp_path / "reports" / pid
+    assert {"report.md", "ranking.csv", "pareto.png", "latency_cdf.png", "scores.png"} <= {p.name for p in folder.iterdir()}
+    assert "CoreML is not in this onnxruntime build" in (folder / "report.md").read_text()
+
+
 def test_command_line_decides_the_latest_sweep(store, tmp_path, capsys):
     store.sweep([{"metrics": good_metrics(25.0)}], name="older")
     newer = store.sweep([{"metrics": good_metrics(12.0)}, {"pooling": "cls", "metrics": good_metrics(14.0)}], name="newer")
