@@ -1,0 +1,367 @@
+"""Report: the files of a decision (tables, figures, markdown, JSON), written from a :class:`Decision`.
+
+The scoring lives in :mod:`pipeline.decide`; this module only writes what it computed. No
+timestamps go into the files, so deciding the same sweep twice writes the same tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .decide import Decision
+
+COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
+
+
+def write(decision: "Decision", folder: Path) -> list[Path]:
+    """Write every output of the decision into ``folder``; returns the paths written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [
+        _csv(ranking_table(decision), folder / "ranking.csv"),
+        _text(ranking_markdown(decision), folder / "ranking.md"),
+        _csv(decision.excluded[_present(decision.excluded, ["label", "run_id", "status", "reason"])], folder / "excluded.csv"),
+        _csv(decision.robustness.weights, folder / "robustness_weights.csv"),
+        _csv(decision.robustness.noise, folder / "robustness_noise.csv"),
+        _text(json.dumps(decision.to_dict(), indent=2) + "\n", folder / "decision.json"),
+        pareto_figure(decision, folder / "pareto.png"),
+        cdf_figure(decision, folder / "latency_cdf.png"),
+        scores_figure(decision, folder / "scores.png"),
+    ]
+    files.append(_text(markdown(decision), folder / "report.md"))
+    return files
+
+
+def _csv(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def _text(text: str, path: Path) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _present(frame: pd.DataFrame, cols: list[str]) -> list[str]:
+    return [c for c in cols if c in frame]
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def ranking_table(decision: "Decision") -> pd.DataFrame:
+    """The full ranking: scores, total, gates, reasons, params, the metrics that were judged."""
+    cfg = decision.config
+    r = decision.ranking
+    metrics = list(dict.fromkeys([*(c.metric for c in cfg.criteria), *(g.metric for g in cfg.hard_gates), *(g.metric for g in cfg.graded_gates)]))
+    cols = [
+        "rank", "label", "run_id", "verdict", "eligible", "total_pct",
+        *(f"score.{c.metric}" for c in cfg.criteria),
+        *(f"gate.{g.name}" for g in cfg.hard_gates),
+        *(f"gate.{g.name}" for g in cfg.graded_gates),
+        "why", "pareto", "model", "variant", "provider", "pooling", "batch_size", "threads", "max_length",
+        *metrics,
+    ]
+    out = r[_present(r, cols)].copy()
+    for m in metrics:  # a metric no run logged still gets its (empty) column
+        if m not in out:
+            out[m] = np.nan
+    return out
+
+
+def ranking_markdown(decision: "Decision") -> str:
+    cfg = decision.config
+    r = decision.ranking
+    if r.empty:
+        return "No configuration finished with status ok: nothing is ranked.\n"
+    t = pd.DataFrame({"#": r["rank"], "configuration": r["label"], "total": r["total_pct"].map(lambda v: f"{v:.1f}%")})
+    for c in cfg.criteria:
+        t[f"{c.label or c.metric} (w {c.weight:g})"] = r[f"score.{c.metric}"].map(lambda v: f"{v:.2f}")
+    t["verdict"] = r["verdict"]
+    for g in [*cfg.hard_gates, *cfg.graded_gates]:
+        t[g.name] = r[f"gate.{g.name}"].map(_gate_mark)
+    t["why"] = r["why"].replace("", "-")
+    return t.to_markdown(index=False) + "\n"
+
+
+def _gate_mark(v: str) -> str:
+    return {"pass": "pass", "target": "target", "acceptable": "acceptable", "fail": "**FAIL**"}.get(v, v)
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "-"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def markdown(decision: "Decision") -> str:
+    cfg = decision.config
+    rob = decision.robustness
+    w = decision.winner
+    lines = [
+        f"# Decision: sweep `{decision.sweep}`",
+        "",
+        f"Parent run `{decision.parent_run_id}`, decision profile `{decision.profile}`, "
+        f"{len(decision.ranking)} configurations ranked, {len(decision.excluded)} not ranked (skipped, failed or unfinished).",
+        "",
+        f"## Recommendation: {decision.verdict.upper()}",
+        "",
+        decision.recommendation.split(" Reproduce: ")[0],
+        "",
+    ]
+    if w is not None:
+        lines += ["Reproduce it as a single job:", "", "```", w.command, "```", ""]
+        lines += ["| metric | winner | gate | level |", "| --- | --- | --- | --- |"]
+        row = decision.ranking.iloc[0]
+        gates = {g.metric: g for g in cfg.graded_gates}
+        hard = {g.metric: g for g in cfg.hard_gates}
+        for m, v in w.metrics.items():
+            if m in gates:
+                g = gates[m]
+                rule = f"{g.op} {g.target:g}" + (f" (acceptable {g.op} {g.acceptable:g})" if g.acceptable != g.target else "")
+                level = row[f"gate.{g.name}"]
+            elif m in hard:
+                rule, level = f"{hard[m].op} {hard[m].value:g} (hard)", row[f"gate.{hard[m].name}"]
+            else:
+                rule, level = "", ""
+            lines.append(f"| {m} | {_fmt(v)} | {rule} | {level} |")
+        lines.append("")
+    lines += [
+        "Verdicts: **go** when every target is met, **close** when every acceptable level is met, **no-go** otherwise; "
+        "a configuration that fails a hard gate (or lacks its metric) cannot win.",
+        "",
+        "## Ranking",
+        "",
+        "Scores per criterion lie in [0, 1] (1 = best); the total is their weighted mean. "
+        + ("Configurations passing the hard gates come first, then go before close before no-go, then by total."
+           if cfg.prefer_verdict else "Configurations passing the hard gates come first, then by total."),
+        "",
+        ranking_markdown(decision),
+        "## Not ranked",
+        "",
+    ]
+    if decision.excluded.empty:
+        lines += ["Every child run finished with status ok.", ""]
+    else:
+        ex = decision.excluded[_present(decision.excluded, ["label", "status", "reason", "run_id"])]
+        lines += [ex.to_markdown(index=False), ""]
+
+    lines += ["## Robustness", "", f"### Weights moved by ±{cfg.robustness.weight_change:.0%}", ""]
+    if rob.winner_stability is None:
+        lines += ["Nothing to move: no ranked configuration.", ""]
+    else:
+        n = len(rob.weights)
+        lines += [
+            f"The winner stays the winner in {rob.winner_stability:.0%} of the {n} weight moves; "
+            f"the top {cfg.robustness.top_k} keep their order in {rob.top_stability:.0%}.",
+            "",
+            rob.weights[["criterion", "change", "winner", "same_winner", "top"]].to_markdown(index=False),
+            "",
+        ]
+    lines += [f"### Measurement noise (bootstrap of p{cfg.noise_percentile:g} from the raw samples)", ""]
+    if rob.noise.empty or rob.noise["n_samples"].sum() == 0:
+        lines += ["No raw latency samples for the leading configurations: the noise was not estimated.", ""]
+    else:
+        conf = f"{cfg.robustness.confidence:.0%}"
+        lines += [_noise_sentence(decision), ""]
+        t = rob.noise.copy()
+        t = pd.DataFrame({
+            "#": t["rank"], "configuration": t["label"], "samples": t["n_samples"],
+            f"p{cfg.noise_percentile:g} ms": t["p95_ms"].map(_fmt),
+            f"{conf} interval": [f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(t["ci_low_ms"], t["ci_high_ms"])],
+            "vs winner ms": t["diff_vs_winner_ms"].map(_fmt),
+            f"{conf} interval of the difference": [f"[{_fmt(a)}, {_fmt(b)}]" if pd.notna(a) else "-" for a, b in zip(t["diff_ci_low_ms"], t["diff_ci_high_ms"])],
+            "larger than noise": t["distinguishable"].map(lambda v: "-" if pd.isna(v) else ("yes" if v else "no")),
+        })
+        lines += [t.to_markdown(index=False), ""]
+        if rob.noise_stability is not None:
+            lines += [f"Redrawing the p{cfg.noise_percentile:g} of these configurations from their samples "
+                      f"{rob.noise_draws} times, the winner stays the winner in {rob.noise_stability:.0%} of the redraws.", ""]
+
+    lines += [
+        "## Figures",
+        "",
+        f"![Pareto front]({'pareto.png'})",
+        "",
+        f"Pareto front: {cfg.pareto_x} (lower is better) against {cfg.pareto_y} (higher is better); "
+        "grey crosses fail a hard gate.",
+        "",
+        "![Latency CDFs](latency_cdf.png)",
+        "",
+        "Per-call latency of the leading configurations, from the raw samples.",
+        "",
+        "![Scores](scores.png)",
+        "",
+        "Criterion scores of the leading configurations.",
+        "",
+        "## How the score is computed",
+        "",
+        "| criterion | direction | weight | normalization |",
+        "| --- | --- | --- | --- |",
+    ]
+    wsum = sum(c.weight for c in cfg.criteria) or 1.0
+    for c in cfg.criteria:
+        if c.normalize == "levels":
+            norm = f"fixed scale: 1 at {c.best:g}, 0 at {c.worst:g}"
+        else:
+            norm = "min-max over the candidates passing the hard gates (1 = best, 0 = worst)"
+        lines.append(f"| {c.label or c.metric} (`{c.metric}`) | {'lower' if c.direction == 'min' else 'higher'} is better | "
+                     f"{c.weight:g} ({c.weight / wsum:.0%}) | {norm} |")
+    lines += ["", "Hard gates: " + (", ".join(f"`{g.name}`" for g in cfg.hard_gates) or "none") + ".", ""]
+    lines += ["| graded gate | target (go) | acceptable (close) |", "| --- | --- | --- |"]
+    for g in cfg.graded_gates:
+        lines.append(f"| `{g.metric}` | {g.op} {g.target:g} | {g.op} {g.acceptable:g} |")
+    lines += ["", "A missing metric fails the gate that needs it and scores 0 on its criterion. "
+              "Ties are broken by the configuration's name, so the ranking is reproducible.", ""]
+    return "\n".join(lines)
+
+
+def _noise_sentence(decision: "Decision") -> str:
+    noise = decision.robustness.noise
+    others = noise[noise["distinguishable"].notna()] if "distinguishable" in noise else noise.iloc[0:0]
+    if others.empty:
+        return "Only one leading configuration has samples: nothing to compare."
+    parts = []
+    for _, r in others.iterrows():
+        verdict = "larger than" if r["distinguishable"] else "within"
+        parts.append(f"#{int(r['rank'])} {r['label']} is {r['diff_vs_winner_ms']:+.3g} ms "
+                     f"([{r['diff_ci_low_ms']:.3g}, {r['diff_ci_high_ms']:.3g}]), {verdict} the noise")
+    return "p95 difference from the winner: " + "; ".join(parts) + "."
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _gate_lines(ax, cfg, metric: str, data_max: float, prefix: str) -> None:
+    """Vertical lines at a graded gate's target / acceptable level, when they are near the data
+    (far-away levels would squash the points: they are named in the legend instead)."""
+    for g in cfg.graded_gates:
+        if g.metric != metric:
+            continue
+        levels = [("target", g.target, "--", COLORS[2])]
+        if g.acceptable != g.target:
+            levels.append(("acceptable", g.acceptable, ":", COLORS[3]))
+        for name, value, ls, color in levels:
+            if value <= 2 * data_max:
+                ax.axvline(value, color=color, ls=ls, lw=1, label=f"{prefix}{name} {g.op} {value:g}")
+            else:
+                ax.plot([], [], color=color, ls=ls, lw=1, label=f"{prefix}{name} {g.op} {value:g} (off scale)")
+
+
+def pareto_figure(decision: "Decision", path: Path) -> Path:
+    plt = _plt()
+    cfg = decision.config
+    r = decision.ranking
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    x = pd.to_numeric(r[cfg.pareto_x], errors="coerce") if cfg.pareto_x in r else pd.Series(np.nan, index=r.index)
+    y = pd.to_numeric(r[cfg.pareto_y], errors="coerce") if cfg.pareto_y in r else pd.Series(np.nan, index=r.index)
+    ok = x.notna() & y.notna()
+    if not ok.any():
+        _empty(ax, f"no configuration has both {cfg.pareto_x} and {cfg.pareto_y}")
+    else:
+        elig = r["eligible"].astype(bool)
+        ax.scatter(x[ok & ~elig], y[ok & ~elig], marker="x", color="#999999", label="fails a hard gate")
+        ax.scatter(x[ok & elig], y[ok & elig], color=COLORS[0], label="candidate")
+        front = r["pareto"].astype(bool) & ok
+        if front.any():
+            fx, fy = x[front].to_numpy(), y[front].to_numpy()
+            order = np.argsort(fx)
+            ax.step(fx[order], fy[order], where="post", color=COLORS[1], lw=1.5, label="Pareto front")
+        _gate_lines(ax, cfg, cfg.pareto_x, float(x[ok].max()), "")
+        if decision.winner is not None:
+            ax.scatter(x.iloc[:1], y.iloc[:1], marker="*", s=260, color=COLORS[1], zorder=5, label=f"winner: {decision.winner.label}")
+        for i in range(min(len(r), decision.config.robustness.top_k)):
+            if ok.iloc[i]:
+                ax.annotate(f"#{int(r['rank'].iloc[i])}", (x.iloc[i], y.iloc[i]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xlabel(f"{cfg.pareto_x} (lower is better)")
+        ax.set_ylabel(f"{cfg.pareto_y} (higher is better)")
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    ax.set_title(f"sweep {decision.sweep}: Pareto front")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def cdf_figure(decision: "Decision", path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    leaders = decision.ranking[decision.ranking["eligible"].astype(bool)].head(decision.config.robustness.top_k)
+    drawn = 0
+    for i, (_, row) in enumerate(leaders.iterrows()):
+        s = decision.samples_ms.get(row["label"])
+        if s is None or s.size == 0:
+            continue
+        ms = np.sort(s)
+        ax.plot(ms, np.arange(1, ms.size + 1) / ms.size, color=COLORS[i % len(COLORS)], lw=1.5,
+                label=f"#{int(row['rank'])} {row['label']} (p95 {np.percentile(ms, 95):.2f} ms, n={ms.size})")
+        drawn += 1
+    if drawn == 0:
+        _empty(ax, "no raw latency samples for the leading configurations")
+    else:
+        ax.axhline(0.95, color="#999999", ls=":", lw=1)
+        data_max = max(float(np.max(s)) for s in decision.samples_ms.values() if s is not None and s.size)
+        _gate_lines(ax, decision.config, "latency.p95_ms", data_max, "p95 ")
+        ax.set_xlabel("latency per call (ms)")
+        ax.set_ylabel("fraction of calls")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+    ax.set_title("latency CDF of the leading configurations")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def scores_figure(decision: "Decision", path: Path) -> Path:
+    plt = _plt()
+    cfg = decision.config
+    top = decision.ranking.head(cfg.robustness.top_k)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2 + 0.25 * len(top)))
+    if top.empty:
+        _empty(ax, "no ranked configuration")
+    else:
+        names = [c.label or c.metric for c in cfg.criteria]
+        width = 0.8 / len(top)
+        xs = np.arange(len(cfg.criteria))
+        for i, (_, row) in enumerate(top.iterrows()):
+            vals = [row[f"score.{c.metric}"] for c in cfg.criteria]
+            ax.bar(xs + i * width - 0.4 + width / 2, vals, width, color=COLORS[i % len(COLORS)],
+                   label=f"#{int(row['rank'])} {row['label']} ({row['total_pct']:.1f}%)")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{n}\n(w {c.weight:g})" for n, c in zip(names, cfg.criteria)], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("score (1 = best)")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
+        ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"criterion scores, profile {cfg.name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
