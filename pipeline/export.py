@@ -215,10 +215,11 @@ def _import_onnx(resolved: ResolvedModel, model_cfg: ModelConfig, tok_folder: Pa
     if not (out / "tokenizer.json").is_file():
         raise ValueError(f"model {model_cfg.tokenizer_from!r} (tokenizer_from) has no tokenizer.json in {tok_folder}")
     tok = json.loads((out / "tokenizer.json").read_text())
-    tok_vocab = len(tok.get("model", {}).get("vocab", {})) + len(tok.get("added_tokens", []))
+    ids = list(tok.get("model", {}).get("vocab", {}).values()) + [t["id"] for t in tok.get("added_tokens", [])]
+    tok_vocab = max(ids) + 1 if ids else 0
     if tok_vocab > info["vocab_size"]:
         raise ValueError(
-            f"the tokenizer of {model_cfg.tokenizer_from!r} has {tok_vocab} tokens, more than the graph's "
+            f"the tokenizer of {model_cfg.tokenizer_from!r} has token ids up to {tok_vocab - 1}, beyond the graph's "
             f"embedding table ({info['vocab_size']}): not a compatible tokenizer"
         )
     info.update(
