@@ -178,16 +178,27 @@ def infer_token_output(onnx_path: Path) -> dict:
     m = onnx.load(str(onnx_path), load_external_data=False)
     g = m.graph
     inits = {i.name: list(i.dims) for i in g.initializer}
-    # an int8 graph may feed the Gather from a DequantizeLinear of the table
+    # an int8 graph may feed the Gather from a dequantized table (DequantizeLinear, or Cast+Mul)
     producers = {o: n for n in g.node for o in n.output}
+
+    def table_dims(name: str, depth: int = 0) -> list | None:
+        if name in inits:
+            return inits[name] if len(inits[name]) == 2 else None
+        node = producers.get(name)
+        if node is None or depth > 4 or node.op_type not in ("DequantizeLinear", "Cast", "Identity", "Mul"):
+            return None
+        for inp in node.input:
+            dims = table_dims(inp, depth + 1)
+            if dims is not None:
+                return dims
+        return None
+
     vocab = hidden = None
     for n in g.node:
         if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] == "input_ids":
-            table = n.input[0]
-            while table not in inits and table in producers and producers[table].op_type in ("DequantizeLinear", "Cast", "Identity"):
-                table = producers[table].input[0]
-            if table in inits and len(inits[table]) == 2:
-                vocab, hidden = inits[table]
+            dims = table_dims(n.input[0])
+            if dims is not None:
+                vocab, hidden = dims
                 break
     if hidden is None:
         raise ValueError(f"{onnx_path}: no word-embedding table (a Gather on input_ids) found; cannot infer the hidden size")
