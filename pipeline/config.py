@@ -204,6 +204,8 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache_dir: str = ""
+    # sweeps skip jobs already done (same config hash, status ok); rerun=true runs them again
+    rerun: bool = False
 
     def __post_init__(self) -> None:
         if not self.cache_dir:
