@@ -371,7 +371,7 @@ def run_job(dcfg: DictConfig) -> JobRecord:
         if not st.rerun:
             prior = find_done(st.client(), st.experiment_id, chash)
             if prior is not None:
-                rec = JobRecord(num, overrides, label, "done", prior.info.run_id, reason="already done", seconds=0.0)
+                rec = JobRecord(num, overrides, label, "done", prior.info.run_id, reason=None, seconds=0.0)
                 print(f"[sweep {st.name}]   already done: run {prior.info.run_id} (rerun=true runs it again)", flush=True)
                 st.records.append(rec)
                 return rec
