@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import CONF_DIR, ROOT, tiny_overrides
+from conftest import CONF_DIR, ROOT
+from conftest import tiny_overrides as _tiny_overrides
 from pipeline.config import to_config
 from pipeline.embed import available_providers
 from pipeline.sweep import job_list, launcher_problem
@@ -26,10 +27,20 @@ SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
 PROVIDERS = sorted(p.stem for p in (CONF_DIR / "provider").glob("*.yaml"))
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One export/parity/quality cache for the module: these tests are about the sweep, not the caches."""
+    return tmp_path_factory.mktemp("sweep-cache")
+
+
 def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     return env
+
+
+def tiny_overrides(model_dir: Path, data_dir: Path, tmp: Path, cache: Path) -> list[str]:
+    return [o if not o.startswith("cache_dir=") else f"cache_dir={cache}" for o in _tiny_overrides(model_dir, data_dir, tmp)]
 
 
 def _pipeline(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -96,8 +107,8 @@ def test_a_parallel_launcher_is_refused_with_the_reason():
     assert reason and "parallel" in reason and "basic launcher" in reason
 
 
-def test_providers_sweep_runs_cpu_and_skips_missing_providers(tiny_bert, tiny_sts_dir, tmp_path):
-    proc = _pipeline(["+sweep=providers", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path)], tmp_path)
+def test_providers_sweep_runs_cpu_and_skips_missing_providers(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
+    proc = _pipeline(["+sweep=providers", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     parents = _parents(tmp_path)
     assert len(parents) == 1
@@ -129,12 +140,12 @@ def test_providers_sweep_runs_cpu_and_skips_missing_providers(tiny_bert, tiny_st
     assert "summary:" in proc.stdout and "skipped" in proc.stdout
 
 
-def test_a_failing_job_is_logged_and_the_sweep_goes_on(tiny_bert, tiny_sts_dir, tmp_path):
+def test_a_failing_job_is_logged_and_the_sweep_goes_on(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
     bad = tmp_path / "bad-model"
     shutil.copytree(tiny_bert, bad)
     data = (bad / "model.safetensors").read_bytes()
     (bad / "model.safetensors").write_bytes(data[: len(data) // 3])  # corrupted weights
-    args = tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) + ["model.sha256=null"]
+    args = tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache) + ["model.sha256=null"]
     proc = _pipeline(["-m", *args, f"model.path={bad},{tiny_bert}"], tmp_path)
     assert proc.returncode == 1, proc.stdout[-2000:]  # a job failed: the command says so at the end
     parent = _parents(tmp_path)[0]
@@ -148,8 +159,8 @@ def test_a_failing_job_is_logged_and_the_sweep_goes_on(tiny_bert, tiny_sts_dir, 
     assert "latency.p50_ms" in ok.data.metrics
 
 
-def test_killed_sweep_rerun_does_only_the_missing_jobs(tiny_bert, tiny_sts_dir, tmp_path):
-    args = ["-m", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path), "bench.batch_size=1,2,3,4"]
+def test_killed_sweep_rerun_does_only_the_missing_jobs(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
+    args = ["-m", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache), "bench.batch_size=1,2,3,4"]
     log = tmp_path / "killed.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -188,8 +199,8 @@ def test_killed_sweep_rerun_does_only_the_missing_jobs(tiny_bert, tiny_sts_dir, 
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in ok)
 
 
-def test_single_run_stays_plain_and_rerun_forces_a_job(tiny_bert, tiny_sts_dir, tmp_path):
-    args = tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path)
+def test_single_run_stays_plain_and_rerun_forces_a_job(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
+    args = tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache)
     single = _pipeline(args, tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     (run,) = _runs(tmp_path)
