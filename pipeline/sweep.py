@@ -318,7 +318,7 @@ def find_done(client, experiment_id: str, chash: str):
 
 def _progress(st: SweepState, num: int, label: str) -> None:
     elapsed = time.perf_counter() - st.started
-    ran = [r.seconds for r in st.records if r.status != "done"]
+    ran = [r.seconds for r in st.records if r.status in ("ok", "failed")]
     left = len(st.jobs) - len(st.records)
     eta = f"~{_fmt_s(sum(ran) / len(ran) * left)} left" if ran else "time left unknown"
     print(f"[sweep {st.name}] job {num + 1}/{len(st.jobs)}: {label} | elapsed {_fmt_s(elapsed)}, {eta}", flush=True)

@@ -145,18 +145,25 @@ def test_a_failing_job_is_logged_and_the_sweep_goes_on(tiny_bert, tiny_sts_dir, 
     shutil.copytree(tiny_bert, bad)
     data = (bad / "model.safetensors").read_bytes()
     (bad / "model.safetensors").write_bytes(data[: len(data) // 3])  # corrupted weights
-    args = tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache) + ["model.sha256=null"]
-    proc = _pipeline(["-m", *args, f"model.path={bad},{tiny_bert}"], tmp_path)
+    args = tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache)
+    # jobs: (bad, wrong sha) (bad, unpinned) (good, wrong sha) (good, unpinned)
+    proc = _pipeline(["-m", *args, f"model.path={bad},{tiny_bert}", f"model.sha256={'0' * 64},null"], tmp_path)
     assert proc.returncode == 1, proc.stdout[-2000:]  # a job failed: the command says so at the end
     parent = _parents(tmp_path)[0]
     assert parent.info.status == "FAILED"
     children = {r.data.tags["sweep.job"]: r for r in _children(tmp_path, parent.info.run_id)}
-    assert sorted(children) == ["0", "1"]
-    failed, ok = children["0"], children["1"]  # the failing job came first; the next one still ran
-    assert failed.data.tags["status"] == "failed" and failed.data.tags["reason"]
-    assert "traceback.txt" in {a.path for a in _client(tmp_path).list_artifacts(failed.info.run_id)}
+    assert sorted(children) == ["0", "1", "2", "3"]
+    client = _client(tmp_path)
+    for num in ("0", "1", "2"):
+        run = children[num]
+        assert run.data.tags["status"] == "failed" and run.data.tags["reason"], num
+        assert "traceback.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}, num
+    assert "ChecksumMismatch" in children["0"].data.tags["reason"]  # refused before any work
+    assert "ChecksumMismatch" not in children["1"].data.tags["reason"]  # the export of corrupted weights failed
+    ok = children["3"]  # the last job still ran
     assert ok.data.tags["status"] == "ok"
     assert "latency.p50_ms" in ok.data.metrics
+    assert "3 failed" in proc.stdout
 
 
 def test_killed_sweep_rerun_does_only_the_missing_jobs(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
@@ -213,3 +220,25 @@ def test_single_run_stays_plain_and_rerun_forces_a_job(tiny_bert, tiny_sts_dir, 
     ok = _runs(tmp_path, "tags.status = 'ok'")
     assert len(ok) == 2 and len({r.data.tags["config_hash"] for r in ok}) == 1
     assert "already done" not in forced.stdout.split("summary:")[0]
+
+
+@pytest.mark.real_model
+def test_smoke_sweep_on_the_real_model(tmp_path):
+    """`python -m pipeline +sweep=smoke`: real jobs on all-MiniLM-L6-v2, within 3 minutes."""
+    store = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/artifacts"]
+    cache = f"cache_dir={ROOT / '.cache' / 'pipeline'}"  # the checkout's own cache, as a user's run would use
+    t0 = time.perf_counter()
+    proc = _pipeline(["+sweep=smoke", *store, cache], tmp_path, timeout=300)
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert wall < 180, f"smoke sweep took {wall:.0f} s"
+    (parent,) = _parents(tmp_path)
+    children = _children(tmp_path, parent.info.run_id)
+    assert len(children) == 4
+    ok = [r for r in children if r.data.tags["status"] == "ok"]
+    assert {r.data.params["provider"] for r in ok} >= {"cpu"}
+    for r in ok:
+        assert r.data.params["model"] == "all-MiniLM-L6-v2"
+        assert r.data.metrics["parity.min_cosine"] > 0.999
+        assert r.data.metrics["quality.stsb_spearman"] > 75  # the real model, not a random one
+        assert r.data.metrics["usability.coreml_oversize_dims"] >= 1  # the 30,522-row embedding table
