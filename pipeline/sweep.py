@@ -19,7 +19,9 @@ How it fits together:
   already has a FINISHED run with ``status=ok`` in the experiment is not run again, unless
   ``rerun=true``.  A run left RUNNING by a killed process never counts as done.  A killed
   sweep leaves its parent RUNNING; the next run of the same sweep (same job list) resumes
-  that parent, so its children end up under one parent.
+  that parent, so its children end up under one parent.  A job reused from another sweep
+  (or from a single run) keeps its run where it is; the parent's ``jobs.json`` lists every
+  job of the sweep with its run id, reused or not, so read a sweep's results from there.
 - Measurement hygiene: jobs run one after another (Hydra's basic launcher).  A launcher
   that runs jobs in parallel on one host is refused: concurrent benchmarks share the CPU
   cores, caches and memory bandwidth, so each measures the others' load.
@@ -244,7 +246,7 @@ def print_summary(parent_run_id: str, cfg: DictConfig | None = None) -> None:
     if st is None or st.parent_run_id != parent_run_id:
         return
     client = st.client()
-    header = ("job", "config", "status", "p50 ms", "p95 ms", "sent/s", "STS", "nodes", "time", "run")
+    header = ("job", "config", "status", "p50 ms", "p95 ms", "sent/s", "STS", "nodes", "time", "run", "note")
     rows = []
     for r in st.records:
         m: dict[str, float] = {}
@@ -258,7 +260,7 @@ def print_summary(parent_run_id: str, cfg: DictConfig | None = None) -> None:
             (
                 f"{r.num + 1}/{len(st.jobs)}",
                 r.label,
-                r.status + (f" ({r.reason[:60]})" if r.reason and r.status != "ok" else ""),
+                "done (reused)" if r.status == "done" else r.status,
                 f("latency.p50_ms", ".2f"),
                 f("latency.p95_ms", ".2f"),
                 f("throughput.sentences_per_s", ".1f"),
@@ -266,10 +268,11 @@ def print_summary(parent_run_id: str, cfg: DictConfig | None = None) -> None:
                 f("provider.node_share", ".2f"),
                 _fmt_s(r.seconds),
                 (r.run_id or "-")[:8],
+                (r.reason or "")[:100],
             )
         )
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda row: "  ".join(str(x).ljust(w) for x, w in zip(row, widths))  # noqa: E731
+    line = lambda row: "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()  # noqa: E731
     counts = {s: sum(r.status == s for r in st.records) for s in ("ok", "done", "skipped", "failed")}
     out = [
         "",
