@@ -9,6 +9,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .config import ConfigError, register_configs, to_config
@@ -25,8 +26,14 @@ register_configs()
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # a job of a sweep: never raises, see sweep.py
+        from .sweep import run_job
+
+        run_job(dcfg)
+        return
     from .job import execute
     from .sources import ChecksumMismatch
+    from .sweep import config_hash
 
     try:
         cfg = to_config(dcfg)
@@ -35,7 +42,7 @@ def main(dcfg: DictConfig) -> None:
         sys.exit(EXIT_CONFIG)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        result = execute(cfg, dcfg, out_dir)
+        result = execute(cfg, dcfg, out_dir, tags={"config_hash": config_hash(dcfg)})
     except ChecksumMismatch as exc:
         print(f"config error: model.sha256: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
@@ -54,3 +61,6 @@ def main(dcfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     main()
+    from .sweep import exit_code
+
+    sys.exit(exit_code())  # 1 when a job of a sweep failed (skipped jobs are not failures)

@@ -361,6 +361,8 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     cache_dir: str = ""
+    # sweeps skip jobs already done (same config hash, status ok); rerun=true runs them again
+    rerun: bool = False
 
     def __post_init__(self) -> None:
         if not self.cache_dir:

@@ -93,6 +93,9 @@ class Embedder:
         so little padding is computed, and results come back in input order.
     padding_side: ``right`` (encoders) or ``left`` (decoders).
     prefix: text put before every input (for example ``"query: "``).
+    io_binding: run through an ``IOBinding`` (inputs bound from numpy, the output bound to
+        CPU memory and copied out) instead of ``session.run``.  On the CPU provider this is
+        the same work by another API; on a GPU provider it keeps ORT's own output allocation.
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class Embedder:
         graph_optimization_level: str = "all",
         mem_arena: bool = True,
         normalize: bool = True,
+        io_binding: bool = False,
     ):
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -138,6 +142,7 @@ class Embedder:
         self.padding_side = padding_side
         self.prefix = prefix
         self.normalize = normalize
+        self.io_binding = io_binding
 
         tok_dir = Path(tokenizer_dir) if tokenizer_dir else self.model_dir
         self.tokenizer = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
@@ -223,7 +228,15 @@ class Embedder:
 
     def _infer_batch(self, ids: list[list[int]]) -> np.ndarray:
         feeds = self._arrays(ids)
-        hidden = self.session.run([self.output_name], feeds)[0]
+        if self.io_binding:
+            binding = self.session.io_binding()
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, value)
+            binding.bind_output(self.output_name, "cpu")
+            self.session.run_with_iobinding(binding)
+            hidden = binding.copy_outputs_to_cpu()[0]
+        else:
+            hidden = self.session.run([self.output_name], feeds)[0]
         pooled = pool(hidden, feeds["attention_mask"], self.pooling)
         pooled = pooled.astype(np.float32, copy=False)
         return l2_normalize(pooled) if self.normalize else pooled

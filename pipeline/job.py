@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from . import bench, export, quality, track, validate
+from . import bench, export, placement, quality, track, validate
 from .config import Config
-from .embed import Embedder, ProviderUnavailable, available_providers
+from .embed import Embedder, ProviderUnavailable, available_providers, session_options
 from .sources import ModelUnavailable, ResolvedModel, named_model, resolve
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def embedder_kwargs(cfg: Config, artifact: export.Artifact) -> dict:
         "padding_side": cfg.model.padding_side,
         "graph_optimization_level": cfg.provider.graph_optimization_level,
         "mem_arena": cfg.provider.mem_arena,
+        "io_binding": cfg.provider.io_binding,
     }
 
 
@@ -126,6 +127,9 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path) -> tuple[dict[str, 
     if artifact.info:  # what was inferred (imported ONNX) or chosen (variant) while building it
         report.notes.append(f"{artifact.variant}: " + json.dumps(artifact.info, sort_keys=True))
     (out_dir / "validation.json").write_text(report.to_json())
+
+    # validate: where the nodes go (recorded by onnxruntime) and the static CoreML/NNAPI check
+    _placement(cfg, artifact, out_dir, metrics, tags)
 
     # the embedder used for quality and parity (the benchmark builds its own, cold)
     kwargs = embedder_kwargs(cfg, artifact)
@@ -223,6 +227,40 @@ def _delta_vs_fp32(cfg: Config, artifact: export.Artifact, data, stsb: float, qk
     return stsb - q.stsb_spearman
 
 
+def _placement(cfg: Config, artifact: export.Artifact, out_dir: Path, metrics: dict, tags: dict) -> None:
+    import mlflow
+
+    p = cfg.provider
+    try:
+        so = session_options(p.threads, p.graph_optimization_level, p.mem_arena)
+        assign = placement.node_assignment(artifact.onnx_path, p.ep, dict(p.options), so)
+    except Exception as exc:  # the provider is there but cannot build a session: not a CPU run
+        raise JobSkipped(f"{p.ep} could not build a session for this graph: {type(exc).__name__}: {str(exc)[:300]}") from None
+    usab = placement.cached_mobile_usability(artifact.onnx_path, cfg.cache_dir, artifact.key)
+    new_metrics = {
+        "provider.node_share": assign.share,
+        "provider.nodes_total": float(assign.total),
+        "usability.coreml_supported_share": usab.coreml_supported_share,
+        "usability.coreml_oversize_dims": float(len(usab.coreml_oversize_dims)),
+    }
+    new_tags = {
+        "fallback": str(assign.fallback).lower(),
+        "usability.mobile_ep": str(usab.may_use_mobile_ep).lower(),
+    }
+    if assign.fallback:
+        elsewhere = {k: v for k, v in assign.nodes_by_provider.items() if k != p.ep}
+        new_tags["fallback.nodes"] = json.dumps(elsewhere)[:500]
+        log.warning("%s took %.1f%% of the nodes; the rest went to %s", p.ep, 100 * assign.share, elsewhere)
+    (out_dir / "placement.json").write_text(json.dumps({"assignment": assign.to_dict(), "usability": usab.to_dict()}, indent=2))
+    (out_dir / "usability.txt").write_text(usab.log)
+    mlflow.log_artifact(str(out_dir / "placement.json"))
+    mlflow.log_artifact(str(out_dir / "usability.txt"))
+    mlflow.log_metrics(new_metrics)
+    mlflow.set_tags(new_tags)
+    metrics.update(new_metrics)
+    tags.update(new_tags)
+
+
 def _parity(cfg: Config, resolved: ResolvedModel, emb: Embedder, artifact: export.Artifact, qkey: dict) -> float:
     import hashlib
 
@@ -245,11 +283,12 @@ def _parity(cfg: Config, resolved: ResolvedModel, emb: Embedder, artifact: expor
     return value
 
 
-def execute(cfg: Config, dict_cfg=None, out_dir: Path | None = None) -> JobResult:
+def execute(cfg: Config, dict_cfg=None, out_dir: Path | None = None, tags: dict[str, str] | None = None) -> JobResult:
     """Prepare, then run the job inside an MLflow run tagged ok / skipped / failed.
 
     Errors that :func:`prepare` raises for a bad model (missing, wrong checksum) propagate
     before any run exists; a skipped job is logged as a run with status=skipped.
+    ``tags`` are set when the run starts (a sweep's parent run id, the config hash).
     """
     import mlflow
 
@@ -264,7 +303,7 @@ def execute(cfg: Config, dict_cfg=None, out_dir: Path | None = None) -> JobResul
     track.quiet()
     exp_id = track.setup(cfg.tracking)
     run_name = f"{cfg.model.name}-{cfg.variant.name}-{cfg.provider.name}-{cfg.pooling.mode}-b{cfg.bench.batch_size}"
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as active:
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as active:
         run_id = active.info.run_id
         mlflow.log_params(track.job_params(cfg))
         resolved_yaml = OmegaConf.to_yaml(dict_cfg if dict_cfg is not None else OmegaConf.structured(cfg))

@@ -1,0 +1,244 @@
+"""Sweeps end to end on the tiny model, through `python -m pipeline` in a subprocess.
+
+Parent and child runs in MLflow, skipped providers, failure isolation, resume after SIGKILL,
+rerun=true, the single-run path, and the sweep configs themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import CONF_DIR, ROOT
+from conftest import tiny_overrides as _tiny_overrides
+from pipeline.config import to_config
+from pipeline.embed import available_providers
+from pipeline.sweep import job_list, launcher_problem
+
+SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+PROVIDERS = sorted(p.stem for p in (CONF_DIR / "provider").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One export/parity/quality cache for the module: these tests are about the sweep, not the caches."""
+    return tmp_path_factory.mktemp("sweep-cache")
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def tiny_overrides(model_dir: Path, data_dir: Path, tmp: Path, cache: Path) -> list[str]:
+    return [o if not o.startswith("cache_dir=") else f"cache_dir={cache}" for o in _tiny_overrides(model_dir, data_dir, tmp)]
+
+
+def _pipeline(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _client(tmp: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+
+
+def _runs(tmp: Path, filt: str = "") -> list:
+    client = _client(tmp)
+    exp = client.get_experiment_by_name("embedding-pipeline")
+    return client.search_runs([exp.experiment_id], filter_string=filt, max_results=1000) if exp else []
+
+
+def _parents(tmp: Path) -> list:
+    return _runs(tmp, "tags.`sweep.role` = 'parent'")
+
+
+def _children(tmp: Path, parent_id: str) -> list:
+    return _runs(tmp, f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+def _compose_with_hydra(overrides: list[str], hydra_config: bool = True):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pipeline.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_sweep_config_is_a_multirun_of_valid_jobs(name):
+    cfg = _compose_with_hydra([f"+sweep={name}"])
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    jobs = job_list(cfg)
+    assert len(jobs) >= 1
+    for job in jobs:  # every point of the sweep composes into a valid typed config
+        assert f"+sweep={name}" in job
+        to_config(_compose_with_hydra(job, hydra_config=False))
+
+
+def test_sweep_configs_cover_the_asked_dimensions():
+    assert {"models", "providers", "pooling", "batch", "threads", "smoke"} <= set(SWEEPS)
+    batch = job_list(_compose_with_hydra(["+sweep=batch"]))
+    assert [job[0] for job in batch] == [f"bench.batch_size={b}" for b in (1, 8, 32, 128)]
+    providers = job_list(_compose_with_hydra(["+sweep=providers"]))
+    assert sorted(job[0].split("=")[1] for job in providers) == PROVIDERS
+
+
+def test_a_parallel_launcher_is_refused_with_the_reason():
+    assert launcher_problem("hydra._internal.core_plugins.basic_launcher.BasicLauncher") is None
+    reason = launcher_problem("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher")
+    assert reason and "parallel" in reason and "basic launcher" in reason
+
+
+def test_providers_sweep_runs_cpu_and_skips_missing_providers(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
+    proc = _pipeline(["+sweep=providers", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parents = _parents(tmp_path)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["sweep"] == "providers"
+    assert parent.data.params["sweep.provider"] == ",".join(["cpu", "cuda", "tensorrt", "coreml", "openvino", "directml"])
+    children = {r.data.params["provider"]: r for r in _children(tmp_path, parent.info.run_id)}
+    assert sorted(children) == PROVIDERS
+    cpu = children["cpu"]
+    assert cpu.data.tags["status"] == "ok"
+    assert cpu.data.metrics["provider.node_share"] == 1.0
+    assert cpu.data.metrics["provider.nodes_total"] > 0
+    assert cpu.data.tags["fallback"] == "false"
+    assert "usability.coreml_supported_share" in cpu.data.metrics
+    assert cpu.data.tags["config_hash"]
+    artifacts = {a.path for a in _client(tmp_path).list_artifacts(cpu.info.run_id)}
+    assert {"placement.json", "usability.txt"} <= artifacts
+    have = set(available_providers())
+    for name, run in children.items():
+        ep = to_config(_compose_with_hydra([f"provider={name}"], hydra_config=False)).provider.ep
+        if ep in have:
+            continue
+        assert run.data.tags["status"] == "skipped", name
+        assert ep in run.data.tags["reason"] and "not in this onnxruntime build" in run.data.tags["reason"]
+        assert "latency.p50_ms" not in run.data.metrics  # nothing was measured in its place
+    # progress lines and the summary table
+    assert "job 1/6" in proc.stdout and "job 6/6" in proc.stdout and "left" in proc.stdout
+    assert "summary:" in proc.stdout and "skipped" in proc.stdout
+
+
+def test_a_failing_job_is_logged_and_the_sweep_goes_on(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
+    bad = tmp_path / "bad-model"
+    shutil.copytree(tiny_bert, bad)
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 3])  # corrupted weights
+    args = tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache)
+    # jobs: (bad, wrong sha) (bad, unpinned) (good, wrong sha) (good, unpinned)
+    proc = _pipeline(["-m", *args, f"model.path={bad},{tiny_bert}", f"model.sha256={'0' * 64},null"], tmp_path)
+    assert proc.returncode == 1, proc.stdout[-2000:]  # a job failed: the command says so at the end
+    parent = _parents(tmp_path)[0]
+    assert parent.info.status == "FAILED"
+    children = {r.data.tags["sweep.job"]: r for r in _children(tmp_path, parent.info.run_id)}
+    assert sorted(children) == ["0", "1", "2", "3"]
+    client = _client(tmp_path)
+    for num in ("0", "1", "2"):
+        run = children[num]
+        assert run.data.tags["status"] == "failed" and run.data.tags["reason"], num
+        assert "traceback.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}, num
+    assert "ChecksumMismatch" in children["0"].data.tags["reason"]  # refused before any work
+    assert "ChecksumMismatch" not in children["1"].data.tags["reason"]  # the export of corrupted weights failed
+    ok = children["3"]  # the last job still ran
+    assert ok.data.tags["status"] == "ok"
+    assert "latency.p50_ms" in ok.data.metrics
+    assert "3 failed" in proc.stdout
+
+
+def test_killed_sweep_rerun_does_only_the_missing_jobs(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
+    args = ["-m", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache), "bench.batch_size=1,2,3,4"]
+    log = tmp_path / "killed.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *args],
+            cwd=tmp_path, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    done_before: list = []
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            # read the store only once the sweep has created it (two processes must not both create it)
+            if "job 1/4" in log.read_text():
+                done_before = _runs(tmp_path, "tags.status = 'ok' and attributes.status = 'FINISHED'")
+                if done_before:
+                    break
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its benchmark subprocess
+        proc.wait()
+    assert done_before, "no job finished before the deadline:\n" + log.read_text()[-3000:]
+    finished_ids = {r.info.run_id for r in _runs(tmp_path, "tags.status = 'ok' and attributes.status = 'FINISHED'")}
+    assert 1 <= len(finished_ids) < 4, "the sweep was not killed part-way"
+    parent_before = _parents(tmp_path)
+    assert len(parent_before) == 1 and parent_before[0].info.status == "RUNNING"
+
+    rerun = _pipeline(args, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stdout.count("already done: run") == len(finished_ids)
+    parents = _parents(tmp_path)
+    assert len(parents) == 1 and parents[0].info.run_id == parent_before[0].info.run_id  # resumed
+    assert parents[0].info.status == "FINISHED"
+    ok = _runs(tmp_path, "tags.status = 'ok' and attributes.status = 'FINISHED'")
+    assert sorted(r.data.params["batch_size"] for r in ok) == ["1", "2", "3", "4"]  # each exactly once
+    assert finished_ids <= {r.info.run_id for r in ok}  # nothing already logged was lost or redone
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in ok)
+
+
+def test_single_run_stays_plain_and_rerun_forces_a_job(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
+    args = tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache)
+    single = _pipeline(args, tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    (run,) = _runs(tmp_path)
+    assert "mlflow.parentRunId" not in run.data.tags and not _parents(tmp_path)
+    assert run.data.tags["status"] == "ok" and run.data.tags["config_hash"]
+
+    # a one-job sweep of the same configuration would find it done; rerun=true measures it again
+    forced = _pipeline(["-m", *args, "rerun=true"], tmp_path)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    ok = _runs(tmp_path, "tags.status = 'ok'")
+    assert len(ok) == 2 and len({r.data.tags["config_hash"] for r in ok}) == 1
+    assert "already done" not in forced.stdout.split("summary:")[0]
+
+
+@pytest.mark.real_model
+def test_smoke_sweep_on_the_real_model(tmp_path):
+    """`python -m pipeline +sweep=smoke`: real jobs on all-MiniLM-L6-v2, within 3 minutes."""
+    store = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/artifacts"]
+    cache = f"cache_dir={ROOT / '.cache' / 'pipeline'}"  # the checkout's own cache, as a user's run would use
+    t0 = time.perf_counter()
+    proc = _pipeline(["+sweep=smoke", *store, cache], tmp_path, timeout=300)
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert wall < 180, f"smoke sweep took {wall:.0f} s"
+    (parent,) = _parents(tmp_path)
+    children = _children(tmp_path, parent.info.run_id)
+    assert len(children) == 4
+    ok = [r for r in children if r.data.tags["status"] == "ok"]
+    assert {r.data.params["provider"] for r in ok} >= {"cpu"}
+    for r in ok:
+        assert r.data.params["model"] == "all-MiniLM-L6-v2"
+        assert r.data.metrics["parity.min_cosine"] > 0.999
+        assert r.data.metrics["quality.stsb_spearman"] > 75  # the real model, not a random one
+        assert r.data.metrics["usability.coreml_oversize_dims"] >= 1  # the 30,522-row embedding table
