@@ -363,6 +363,8 @@ class Config:
     cache_dir: str = ""
     # sweeps skip jobs already done (same config hash, status ok); rerun=true runs them again
     rerun: bool = False
+    # where the decision matrix writes its reports (ranking, figures, metrics.json)
+    reports_dir: str = "reports"
 
     def __post_init__(self) -> None:
         if not self.cache_dir:
@@ -385,8 +387,9 @@ def to_config(cfg: DictConfig | dict) -> Config:
     try:
         if isinstance(cfg, dict):
             cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg)
-        container = OmegaConf.to_container(cfg, resolve=True)
-        container.pop("hydra", None)
+        container = OmegaConf.to_container(cfg, resolve=False)
+        container.pop("hydra", None)  # Hydra's own node may hold values only a job can resolve
+        container = OmegaConf.to_container(OmegaConf.create(container), resolve=True)
         obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), container))
     except ConfigError:
         raise

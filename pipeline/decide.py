@@ -279,18 +279,18 @@ def _search_all(client, filter_string: str, order_by: list[str] | None = None, m
 
 
 def latest_parent(client) -> str:
-    """The parent run of the most recent sweep: a run tagged pipeline.role=parent or one with children."""
+    """The parent run of the most recent sweep: a run tagged sweep.role=parent or one with children."""
     candidates = []
     ids = _experiment_ids(client)
     if ids:
-        for flt in ("tags.`pipeline.role` = 'parent'", "tags.`mlflow.parentRunId` IS NOT NULL"):
+        for flt in ("tags.`sweep.role` = 'parent'", "tags.`mlflow.parentRunId` IS NOT NULL"):
             page = client.search_runs(ids, filter_string=flt, max_results=1, order_by=["attributes.start_time DESC"])
             if page:
                 run = page[0]
                 pid = run.info.run_id if "role" in flt else run.data.tags["mlflow.parentRunId"]
                 candidates.append(pid)
     if not candidates:
-        raise DecideError("no sweep in this tracking store: no run has children or the tag pipeline.role=parent")
+        raise DecideError("no sweep in this tracking store: no run has children or the tag sweep.role=parent")
     parents = [client.get_run(pid) for pid in dict.fromkeys(candidates)]
     return max(parents, key=lambda r: (r.info.start_time or 0, r.info.run_id)).info.run_id
 
@@ -298,7 +298,18 @@ def latest_parent(client) -> str:
 def load_children(client, parent_run_id: str) -> pd.DataFrame:
     """One row per child run: run_id, run_name, status, reason, params, every metric (by name)."""
     rows = []
-    for run in _search_all(client, f"tags.`mlflow.parentRunId` = '{parent_run_id}'"):
+    runs = _search_all(client, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    # jobs of the sweep found already done elsewhere (resume) keep their runs under another
+    # parent; the parent's jobs.json lists every job's run id
+    seen = {r.info.run_id for r in runs}
+    for run_id in _listed_job_runs(client, parent_run_id):
+        if run_id not in seen:
+            try:
+                runs.append(client.get_run(run_id))
+                seen.add(run_id)
+            except Exception as exc:  # deleted since: the sweep's own children still count
+                log.warning("job run %s listed in jobs.json is gone (%s)", run_id, type(exc).__name__)
+    for run in runs:
         tags = run.data.tags
         status = tags.get("status")
         reason = tags.get("reason", "")
@@ -321,6 +332,17 @@ def load_children(client, parent_run_id: str) -> pd.DataFrame:
         frame = frame.sort_values(["start_time", "run_id"], kind="mergesort").reset_index(drop=True)
     frame["label"] = _labels(frame)
     return frame
+
+
+def _listed_job_runs(client, parent_run_id: str) -> list[str]:
+    """Run ids in the parent's ``jobs.json`` (written by the sweep), or none."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(parent_run_id, "jobs.json", tmp)
+            jobs = json.loads(Path(path).read_text()).get("jobs", [])
+        except Exception:
+            return []
+    return [j["run_id"] for j in jobs if j.get("run_id")]
 
 
 def _labels(frame: pd.DataFrame) -> list[str]:

@@ -44,7 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 
 SEQUENTIAL_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",)
 # keys that do not change what a job measures; left out of the config hash
-HASH_EXCLUDED = ("hydra", "tracking", "cache_dir", "rerun")
+HASH_EXCLUDED = ("hydra", "tracking", "cache_dir", "rerun", "reports_dir", "decision")
 
 
 # -- config hash and job list ---------------------------------------------------------------
@@ -234,10 +234,17 @@ def on_sweep_end(parent_run_id: str, cfg: DictConfig) -> None:
     This is the single place where sweep-level analysis hooks in.
     """
     print_summary(parent_run_id, cfg)
-    # ---- DECISION MATRIX CALL SITE -------------------------------------------------------
-    # pipeline/decide.py (the decision matrix, logged on the parent run) is called from here,
-    # and only from here, e.g.:  from . import decide; decide.run(parent_run_id, cfg)
-    # ------------------------------------------------------------------------------------------
+    # the decision matrix, logged on the parent run and written under reports/
+    from . import decide
+    from .config import to_config
+
+    try:
+        typed = to_config(cfg)
+        decision = decide.decide_sweep(parent_run_id, typed.decision, typed.tracking.resolved_uri(), out_dir=typed.reports_dir)
+    except decide.DecideError as exc:
+        print(f"[sweep] no decision: {exc}", flush=True)
+        return
+    print(f"\n{decision.recommendation}\n(report: {decision.out_dir / 'report.md'})", flush=True)
 
 
 def print_summary(parent_run_id: str, cfg: DictConfig | None = None) -> None:

@@ -102,3 +102,11 @@ def test_readme_and_ci_run_the_same_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     command = ".venv/bin/python -m pytest"
     assert command in readme and command in ci
+
+
+def test_every_candidate_composes_to_its_model_and_variant(compose):
+    """conf/candidate/*: one model, one variant and the model's own pooling convention."""
+    for path in sorted((CONF_DIR / "candidate").glob("*.yaml")):
+        cfg = to_config(compose([f"+candidate={path.stem}"]))
+        assert (CONF_DIR / "model").joinpath(f"{cfg.model.name}.yaml").is_file(), path.stem
+        assert cfg.pooling.mode == cfg.model.native_pooling, path.stem

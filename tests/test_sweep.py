@@ -138,6 +138,13 @@ def test_providers_sweep_runs_cpu_and_skips_missing_providers(tiny_bert, tiny_st
     # progress lines and the summary table
     assert "job 1/6" in proc.stdout and "job 6/6" in proc.stdout and "left" in proc.stdout
     assert "summary:" in proc.stdout and "skipped" in proc.stdout
+    # the decision matrix ran at the sweep's end: logged on the parent, written under reports/
+    parent = _client(tmp_path).get_run(parent.info.run_id)
+    assert parent.data.tags["decision.winner_run_id"] == cpu.info.run_id  # the only ok job
+    assert parent.data.tags["decision.verdict"] in ("go", "close", "no-go")
+    assert (tmp_path / "reports" / parent.info.run_id / "report.md").is_file()
+    logged = {a.path for a in _client(tmp_path).list_artifacts(parent.info.run_id, "decision")}
+    assert "decision/ranking.csv" in logged and "decision/report.md" in logged
 
 
 def test_a_failing_job_is_logged_and_the_sweep_goes_on(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
@@ -220,6 +227,21 @@ def test_single_run_stays_plain_and_rerun_forces_a_job(tiny_bert, tiny_sts_dir, 
     ok = _runs(tmp_path, "tags.status = 'ok'")
     assert len(ok) == 2 and len({r.data.tags["config_hash"] for r in ok}) == 1
     assert "already done" not in forced.stdout.split("summary:")[0]
+
+
+def test_a_rerun_sweep_decides_over_jobs_done_before(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
+    """A sweep whose jobs were all done earlier still ranks them (from the parent's jobs.json)."""
+    args = ["-m", "bench.batch_size=1,2", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache)]
+    assert _pipeline(args, tmp_path).returncode == 0
+    again = _pipeline([*args, "decision=latency_first"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already done: run") == 2
+    parents = sorted(_parents(tmp_path), key=lambda r: r.info.start_time)
+    assert len(parents) == 2
+    second = _client(tmp_path).get_run(parents[1].info.run_id)
+    assert not _children(tmp_path, second.info.run_id)  # nothing was measured twice
+    first_children = {r.info.run_id for r in _children(tmp_path, parents[0].info.run_id)}
+    assert second.data.tags["decision.winner_run_id"] in first_children
 
 
 @pytest.mark.real_model
