@@ -365,6 +365,8 @@ class Config:
     rerun: bool = False
     # where the decision matrix writes its reports (ranking, figures, metrics.json)
     reports_dir: str = "reports"
+    # every job's local record (params, metrics, artifacts), written before MLflow logging
+    records_dir: str = "reports/runs"
 
     def __post_init__(self) -> None:
         if not self.cache_dir:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -18,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from . import bench, export, placement, quality, track, validate
+from . import bench, export, placement, quality, records, track, validate
 from .config import Config
 from .embed import Embedder, ProviderUnavailable, available_providers, session_options
-from .sources import ModelUnavailable, ResolvedModel, named_model, resolve
+from .sources import ChecksumMismatch, ModelUnavailable, ResolvedModel, named_model, resolve
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class JobResult:
     metrics: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
     seconds: float = 0.0
+    record: Path | None = None  # the job's local record folder
 
 
 def prepare(cfg: Config) -> ResolvedModel:
@@ -102,13 +104,13 @@ def _latency_figure(samples_ns, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run(cfg: Config, resolved: ResolvedModel, out_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """Run the stages; log to the active MLflow run. Returns (metrics, tags)."""
-    import mlflow
+def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, float], tags: dict[str, str]) -> None:
+    """Run the stages, filling ``metrics`` and ``tags`` as they go and writing artifacts to ``out_dir``.
 
+    Nothing here talks to MLflow: a job's results are complete on disk before they are logged.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, float] = {}
-    tags: dict[str, str] = {"weights.verified": str(resolved.verified).lower()}
+    tags["weights.verified"] = str(resolved.verified).lower()
 
     # export (cached)
     log.info("export: %s %s", cfg.model.name, cfg.variant.name)
@@ -117,7 +119,6 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path) -> tuple[dict[str, 
     tags["artifact.key"] = artifact.key
     metrics["export.seconds"] = artifact.seconds
     metrics["model.size_mb"] = artifact.size_mb
-    mlflow.set_tags(tags)
 
     # validate: structure
     model_config = {}
@@ -159,11 +160,9 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path) -> tuple[dict[str, 
             "reference": str(reference.folder),
         }
     else:  # no PyTorch reference here: say so, never a made-up number
-        mlflow.set_tag("parity.unavailable", why_not)
         tags["parity.unavailable"] = why_not
         validation["parity"] = {"unavailable": why_not}
     (out_dir / "validation.json").write_text(json.dumps(validation, indent=2))
-    mlflow.log_artifact(str(out_dir / "validation.json"))
 
     # benchmark (fresh process)
     sentences = data.unique_sentences if data is not None else validate.PARITY_SENTENCES * 8
@@ -176,23 +175,16 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path) -> tuple[dict[str, 
         out_dir / "latency.png",
         f"{cfg.model.name} {cfg.variant.name} {cfg.provider.name} {cfg.pooling.mode} batch {cfg.bench.batch_size}",
     )
-    mlflow.log_artifact(str(out_dir / "latency_samples_ns.csv"))
-    mlflow.log_artifact(str(out_dir / "latency.png"))
-    mlflow.log_metrics(metrics)
 
     # quality (cached)
     if data is not None:
         log.info("quality: STS Benchmark %s (%d pairs)", cfg.quality.split, len(data.scores))
         q = quality.cached_score(emb.embed, data, cfg.cache_dir, {**qkey, "split": cfg.quality.split}, cfg.quality.batch_size)
         metrics.update(q.metrics())
-        mlflow.log_metrics(q.metrics())
-        mlflow.set_tag("quality.cached", str(q.cached).lower())
         tags["quality.cached"] = str(q.cached).lower()
         delta = _delta_vs_fp32(cfg, artifact, data, q.stsb_spearman, qkey)
         if delta is not None:
             metrics["quality.stsb_delta_vs_fp32"] = delta
-            mlflow.log_metric("quality.stsb_delta_vs_fp32", delta)
-    return metrics, tags
 
 
 def _reference(cfg: Config, resolved: ResolvedModel) -> tuple[ResolvedModel | None, str]:
@@ -228,8 +220,6 @@ def _delta_vs_fp32(cfg: Config, artifact: export.Artifact, data, stsb: float, qk
 
 
 def _placement(cfg: Config, artifact: export.Artifact, out_dir: Path, metrics: dict, tags: dict) -> None:
-    import mlflow
-
     p = cfg.provider
     try:
         so = session_options(p.threads, p.graph_optimization_level, p.mem_arena)
@@ -253,10 +243,6 @@ def _placement(cfg: Config, artifact: export.Artifact, out_dir: Path, metrics: d
         log.warning("%s took %.1f%% of the nodes; the rest went to %s", p.ep, 100 * assign.share, elsewhere)
     (out_dir / "placement.json").write_text(json.dumps({"assignment": assign.to_dict(), "usability": usab.to_dict()}, indent=2))
     (out_dir / "usability.txt").write_text(usab.log)
-    mlflow.log_artifact(str(out_dir / "placement.json"))
-    mlflow.log_artifact(str(out_dir / "usability.txt"))
-    mlflow.log_metrics(new_metrics)
-    mlflow.set_tags(new_tags)
     metrics.update(new_metrics)
     tags.update(new_tags)
 
@@ -284,42 +270,44 @@ def _parity(cfg: Config, resolved: ResolvedModel, emb: Embedder, artifact: expor
 
 
 def execute(cfg: Config, dict_cfg=None, out_dir: Path | None = None, tags: dict[str, str] | None = None) -> JobResult:
-    """Prepare, then run the job inside an MLflow run tagged ok / skipped / failed.
+    """Run one job: prepare, the stages, a local record, then the MLflow run.
 
-    Errors that :func:`prepare` raises for a bad model (missing, wrong checksum) propagate
-    before any run exists; a skipped job is logged as a run with status=skipped.
-    ``tags`` are set when the run starts (a sweep's parent run id, the config hash).
+    Errors that :func:`prepare` raises for a bad model (wrong checksum) propagate before any
+    work or run exists.  Otherwise the job ends ok, skipped or failed; its record (params,
+    tags, metrics, artifacts) is written under ``records_dir`` first, then logged to MLflow.
+    If MLflow cannot be reached the record stays on disk, marked unlogged, and
+    ``python -m pipeline.sync`` logs it later.  A failed job re-raises after it is recorded.
+    ``tags`` are set on the run (a sweep's parent run id, the config hash).
+    ``out_dir``: where the job's artifacts are written (default: the record's own folder).
     """
-    import mlflow
-
     t0 = time.perf_counter()
-    out_dir = out_dir or Path(".")
+    run_name = f"{cfg.model.name}-{cfg.variant.name}-{cfg.provider.name}-{cfg.pooling.mode}-b{cfg.bench.batch_size}"
+    rec = records.RunRecord.new(run_name, track.job_params(cfg), dict(tags or {}))
+    folder = records.folder(cfg.records_dir, rec.record_id)
+    out_dir = folder if out_dir is None else Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resolved_yaml = OmegaConf.to_yaml(dict_cfg if dict_cfg is not None else OmegaConf.structured(cfg))
+    (out_dir / "config.yaml").write_text(track.redact(resolved_yaml))
+
+    error: BaseException | None = None
     try:
         resolved = prepare(cfg)
-        skip_reason = None
+        run(cfg, resolved, out_dir, rec.metrics, rec.tags)
+        rec.status = "ok"
     except JobSkipped as exc:
-        resolved, skip_reason = None, str(exc)
-
-    track.quiet()
-    exp_id = track.setup(cfg.tracking)
-    run_name = f"{cfg.model.name}-{cfg.variant.name}-{cfg.provider.name}-{cfg.pooling.mode}-b{cfg.bench.batch_size}"
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as active:
-        run_id = active.info.run_id
-        mlflow.log_params(track.job_params(cfg))
-        resolved_yaml = OmegaConf.to_yaml(dict_cfg if dict_cfg is not None else OmegaConf.structured(cfg))
-        mlflow.log_text(resolved_yaml, "config.yaml")
-        if skip_reason is not None:
-            mlflow.set_tags({"status": "skipped", "reason": skip_reason})
-            log.warning("skipped: %s", skip_reason)
-            return JobResult("skipped", run_id, reason=skip_reason, seconds=time.perf_counter() - t0)
-        try:
-            metrics, _ = run(cfg, resolved, out_dir)
-        except JobSkipped as exc:
-            mlflow.set_tags({"status": "skipped", "reason": str(exc)})
-            return JobResult("skipped", run_id, reason=str(exc), seconds=time.perf_counter() - t0)
-        except Exception as exc:
-            mlflow.log_text(traceback.format_exc(), "traceback.txt")
-            mlflow.set_tags({"status": "failed", "reason": f"{type(exc).__name__}: {str(exc)[:400]}"})
-            raise
-        mlflow.set_tag("status", "ok")
-        return JobResult("ok", run_id, metrics=metrics, seconds=time.perf_counter() - t0)
+        rec.status, rec.reason = "skipped", str(exc)
+        log.warning("skipped: %s", exc)
+    except ChecksumMismatch:
+        shutil.rmtree(folder, ignore_errors=True)  # a refused model: no work, no record, no run
+        raise
+    except Exception as exc:
+        rec.status, rec.reason = "failed", f"{type(exc).__name__}: {str(exc)[:400]}"
+        (out_dir / "traceback.txt").write_text(track.redact(traceback.format_exc()))
+        error = exc
+    rec.seconds = time.perf_counter() - t0
+    records.save(folder, rec, out_dir)
+    run_id = track.log_record(cfg.tracking, folder, rec)
+    result = JobResult(rec.status, run_id, metrics=dict(rec.metrics), reason=rec.reason, seconds=rec.seconds, record=folder)
+    if error is not None:
+        raise error
+    return result

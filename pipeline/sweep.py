@@ -44,7 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 
 SEQUENTIAL_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",)
 # keys that do not change what a job measures; left out of the config hash
-HASH_EXCLUDED = ("hydra", "tracking", "cache_dir", "rerun", "reports_dir", "decision")
+HASH_EXCLUDED = ("hydra", "tracking", "cache_dir", "rerun", "reports_dir", "records_dir", "decision")
 
 
 # -- config hash and job list ---------------------------------------------------------------

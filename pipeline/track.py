@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -54,3 +56,67 @@ def quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
     for name in ("alembic", "mlflow", "mlflow.store", "mlflow.tracking"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|CREDENTIAL|AUTH)", re.I)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+(:[^/@\s]*)?@")
+
+
+def redact(text: str) -> str:
+    """Mask secrets before anything is logged: credentials inside URLs (``scheme://user:pw@``)
+    and the value of every environment variable whose name says it is a secret."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
+    for name, value in os.environ.items():
+        if value and len(value) >= 6 and _SECRET_NAME.search(name):
+            text = text.replace(value, "***")
+    return text
+
+
+def log_record(tracking_cfg, folder: Path, rec) -> str | None:
+    """Log a job's record as an MLflow run; returns its run id, or None when MLflow could not be
+    reached (the record stays on disk, unlogged, for ``python -m pipeline.sync``).
+
+    Logging is idempotent: a run tagged with the record's ``record_id`` that is already
+    complete is reused; a half-logged one (the connection dropped midway) is replaced.
+    """
+    uri = tracking_cfg.resolved_uri()
+    try:
+        return _log_record(tracking_cfg, folder, rec, uri)
+    except Exception as exc:  # unreachable server, locked store, ...: nothing is lost
+        log.warning(
+            "MLflow (%s) could not take this run (%s: %s); its results are kept in %s; "
+            "`python -m pipeline.sync` logs them once the store is back",
+            redact(uri), type(exc).__name__, redact(str(exc).splitlines()[0] if str(exc) else ""), folder,
+        )
+        return None
+
+
+def _log_record(tracking_cfg, folder: Path, rec, uri: str) -> str:
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from . import records
+
+    quiet()
+    exp_id = setup(tracking_cfg)
+    client = MlflowClient(uri)
+    existing = client.search_runs([exp_id], filter_string=f"tags.record_id = '{rec.record_id}'", max_results=10)
+    for run in existing:
+        if run.info.status in ("FINISHED", "FAILED") and run.data.tags.get("record.complete") == "true":
+            records.mark_logged(folder, rec, run.info.run_id, uri)
+            return run.info.run_id
+        client.delete_run(run.info.run_id)  # half-logged: replace it
+    start_ms = int(rec.created * 1000)
+    run = client.create_run(exp_id, start_time=start_ms, tags={**rec.all_tags(), "mlflow.runName": rec.run_name})
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    params = [Param(k, redact(str(v))) for k, v in rec.params.items()]
+    metrics = [Metric(k, float(v), now, 0) for k, v in rec.metrics.items()]
+    for i in range(0, max(len(metrics), 1), 500):  # log_batch takes at most 1000 entities
+        client.log_batch(run_id, metrics=metrics[i : i + 500], params=params if i == 0 else [])
+    for f in records.artifacts(folder):
+        client.log_artifact(run_id, str(f))
+    client.set_tag(run_id, "record.complete", "true")
+    client.set_terminated(run_id, "FAILED" if rec.status == "failed" else "FINISHED", end_time=start_ms + int(rec.seconds * 1000))
+    records.mark_logged(folder, rec, run_id, uri)
+    return run_id

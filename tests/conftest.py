@@ -140,6 +140,7 @@ def tiny_overrides(model_dir: Path, data_dir: Path, tmp: Path) -> list[str]:
         f"tracking.artifact_location={tmp}/artifacts",
         f"cache_dir={tmp}/cache",
         f"reports_dir={tmp}/reports",
+        f"records_dir={tmp}/records",
         "bench.warmup=2",
         "bench.iterations=20",
         "bench.min_iterations=5",
