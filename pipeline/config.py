@@ -267,9 +267,13 @@ class HardGateConfig:
     op: str = ">="
     value: float = MISSING
     name: str = ""  # empty: "<metric> <op> <value>"
+    # configurations this gate does not apply to, by param (e.g. {variant: [int8_dynamic]}): "n/a"
+    exempt: dict[str, list[str]] = field(default_factory=dict)
+    if_missing: str = "fail"  # fail | pass: what a configuration without the metric gets
 
     def __post_init__(self) -> None:
         _one_of(f"decision.hard_gates[{self.metric}].op", self.op, GATE_OPS)
+        _one_of(f"decision.hard_gates[{self.metric}].if_missing", self.if_missing, ("fail", "pass"))
         if not self.name:
             self.name = f"{self.metric} {self.op} {self.value:g}"
 

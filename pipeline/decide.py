@@ -426,17 +426,24 @@ def evaluate(candidates: pd.DataFrame, cfg: DecisionConfig, weights: dict[str, f
     for gate in cfg.hard_gates:
         v = _values(frame, gate.metric)
         verdicts = []
+        exempt = np.zeros(n, dtype=bool)
+        for param, values in (gate.exempt or {}).items():
+            if param in frame:
+                exempt |= frame[param].astype(str).isin([str(x) for x in values]).to_numpy()
         for i, x in enumerate(v):
-            if not np.isfinite(x):
-                verdicts.append("fail")
-                why[i].append(f"{gate.name}: metric missing")
+            if exempt[i]:
+                verdicts.append("n/a")
+            elif not np.isfinite(x):
+                verdicts.append("pass" if gate.if_missing == "pass" else "fail")
+                if gate.if_missing != "pass":
+                    why[i].append(f"{gate.name}: metric missing")
             elif _OPS[gate.op](x, gate.value):
                 verdicts.append("pass")
             else:
                 verdicts.append("fail")
                 why[i].append(f"{gate.name}: got {x:.4g}")
         cols[f"gate.{gate.name}"] = verdicts
-        eligible &= np.array([s == "pass" for s in verdicts], dtype=bool)
+        eligible &= np.array([s in ("pass", "n/a") for s in verdicts], dtype=bool)
 
     tier = np.full(n, 2)  # go until a graded gate says otherwise
     misses: list[list[str]] = [[] for _ in range(n)]

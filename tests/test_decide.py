@@ -369,3 +369,21 @@ def test_levels_normalization_uses_the_fixed_scale(store, tmp_path):
     scores = d.ranking.set_index("label")["score.latency.p95_ms"]
     assert scores["tiny/fp32/cpu/mean/b1"] == pytest.approx(0.75)
     assert scores["tiny/fp32/cpu/cls/b1"] == pytest.approx(0.25)
+
+
+def test_quantized_variants_are_gated_on_quality_loss_not_parity():
+    """The default profile: exact exports must reach parity; quantized ones must keep STS."""
+    from pipeline.decide import evaluate
+
+    cfg = profile()
+    rows = [
+        {"run_id": "a", "label": "fp32", "variant": "fp32", **good_metrics(10.0), "quality.stsb_delta_vs_fp32": 0.0},
+        {"run_id": "b", "label": "int8-ok", "variant": "int8_dynamic", **good_metrics(5.0, **{"parity.min_cosine": 0.85}), "quality.stsb_delta_vs_fp32": -0.1},
+        {"run_id": "c", "label": "int8-lossy", "variant": "int8_static", **good_metrics(4.0, **{"parity.min_cosine": 0.6}), "quality.stsb_delta_vs_fp32": -5.6},
+        {"run_id": "d", "label": "broken-fp32", "variant": "fp32", **good_metrics(3.0, **{"parity.min_cosine": 0.5}), "quality.stsb_delta_vs_fp32": 0.0},
+        {"run_id": "e", "label": "imported", "variant": "fp32", **good_metrics(6.0)},  # no delta: passes that gate
+    ]
+    ranked = evaluate(pd.DataFrame(rows), cfg).set_index("label")
+    assert bool(ranked.loc["int8-ok", "eligible"]) and bool(ranked.loc["fp32", "eligible"]) and bool(ranked.loc["imported", "eligible"])
+    assert not ranked.loc["int8-lossy", "eligible"] and "stsb_delta_vs_fp32" in ranked.loc["int8-lossy", "why"]
+    assert not ranked.loc["broken-fp32", "eligible"] and "parity.min_cosine" in ranked.loc["broken-fp32", "why"]
