@@ -237,6 +237,8 @@ class Embedder:
             hidden = binding.copy_outputs_to_cpu()[0]
         else:
             hidden = self.session.run([self.output_name], feeds)[0]
+        if hidden.dtype != np.float32:  # fp16 graphs: pool and normalize in float32
+            hidden = hidden.astype(np.float32)
         pooled = pool(hidden, feeds["attention_mask"], self.pooling)
         pooled = pooled.astype(np.float32, copy=False)
         return l2_normalize(pooled) if self.normalize else pooled
