@@ -68,16 +68,31 @@ def _text(nb) -> str:
     return "\n".join(out)
 
 
+def _pin_kernel(folder: Path) -> str:
+    """A `python3` kernel spec that runs this interpreter, found first (JUPYTER_PATH) whatever
+    other `python3` kernels the machine or the user has registered."""
+    import json
+
+    spec = folder / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (tests)", "language": "python",
+    }))
+    return str(folder)
+
+
 @pytest.mark.real_model
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_on_a_real_sweep(path: Path, smoke_store, monkeypatch):
+def test_notebook_runs_on_a_real_sweep(path: Path, smoke_store, monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTER_PATH", _pin_kernel(tmp_path / "jupyter"))
     # the kernel is a subprocess of this interpreter: it inherits this environment
     monkeypatch.setenv("MLFLOW_TRACKING_URI", smoke_store)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend keeps the figures
     monkeypatch.delenv("PARENT_RUN_ID", raising=False)
     nb = nbformat.read(path, as_version=4)
-    # kernel "python3": jupyter_client runs it with this interpreter (sys.executable)
+    # the notebooks name the kernel "python3": here, the spec pinned above
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     text = _text(nb)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
