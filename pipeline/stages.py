@@ -20,6 +20,8 @@ the Pareto data; DVC plots).  Every stage writes its outputs from scratch.
 
 The sweep stage logs to MLflow as configured (``MLFLOW_TRACKING_URI`` or the default local
 store), like any sweep; no stage reads from MLflow, so the study's results do not depend on it.
+When the configured MLflow server cannot be reached, the sweep stage says so and runs the jobs
+without it: the records are complete on disk and marked unlogged.
 """
 
 from __future__ import annotations
@@ -157,19 +159,73 @@ def export_stage(study: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- sweep ------------------------------------------------------------------------------------
+def tracking_problem(uri: str, timeout: float = 5.0) -> str | None:
+    """Why the MLflow server at ``uri`` cannot take runs now, or None (local stores always can)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import urllib.error
+    import urllib.request
+
+    from .track import redact
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError as exc:  # it answers: a proxy or an older server without /health
+        return None if exc.code < 500 else f"{redact(uri)} answers HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"{redact(uri)} cannot be reached ({type(exc).__name__}: {exc})"
+
+
 def sweep_stage(study: dict[str, Any]) -> int:
     """Run the sweep (``python -m pipeline +sweep=NAME``) with its records in ``study/runs``.
 
     ``rerun=true``: DVC decides when the study reruns, so every job is measured again here.
-    Returns the sweep's exit code (1 when a job failed).
+    When the MLflow server cannot be reached, the jobs run one by one without a parent run
+    (:func:`_jobs_without_tracking`): the records are complete on disk, marked unlogged.
+    Returns the exit code (1 when a job failed).
     """
+    from .config import to_config
+
     _fresh(RUNS)
     RUNS.mkdir(parents=True)
+    uri = to_config(_compose(job_overrides(study))).tracking.resolved_uri()
+    problem = tracking_problem(uri)
+    if problem:
+        return _jobs_without_tracking(study, problem)
     with tempfile.TemporaryDirectory(prefix="pipeline-dvc-sweep-") as tmp:
         cmd = [sys.executable, "-m", "pipeline", *job_overrides(study), f"records_dir={RUNS.resolve()}", "rerun=true",
                f"hydra.sweep.dir={tmp}/multirun", f"reports_dir={tmp}/reports"]
         print("[sweep] " + " ".join(cmd[1:]), flush=True)
         return subprocess.run(cmd, cwd=ROOT).returncode
+
+
+def _jobs_without_tracking(study: dict[str, Any], problem: str) -> int:
+    """Every job of the sweep, one after another, recorded under ``study/runs`` only."""
+    from .config import to_config
+    from .job import execute
+    from .sweep import config_hash
+
+    # each job still tries to log its record once (and says so); fail fast, do not retry
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    todo = jobs(study)
+    print(f"[sweep] MLflow: {problem}. Running the {len(todo)} jobs without a parent run; their records are "
+          f"in {RUNS}, not logged (python -m pipeline.sync logs them once the server is back).", file=sys.stderr, flush=True)
+    failed = 0
+    for num, job in enumerate(todo):
+        dcfg = _compose([*job, f"records_dir={RUNS.resolve()}"])
+        cfg = to_config(dcfg)
+        tags = {"config_hash": config_hash(dcfg), "sweep.job": str(num), "sweep.name": study["sweep"]}
+        try:
+            result = execute(cfg, dcfg, tags=tags)
+        except Exception as exc:  # recorded as failed by execute (or refused before any work)
+            failed += 1
+            print(f"[sweep] job {num + 1}/{len(todo)} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            continue
+        print(f"[sweep] job {num + 1}/{len(todo)} {' '.join(job)}: {result.status}"
+              + (f" ({result.reason})" if result.reason else ""), flush=True)
+    return 1 if failed else 0
 
 
 # -- decide -----------------------------------------------------------------------------------

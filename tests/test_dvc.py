@@ -20,7 +20,6 @@ import yaml
 from conftest import ROOT
 from pipeline.config import default_data_dir
 
-pytestmark = pytest.mark.real_model
 
 
 def _copy_repo(dest: Path) -> None:
@@ -81,6 +80,7 @@ def _ran(proc: subprocess.CompletedProcess) -> set[str]:
     return {s for s in ("export", "sweep", "decide") if f"Running stage '{s}'" in proc.stdout}
 
 
+@pytest.mark.real_model
 def test_dvc_repro_reproduces_the_smoke_study(tmp_path):
     repo_dir = tmp_path / "clone"
     _copy_repo(repo_dir)
@@ -142,3 +142,52 @@ def test_dvc_repro_reproduces_the_smoke_study(tmp_path):
     assert _ran(third) == {"decide"}, third.stdout[-3000:]
     assert json.loads((study / "metrics.json").read_text())["profile"] == "latency_first"
     assert repo.changed_stages() == set()
+
+
+def _stage(name: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.stages", name], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_stages_run_without_an_mlflow_server(tiny_bert, tiny_sts_dir, tmp_path):
+    """The sweep and decide stages on the tiny model, with MLflow pointed at a server that is down."""
+    from conftest import tiny_overrides
+
+    overrides = [o for o in tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) if not o.startswith(("tracking.", "records_dir", "reports_dir"))]
+    study = {"sweep": "smoke", "decision": "default", "bench": {"batch_size": 1, "max_seconds": 1.0}, "overrides": overrides}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"study": study}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}"}
+
+    sweep = _stage("sweep", tmp_path, env)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    assert "cannot be reached" in sweep.stderr and "not logged" in sweep.stderr
+    records = [json.loads(p.read_text()) for p in (tmp_path / "study" / "runs").glob("*/record.json")]
+    assert sorted(r["status"] for r in records) == ["ok", "skipped"]  # CPU ran; CUDA skipped where it is absent
+    assert all(r["mlflow_run_id"] is None for r in records)  # kept on disk, unlogged
+    ok = next(r for r in records if r["status"] == "ok")
+    assert ok["params"]["model"] == "tiny-bert" and ok["params"]["batch_size"] == "1"
+    assert "latency.p95_ms" in ok["metrics"]
+
+    decide = _stage("decide", tmp_path, env)
+    assert decide.returncode == 0, decide.stderr[-3000:]
+    metrics = json.loads((tmp_path / "study" / "metrics.json").read_text())
+    assert metrics["configurations_ranked"] == 1 and metrics["configurations_excluded"] == 1
+    assert metrics["winner_run_id"] == ok["record_id"]  # no MLflow run: the record names it
+    assert metrics["latency_p95_ms"] == pytest.approx(ok["metrics"]["latency.p95_ms"])
+    cdf = (tmp_path / "study" / "plots" / "latency_cdf.csv").read_text().splitlines()
+    assert cdf[0] == "configuration,latency_ms,fraction" and cdf[-1].endswith(",1")
+
+
+def test_a_bad_study_parameter_is_refused_with_what_is_allowed(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"study": {"sweep": "nosuch", "decision": "default"}}))
+    proc = _stage("export", tmp_path, {**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    assert "study.sweep: got 'nosuch', allowed:" in proc.stderr and "smoke" in proc.stderr
