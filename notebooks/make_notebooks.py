@@ -2,7 +2,9 @@
 
     python notebooks/make_notebooks.py     # regenerates notebooks/*.ipynb
 
-Keeping the source here makes the notebooks easy to review; tests execute the .ipynb files.
+Keeping the source here makes the notebooks easy to review; cell ids are fixed, so a
+regeneration changes the files only where a cell changed. tests/test_notebooks.py executes
+every notebooks/*.ipynb headless on a real smoke sweep.
 """
 
 from pathlib import Path
@@ -11,6 +13,30 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
+
+SETUP = '''import os
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+from mlflow.tracking import MlflowClient
+
+ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+sys.path.insert(0, str(ROOT))  # this checkout's pipeline package, also when it is not installed
+from pipeline import decide
+
+pd.set_option("display.width", 160)
+TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}"
+client = MlflowClient(TRACKING_URI)
+PARENT_RUN_ID = os.environ.get("PARENT_RUN_ID") or decide.latest_parent(client)
+parent = client.get_run(PARENT_RUN_ID)
+SWEEP = parent.data.tags.get("sweep.name") or parent.data.params.get("sweep") or parent.info.run_name
+print("tracking store:", TRACKING_URI)
+print(f"sweep: {SWEEP}, parent run {PARENT_RUN_ID}, started {pd.Timestamp(parent.info.start_time, unit='ms')}")'''
 
 SWEEP_ANALYSIS = [
     new_markdown_cell(
@@ -21,80 +47,105 @@ what was skipped, the latency distributions, quality against speed, and the deci
 
 It reads the tracking store named by `MLFLOW_TRACKING_URI` (default: the project's
 `sqlite:///mlruns/mlflow.db`) and the sweep named by `PARENT_RUN_ID` (default: the latest
-sweep). Run a sweep first, for example `python -m pipeline +sweep=smoke`."""
+sweep). Run a sweep first, for example `python -m pipeline +sweep=smoke` (about a minute on
+the real all-MiniLM-L6-v2), then run every cell."""
     ),
-    new_code_cell(
-        """import os
-from pathlib import Path
-
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-from mlflow.tracking import MlflowClient
-
-from pipeline import decide
-
-ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}"
-client = MlflowClient(TRACKING_URI)
-PARENT_RUN_ID = os.environ.get("PARENT_RUN_ID") or decide.latest_parent(client)
-parent = client.get_run(PARENT_RUN_ID)
-print("tracking store:", TRACKING_URI)
-print("sweep:", parent.data.tags.get("sweep", parent.info.run_name), "parent run", PARENT_RUN_ID)"""
-    ),
+    new_code_cell(SETUP),
     new_markdown_cell(
         """## The runs
 
-One row per job of the sweep. `status` is `ok`, `skipped` (the configuration cannot run on
-this machine, for example an execution provider this onnxruntime lacks) or `failed`; the
-`reason` says why. Only `ok` runs are compared below."""
+One row per job of the sweep (`decide.load_children`: the parent's child runs, plus the jobs
+the sweep found already done by an earlier run). `status` is `ok`, `skipped` (the configuration
+cannot run on this machine, for example an execution provider this onnxruntime lacks) or
+`failed`; `reason` says why. Only `ok` runs are measured, so only they are compared below."""
     ),
     new_code_cell(
         """runs = decide.load_children(client, PARENT_RUN_ID)
 print(runs["status"].value_counts().to_string())
-cols = ["label", "status", "latency.p50_ms", "latency.p95_ms", "throughput.sentences_per_s",
+cols = ["label", "latency.p50_ms", "latency.p95_ms", "latency.p99_ms", "throughput.sentences_per_s",
         "quality.stsb_spearman", "parity.min_cosine", "model.size_mb", "memory.peak_rss_mb"]
 ok = runs[runs["status"] == "ok"].copy()
 ok[[c for c in cols if c in ok]].round(3)"""
     ),
     new_code_cell(
         """not_ok = runs[runs["status"] != "ok"]
-not_ok[["label", "status", "reason"]] if len(not_ok) else "every job ran"""
+not_ok[["label", "status", "reason"]] if len(not_ok) else "every job ran\""""
     ),
     new_markdown_cell(
         """## Latency distributions
 
-Each job keeps its raw per-call samples (`latency_samples_ns.csv`). Percentiles hide the
-shape: the empirical CDFs below show the spread and the tail of every configuration that ran."""
+Each job keeps its raw per-call samples (`latency_samples_ns.csv`, one timed call of the
+whole embed path at the job's batch size). Percentiles hide the shape: the empirical CDFs
+show the spread and the tail of every configuration that ran, against the p95 target and
+acceptable level of the decision profile (dashed lines). A curve that rises steeply is a
+stable configuration; a long flat tail on the right means occasional slow calls."""
     ),
     new_code_cell(
-        """fig, ax = plt.subplots(figsize=(8, 4))
+        """cfg = decide.compose_decision("default").decision
+samples = {}
 for _, row in ok.iterrows():
-    ms = decide.load_samples_ms(client, row["run_id"], "latency_samples_ns.csv")
-    if ms is None:
-        continue
+    ms = decide.load_samples_ms(client, row["run_id"], cfg.samples_artifact)
+    if ms is not None:
+        samples[row["label"]] = ms
+
+fig, ax = plt.subplots(figsize=(8, 4))
+for label, ms in samples.items():
     ms = np.sort(ms)
-    ax.plot(ms, np.arange(1, len(ms) + 1) / len(ms), label=row["label"])
+    ax.step(ms, np.arange(1, len(ms) + 1) / len(ms), where="post", label=label)
+for gate in cfg.graded_gates:
+    if gate.metric == "latency.p95_ms":
+        ax.axvline(gate.target, color="green", ls="--", lw=1, label=f"p95 target {gate.target:g} ms")
+        if gate.acceptable != gate.target:
+            ax.axvline(gate.acceptable, color="orange", ls="--", lw=1, label=f"p95 acceptable {gate.acceptable:g} ms")
+ax.axhline(0.95, color="grey", ls=":", lw=1)
 ax.set_xscale("log")
 ax.set_xlabel("latency per call (ms, log scale)")
 ax.set_ylabel("fraction of calls")
-ax.axvline(20, color="grey", ls="--", lw=1)
 ax.legend(fontsize=7, loc="lower right")
-plt.show()"""
+plt.show()
+
+# the same samples as numbers: how wide each distribution is, and how many calls were timed
+spread = pd.DataFrame({
+    label: {"calls": len(ms), "min": ms.min(), "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
+            "p99": np.percentile(ms, 99), "max": ms.max(), "p99/p50": np.percentile(ms, 99) / np.percentile(ms, 50)}
+    for label, ms in samples.items()
+}).T
+spread.round(3)"""
+    ),
+    new_markdown_cell(
+        """Per call is not per sentence: a call at batch size 8 embeds eight sentences. The
+throughput column (sentences per second) is the fair comparison across batch sizes; the
+per-sentence latency below divides the median call by the batch size."""
+    ),
+    new_code_cell(
+        """per_sentence = ok.assign(batch=pd.to_numeric(ok["batch_size"]))
+per_sentence["p50 ms per sentence"] = per_sentence["latency.p50_ms"] / per_sentence["batch"]
+per_sentence[["label", "batch", "latency.p50_ms", "p50 ms per sentence", "throughput.sentences_per_s"]].round(3)"""
     ),
     new_markdown_cell(
         """## Quality against speed
 
-Each point is a configuration: p95 latency per call against STS Benchmark Spearman. The best
-trade-offs lie on the lower-right edge (fast and good); the decision matrix below weighs them."""
+Each point is a configuration: p95 latency per call against STS Benchmark Spearman (x100).
+The upper left is best (fast and good). The configurations on the Pareto front
+(no other configuration is both faster and better) are ringed: every choice worth making lies
+on it, and the decision matrix below weighs the trade-offs along it. Configurations of one model
+and variant share a quality score (the embeddings do not depend on the batch size), so they
+line up horizontally."""
     ),
     new_code_cell(
         """fig, ax = plt.subplots(figsize=(7, 4))
 if len(ok) and "quality.stsb_spearman" in ok:
-    ax.scatter(ok["latency.p95_ms"], ok["quality.stsb_spearman"])
+    front = decide.pareto_front(ok, "latency.p95_ms", "quality.stsb_spearman")
+    ax.scatter(ok["latency.p95_ms"], ok["quality.stsb_spearman"], color="#4477aa")
+    ax.scatter(ok["latency.p95_ms"][front], ok["quality.stsb_spearman"][front], s=160,
+               facecolors="none", edgecolors="#ee6677", label="Pareto front")
     for _, row in ok.iterrows():
-        ax.annotate(row["label"], (row["latency.p95_ms"], row["quality.stsb_spearman"]), fontsize=7)
-ax.set_xlabel("p95 latency (ms)")
+        ax.annotate(row["label"], (row["latency.p95_ms"], row["quality.stsb_spearman"]), fontsize=7,
+                    textcoords="offset points", xytext=(4, 4))
+    ax.legend(fontsize=8)
+else:
+    ax.text(0.5, 0.5, "no configuration with a quality score", ha="center", transform=ax.transAxes)
+ax.set_xlabel("p95 latency per call (ms)")
 ax.set_ylabel("STS Benchmark Spearman x100")
 plt.show()"""
     ),
@@ -103,22 +154,63 @@ plt.show()"""
 
 The weighted decision matrix (profile `default`, `conf/decision/default.yaml`) ranks the
 configurations that pass the hard gates; the verdict is `go` when every target is met,
-`close` when the acceptable levels are met. This recomputes it from the runs above, without
-writing or logging anything, so it also shows what another profile would choose."""
+`close` when the acceptable levels are met, else `no-go`. This recomputes it from the runs
+above, with the raw samples for the noise check, without writing or logging anything."""
     ),
     new_code_cell(
-        """cfg = decide.compose_decision("default").decision
-decision = decide.decide(runs, cfg, parent_run_id=PARENT_RUN_ID)
-table = decision.ranking[["label", "eligible", "verdict", "total_pct"]]
+        """decision = decide.decide(runs, cfg, samples, parent_run_id=PARENT_RUN_ID, sweep=SWEEP)
 print(decision.recommendation)
-table"""
+score_cols = [f"score.{c.metric}" for c in cfg.criteria]
+decision.ranking[["rank", "label", "eligible", "verdict", "total_pct", *score_cols, "why"]].round(3)"""
+    ),
+    new_markdown_cell(
+        """How firm is the choice? The winner should stay the winner when a weight moves by
+±20%, and when the p95 values are redrawn from the raw samples (bootstrap). A low share
+means the leading configurations are too close to call on this machine and this sample."""
+    ),
+    new_code_cell(
+        """rob = decision.robustness
+print(f"winner stays the winner in {rob.winner_stability:.0%} of the weight moves" if rob.winner_stability is not None else "no weight check")
+print(f"winner stays the winner in {rob.noise_stability:.0%} of {rob.noise_draws} p95 redraws" if rob.noise_stability is not None else "no noise check (fewer than two configurations with samples)")
+rob.noise.round(3) if len(rob.noise) else "no bootstrap table\""""
+    ),
+    new_markdown_cell(
+        """## Another profile, the same runs
+
+The profile is configuration: `latency_first` moves the weight to tail latency and throughput.
+Deciding the same runs again shows whether the choice depends on the weights."""
+    ),
+    new_code_cell(
+        """other = decide.decide(runs, decide.compose_decision("latency_first").decision, samples, parent_run_id=PARENT_RUN_ID, sweep=SWEEP)
+pd.DataFrame({
+    profile: {"winner": d.winner.label if d.winner else None, "verdict": d.verdict,
+              "score %": round(d.winner.score_pct, 1) if d.winner else None}
+    for profile, d in (("default", decision), ("latency_first", other))
+}).T"""
     ),
 ]
 
 
+def notebook(cells: list) -> nbformat.NotebookNode:
+    for i, cell in enumerate(cells):
+        cell.id = f"cell-{i:02d}"  # stable ids: a regeneration changes only the cells that changed
+    return new_notebook(
+        cells=cells,
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    )
+
+
+NOTEBOOKS = {"sweep_analysis.ipynb": SWEEP_ANALYSIS}
+
+
 def main() -> None:
-    nb = new_notebook(cells=SWEEP_ANALYSIS, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(nb, HERE / "sweep_analysis.ipynb")
+    for name, cells in NOTEBOOKS.items():
+        nb = notebook(cells)
+        nbformat.validate(nb)
+        nbformat.write(nb, HERE / name)
 
 
 if __name__ == "__main__":

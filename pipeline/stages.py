@@ -1,0 +1,334 @@
+"""The DVC stages (``dvc.yaml``): thin entry points over the pipeline, driven by ``params.yaml``.
+
+    python -m pipeline.stages export    # the model artifacts of the study's sweep (cached)
+    python -m pipeline.stages sweep     # benchmark + quality of every job: run records on disk
+    python -m pipeline.stages decide    # ranking, report, headline metrics, plot data (no MLflow)
+
+``params.yaml`` names the study::
+
+    study:
+      sweep: models          # conf/sweep/<name>.yaml
+      decision: default      # conf/decision/<name>.yaml
+      bench: {batch_size: null, warmup: null, ...}   # null: the sweep config's own value
+      overrides: []          # more Hydra overrides for every job, e.g. [provider.threads=2]
+
+Outputs go under ``study/`` (``OUT``): ``exports.json`` (the artifact keys; the artifacts
+themselves stay in the export cache, ``.cache/pipeline``), ``runs/`` (one record folder per
+job, ``pipeline.records``), ``decision/`` (the report files of ``pipeline.report``),
+``metrics.json`` (the headline, a DVC metric) and ``plots/`` (the latency CDF of every configuration,
+the Pareto data; DVC plots).  Every stage writes its outputs from scratch.
+
+The sweep stage logs to MLflow as configured (``MLFLOW_TRACKING_URI`` or the default local
+store), like any sweep; no stage reads from MLflow, so the study's results do not depend on it.
+When the configured MLflow server cannot be reached, the sweep stage says so and runs the jobs
+without it: the records are complete on disk and marked unlogged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = ROOT / "conf"
+PARAMS = "params.yaml"
+OUT = Path("study")
+EXPORTS = OUT / "exports.json"
+RUNS = OUT / "runs"
+DECISION = OUT / "decision"
+METRICS = OUT / "metrics.json"
+PLOTS = OUT / "plots"
+BENCH_KEYS = ("batch_size", "warmup", "iterations", "min_iterations", "max_seconds")
+
+
+class StageError(RuntimeError):
+    """A study that cannot run as configured (bad parameter, no runs to decide on)."""
+
+
+# -- parameters -------------------------------------------------------------------------------
+def load_params(path: str | Path = PARAMS) -> dict[str, Any]:
+    """``study`` from params.yaml, checked: names that exist under conf/, known bench keys."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise StageError(f"{p}: not found (run the stages from the repository root)")
+    study = (yaml.safe_load(p.read_text()) or {}).get("study")
+    if not isinstance(study, dict):
+        raise StageError(f"{p}: no `study` mapping")
+    for key, group in (("sweep", "sweep"), ("decision", "decision")):
+        name = study.get(key)
+        names = sorted(f.stem for f in (CONF_DIR / group).glob("*.yaml"))
+        if name not in names:
+            raise StageError(f"{p}: study.{key}: got {name!r}, allowed: {', '.join(names)}")
+    bench = study.get("bench") or {}
+    unknown = sorted(set(bench) - set(BENCH_KEYS))
+    if unknown:
+        raise StageError(f"{p}: study.bench: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(BENCH_KEYS)}")
+    overrides = study.get("overrides") or []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise StageError(f"{p}: study.overrides: must be a list of Hydra overrides (strings)")
+    return {"sweep": study["sweep"], "decision": study["decision"], "bench": bench, "overrides": overrides}
+
+
+def job_overrides(study: dict[str, Any]) -> list[str]:
+    """The Hydra overrides the study puts on every job of its sweep."""
+    out = [f"+sweep={study['sweep']}"]
+    out += [f"bench.{k}={v}" for k, v in study["bench"].items() if v is not None]
+    return out + list(study["overrides"])
+
+
+def _compose(overrides: list[str], hydra_config: bool = False):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def jobs(study: dict[str, Any]) -> list[list[str]]:
+    """The override list of every job of the study's sweep, in the sweeper's order."""
+    from .sweep import job_list
+
+    return job_list(_compose(job_overrides(study), hydra_config=True))
+
+
+def _fresh(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+# -- export -----------------------------------------------------------------------------------
+def export_stage(study: dict[str, Any]) -> dict[str, Any]:
+    """Build (or find in the cache) the artifact of every job of the sweep; write ``exports.json``.
+
+    A job that cannot run here (provider or model unavailable) is listed with its reason, as
+    the sweep will report it skipped.  A failed export fails the stage, after the others.
+    """
+    from .config import to_config
+    from .export import export
+    from .job import JobSkipped, prepare
+
+    built: dict[str, dict] = {}
+    skipped, failed = [], []
+    for job in jobs(study):
+        cfg = to_config(_compose(job))
+        label = " ".join(o for o in job if not o.startswith("+sweep="))
+        try:
+            resolved = prepare(cfg)
+        except JobSkipped as exc:
+            skipped.append({"job": label, "reason": str(exc)})
+            continue
+        key = json.dumps([cfg.model.name, cfg.model.sha256, cfg.variant.__dict__], sort_keys=True, default=str)
+        if key in built:
+            built[key]["jobs"] += 1
+            continue
+        try:
+            art = export(resolved, cfg.model, cfg.variant, cfg.cache_dir, cfg.quality)
+        except Exception as exc:
+            failed.append({"job": label, "reason": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            print(f"[export] FAILED {cfg.model.name} {cfg.variant.name}: {exc}", file=sys.stderr, flush=True)
+            continue
+        print(f"[export] {cfg.model.name} {cfg.variant.name}: {art.key} ({'cached' if art.cached else f'built in {art.seconds:.1f} s'})", flush=True)
+        built[key] = {"model": art.model, "variant": art.variant, "key": art.key, "folder": art.folder.name,
+                      "size_mb": round(art.size_mb, 3), "weights_verified": resolved.verified, "jobs": 1}
+    manifest = {"sweep": study["sweep"], "artifacts": sorted(built.values(), key=lambda a: (a["model"], a["variant"])),
+                "skipped": skipped, "failed": failed}
+    EXPORTS.parent.mkdir(parents=True, exist_ok=True)
+    EXPORTS.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"[export] {len(built)} artifacts, {len(skipped)} jobs skipped here, {len(failed)} failed -> {EXPORTS}", flush=True)
+    if failed:
+        raise StageError(f"{len(failed)} export(s) failed: " + "; ".join(f"{f['job']}: {f['reason']}" for f in failed))
+    return manifest
+
+
+# -- sweep ------------------------------------------------------------------------------------
+def tracking_problem(uri: str, timeout: float = 5.0) -> str | None:
+    """Why the MLflow server at ``uri`` cannot take runs now, or None (local stores always can)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import urllib.error
+    import urllib.request
+
+    from .track import redact
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError as exc:  # it answers: a proxy or an older server without /health
+        return None if exc.code < 500 else f"{redact(uri)} answers HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"{redact(uri)} cannot be reached ({type(exc).__name__}: {exc})"
+
+
+def sweep_stage(study: dict[str, Any]) -> int:
+    """Run the sweep (``python -m pipeline +sweep=NAME``) with its records in ``study/runs``.
+
+    ``rerun=true``: DVC decides when the study reruns, so every job is measured again here.
+    When the MLflow server cannot be reached, the jobs run one by one without a parent run
+    (:func:`_jobs_without_tracking`): the records are complete on disk, marked unlogged.
+    Returns the exit code (1 when a job failed).
+    """
+    from .config import to_config
+
+    _fresh(RUNS)
+    RUNS.mkdir(parents=True)
+    uri = to_config(_compose(job_overrides(study))).tracking.resolved_uri()
+    problem = tracking_problem(uri)
+    if problem:
+        return _jobs_without_tracking(study, problem)
+    with tempfile.TemporaryDirectory(prefix="pipeline-dvc-sweep-") as tmp:
+        cmd = [sys.executable, "-m", "pipeline", *job_overrides(study), f"records_dir={RUNS.resolve()}", "rerun=true",
+               f"hydra.sweep.dir={tmp}/multirun", f"reports_dir={tmp}/reports"]
+        print("[sweep] " + " ".join(cmd[1:]), flush=True)
+        return subprocess.run(cmd, cwd=ROOT).returncode
+
+
+def _jobs_without_tracking(study: dict[str, Any], problem: str) -> int:
+    """Every job of the sweep, one after another, recorded under ``study/runs`` only."""
+    from .config import to_config
+    from .job import execute
+    from .sweep import config_hash
+
+    # each job still tries to log its record once (and says so); fail fast, do not retry
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    todo = jobs(study)
+    print(f"[sweep] MLflow: {problem}. Running the {len(todo)} jobs without a parent run; their records are "
+          f"in {RUNS}, not logged (python -m pipeline.sync logs them once the server is back).", file=sys.stderr, flush=True)
+    failed = 0
+    for num, job in enumerate(todo):
+        dcfg = _compose([*job, f"records_dir={RUNS.resolve()}"])
+        cfg = to_config(dcfg)
+        tags = {"config_hash": config_hash(dcfg), "sweep.job": str(num), "sweep.name": study["sweep"]}
+        try:
+            result = execute(cfg, dcfg, tags=tags)
+        except Exception as exc:  # recorded as failed by execute (or refused before any work)
+            failed += 1
+            print(f"[sweep] job {num + 1}/{len(todo)} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            continue
+        print(f"[sweep] job {num + 1}/{len(todo)} {' '.join(job)}: {result.status}"
+              + (f" ({result.reason})" if result.reason else ""), flush=True)
+    return 1 if failed else 0
+
+
+# -- decide -----------------------------------------------------------------------------------
+def _samples_ms(folder: Path, artifact: str):
+    import numpy as np
+    import pandas as pd
+
+    path = folder / artifact
+    if not path.is_file():
+        return None
+    data = pd.read_csv(path)
+    if "latency_ns" not in data or data["latency_ns"].dropna().empty:
+        return None
+    return data["latency_ns"].dropna().to_numpy(dtype=np.float64) / 1e6
+
+
+def decide_stage(study: dict[str, Any]):
+    """Rank the records of ``study/runs`` with the study's decision profile; write the report,
+    ``metrics.json`` and the plot data.  Reads no MLflow store and logs nothing."""
+    import numpy as np
+    import pandas as pd
+
+    from . import decide, records, report
+
+    found = list(records.iter_records(RUNS))
+    if not found:
+        raise StageError(f"no run records in {RUNS}: run the sweep stage first (dvc repro)")
+    recs = [r for _, r in found]
+    frame = records.frame(recs)
+    frame["label"] = decide._labels(frame)
+    folders = {(r.mlflow_run_id or r.record_id): f for f, r in found}
+    cfg = decide.compose_decision(study["decision"]).decision
+    parents = {r.tags.get("mlflow.parentRunId") for r in recs} - {None}
+    parent = parents.pop() if len(parents) == 1 else ""
+
+    ok = frame[frame["status"] == "ok"]
+    samples = {}
+    for _, row in ok.iterrows():
+        s = _samples_ms(folders[row["run_id"]], cfg.samples_artifact)
+        if s is not None:
+            samples[row["label"]] = s
+    decision = decide.decide(frame, cfg, samples, parent_run_id=parent, sweep=study["sweep"])
+
+    for path in (DECISION, METRICS, PLOTS):
+        _fresh(path)
+    decision.files = [p.name for p in report.write(decision, DECISION)]
+    decision.out_dir = DECISION
+    headline = {"sweep": study["sweep"], "profile": decision.profile, **decision.headline()}
+    METRICS.write_text(json.dumps(headline, indent=2) + "\n")
+
+    # plot data: the latency CDF of every configuration that ran, and quality against p95
+    PLOTS.mkdir(parents=True)
+    cdf = []
+    for label, ms in sorted(samples.items()):
+        ms = np.sort(ms)
+        cdf.append(pd.DataFrame({"configuration": label, "latency_ms": ms, "fraction": np.arange(1, ms.size + 1) / ms.size}))
+    cdf_frame = pd.concat(cdf) if cdf else pd.DataFrame(columns=["configuration", "latency_ms", "fraction"])
+    cdf_frame.to_csv(PLOTS / "latency_cdf.csv", index=False, float_format="%.6g")
+    r = decision.ranking
+    pareto = pd.DataFrame({
+        "configuration": r.get("label", pd.Series(dtype=str)),
+        "rank": r.get("rank", pd.Series(dtype=int)),
+        "verdict": r.get("verdict", pd.Series(dtype=str)),
+        "pareto": r.get("pareto", pd.Series(dtype=bool)),
+        "latency_p95_ms": r.get("latency.p95_ms", pd.Series(np.nan, index=r.index)),
+        "stsb_spearman": r.get("quality.stsb_spearman", pd.Series(np.nan, index=r.index)),
+    })
+    pareto.to_csv(PLOTS / "pareto.csv", index=False, float_format="%.6g")
+    print(decision.recommendation)
+    print(f"[decide] {len(decision.ranking)} ranked, {len(decision.excluded)} excluded (profile {decision.profile}); "
+          f"report: {DECISION / 'report.md'}, metrics: {METRICS}", flush=True)
+    return decision
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.stages", description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage", choices=("export", "sweep", "decide"))
+    parser.add_argument("--params", default=PARAMS, help="the parameters file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    from hydra.errors import HydraException
+
+    from .config import ConfigError
+
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        study = load_params(args.params)
+        if args.stage == "export":
+            export_stage(study)
+        elif args.stage == "sweep":
+            code = sweep_stage(study)
+            if code != 0:
+                print(f"[sweep] the sweep exited with {code} (a job failed; see its summary above)", file=sys.stderr)
+            return code
+        else:
+            decide_stage(study)
+    except (StageError, ConfigError) as exc:
+        print(f"stage {args.stage}: {exc}", file=sys.stderr)
+        return 2
+    except HydraException as exc:  # an override in study.overrides that Hydra refuses
+        print(f"stage {args.stage}: params.yaml: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
