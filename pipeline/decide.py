@@ -739,7 +739,7 @@ def decide_sweep(parent_run_id: str, decision_cfg, tracking_uri: str, out_dir: s
         parent = client.get_run(parent_run_id)
     except Exception as exc:
         raise DecideError(f"no run {parent_run_id!r} in {tracking_uri}: {type(exc).__name__}") from None
-    sweep = parent.data.tags.get("sweep") or parent.info.run_name or parent_run_id
+    sweep = parent.data.tags.get("sweep.name") or parent.data.tags.get("sweep") or parent.info.run_name or parent_run_id
     children = load_children(client, parent_run_id)
     if children.empty:
         raise DecideError(f"run {parent_run_id} ({sweep}) has no child runs: it is not a sweep parent")

@@ -195,7 +195,8 @@ def sweep_stage(study: dict[str, Any]) -> int:
         return _jobs_without_tracking(study, problem)
     with tempfile.TemporaryDirectory(prefix="pipeline-dvc-sweep-") as tmp:
         cmd = [sys.executable, "-m", "pipeline", *job_overrides(study), f"records_dir={RUNS.resolve()}", "rerun=true",
-               f"hydra.sweep.dir={tmp}/multirun", f"reports_dir={tmp}/reports"]
+               f"hydra.sweep.dir={tmp}/multirun", f"reports_dir={tmp}/reports",
+               f"decision={study['decision']}"]  # the parent run's decision uses the study's profile too
         print("[sweep] " + " ".join(cmd[1:]), flush=True)
         return subprocess.run(cmd, cwd=ROOT).returncode
 
