@@ -153,6 +153,7 @@ STATE: SweepState | None = None
 _EXIT_CODE = 0
 # the sweep's state for jobs a cluster launcher runs in other processes (on other machines)
 STATE_ENV = "PIPELINE_SWEEP_STATE"
+EXIT_BUSY = 5  # the same sweep is running in another process: refused, nothing ran
 EXIT_UNSYNCED = 4  # every job ran, but some results are only in the local records (see pipeline.sync)
 
 
@@ -488,6 +489,9 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             start_sweep(config)
+        except SweepBusy as exc:  # Hydra only warns about a callback's exception: stop here
+            print(str(exc), file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_BUSY) from None
         except Exception:  # Hydra would only warn; a sweep without its parent must not run
             traceback.print_exc()
             raise
