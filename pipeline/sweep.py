@@ -196,6 +196,30 @@ def _local_parent(records_dir: str, sweep_key: str):
     return found[-1] if found else None
 
 
+class SweepConfigError(ValueError):
+    """A job of the sweep names a config option that does not exist; nothing was run."""
+
+
+def check_jobs_compose(config: DictConfig, jobs: list[list[str]]) -> None:
+    """Compose every job's config before anything runs or is logged: a sweep that names an
+    option that does not exist (``model=nope``) is refused at once, not after hours of jobs."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    gh = GlobalHydra.instance()
+    if not gh.is_initialized():
+        return
+    loader = gh.config_loader()
+    for num, job in enumerate(jobs):
+        try:
+            loader.load_sweep_config(config, list(job))
+        except Exception as exc:
+            msg = str(exc).split("\nConfig search path")[0].strip()
+            raise SweepConfigError(
+                f"config error: sweep job {num + 1}/{len(jobs)} ({' '.join(job)}): {msg}\n"
+                "nothing was run and no run was logged"
+            ) from None
+
+
 def start_sweep(config: DictConfig) -> SweepState:
     """Create (or resume) the parent run and its local record; called from on_multirun_start.
 
@@ -220,6 +244,7 @@ def start_sweep(config: DictConfig) -> SweepState:
     key_jobs = [[o for o in job if o.split("=", 1)[0].lstrip("+~") != "rerun"] for job in jobs]
     sweep_key = hashlib.sha256(json.dumps({"name": name, "jobs": key_jobs}, sort_keys=True).encode()).hexdigest()[:16]
     records_dir = str(OmegaConf.select(config, "records_dir", default="reports/runs"))
+    check_jobs_compose(config, jobs)
 
     tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
     uri = tracking.resolved_uri()
@@ -492,6 +517,9 @@ class SweepCallback(Callback):
         except SweepBusy as exc:  # Hydra only warns about a callback's exception: stop here
             print(str(exc), file=sys.stderr, flush=True)
             raise SystemExit(EXIT_BUSY) from None
+        except SweepConfigError as exc:
+            print(str(exc), file=sys.stderr, flush=True)
+            raise SystemExit(2) from None  # as a bad single job: EXIT_CONFIG
         except Exception:  # Hydra would only warn; a sweep without its parent must not run
             traceback.print_exc()
             raise
