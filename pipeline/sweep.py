@@ -379,6 +379,23 @@ def _collect_remote_jobs(st: SweepState) -> None:
         st.records.append(JobRecord(num, st.jobs[num], label, rec.status, rec.mlflow_run_id, rec.reason, rec.seconds, rec.record_id))
         st.metrics[num] = dict(rec.metrics)
         have.add(num)
+    if len(have) < len(st.jobs) and st.parent_run_id and st.experiment_id:
+        try:  # records on the nodes' own disks: the jobs' runs in the shared tracking server
+            runs = st.client().search_runs(
+                [st.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{st.parent_run_id}'", max_results=5000
+            )
+        except Exception:
+            runs = []
+        for run in runs:
+            num = int(run.data.tags.get("sweep.job", -1))
+            if num in have or not 0 <= num < len(st.jobs) or run.data.tags.get("record.complete") != "true":
+                continue
+            label = _label(st.jobs[num], st.swept_keys)
+            status = run.data.tags.get("status", "failed")
+            st.records.append(JobRecord(num, st.jobs[num], label, status, run.info.run_id, run.data.tags.get("reason"),
+                                        0.0, run.data.tags.get("record_id")))
+            st.metrics[num] = dict(run.data.metrics)
+            have.add(num)
     st.records.sort(key=lambda r: r.num)
 
 
