@@ -24,7 +24,12 @@ How it fits together:
   job of the sweep with its run id, reused or not, so read a sweep's results from there.
 - Measurement hygiene: jobs run one after another (Hydra's basic launcher).  A launcher
   that runs jobs in parallel on one host is refused: concurrent benchmarks share the CPU
-  cores, caches and memory bandwidth, so each measures the others' load.
+  cores, caches and memory bandwidth, so each measures the others' load.  A cluster launcher
+  that gives each job an exclusive node (``hydra/launcher=slurm``) is allowed; its jobs read
+  the sweep's state from ``$PIPELINE_SWEEP_STATE`` and the sweep's end reads them back.
+- Resilience: the parent and every job are local records first (``records.py``); when MLflow
+  is unreachable the sweep goes on, retries at its end (:func:`pipeline.sync.sync`) and exits
+  4 (``EXIT_UNSYNCED``) if some results are still only local, printing the sync command.
 """
 
 from __future__ import annotations
