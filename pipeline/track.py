@@ -81,6 +81,8 @@ def quiet() -> None:
         os.environ.setdefault(name, value)
     for name in ("alembic", "mlflow", "mlflow.store", "mlflow.tracking"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # urllib3's own "Retrying ..." lines for an unreachable server: the pipeline says it once, clearly
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 _SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|CREDENTIAL|AUTH)", re.I)
