@@ -174,6 +174,15 @@ def test_server_down_from_the_start_then_sync(server, tiny_bert, tiny_sts_dir, t
     again = _sync(tmp_path, server.uri)  # a second sync logs nothing more
     assert again.returncode == 0 and "0 logged, 0 not logged" in again.stdout
     _assert_each_record_once(server, tmp_path, 2)
+    # the synced sweep decides like any other (the command the sweep pointed to)
+    decided = subprocess.run(
+        [sys.executable, "-m", "pipeline.decide", "--tracking-uri", server.uri, "--out", str(tmp_path / "reports")],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert decided.returncode == 0, decided.stderr[-3000:]
+    (parent,) = server.runs("tags.`sweep.role` = 'parent'")
+    children = {r.info.run_id for r in server.runs("tags.status = 'ok'")}
+    assert parent.data.tags["decision.winner_run_id"] in children
 
 
 def test_server_goes_away_mid_sweep(server, tiny_bert, tiny_sts_dir, tmp_path, cache):
