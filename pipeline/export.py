@@ -109,6 +109,16 @@ def verify_manifest(folder: Path) -> str | None:
     return None
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write a cache file so that a concurrent reader sees the old file or the whole new one,
+    never half of it (a temporary file of this process, then an atomic rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def cached_build(folder: Path, build, info: dict) -> tuple[bool, float]:
     """Reuse ``folder`` if it is a complete, intact cache entry, else run ``build(tmp)``.
 

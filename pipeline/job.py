@@ -262,10 +262,11 @@ def _parity(cfg: Config, resolved: ResolvedModel, emb: Embedder, artifact: expor
     native = cfg.model.native_pooling
     if cfg.model.reference_from:
         native = named_model(cfg.model.reference_from).native_pooling
-    ref = validate.reference_embeddings(resolved.folder, prefixed, cfg.pooling.mode, native, cfg.model.max_length)
+    ref = validate.reference_embeddings(
+        resolved.folder, prefixed, cfg.pooling.mode, native, cfg.model.max_length, trust_remote_code=cfg.model.trust_remote_code
+    )
     value = validate.parity(emb.embed(sentences), ref)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"min_cosine": value, "key": qkey}))
+    export.write_atomic(path, json.dumps({"min_cosine": value, "key": qkey}))
     return value
 
 

@@ -159,6 +159,7 @@ def cached_mobile_usability(onnx_path: str | Path, cache_dir: str | Path, key: s
         except (ValueError, KeyError):
             path.unlink(missing_ok=True)
     result = mobile_usability(onnx_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**result.to_dict(), "log": result.log}))
+    from .export import write_atomic
+
+    write_atomic(path, json.dumps({**result.to_dict(), "log": result.log}))
     return result

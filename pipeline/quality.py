@@ -148,8 +148,7 @@ def cached_score(embed, data: StsData, cache_dir: str | Path, key_parts: dict, b
         except (ValueError, TypeError):
             path.unlink(missing_ok=True)  # unreadable: compute again
     result = score(embed, data, batch_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**asdict(result), "key": key_parts}, indent=2))
-    tmp.replace(path)
+    from .export import write_atomic
+
+    write_atomic(path, json.dumps({**asdict(result), "key": key_parts}, indent=2))
     return result

@@ -33,8 +33,10 @@ class RunRecord:
     reason: str | None = None
     seconds: float = 0.0
     created: float = field(default_factory=time.time)
-    mlflow_run_id: str | None = None  # set once the record is logged
+    mlflow_run_id: str | None = None  # set once the record is logged (complete)
     tracking_uri: str | None = None
+    # a sweep parent's MLflow run while the sweep is still going (created at its start)
+    open_run_id: str | None = None
 
     @classmethod
     def new(cls, run_name: str, params: dict, tags: dict) -> "RunRecord":
@@ -44,7 +46,14 @@ class RunRecord:
     def logged(self) -> bool:
         return self.mlflow_run_id is not None
 
+    @property
+    def is_parent(self) -> bool:
+        """A sweep's parent record (its jobs are child records tagged ``sweep.parent_record``)."""
+        return self.tags.get("sweep.role") == "parent"
+
     def all_tags(self) -> dict[str, str]:
+        if self.is_parent:  # a parent is not a job: no status tag a job query could count
+            return {**self.tags, "record_id": self.record_id}
         tags = {**self.tags, "status": self.status, "record_id": self.record_id}
         if self.reason:
             tags["reason"] = self.reason
@@ -85,6 +94,17 @@ def mark_logged(path: Path, rec: RunRecord, run_id: str, tracking_uri: str) -> N
     _write_json(Path(path) / RECORD, asdict(rec))
 
 
+def write(path: Path, rec: RunRecord) -> None:
+    """Rewrite ``rec`` in its folder (atomically)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    _write_json(Path(path) / RECORD, asdict(rec))
+
+
+def unlogged(records_dir: str | Path) -> list[tuple[Path, RunRecord]]:
+    """Finished records not yet in any MLflow store (a job still running is not a result)."""
+    return [(f, r) for f, r in iter_records(records_dir) if not r.logged and r.status != "running"]
+
+
 def iter_records(records_dir: str | Path) -> Iterator[tuple[Path, RunRecord]]:
     """Every readable record under ``records_dir``, oldest first."""
     root = Path(records_dir)
@@ -106,6 +126,8 @@ def frame(recs: list[RunRecord]):
 
     rows = []
     for r in recs:
+        if r.is_parent:
+            continue
         row = {
             "run_id": r.mlflow_run_id or r.record_id,
             "run_name": r.run_name,

@@ -87,6 +87,7 @@ def matmul_peak(threads: int, cache_dir: str | Path | None = None) -> dict:
             pass
     peak = _measure_peak(threads)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(peak))
+        from .export import write_atomic
+
+        write_atomic(path, json.dumps(peak))
     return peak

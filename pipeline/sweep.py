@@ -24,7 +24,12 @@ How it fits together:
   job of the sweep with its run id, reused or not, so read a sweep's results from there.
 - Measurement hygiene: jobs run one after another (Hydra's basic launcher).  A launcher
   that runs jobs in parallel on one host is refused: concurrent benchmarks share the CPU
-  cores, caches and memory bandwidth, so each measures the others' load.
+  cores, caches and memory bandwidth, so each measures the others' load.  A cluster launcher
+  that gives each job an exclusive node (``hydra/launcher=slurm``) is allowed; its jobs read
+  the sweep's state from ``$PIPELINE_SWEEP_STATE`` and the sweep's end reads them back.
+- Resilience: the parent and every job are local records first (``records.py``); when MLflow
+  is unreachable the sweep goes on, retries at its end (:func:`pipeline.sync.sync`) and exits
+  4 (``EXIT_UNSYNCED``) if some results are still only local, printing the sync command.
 """
 
 from __future__ import annotations
@@ -71,14 +76,31 @@ def job_list(config: DictConfig) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-def launcher_problem(launcher_target: str | None) -> str | None:
-    """Why a launcher is refused for benchmark jobs, or None when it runs them one by one."""
+# launchers that put each job on its own machine (a node reserved for it); see conf/hydra/launcher/
+CLUSTER_LAUNCHERS = ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",)
+
+
+def launcher_problem(launcher_target: str | None, launcher_cfg: Any = None) -> str | None:
+    """Why a launcher is refused for benchmark jobs, or None when it runs them one by one or
+    each job alone on a node of its own (a Slurm job with an exclusive node, one task)."""
     if not launcher_target or launcher_target in SEQUENTIAL_LAUNCHERS:
         return None
+    if launcher_target in CLUSTER_LAUNCHERS:
+        get = (lambda k, d=None: OmegaConf.select(launcher_cfg, k, default=d)) if launcher_cfg is not None else (lambda k, d=None: d)
+        extra = get("additional_parameters", {}) or {}
+        exclusive = str(extra.get("exclusive", "")).lower() in ("true", "1", "yes", "user", "mcs")
+        if exclusive and (get("tasks_per_node", 1) or 1) == 1 and (get("nodes", 1) or 1) == 1:
+            return None
+        return (
+            f"refused: launcher {launcher_target} must give each benchmark job a node of its own "
+            "(hydra.launcher.additional_parameters.exclusive=true, tasks_per_node=1, nodes=1), or jobs "
+            "sharing a node would measure each other's load; see conf/hydra/launcher/slurm.yaml"
+        )
     return (
         f"refused: launcher {launcher_target} runs jobs in parallel; benchmark jobs on one host would "
         f"share its {os.cpu_count()} CPU cores, caches and memory bandwidth, so each latency would include "
-        "the other jobs' load. Use the default basic launcher (jobs one after another)."
+        "the other jobs' load. Use the default basic launcher (jobs one after another), or a cluster "
+        "launcher with one job per node (hydra/launcher=slurm)."
     )
 
 
@@ -89,40 +111,60 @@ class JobRecord:
     overrides: list[str]
     label: str
     status: str  # ok | skipped | failed | done (already done by an earlier run: reused)
-    run_id: str | None
+    run_id: str | None  # the MLflow run (None: kept locally until `python -m pipeline.sync`)
     reason: str | None = None
     seconds: float = 0.0
+    record_id: str | None = None  # the local record (records_dir/<record_id>)
 
 
 @dataclass
 class SweepState:
     name: str
-    parent_run_id: str
-    experiment_id: str
+    parent_run_id: str | None  # None: MLflow was unreachable when the sweep started
+    experiment_id: str | None
     tracking_uri: str
     jobs: list[list[str]]
     swept_keys: list[str]
     rerun: bool
+    records_dir: str = "reports/runs"
+    parent_record: str = ""  # the parent's local record id (records_dir/<id>)
+    sweep_key: str = ""
     started: float = field(default_factory=time.perf_counter)
     records: list[JobRecord] = field(default_factory=list)
     resumed: bool = False
+    metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # per job num, for the summary
 
     @property
     def failed(self) -> list[JobRecord]:
         return [r for r in self.records if r.status == "failed"]
+
+    @property
+    def parent_folder(self):
+        from . import records
+
+        return records.folder(self.records_dir, self.parent_record)
 
     def client(self):
         from mlflow.tracking import MlflowClient
 
         return MlflowClient(self.tracking_uri)
 
+    def to_env(self) -> str:
+        keep = ("name", "parent_run_id", "experiment_id", "tracking_uri", "jobs", "swept_keys", "rerun", "records_dir", "parent_record", "sweep_key")
+        return json.dumps({k: getattr(self, k) for k in keep})
+
 
 STATE: SweepState | None = None
 _EXIT_CODE = 0
+# the sweep's state for jobs a cluster launcher runs in other processes (on other machines)
+STATE_ENV = "PIPELINE_SWEEP_STATE"
+EXIT_BUSY = 5  # the same sweep is running in another process: refused, nothing ran
+EXIT_UNSYNCED = 4  # every job ran, but some results are only in the local records (see pipeline.sync)
 
 
 def exit_code() -> int:
-    """1 when a job of the last sweep in this process failed, else 0."""
+    """1 when a job of the last sweep in this process failed; 4 when every job ran but some
+    results could not be logged to MLflow (kept locally: ``python -m pipeline.sync``); else 0."""
     return _EXIT_CODE
 
 
@@ -140,18 +182,63 @@ def _param_key(k: str) -> str:
     return "sweep." + "".join(c if c.isalnum() or c in "._-/ " else "_" for c in k.lstrip("+~"))
 
 
-# -- parent run ----------------------------------------------------------------------------------
-def start_sweep(config: DictConfig) -> SweepState:
-    """Create (or resume) the parent run; called from on_multirun_start."""
-    global STATE, _EXIT_CODE
+def _why(exc: BaseException) -> str:
     from . import track
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return track.redact(f"{type(exc).__name__}: {first[:200]}")
+
+
+# -- parent run ----------------------------------------------------------------------------------
+def _local_parent(records_dir: str, sweep_key: str):
+    """The latest parent record of this sweep that never ended (a killed sweep), or None."""
+    from . import records
+
+    found = [
+        (f, r) for f, r in records.iter_records(records_dir)
+        if r.is_parent and r.tags.get("sweep.key") == sweep_key and r.status == "running"
+    ]
+    return found[-1] if found else None
+
+
+class SweepConfigError(ValueError):
+    """A job of the sweep names a config option that does not exist; nothing was run."""
+
+
+def check_jobs_compose(config: DictConfig, jobs: list[list[str]]) -> None:
+    """Compose every job's config before anything runs or is logged: a sweep that names an
+    option that does not exist (``model=nope``) is refused at once, not after hours of jobs."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    gh = GlobalHydra.instance()
+    if not gh.is_initialized():
+        return
+    loader = gh.config_loader()
+    for num, job in enumerate(jobs):
+        try:
+            loader.load_sweep_config(config, list(job))
+        except Exception as exc:
+            msg = str(exc).split("\nConfig search path")[0].strip()
+            raise SweepConfigError(
+                f"config error: sweep job {num + 1}/{len(jobs)} ({' '.join(job)}): {msg}\n"
+                "nothing was run and no run was logged"
+            ) from None
+
+
+def start_sweep(config: DictConfig) -> SweepState:
+    """Create (or resume) the parent run and its local record; called from on_multirun_start.
+
+    When MLflow cannot be reached the sweep still runs: the parent record is kept locally and
+    ``python -m pipeline.sync`` (run at the sweep's end, or by hand later) creates the parent run.
+    """
+    global STATE, _EXIT_CODE
+    from . import records, track
     from .config import TrackingConfig
 
     _EXIT_CODE = 0
     track.quiet()
     name = OmegaConf.select(config, "hydra.runtime.choices.sweep") or "cli"
     jobs = job_list(config)
-    swept: list[str] = []
     seen: dict[str, set[str]] = {}
     for job in jobs:
         for o in job:
@@ -161,79 +248,223 @@ def start_sweep(config: DictConfig) -> SweepState:
     rerun = bool(OmegaConf.select(config, "rerun", default=False))
     key_jobs = [[o for o in job if o.split("=", 1)[0].lstrip("+~") != "rerun"] for job in jobs]
     sweep_key = hashlib.sha256(json.dumps({"name": name, "jobs": key_jobs}, sort_keys=True).encode()).hexdigest()[:16]
+    records_dir = str(OmegaConf.select(config, "records_dir", default="reports/runs"))
+    check_jobs_compose(config, jobs)
 
     tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
-    exp_id = track.setup(tracking)
-    from mlflow.tracking import MlflowClient
+    uri = tracking.resolved_uri()
+    params = {"sweep": name, "sweep.jobs": str(len(jobs))}
+    for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items():
+        params[_param_key(k)] = track.redact(str(v))
+    for o in OmegaConf.select(config, "hydra.overrides.task") or []:
+        k, _, v = o.partition("=")
+        params[_param_key(k)] = track.redact(v)[:6000]
 
-    client = MlflowClient(tracking.resolved_uri())
-    parent_id, resumed = None, False
-    if not rerun:
-        prev = client.search_runs(
-            [exp_id],
-            filter_string=f"tags.`sweep.key` = '{sweep_key}' and tags.`sweep.role` = 'parent'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if prev and prev[0].info.status != "FINISHED":
-            parent_id, resumed = prev[0].info.run_id, True
-            client.update_run(parent_id, status="RUNNING")
-    if parent_id is None:
+    # the parent's local record: resumed when a killed run of the same sweep left one open
+    prev = None if rerun else _local_parent(records_dir, sweep_key)
+    if prev is not None:
+        pfolder, prec = prev
+        _hold(pfolder, name)
+    else:
         started = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        run = client.create_run(
-            exp_id,
-            run_name=f"sweep {name} {started}",
-            tags={"sweep.role": "parent", "sweep.key": sweep_key, "sweep.name": name},
+        prec = records.RunRecord.new(
+            f"sweep {name} {started}", params, {"sweep.role": "parent", "sweep.key": sweep_key, "sweep.name": name}
         )
-        parent_id = run.info.run_id
-        params = {"sweep": name, "sweep.jobs": str(len(jobs))}
-        for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items():
-            params[_param_key(k)] = str(v)
-        for o in OmegaConf.select(config, "hydra.overrides.task") or []:
-            k, _, v = o.partition("=")
-            params[_param_key(k)] = v[:6000]
-        from mlflow.entities import Param
+        pfolder = records.folder(records_dir, prec.record_id)
+        pfolder.mkdir(parents=True, exist_ok=True)
+        _hold(pfolder, name)
 
-        client.log_batch(parent_id, params=[Param(k, v) for k, v in params.items()])
-    STATE = SweepState(name, parent_id, exp_id, tracking.resolved_uri(), jobs, swept, rerun, resumed=resumed)
-    print(
-        f"[sweep {name}] {len(jobs)} jobs, {'resuming' if resumed else 'parent'} run {parent_id} "
-        f"(experiment {tracking.experiment}, {tracking.resolved_uri()})",
-        flush=True,
-    )
-    problem = launcher_problem(OmegaConf.select(config, "hydra.launcher._target_"))
+    parent_id, exp_id, resumed, offline = None, None, prev is not None, None
+    try:
+        exp_id = track.setup(tracking)
+        client = _client(uri)
+        if prec.open_run_id:  # this record's parent run, created by the killed run
+            run = client.get_run(prec.open_run_id)
+            if run.info.lifecycle_stage == "active" and run.info.status != "FINISHED":
+                parent_id = prec.open_run_id
+        if parent_id is None and not rerun:
+            found = client.search_runs(
+                [exp_id],
+                filter_string=f"tags.`sweep.key` = '{sweep_key}' and tags.`sweep.role` = 'parent'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if found and found[0].info.status != "FINISHED":
+                parent_id, resumed = found[0].info.run_id, True
+                rid = found[0].data.tags.get("record_id")
+                if rid and rid != prec.record_id and prev is None:  # started on another machine
+                    prec.record_id, pfolder = rid, records.folder(records_dir, rid)
+        if parent_id is not None:
+            client.update_run(parent_id, status="RUNNING")
+        else:
+            run = client.create_run(exp_id, run_name=prec.run_name, start_time=int(prec.created * 1000),
+                                    tags={**prec.all_tags(), "mlflow.runName": prec.run_name})
+            parent_id = run.info.run_id
+            from mlflow.entities import Param
+
+            client.log_batch(parent_id, params=[Param(k, v) for k, v in prec.params.items()])
+    except Exception as exc:  # unreachable server, locked store: the sweep runs, results stay local
+        offline = _why(exc)
+    prec.open_run_id = parent_id or prec.open_run_id
+    prec.status = "running"
+    records.write(pfolder, prec)
+    STATE = SweepState(name, parent_id, exp_id, uri, jobs, swept, rerun, records_dir, prec.record_id, sweep_key, resumed=resumed)
+    os.environ[STATE_ENV] = STATE.to_env()
+    if offline:
+        print(
+            f"[sweep {name}] {len(jobs)} jobs; MLflow ({track.redact(uri)}) is unreachable ({offline}).\n"
+            f"[sweep {name}] the sweep runs anyway: every job's results are kept in {records_dir}/ "
+            f"(sweep record {prec.record_id}); they are logged at the end if MLflow is back, else by\n"
+            f"    {_sync_command(STATE)}",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        print(
+            f"[sweep {name}] {len(jobs)} jobs, {'resuming' if resumed else 'parent'} run {parent_id} "
+            f"(experiment {tracking.experiment}, {track.redact(uri)})",
+            flush=True,
+        )
+    problem = launcher_problem(OmegaConf.select(config, "hydra.launcher._target_"), OmegaConf.select(config, "hydra.launcher"))
     if problem:
         print(f"[sweep {name}] {problem}", file=sys.stderr, flush=True)
     return STATE
 
 
+_LOCK = None  # the running sweep's lock on its parent record (released when the process ends)
+
+
+class SweepBusy(RuntimeError):
+    """The same sweep is running in another process on these records."""
+
+
+def _hold(pfolder, name: str) -> None:
+    """Lock the parent record for this process: a second run of the same sweep at the same
+    time (another user, another terminal) is refused instead of sharing and corrupting it."""
+    global _LOCK
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(pfolder / ".sweep.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SweepBusy(
+            f"refused: sweep {name!r} (record {pfolder}) is running in another process right now; "
+            "wait for it to finish, or run a different sweep (rerun=true starts a separate one)"
+        ) from None
+    if _LOCK is not None:
+        _LOCK.release()
+    _LOCK = lock
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _sync_command(st: SweepState) -> str:
+    from .sync import command
+
+    return command(st.records_dir, st.tracking_uri)
+
+
+def _collect_remote_jobs(st: SweepState) -> None:
+    """Jobs a cluster launcher ran in other processes: read back from their local records."""
+    from . import records
+
+    have = {r.num for r in st.records}
+    for folder, rec in records.iter_records(st.records_dir):
+        if rec.tags.get("sweep.parent_record") != st.parent_record or rec.is_parent:
+            continue
+        num = int(rec.tags.get("sweep.job", -1))
+        if num in have or not 0 <= num < len(st.jobs):
+            continue
+        label = _label(st.jobs[num], st.swept_keys)
+        st.records.append(JobRecord(num, st.jobs[num], label, rec.status, rec.mlflow_run_id, rec.reason, rec.seconds, rec.record_id))
+        st.metrics[num] = dict(rec.metrics)
+        have.add(num)
+    if len(have) < len(st.jobs) and st.parent_run_id and st.experiment_id:
+        try:  # records on the nodes' own disks: the jobs' runs in the shared tracking server
+            runs = st.client().search_runs(
+                [st.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{st.parent_run_id}'", max_results=5000
+            )
+        except Exception:
+            runs = []
+        for run in runs:
+            num = int(run.data.tags.get("sweep.job", -1))
+            if num in have or not 0 <= num < len(st.jobs) or run.data.tags.get("record.complete") != "true":
+                continue
+            label = _label(st.jobs[num], st.swept_keys)
+            status = run.data.tags.get("status", "failed")
+            st.records.append(JobRecord(num, st.jobs[num], label, status, run.info.run_id, run.data.tags.get("reason"),
+                                        0.0, run.data.tags.get("record_id")))
+            st.metrics[num] = dict(run.data.metrics)
+            have.add(num)
+    st.records.sort(key=lambda r: r.num)
+
+
 def end_sweep(config: DictConfig) -> None:
-    """Write jobs.json to the parent, call on_sweep_end, end the parent run."""
+    """Write jobs.json to the parent record, log what is not logged yet, decide, end the parent."""
     global _EXIT_CODE
+    from . import records, track
+    from .config import TrackingConfig
+    from .sync import sync
+
     st = STATE
     if st is None:
         return
-    client = st.client()
+    _collect_remote_jobs(st)
     counts = {s: sum(r.status == s for r in st.records) for s in ("ok", "skipped", "failed", "done")}
     missing = len(st.jobs) - len(st.records)
-    client.log_dict(st.parent_run_id, {"sweep": st.name, "jobs": [asdict(r) for r in st.records]}, "jobs.json")
-    for s, n in counts.items():
-        client.log_metric(st.parent_run_id, f"sweep.jobs_{s}", n)
-    client.set_tag(st.parent_run_id, "sweep.complete", str(missing == 0).lower())
     failed = bool(st.failed) or missing > 0
-    _EXIT_CODE = 1 if failed else 0
-    try:
-        on_sweep_end(st.parent_run_id, config)
-    finally:
-        client.set_terminated(st.parent_run_id, "FAILED" if failed else "FINISHED")
+    # the parent's local record first: jobs.json, counts, status
+    pfolder = st.parent_folder
+    prec = records.load(pfolder)
+    jobs_json = {"sweep": st.name, "jobs": [{**asdict(r), "overrides": [track.redact(o) for o in r.overrides]} for r in st.records]}
+    (pfolder / "jobs.json").write_text(json.dumps(jobs_json, indent=2))
+    prec.metrics.update({f"sweep.jobs_{s}": float(n) for s, n in counts.items()})
+    prec.tags["sweep.complete"] = str(missing == 0).lower()
+    prec.status = "failed" if failed else "ok"
+    prec.seconds = time.perf_counter() - st.started
+    records.write(pfolder, prec)
+
+    # log what MLflow does not have yet (the jobs it could not take, then the parent itself)
+    tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
+    report = sync(st.records_dir, tracking, sweep_record=st.parent_record)
+    prec = records.load(pfolder)
+    if prec.mlflow_run_id:
+        st.parent_run_id = prec.mlflow_run_id
+        for r in st.records:  # jobs logged just now
+            if r.run_id is None and r.record_id:
+                try:
+                    r.run_id = records.load(records.folder(st.records_dir, r.record_id)).mlflow_run_id
+                except (OSError, ValueError):
+                    pass
+    unsynced = [rid for rid in report.failed if rid]
+    _EXIT_CODE = 1 if failed else (EXIT_UNSYNCED if unsynced else 0)
+    on_sweep_end(st.parent_run_id if prec.mlflow_run_id else None, config)
+    if unsynced:
+        print(
+            f"\n[sweep {st.name}] MLflow ({track.redact(st.tracking_uri)}) could not take {len(unsynced)} record(s) "
+            f"(jobs and/or the sweep's parent run). Nothing is lost: they are in {st.records_dir}/. "
+            f"Once MLflow is reachable, log them (each exactly once) with:\n    {_sync_command(st)}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
-def on_sweep_end(parent_run_id: str, cfg: DictConfig) -> None:
-    """Runs once when a sweep ends, with its parent run still open: prints the summary.
+def on_sweep_end(parent_run_id: str | None, cfg: DictConfig) -> None:
+    """Runs once when a sweep ends: prints the summary, then the decision matrix.
 
-    This is the single place where sweep-level analysis hooks in.
+    This is the single place where sweep-level analysis hooks in.  ``parent_run_id`` is None
+    when the parent could not be logged (MLflow unreachable): no decision until it is synced.
     """
     print_summary(parent_run_id, cfg)
+    if parent_run_id is None:
+        print("[sweep] no decision: MLflow is unreachable; after `python -m pipeline.sync`, "
+              "`python -m pipeline.decide` decides the sweep", flush=True)
+        return
     # the decision matrix, logged on the parent run and written under reports/
     from . import decide
     from .config import to_config
@@ -244,21 +475,26 @@ def on_sweep_end(parent_run_id: str, cfg: DictConfig) -> None:
     except decide.DecideError as exc:
         print(f"[sweep] no decision: {exc}", flush=True)
         return
+    except Exception as exc:  # the store went away after the sync
+        print(f"[sweep] no decision: MLflow failed ({_why(exc)})", flush=True)
+        return
     print(f"\n{decision.recommendation}\n(report: {decision.out_dir / 'report.md'})", flush=True)
 
 
-def print_summary(parent_run_id: str, cfg: DictConfig | None = None) -> None:
-    """A table of the sweep's jobs (from the parent's jobs.json and each run's metrics)."""
+def print_summary(parent_run_id: str | None, cfg: DictConfig | None = None) -> None:
+    """A table of the sweep's jobs (from the jobs' local records, or MLflow for reused runs)."""
     st = STATE
-    if st is None or st.parent_run_id != parent_run_id:
+    if st is None or (parent_run_id is not None and st.parent_run_id != parent_run_id):
         return
-    client = st.client()
     header = ("job", "config", "status", "p50 ms", "p95 ms", "sent/s", "STS", "nodes", "time", "run", "note")
     rows = []
     for r in st.records:
-        m: dict[str, float] = {}
-        if r.run_id and r.status in ("ok", "done"):
-            m = client.get_run(r.run_id).data.metrics
+        m: dict[str, float] = st.metrics.get(r.num, {})
+        if not m and r.run_id and r.status in ("ok", "done"):
+            try:
+                m = st.client().get_run(r.run_id).data.metrics
+            except Exception:
+                m = {}
 
         def f(name: str, fmt: str) -> str:
             return format(m[name], fmt) if name in m else "-"
@@ -274,7 +510,7 @@ def print_summary(parent_run_id: str, cfg: DictConfig | None = None) -> None:
                 f("quality.stsb_spearman", ".2f"),
                 f("provider.node_share", ".2f"),
                 _fmt_s(r.seconds),
-                (r.run_id or "-")[:8],
+                (r.run_id or "local")[:8],
                 (r.reason or "")[:100],
             )
         )
@@ -283,7 +519,7 @@ def print_summary(parent_run_id: str, cfg: DictConfig | None = None) -> None:
     counts = {s: sum(r.status == s for r in st.records) for s in ("ok", "done", "skipped", "failed")}
     out = [
         "",
-        f"[sweep {st.name}] summary: parent run {parent_run_id}, {len(st.records)}/{len(st.jobs)} jobs, "
+        f"[sweep {st.name}] summary: parent run {parent_run_id or '(not logged yet)'}, {len(st.records)}/{len(st.jobs)} jobs, "
         f"{counts['ok']} ok, {counts['done']} already done, {counts['skipped']} skipped, {counts['failed']} failed, "
         f"{_fmt_s(time.perf_counter() - st.started)}",
         line(header),
@@ -300,6 +536,12 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             start_sweep(config)
+        except SweepBusy as exc:  # Hydra only warns about a callback's exception: stop here
+            print(str(exc), file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_BUSY) from None
+        except SweepConfigError as exc:
+            print(str(exc), file=sys.stderr, flush=True)
+            raise SystemExit(2) from None  # as a bad single job: EXIT_CONFIG
         except Exception:  # Hydra would only warn; a sweep without its parent must not run
             traceback.print_exc()
             raise
@@ -326,6 +568,18 @@ def find_done(client, experiment_id: str, chash: str):
     return runs[0] if runs else None
 
 
+def find_done_locally(records_dir: str, chash: str, tracking_uri: str):
+    """The latest local record with status ok and this config hash that belongs to this store
+    (logged to it, or not logged anywhere yet), or None."""
+    from . import records
+
+    found = [
+        r for _, r in records.iter_records(records_dir)
+        if r.status == "ok" and r.tags.get("config_hash") == chash and (r.tracking_uri in (None, tracking_uri))
+    ]
+    return found[-1] if found else None
+
+
 def _progress(st: SweepState, num: int, label: str) -> None:
     elapsed = time.perf_counter() - st.started
     ran = [r.seconds for r in st.records if r.status in ("ok", "failed")]
@@ -334,38 +588,48 @@ def _progress(st: SweepState, num: int, label: str) -> None:
     print(f"[sweep {st.name}] job {num + 1}/{len(st.jobs)}: {label} | elapsed {_fmt_s(elapsed)}, {eta}", flush=True)
 
 
-def _log_failed_run(st: SweepState, num: int, overrides: list[str], chash: str | None, exc: BaseException, tb: str) -> str:
-    """A failed job that raised before it had a run of its own (bad config, wrong weights)."""
-    client = st.client()
-    tags = {
-        "mlflow.parentRunId": st.parent_run_id,
-        "sweep.job": str(num),
-        "status": "failed",
-        "reason": f"{type(exc).__name__}: {str(exc)[:400]}",
-    }
-    if chash:
-        tags["config_hash"] = chash
-    run = client.create_run(st.experiment_id, run_name=f"{st.name}-job{num}-failed", tags=tags)
-    client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "overrides.txt")
-    client.log_text(run.info.run_id, tb, "traceback.txt")
-    client.set_terminated(run.info.run_id, "FAILED")
-    return run.info.run_id
+def _record_failed_job(st: SweepState, dcfg: DictConfig, num: int, overrides: list[str], tags: dict, exc: BaseException, tb: str):
+    """A failed job that raised before it had a record of its own (bad config, wrong weights):
+    a failed record (overrides, traceback), logged like any other."""
+    from . import records, track
+    from .config import TrackingConfig
+
+    rec = records.RunRecord.new(f"{st.name}-job{num}-failed", {}, tags)
+    rec.status, rec.reason = "failed", track.redact(f"{type(exc).__name__}: {str(exc)[:400]}")
+    folder = records.folder(st.records_dir, rec.record_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "overrides.txt").write_text(track.redact("\n".join(overrides) + "\n"))
+    (folder / "traceback.txt").write_text(track.redact(tb))
+    records.save(folder, rec)
+    tracking = TrackingConfig(**OmegaConf.to_container(dcfg.tracking, resolve=True))
+    return rec.record_id, track.log_record(tracking, folder, rec)
+
+
+def _state_from_env() -> SweepState | None:
+    raw = os.environ.get(STATE_ENV)
+    if not raw:
+        return None
+    return SweepState(**json.loads(raw))
 
 
 def run_job(dcfg: DictConfig) -> JobRecord:
     """Run one job of a multirun; never raises for a job's own failure."""
+    global STATE
     from pathlib import Path
 
     from hydra.core.hydra_config import HydraConfig
 
+    from . import records
     from .config import to_config
     from .job import execute
 
     hc = HydraConfig.get()
-    problem = launcher_problem(OmegaConf.select(hc, "launcher._target_"))
+    problem = launcher_problem(OmegaConf.select(hc, "launcher._target_"), OmegaConf.select(hc, "launcher"))
     if problem:
         raise RuntimeError(problem)  # stops the multirun: nothing is measured in parallel
     st = STATE
+    if st is None:  # a job a cluster launcher started in a process of its own
+        st = STATE = _state_from_env()
     if st is None:
         raise RuntimeError("no sweep state: the SweepCallback (hydra.callbacks.sweep in conf/config.yaml) did not run")
     num = int(hc.job.num)
@@ -373,31 +637,54 @@ def run_job(dcfg: DictConfig) -> JobRecord:
     label = _label(overrides, st.swept_keys)
     _progress(st, num, label)
     t0 = time.perf_counter()
-    t0_ms = int(time.time() * 1000) - 1
+    t0_s = time.time() - 0.001
     chash = None
+    tags = {"sweep.parent_record": st.parent_record, "sweep.key": st.sweep_key, "sweep.job": str(num), "sweep.name": st.name}
+    if st.parent_run_id:
+        tags["mlflow.parentRunId"] = st.parent_run_id
     try:
         chash = config_hash(dcfg)
+        tags["config_hash"] = chash
         cfg = to_config(dcfg)
         if not st.rerun:
-            prior = find_done(st.client(), st.experiment_id, chash)
-            if prior is not None:
-                rec = JobRecord(num, overrides, label, "done", prior.info.run_id, reason=None, seconds=0.0)
-                print(f"[sweep {st.name}]   already done: run {prior.info.run_id} (rerun=true runs it again)", flush=True)
+            prior, where = None, None
+            if st.parent_run_id is not None:  # MLflow answered at the start
+                try:
+                    found = find_done(st.client(), st.experiment_id, chash)
+                    if found is not None:
+                        prior, where = found.info.run_id, f"run {found.info.run_id}"
+                except Exception as exc:
+                    print(f"[sweep {st.name}]   MLflow did not answer ({_why(exc)}); looking in the local records", flush=True)
+            if prior is None:
+                local = find_done_locally(st.records_dir, chash, st.tracking_uri)
+                if local is not None:
+                    prior = local.mlflow_run_id
+                    where = f"run {prior}" if prior else f"local record {local.record_id} (not logged yet)"
+                    st.metrics[num] = dict(local.metrics)
+            if where is not None:
+                rec = JobRecord(num, overrides, label, "done", prior, reason=None, seconds=0.0)
+                print(f"[sweep {st.name}]   already done: {where} (rerun=true runs it again)", flush=True)
                 st.records.append(rec)
                 return rec
-        tags = {"mlflow.parentRunId": st.parent_run_id, "config_hash": chash, "sweep.job": str(num), "sweep.name": st.name}
         result = execute(cfg, dcfg, Path(hc.runtime.output_dir), tags=tags)
-        rec = JobRecord(num, overrides, label, result.status, result.run_id, result.reason, time.perf_counter() - t0)
+        st.metrics[num] = dict(result.metrics)
+        rid = result.record.name if result.record else None
+        rec = JobRecord(num, overrides, label, result.status, result.run_id, result.reason, time.perf_counter() - t0, rid)
     except Exception as exc:
         tb = traceback.format_exc()
-        client = st.client()
-        filt = f"tags.`mlflow.parentRunId` = '{st.parent_run_id}' and tags.`sweep.job` = '{num}' and attributes.start_time >= {t0_ms}"
-        logged = client.search_runs([st.experiment_id], filter_string=filt, max_results=1)
-        run_id = logged[0].info.run_id if logged else _log_failed_run(st, num, overrides, chash, exc, tb)
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ''}"
-        rec = JobRecord(num, overrides, label, "failed", run_id, reason, time.perf_counter() - t0)
+        # a job that failed inside execute() has its record (and maybe its run) already
+        mine = [
+            (f, r) for f, r in records.iter_records(st.records_dir)
+            if r.tags.get("sweep.parent_record") == st.parent_record and r.tags.get("sweep.job") == str(num) and r.created >= t0_s
+        ]
+        if mine:
+            record_id, run_id = mine[-1][1].record_id, mine[-1][1].mlflow_run_id
+        else:
+            record_id, run_id = _record_failed_job(st, dcfg, num, overrides, tags, exc, tb)
+        rec = JobRecord(num, overrides, label, "failed", run_id, _why(exc), time.perf_counter() - t0, record_id)
         print(tb, file=sys.stderr, flush=True)
     st.records.append(rec)
     extra = f" ({rec.reason})" if rec.reason and rec.status != "ok" else ""
-    print(f"[sweep {st.name}]   {rec.status} in {rec.seconds:.1f} s, run {rec.run_id}{extra}", flush=True)
+    where = f"run {rec.run_id}" if rec.run_id else f"kept locally, record {rec.record_id} (MLflow unreachable)"
+    print(f"[sweep {st.name}]   {rec.status} in {rec.seconds:.1f} s, {where}{extra}", flush=True)
     return rec

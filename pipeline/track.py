@@ -11,15 +11,38 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+# the pipeline's own calls give up on an unreachable tracking server within seconds (MLflow's
+# defaults retry for minutes); results are kept locally and `python -m pipeline.sync` logs them
+# later.  A value the user sets in the environment wins.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+
+
 def setup(tracking_cfg) -> str:
     """Point MLflow at the configured store and experiment; returns the experiment id."""
     import mlflow
 
+    quiet()
     uri = tracking_cfg.resolved_uri()
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
         db.parent.mkdir(parents=True, exist_ok=True)
+        # two processes creating the same store at once race in its schema migration:
+        # the first one creates it while the other waits
+        from filelock import FileLock
+
+        with FileLock(str(db) + ".lock", timeout=120):
+            mlflow.set_tracking_uri(uri)
+            return _experiment(mlflow, uri, tracking_cfg)
     mlflow.set_tracking_uri(uri)
+    return _experiment(mlflow, uri, tracking_cfg)
+
+
+def _experiment(mlflow, uri: str, tracking_cfg) -> str:
     exp = mlflow.get_experiment_by_name(tracking_cfg.experiment)
     if exp is not None:
         return exp.experiment_id
@@ -54,8 +77,12 @@ def job_params(cfg) -> dict[str, str]:
 def quiet() -> None:
     """Keep MLflow's and alembic's chatter out of the terminal."""
     os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     for name in ("alembic", "mlflow", "mlflow.store", "mlflow.tracking"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # urllib3's own "Retrying ..." lines for an unreachable server: the pipeline says it once, clearly
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 _SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|CREDENTIAL|AUTH)", re.I)
@@ -81,7 +108,13 @@ def log_record(tracking_cfg, folder: Path, rec) -> str | None:
     """
     uri = tracking_cfg.resolved_uri()
     try:
-        return _log_record(tracking_cfg, folder, rec, uri)
+        for attempt in range(4):
+            try:
+                return _log_record(tracking_cfg, folder, rec, uri)
+            except Exception as exc:  # a store another process holds: wait and try again
+                if "database is locked" not in str(exc) or attempt == 3:
+                    raise
+                time.sleep(0.5 * 2**attempt)
     except Exception as exc:  # unreachable server, locked store, ...: nothing is lost
         log.warning(
             "MLflow (%s) could not take this run (%s: %s); its results are kept in %s; "
@@ -101,16 +134,26 @@ def _log_record(tracking_cfg, folder: Path, rec, uri: str) -> str:
     exp_id = setup(tracking_cfg)
     client = MlflowClient(uri)
     existing = client.search_runs([exp_id], filter_string=f"tags.record_id = '{rec.record_id}'", max_results=10)
+    run_id, have_params = None, {}
     for run in existing:
         if run.info.status in ("FINISHED", "FAILED") and run.data.tags.get("record.complete") == "true":
             records.mark_logged(folder, rec, run.info.run_id, uri)
             return run.info.run_id
+        if rec.is_parent and run_id is None:
+            # a sweep's parent opened at its start: its children point at it, so complete it
+            run_id, have_params = run.info.run_id, run.data.params
+            continue
         client.delete_run(run.info.run_id)  # half-logged: replace it
     start_ms = int(rec.created * 1000)
-    run = client.create_run(exp_id, start_time=start_ms, tags={**rec.all_tags(), "mlflow.runName": rec.run_name})
-    run_id = run.info.run_id
+    tags = {**rec.all_tags(), "mlflow.runName": rec.run_name}
+    if run_id is None:
+        run_id = client.create_run(exp_id, start_time=start_ms, tags=tags).info.run_id
+    else:
+        from mlflow.entities import RunTag
+
+        client.log_batch(run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
     now = int(time.time() * 1000)
-    params = [Param(k, redact(str(v))) for k, v in rec.params.items()]
+    params = [Param(k, redact(str(v))) for k, v in rec.params.items() if k not in have_params]
     metrics = [Metric(k, float(v), now, 0) for k, v in rec.metrics.items()]
     for i in range(0, max(len(metrics), 1), 500):  # log_batch takes at most 1000 entities
         client.log_batch(run_id, metrics=metrics[i : i + 500], params=params if i == 0 else [])

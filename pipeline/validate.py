@@ -113,7 +113,14 @@ def structure(onnx_path: str | Path, model_config: dict | None = None) -> Struct
     )
 
 
-def reference_embeddings(model_folder: str | Path, sentences: list[str], pooling: str, native_pooling: str, max_length: int) -> np.ndarray:
+def reference_embeddings(
+    model_folder: str | Path,
+    sentences: list[str],
+    pooling: str,
+    native_pooling: str,
+    max_length: int,
+    trust_remote_code: bool = False,
+) -> np.ndarray:
     """Unit vectors from the PyTorch sentence-transformers model, pooled as asked.
 
     When ``pooling`` is the model's own, this is sentence-transformers' own output; for
@@ -124,7 +131,8 @@ def reference_embeddings(model_folder: str | Path, sentences: list[str], pooling
 
     from .embed import l2_normalize, pool
 
-    model = SentenceTransformer(str(model_folder), device="cpu", local_files_only=True)
+    # code shipped inside a model folder runs only when the model config says so explicitly
+    model = SentenceTransformer(str(model_folder), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code)
     model.max_seq_length = max_length
     with torch.inference_mode():
         if pooling == native_pooling:

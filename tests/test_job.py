@@ -59,13 +59,16 @@ def test_second_job_reuses_export_and_quality(compose, tiny_bert, tiny_sts_dir, 
     assert r1.data.metrics["quality.stsb_spearman"] == r2.data.metrics["quality.stsb_spearman"]
 
 
-def test_corrupted_cached_export_is_rebuilt(compose, tiny_bert, tiny_sts_dir, tmp_path):
+def test_corrupted_cached_export_is_rebuilt(compose, tiny_bert, tiny_sts_dir, tmp_path, caplog):
     first, cfg = _run(compose, tiny_bert, tiny_sts_dir, tmp_path)
     onnx_files = list((tmp_path / "cache" / "exports").glob("*/model.onnx"))
     assert len(onnx_files) == 1
     data = onnx_files[0].read_bytes()
     onnx_files[0].write_bytes(data[: len(data) // 2])  # truncated
-    second, _ = _run(compose, tiny_bert, tiny_sts_dir, tmp_path)
+    with caplog.at_level("WARNING", logger="pipeline.export"):
+        second, _ = _run(compose, tiny_bert, tiny_sts_dir, tmp_path)
+    assert f"model.onnx has {len(data) // 2} bytes, manifest says {len(data)}" in caplog.text
+    assert "is not trusted" in caplog.text and "rebuilding it" in caplog.text
     run = MlflowClient(cfg.tracking.resolved_uri()).get_run(second.run_id)
     assert second.status == "ok"
     assert run.data.tags["export.cached"] == "false"
