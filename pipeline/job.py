@@ -117,6 +117,9 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
     artifact = export.export(resolved, cfg.model, cfg.variant, cfg.cache_dir, cfg.quality)
     tags["export.cached"] = str(artifact.cached).lower()
     tags["artifact.key"] = artifact.key
+    # the folder a user hands to pipeline.embed.Embedder to ship this configuration
+    tags["artifact.folder"] = str(artifact.folder.resolve())
+    tags["artifact.onnx_file"] = artifact.onnx_path.name
     metrics["export.seconds"] = artifact.seconds
     metrics["model.size_mb"] = artifact.size_mb
 
