@@ -181,52 +181,28 @@ def sweep_stage(study: dict[str, Any]) -> int:
     """Run the sweep (``python -m pipeline +sweep=NAME``) with its records in ``study/runs``.
 
     ``rerun=true``: DVC decides when the study reruns, so every job is measured again here.
-    When the MLflow server cannot be reached, the jobs run one by one without a parent run
-    (:func:`_jobs_without_tracking`): the records are complete on disk, marked unlogged.
+    When the MLflow server cannot be reached the sweep still runs (see pipeline.sweep): the
+    records are complete on disk, marked unlogged, and the stage succeeds.
     Returns the exit code (1 when a job failed).
     """
     from .config import to_config
+    from .sweep import EXIT_UNSYNCED
 
     _fresh(RUNS)
     RUNS.mkdir(parents=True)
     uri = to_config(_compose(job_overrides(study))).tracking.resolved_uri()
     problem = tracking_problem(uri)
     if problem:
-        return _jobs_without_tracking(study, problem)
+        print(f"[sweep] MLflow: {problem}. The jobs run anyway; their records are in {RUNS}, not logged "
+              "(python -m pipeline.sync logs them once the server is back).", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="pipeline-dvc-sweep-") as tmp:
         cmd = [sys.executable, "-m", "pipeline", *job_overrides(study), f"records_dir={RUNS.resolve()}", "rerun=true",
                f"hydra.sweep.dir={tmp}/multirun", f"reports_dir={tmp}/reports",
                f"decision={study['decision']}"]  # the parent run's decision uses the study's profile too
         print("[sweep] " + " ".join(cmd[1:]), flush=True)
-        return subprocess.run(cmd, cwd=ROOT).returncode
-
-
-def _jobs_without_tracking(study: dict[str, Any], problem: str) -> int:
-    """Every job of the sweep, one after another, recorded under ``study/runs`` only."""
-    from .config import to_config
-    from .job import execute
-    from .sweep import config_hash
-
-    # each job still tries to log its record once (and says so); fail fast, do not retry
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    todo = jobs(study)
-    print(f"[sweep] MLflow: {problem}. Running the {len(todo)} jobs without a parent run; their records are "
-          f"in {RUNS}, not logged (python -m pipeline.sync logs them once the server is back).", file=sys.stderr, flush=True)
-    failed = 0
-    for num, job in enumerate(todo):
-        dcfg = _compose([*job, f"records_dir={RUNS.resolve()}"])
-        cfg = to_config(dcfg)
-        tags = {"config_hash": config_hash(dcfg), "sweep.job": str(num), "sweep.name": study["sweep"]}
-        try:
-            result = execute(cfg, dcfg, tags=tags)
-        except Exception as exc:  # recorded as failed by execute (or refused before any work)
-            failed += 1
-            print(f"[sweep] job {num + 1}/{len(todo)} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            continue
-        print(f"[sweep] job {num + 1}/{len(todo)} {' '.join(job)}: {result.status}"
-              + (f" ({result.reason})" if result.reason else ""), flush=True)
-    return 1 if failed else 0
+        code = subprocess.run(cmd, cwd=ROOT).returncode
+    # 4: every job ran, some results are only in the records (the stage's real output)
+    return 0 if code == EXIT_UNSYNCED else code
 
 
 # -- decide -----------------------------------------------------------------------------------
