@@ -20,6 +20,20 @@ POOLING_MODES = ("mean", "cls", "max", "last_token")
 MODEL_SOURCES = ("package", "local", "hub", "onnx_package", "onnx_local", "split_zip_packages")
 VARIANT_KINDS = ("export", "optimize", "fp16", "quantize")
 INSTRUCTION_SETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
+# the fusions Optimum's OptimizationConfig can leave out (disable_<name>_fusion)
+FUSIONS = (
+    "gelu",
+    "attention",
+    "bias_gelu",
+    "layer_norm",
+    "skip_layer_norm",
+    "bias_skip_layer_norm",
+    "skip_group_norm",
+    "bias_splitgelu",
+    "bias_add",
+    "group_norm",
+    "embed_layer_norm",
+)
 PADDING_SIDES = ("right", "left")
 
 
@@ -107,6 +121,9 @@ class VariantConfig:
     kind: str = "export"
     # optimize: the ORTOptimizer level (1-4); quantize: optimize at this level first (None: no)
     optimization_level: int | None = None
+    # optimize (or quantize with a level): fusions of that level to leave out, by the name in
+    # Optimum's OptimizationConfig.disable_<name>_fusion (for example skip_layer_norm)
+    disable_fusions: list[str] = field(default_factory=list)
     quantization: str | None = None  # quantize: dynamic | static
     instruction_set: str = "auto"  # auto: from this machine's CPU | avx512_vnni | avx512 | avx2 | arm64
     per_channel: bool = False
@@ -125,6 +142,8 @@ class VariantConfig:
         _positive("variant.calibration_samples", self.calibration_samples)
         if self.optimization_level is not None and self.optimization_level not in (1, 2, 3, 4):
             raise ConfigError("variant.optimization_level", f"got {self.optimization_level!r}, allowed: 1, 2, 3, 4 or null")
+        for name in self.disable_fusions:
+            _one_of("variant.disable_fusions", name, FUSIONS)
         if self.kind == "optimize" and self.optimization_level is None:
             raise ConfigError("variant.optimization_level", "kind='optimize' needs a level (1-4)")
         if self.kind == "quantize":
@@ -142,9 +161,16 @@ class ProviderConfig:
     graph_optimization_level: str = "all"  # disable | basic | extended | all
     mem_arena: bool = True
     io_binding: bool = False
+    # the embedder weighs one more inference call as this many padded tokens when it cuts a
+    # batch into groups of like lengths (0: split wherever lengths differ)
+    call_cost: int = 32
+    # ONNX Runtime graph optimizers to leave off (null: the ones measured to slow this provider
+    # down, pipeline.embed.SLOW_FUSIONS; []: none)
+    disabled_optimizers: list[str] | None = None
 
     def __post_init__(self) -> None:
         _positive("provider.threads", self.threads, allow_zero=True)
+        _positive("provider.call_cost", self.call_cost, allow_zero=True)
         _one_of(
             "provider.graph_optimization_level",
             self.graph_optimization_level,

@@ -28,6 +28,13 @@ _GRAPH_OPT = {
 }
 
 
+# ONNX Runtime graph fusions left off by default, per provider, because they were measured to
+# make that provider slower.  On the CPU provider of onnxruntime 1.32 a SkipLayerNormalization
+# node takes 7x the time of the Add + LayerNormalization it replaces for 32 sentences and 2.5x
+# for one (python benchmarks/fusions.py), which costs an int8 MiniLM about 12% of its throughput.
+SLOW_FUSIONS: dict[str, tuple[str, ...]] = {"CPUExecutionProvider": ("SkipLayerNormFusion",)}
+
+
 class ProviderUnavailable(RuntimeError):
     """The requested execution provider is not in this onnxruntime build."""
 
@@ -53,6 +60,32 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
         last = seq - 1 - np.argmax(mask[:, ::-1] > 0, axis=1)
         return hidden[np.arange(hidden.shape[0]), last]
     raise ValueError(f"unknown pooling {mode!r}; allowed: {', '.join(POOLING_MODES)}")
+
+
+def length_groups(lengths: Sequence[int], max_rows: int, call_cost: int) -> list[tuple[int, int]]:
+    """Split ascending ``lengths`` into contiguous groups of at most ``max_rows`` rows.
+
+    A group costs ``rows * longest + call_cost`` padded tokens (``call_cost``: the fixed cost of
+    one more inference call, in tokens).  The split with the least total cost is found by
+    dynamic programming in O(n * max_rows); it returns ``[(start, stop), ...]``.
+    """
+    n = len(lengths)
+    best = [0.0] * (n + 1)
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[j - 1]
+        best_cost, best_i = float("inf"), 0
+        for i in range(max(0, j - max_rows), j):
+            c = best[i] + (j - i) * longest + call_cost
+            if c < best_cost:
+                best_cost, best_i = c, i
+        best[j], cut[j] = best_cost, best_i
+    groups = []
+    j = n
+    while j > 0:
+        groups.append((cut[j], j))
+        j = cut[j]
+    return groups[::-1]
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -89,13 +122,18 @@ class Embedder:
     provider: an ONNX Runtime execution provider name; never silently replaced.
     threads: intra-op threads (0: ONNX Runtime's default).
     max_length: tokens kept per text (longer texts are truncated).
-    batch_size: texts per inference call; a corpus is sorted by length before batching
-        so little padding is computed, and results come back in input order.
+    batch_size: at most this many texts per inference call.  Texts are sorted by length and
+        cut into the groups that compute the least padding (a few short texts are not padded to
+        the length of one long one; see ``call_cost``); results come back in input order.
+    call_cost: the cost of one more inference call, in padded tokens, that the grouping weighs
+        against padding (0: split wherever lengths differ; a huge value: plain batches).
     padding_side: ``right`` (encoders) or ``left`` (decoders).
     prefix: text put before every input (for example ``"query: "``).
     io_binding: run through an ``IOBinding`` (inputs bound from numpy, the output bound to
         CPU memory and copied out) instead of ``session.run``.  On the CPU provider this is
         the same work by another API; on a GPU provider it keeps ORT's own output allocation.
+    disabled_optimizers: ONNX Runtime graph optimizers to leave off; None: the ones measured
+        to slow this provider down (``SLOW_FUSIONS``).
     """
 
     def __init__(
@@ -117,6 +155,8 @@ class Embedder:
         mem_arena: bool = True,
         normalize: bool = True,
         io_binding: bool = False,
+        call_cost: int = 32,
+        disabled_optimizers: Sequence[str] | None = None,
     ):
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -127,6 +167,8 @@ class Embedder:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         if max_length <= 0:
             raise ValueError(f"max_length must be > 0, got {max_length}")
+        if call_cost < 0:
+            raise ValueError(f"call_cost must be >= 0, got {call_cost}")
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         if provider not in available_providers():
@@ -143,6 +185,10 @@ class Embedder:
         self.prefix = prefix
         self.normalize = normalize
         self.io_binding = io_binding
+        self.call_cost = call_cost
+        if disabled_optimizers is None:
+            disabled_optimizers = SLOW_FUSIONS.get(provider, ())
+        self.disabled_optimizers = tuple(disabled_optimizers)
 
         tok_dir = Path(tokenizer_dir) if tokenizer_dir else self.model_dir
         self.tokenizer = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
@@ -157,6 +203,7 @@ class Embedder:
             str(self.model_dir / onnx_file),
             sess_options=so,
             providers=[(provider, provider_options or {})],
+            disabled_optimizers=list(self.disabled_optimizers) or None,
         )
         got = self.session.get_providers()[0]
         if got != provider:  # onnxruntime fell back: refuse rather than measure the wrong thing
@@ -252,12 +299,16 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         bs = batch_size or self.batch_size
         ids = self._encode(texts)
-        if n <= bs:
+        if n == 1:
             return self._infer_batch(ids)
-        order = np.argsort([len(r) for r in ids], kind="stable")
+        lengths = [len(r) for r in ids]
+        order = np.argsort(lengths, kind="stable")
+        groups = length_groups([lengths[i] for i in order], bs, self.call_cost)
+        if len(groups) == 1:  # one call: no reordering needed
+            return self._infer_batch(ids)
         out = np.empty((n, self.dim), dtype=np.float32)
-        for start in range(0, n, bs):
-            idx = order[start : start + bs]
+        for start, stop in groups:
+            idx = order[start:stop]
             out[idx] = self._infer_batch([ids[i] for i in idx])
         return out
 

@@ -75,6 +75,8 @@ def embedder_kwargs(cfg: Config, artifact: export.Artifact) -> dict:
         "graph_optimization_level": cfg.provider.graph_optimization_level,
         "mem_arena": cfg.provider.mem_arena,
         "io_binding": cfg.provider.io_binding,
+        "call_cost": cfg.provider.call_cost,
+        "disabled_optimizers": None if cfg.provider.disabled_optimizers is None else list(cfg.provider.disabled_optimizers),
     }
 
 

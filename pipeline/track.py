@@ -71,6 +71,8 @@ def job_params(cfg) -> dict[str, str]:
         "graph_optimization_level": cfg.provider.graph_optimization_level,
         "mem_arena": cfg.provider.mem_arena,
         "io_binding": cfg.provider.io_binding,
+        "call_cost": cfg.provider.call_cost,
+        "disabled_optimizers": "default" if cfg.provider.disabled_optimizers is None else ",".join(cfg.provider.disabled_optimizers) or "none",
     }
 
 

@@ -44,6 +44,8 @@ def test_every_option_of_every_group_composes(compose, group, monkeypatch):
         ("model.source=ftp", "model.source", "package, local, hub"),
         ("provider.threads=-1", "provider.threads", ">= 0"),
         ("model.sha256=abc", "model.sha256", "64 hex digits"),
+        ("provider.call_cost=-1", "provider.call_cost", ">= 0"),
+        ("variant.disable_fusions=[skip_layer_nrom]", "variant.disable_fusions", "skip_layer_norm, bias_skip_layer_norm"),
     ],
 )
 def test_bad_value_names_field_and_what_is_allowed(compose, override, field, allowed):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.embed import Embedder, ProviderUnavailable, pool
+from pipeline.embed import Embedder, ProviderUnavailable, length_groups, pool
 from pipeline.export import export
 from pipeline.config import ModelConfig, VariantConfig
 from pipeline.sources import resolve
@@ -54,6 +54,38 @@ def test_batched_corpus_keeps_input_order(onnx_dir):
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("call_cost", [0, 32, 10**9])
+def test_length_grouped_batch_equals_one_by_one(onnx_dir, call_cost):
+    """However a batch is cut into groups of like lengths, every row is its text's vector."""
+    texts = ["a", "the " * 40 + "end", "two dogs", "a man is playing a large flute " * 3, "sky", "x " * 20]
+    emb = Embedder(onnx_dir, call_cost=call_cost)
+    together = emb.embed(texts)
+    alone = np.vstack([emb.embed([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_length_groups_trade_padding_for_calls():
+    lengths = [3, 3, 4, 4, 60, 61]
+    # calls are free: every distinct length is its own group
+    assert length_groups(lengths, 32, 0) == [(0, 2), (2, 4), (4, 5), (5, 6)]
+    # a call costs 20 padded tokens: short and long texts are split, near lengths merged
+    assert length_groups(lengths, 32, 20) == [(0, 4), (4, 6)]
+    # calls cost more than any padding: one batch
+    assert length_groups(lengths, 32, 10**6) == [(0, 6)]
+    # never more rows than the batch size
+    groups = length_groups([5] * 70, 32, 10**6)
+    assert max(b - a for a, b in groups) <= 32 and groups[0][0] == 0 and groups[-1][1] == 70
+    assert length_groups([], 32, 10) == []
+
+
+def test_slow_cpu_fusion_is_left_off_unless_asked(onnx_dir):
+    assert Embedder(onnx_dir).disabled_optimizers == ("SkipLayerNormFusion",)
+    assert Embedder(onnx_dir, disabled_optimizers=[]).disabled_optimizers == ()
+    a = Embedder(onnx_dir).embed(["a dog runs"])
+    b = Embedder(onnx_dir, disabled_optimizers=[]).embed(["a dog runs"])
+    np.testing.assert_allclose(a, b, atol=1e-5)  # the same function either way
+
+
 def test_truncation_at_max_length(onnx_dir):
     emb = Embedder(onnx_dir, max_length=8)
     long_a = "red " * 6 + "dog " * 50
@@ -100,7 +132,15 @@ def test_missing_provider_is_refused_not_replaced(onnx_dir):
         Embedder(onnx_dir, provider="CUDAExecutionProvider")
 
 
-@pytest.mark.parametrize("kwargs,match", [({"pooling": "sum"}, "unknown pooling"), ({"batch_size": 0}, "batch_size"), ({"max_length": 0}, "max_length")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"pooling": "sum"}, "unknown pooling"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_length": 0}, "max_length"),
+        ({"call_cost": -1}, "call_cost"),
+    ],
+)
 def test_bad_arguments_are_refused(onnx_dir, kwargs, match):
     with pytest.raises(ValueError, match=match):
         Embedder(onnx_dir, **kwargs)
