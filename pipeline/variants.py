@@ -73,11 +73,12 @@ def _rename_graph(out: Path) -> None:
 
 
 # -- one builder per kind ------------------------------------------------------------
-def _optimize(src: Path, out: Path, level: int) -> None:
+def _optimize(src: Path, out: Path, level: int, disable_fusions: list[str] | None = None) -> None:
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
 
-    cfg = AutoOptimizationConfig.with_optimization_level(f"O{level}", for_gpu=level == 4)
+    off = {f"disable_{name}_fusion": True for name in disable_fusions or []}
+    cfg = AutoOptimizationConfig.with_optimization_level(f"O{level}", for_gpu=level == 4, **off)
     ORTOptimizer.from_pretrained(src).optimize(cfg, save_dir=out, file_suffix=None)
     _rename_graph(out)
     _copy_side_files(src, out)
@@ -128,13 +129,36 @@ def calibration_rows(src: Path, texts: list[str], max_length: int) -> list[dict]
     return rows
 
 
+def _typed_graph(src: Path, tmp: Path) -> Path:
+    """A copy of ``src/model.onnx`` with every tensor's type recorded, for the quantizer.
+
+    ONNX's own shape inference does not know ONNX Runtime's fused operators (Attention,
+    BiasGelu, ...), so on an ORTOptimizer graph the quantizer cannot tell the type of their
+    outputs; ONNX Runtime's symbolic shape inference does.  Returns the folder holding it.
+    """
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    model = onnx.load(str(src / "model.onnx"))
+    if not any(n.domain == "com.microsoft" for n in model.graph.node):
+        return src  # a plain graph: onnx's inference is enough
+    typed = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    folder = tmp / ".typed"
+    folder.mkdir()
+    onnx.save(typed, str(folder / "model.onnx"))
+    if (src / "config.json").is_file():
+        shutil.copy2(src / "config.json", folder / "config.json")
+    return folder
+
+
 def _quantize(src: Path, out: Path, variant: VariantConfig, isa: str, calibration: list[str] | None, max_length: int) -> dict:
     from onnxruntime.quantization import CalibrationMethod
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import CalibrationConfig
 
     qc = quantization_config(variant, isa)
-    quantizer = ORTQuantizer.from_pretrained(src, file_name="model.onnx")
+    typed = _typed_graph(src, out)
+    quantizer = ORTQuantizer.from_pretrained(typed, file_name="model.onnx")
     ranges = None
     if variant.quantization == "static":
         assert calibration is not None
@@ -160,6 +184,8 @@ def _quantize(src: Path, out: Path, variant: VariantConfig, isa: str, calibratio
         for p in out.glob("augmented.onnx.tmp*"):
             p.unlink()
     quantizer.quantize(qc, save_dir=out, file_suffix=None, calibration_tensors_range=ranges)
+    if typed != src:
+        shutil.rmtree(typed)
     _rename_graph(out)
     _copy_side_files(src, out)
     return {
@@ -195,18 +221,25 @@ def build(base: Artifact, model_cfg: ModelConfig, variant: VariantConfig, cache_
         extra["instruction_set"] = choose_instruction_set(variant.instruction_set)
         extra["max_length"] = model_cfg.max_length
         if variant.optimization_level is not None:  # quantize the optimized graph
-            opt = VariantConfig(name=f"O{variant.optimization_level}", kind="optimize", optimization_level=variant.optimization_level)
+            opt = VariantConfig(
+                name=f"O{variant.optimization_level}",
+                kind="optimize",
+                optimization_level=variant.optimization_level,
+                disable_fusions=list(variant.disable_fusions),
+            )
             src = build(base, model_cfg, opt, cache_dir)
         if variant.quantization == "static":
             calibration, extra["calibration_sha256"] = _calibration_texts(variant, quality_cfg)
     payload = json.dumps({"base": src.key, "spec": spec, **extra}, sort_keys=True).encode()
     key = hashlib.sha256(payload).hexdigest()[:20]
     folder = cache_dir / "exports" / f"{model_cfg.name}-{variant.name}-{key}"
+    if not folder.is_dir():  # the same bytes built under another variant name: reuse them
+        folder = next(iter(sorted((cache_dir / "exports").glob(f"{model_cfg.name}-*-{key}"))), folder)
     built: dict = {}
 
     def make(tmp: Path) -> None:
         if variant.kind == "optimize":
-            _optimize(src.folder, tmp, int(variant.optimization_level))  # type: ignore[arg-type]
+            _optimize(src.folder, tmp, int(variant.optimization_level), list(variant.disable_fusions))  # type: ignore[arg-type]
         elif variant.kind == "fp16":
             _fp16(src.folder, tmp)
         elif variant.kind == "quantize":

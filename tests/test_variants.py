@@ -72,6 +72,21 @@ def test_optimized_variant_matches_fp32(compose, tiny_bert, tiny_sts_dir, tmp_pa
     assert cos.min() > 0.9999
 
 
+def test_cpu_o2_keeps_skip_layer_norm_apart_and_int8_builds_on_it(compose, tiny_bert, tiny_sts_dir, tmp_path):
+    o2 = _build(compose, tiny_bert, tiny_sts_dir, tmp_path, "O2")
+    o2_cpu = _build(compose, tiny_bert, tiny_sts_dir, tmp_path, "O2_cpu")
+    ops = _ops(o2_cpu)
+    assert ops["SkipLayerNormalization"] == 0 and ops["LayerNormalization"] > 0
+    assert ops["Attention"] == _ops(o2)["Attention"] > 0  # the other O2 fusions are kept
+    assert (_embed(o2_cpu) * _embed(o2_cpu.base)).sum(axis=1).min() > 0.9999
+    # int8_dynamic quantizes that same graph (one cache entry, not a second optimization)
+    int8 = _build(compose, tiny_bert, tiny_sts_dir, tmp_path, "int8_dynamic")
+    assert int8.info["from"] == o2_cpu.key
+    assert len(list((tmp_path / "cache" / "exports").glob(f"*-{o2_cpu.key}"))) == 1
+    q = _ops(int8)
+    assert q["QAttention"] > 0 and q["MatMulInteger"] > 0 and q["SkipLayerNormalization"] == 0
+
+
 def test_fp16_variant_has_half_precision_weights(compose, tiny_bert, tiny_sts_dir, tmp_path):
     art = _build(compose, tiny_bert, tiny_sts_dir, tmp_path, "fp16")
     inits = onnx.load(str(art.onnx_path)).graph.initializer
