@@ -57,7 +57,7 @@ class BenchResult:
     timer_overhead_ns: float  # cost of one perf_counter_ns pair, measured in the same process
     iterations: int
     achieved_gflops: float | None = None  # useful model FLOP/s over the timed calls
-    peak_gflops: float | None = None  # this machine's measured matmul peak at these threads
+    peak_gflops: float | None = None  # this machine's measured matmul peak at these threads and precision
 
     @property
     def roofline_fraction(self) -> float | None:
@@ -174,10 +174,12 @@ def run(
     model_config: dict | None = None,
     cache_dir: str | Path | None = None,
     timeout_s: float = 600,
+    precision: str = "fp32",
 ) -> BenchResult:
     """Measure in a fresh process (see the module docstring).
 
-    With the model's ``config.json`` contents, the result carries the roofline figures.
+    With the model's ``config.json`` contents, the result carries the roofline figures, against
+    the matrix-product peak of ``precision`` (fp32, or int8 for quantized graphs).
     """
     spec = {
         "embedder": {k: (str(v) if isinstance(v, Path) else v) for k, v in embedder_kwargs.items()},
@@ -211,7 +213,7 @@ def run(
     flops = roofline.model_flops(model_config or {}, raw["token_lengths"])
     if flops is not None:
         achieved = flops / total_s / 1e9
-        peak = roofline.matmul_peak(int(embedder_kwargs.get("threads") or 0), cache_dir)["peak_gflops"]
+        peak = roofline.matmul_peak(int(embedder_kwargs.get("threads") or 0), cache_dir, precision)["peak_gflops"]
     return BenchResult(
         latency=lat,
         batch_size=bench_cfg.batch_size,

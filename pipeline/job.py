@@ -172,7 +172,8 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
     # benchmark (fresh process)
     sentences = data.unique_sentences if data is not None else validate.PARITY_SENTENCES * 8
     log.info("benchmark: batch %d", cfg.bench.batch_size)
-    b = bench.run(kwargs, sentences, cfg.bench, model_config=model_config, cache_dir=cfg.cache_dir)
+    precision = "int8" if cfg.variant.kind == "quantize" else "fp32"  # the peak its matmuls can reach
+    b = bench.run(kwargs, sentences, cfg.bench, model_config=model_config, cache_dir=cfg.cache_dir, precision=precision)
     metrics.update(b.metrics())
     np.savetxt(out_dir / "latency_samples_ns.csv", np.asarray(b.latency.samples_ns, dtype=np.int64), fmt="%d", header="latency_ns", comments="")
     _latency_figure(

@@ -2,8 +2,10 @@
 
 ``roofline_fraction`` = useful FLOP/s of the embed path (the model's forward-pass FLOPs for
 the real, unpadded token counts, derived from its config) / this machine's measured
-single-precision matrix-multiply peak at the same thread count.  The peak is measured once
-per (machine, threads) and cached.
+matrix-multiply peak at the same thread count, in the precision the graph's matrix products
+run in: single precision for fp32 graphs, u8 x s8 integer products for int8 ones (whose peak
+is about 3.5x higher here, so an int8 run is not shown above 1 against the fp32 peak).  The
+peak is measured once per (machine, threads, precision) and cached.
 """
 
 from __future__ import annotations
@@ -39,53 +41,75 @@ def model_flops(config: dict, lengths) -> float | None:
     return float(layers * (dense + attn).sum())
 
 
-def _measure_peak(threads: int, n: int = 1024, repeats: int = 8) -> dict:
+PRECISIONS = ("fp32", "int8")
+
+
+def _matmul_session(n: int, precision: str, threads: int):
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     from .embed import session_options
 
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    if precision == "int8":  # what dynamic int8 runs on: u8 activations x s8 weights
+        node = helper.make_node("MatMulInteger", ["A", "B"], ["C"])
+        types = (TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32)
+        feeds = {"A": rng.integers(0, 255, (n, n), dtype=np.uint8), "B": rng.integers(-127, 127, (n, n), dtype=np.int8)}
+    else:
+        node = helper.make_node("MatMul", ["A", "B"], ["C"])
+        types = (TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT)
+        feeds = {"A": rng.standard_normal((n, n), dtype=np.float32), "B": rng.standard_normal((n, n), dtype=np.float32)}
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["A", "B"], ["C"])],
+        [node],
         "mm",
-        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]), helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
-        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("A", types[0], [n, n]), helper.make_tensor_value_info("B", types[1], [n, n])],
+        [helper.make_tensor_value_info("C", types[2], [n, n])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    sess = ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]), feeds
+
+
+def _measure_peak(threads: int, n: int = 1024, repeats: int = 8, precision: str = "fp32") -> dict:
+    """Best GFLOP/s (int8: GOP/s) of an n x n x n matrix product on ONNX Runtime, and for fp32
+    also numpy's BLAS; ``peak_gflops`` is the larger."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    sess, feeds = _matmul_session(n, precision, threads)
     flop = 2.0 * n**3
     best_ort = 0.0
     for _ in range(repeats):
         t = time.perf_counter()
-        sess.run(None, {"A": a, "B": b})
+        sess.run(None, feeds)
         best_ort = max(best_ort, flop / (time.perf_counter() - t))
     best_np = 0.0
-    try:
-        from threadpoolctl import threadpool_limits
+    if precision == "fp32":
+        try:
+            from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(threads or os.cpu_count()):
-            for _ in range(repeats):
-                t = time.perf_counter()
-                a @ b
-                best_np = max(best_np, flop / (time.perf_counter() - t))
-    except ImportError:  # pragma: no cover
-        pass
-    return {"ort_gflops": best_ort / 1e9, "numpy_gflops": best_np / 1e9, "peak_gflops": max(best_ort, best_np) / 1e9}
+            a, b = feeds["A"], feeds["B"]
+            with threadpool_limits(threads or os.cpu_count()):
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    a @ b
+                    best_np = max(best_np, flop / (time.perf_counter() - t))
+        except ImportError:  # pragma: no cover
+            pass
+    return {"precision": precision, "ort_gflops": best_ort / 1e9, "numpy_gflops": best_np / 1e9, "peak_gflops": max(best_ort, best_np) / 1e9}
 
 
-def matmul_peak(threads: int, cache_dir: str | Path | None = None) -> dict:
-    """The best of ONNX Runtime's MatMul (MLAS, what the models run on) and numpy's BLAS,
-    in GFLOP/s, at ``threads`` threads (0: all cores); cached per machine and thread count."""
-    key = f"{platform.node()}-{platform.machine()}-{os.cpu_count()}-t{threads}"
+def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: str = "fp32") -> dict:
+    """This machine's matrix-product peak at ``threads`` threads (0: all cores), cached per
+    machine, thread count and precision: for fp32 the best of ONNX Runtime's MatMul (MLAS, what
+    the models run on) and numpy's BLAS in GFLOP/s; for int8 ONNX Runtime's MatMulInteger
+    (u8 x s8, what dynamic int8 runs on) in GOP/s."""
+    key = f"{platform.node()}-{platform.machine()}-{os.cpu_count()}-t{threads}" + ("" if precision == "fp32" else f"-{precision}")
     path = Path(cache_dir) / "machine" / f"matmul-peak-{key}.json" if cache_dir else None
     if path is not None and path.is_file():
         try:
             return json.loads(path.read_text())
         except ValueError:
             pass
-    peak = _measure_peak(threads)
+    peak = _measure_peak(threads, precision=precision)
     if path is not None:
         from .export import write_atomic
 

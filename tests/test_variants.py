@@ -132,3 +132,6 @@ def test_int8_job_logs_parity_and_delta_vs_fp32(compose, tiny_bert, tiny_sts_dir
     assert np.isclose(m["quality.stsb_delta_vs_fp32"], m["quality.stsb_spearman"] - fp32.metrics["quality.stsb_spearman"])
     assert 0.5 < m["parity.min_cosine"] <= 1.0 + 1e-6
     assert m["parity.min_cosine"] < fp32.metrics["parity.min_cosine"]
+    # the int8 run's roofline is against the machine's integer matmul peak, not the fp32 one
+    assert m["roofline.peak_gflops"] > fp32.metrics["roofline.peak_gflops"]
+    assert 0 < m["roofline_fraction"] < 1.0
