@@ -129,6 +129,9 @@ class VariantConfig:
     per_channel: bool = False
     reduce_range: bool = False
     operators: list[str] = field(default_factory=list)  # empty: Optimum's defaults for the mode
+    # quantize only the matrix products by a constant weight (and fused Attention nodes); the
+    # products of two activations (attention scores and probabilities) stay fp32
+    weights_only: bool = False
     # static quantization: calibration on the STS Benchmark *dev* split (never test)
     calibration_method: str = "minmax"  # minmax | percentiles | entropy
     calibration_samples: int = 128

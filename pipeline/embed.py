@@ -249,7 +249,10 @@ class Embedder:
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         if self.prefix:
             texts = [self.prefix + t for t in texts]
-        encs = self.tokenizer.encode_batch(list(texts))
+        if len(texts) == 1:  # no thread pool for one text: it would compete with ONNX Runtime's
+            encs = [self.tokenizer.encode(texts[0])]
+        else:
+            encs = self.tokenizer.encode_batch(list(texts))
         return [e.ids or [self.pad_id] for e in encs]  # never an empty row
 
     def _arrays(self, ids: list[list[int]]) -> dict[str, np.ndarray]:

@@ -109,8 +109,12 @@ def quantization_config(variant: VariantConfig, isa: str):
     return qc
 
 
-def calibration_rows(src: Path, texts: list[str], max_length: int) -> list[dict]:
-    """Tokenized calibration inputs, one row per text (the graph's own input names)."""
+def calibration_rows(src: Path, texts: list[str], max_length: int, same_length: bool = False) -> list[dict]:
+    """Tokenized calibration inputs, one row per text (the graph's own input names).
+
+    ``same_length``: right-pad every row to the longest one (mask 0 on the padding), which the
+    histogram calibrators (percentiles, entropy) need: they stack activations across rows.
+    """
     import onnx
     from tokenizers import Tokenizer
 
@@ -120,11 +124,15 @@ def calibration_rows(src: Path, texts: list[str], max_length: int) -> list[dict]
     tok = Tokenizer.from_file(str(src / "tokenizer.json"))
     tok.no_padding()
     tok.enable_truncation(max_length=max_length)
+    encs = tok.encode_batch(texts)
+    width = max((len(e.ids) for e in encs), default=0) if same_length else 0
     rows = []
-    for enc in tok.encode_batch(texts):
-        row = {"input_ids": list(enc.ids), "attention_mask": [1] * len(enc.ids), "token_type_ids": [0] * len(enc.ids)}
+    for enc in encs:
+        n = len(enc.ids)
+        pad = max(width - n, 0)
+        row = {"input_ids": list(enc.ids) + [0] * pad, "attention_mask": [1] * n + [0] * pad, "token_type_ids": [0] * (n + pad)}
         if "position_ids" in inputs:
-            row["position_ids"] = list(range(len(enc.ids)))
+            row["position_ids"] = list(range(n + pad))
         rows.append({k: v for k, v in row.items() if k in inputs})
     return rows
 
@@ -151,6 +159,20 @@ def _typed_graph(src: Path, tmp: Path) -> Path:
     return folder
 
 
+def weight_products(path: Path) -> list[str]:
+    """Names of the nodes that multiply by a constant weight: MatMul / Gemm with an initializer
+    input, and fused Attention (its QKV weights)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "Attention" or (n.op_type in ("MatMul", "Gemm") and any(i in inits for i in n.input))
+    ]
+
+
 def _quantize(src: Path, out: Path, variant: VariantConfig, isa: str, calibration: list[str] | None, max_length: int) -> dict:
     from onnxruntime.quantization import CalibrationMethod
     from optimum.onnxruntime import ORTQuantizer
@@ -158,11 +180,14 @@ def _quantize(src: Path, out: Path, variant: VariantConfig, isa: str, calibratio
 
     qc = quantization_config(variant, isa)
     typed = _typed_graph(src, out)
+    if variant.weights_only:  # and calibrate only those nodes' tensors
+        qc.nodes_to_quantize = weight_products(typed / "model.onnx")
+        qc.operators_to_quantize = [op for op in qc.operators_to_quantize if op in ("MatMul", "Gemm", "Attention")]
     quantizer = ORTQuantizer.from_pretrained(typed, file_name="model.onnx")
     ranges = None
     if variant.quantization == "static":
         assert calibration is not None
-        rows = calibration_rows(src, calibration, max_length)
+        rows = calibration_rows(src, calibration, max_length, same_length=variant.calibration_method != "minmax")
         method = {"minmax": CalibrationMethod.MinMax, "percentiles": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
         cal = CalibrationConfig(
             dataset_name="stsb",
@@ -195,6 +220,7 @@ def _quantize(src: Path, out: Path, variant: VariantConfig, isa: str, calibratio
         "per_channel": qc.per_channel,
         "reduce_range": qc.reduce_range,
         "operators": list(qc.operators_to_quantize),
+        "nodes_quantized": len(qc.nodes_to_quantize) if qc.nodes_to_quantize else "all of those types",
     }
 
 

@@ -109,6 +109,22 @@ def test_static_int8_calibrates_on_dev_never_test(compose, tiny_bert, tiny_sts_d
     assert _build(compose, tiny_bert, data, tmp_path, "int8_static", "variant.calibration_samples=16").key != art.key
 
 
+@pytest.mark.parametrize("method", ["minmax", "percentiles"])
+def test_static_int8_quantizes_only_weight_products(compose, tiny_bert, tiny_sts_dir, tmp_path, method):
+    art = _build(
+        compose, tiny_bert, tiny_sts_dir, tmp_path, "int8_static", "variant.calibration_samples=16", f"variant.calibration_method={method}"
+    )
+    graph = onnx.load(str(art.onnx_path)).graph
+    inits = {i.name for i in graph.initializer}
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    assert not [n for n in matmuls if any(i in inits for i in n.input)]  # no fp32 weight is left
+    assert [n for n in matmuls if any(i in dequantized for i in n.input)]  # they run quantized (QDQ) ...
+    assert [n for n in matmuls if not any(i in dequantized or i in inits for i in n.input)]  # ... attention does not
+    assert _ops(art)["QuantizeLinear"] > 0 and art.info["nodes_quantized"] > 0
+    assert (_embed(art) * _embed(art.base)).sum(axis=1).min() > 0.9
+
+
 @pytest.mark.parametrize("variant", ["O4", "fp16"])
 def test_gpu_only_variant_on_cpu_is_skipped_with_reason(compose, tiny_bert, tiny_sts_dir, tmp_path, variant):
     cfg, dcfg = _cfg(compose, tiny_bert, tiny_sts_dir, tmp_path, f"variant={variant}")
