@@ -197,9 +197,13 @@ class BenchConfig:
     max_seconds: float = 10.0  # stop timing early after this long (at least min_iterations)
     min_iterations: int = 30
     seed: int = 0
+    # the timed calls run as this many passes over the very same batches; throughput is the
+    # best pass (noise from elsewhere on the machine only ever adds time), latency uses all
+    passes: int = 3
 
     def __post_init__(self) -> None:
         _positive("bench.batch_size", self.batch_size)
+        _positive("bench.passes", self.passes)
         _positive("bench.warmup", self.warmup, allow_zero=True)
         _positive("bench.iterations", self.iterations)
         _positive("bench.min_iterations", self.min_iterations)

@@ -45,6 +45,11 @@ def test_job_logs_every_design_name(compose, tiny_bert, tiny_sts_dir, tmp_path, 
     assert 0 < run.data.metrics["roofline_fraction"] < 1.5
     artifacts = {a.path for a in MlflowClient().list_artifacts(result.run_id)}
     assert {"config.yaml", "validation.json", "latency_samples_ns.csv", "latency.png"} <= artifacts
+    # the timed calls ran as passes over the same batches: throughput is the best pass
+    m = run.data.metrics
+    assert m["bench.passes"] == cfg.bench.passes == 3
+    assert m["bench.iterations"] % m["bench.passes"] == 0
+    assert m["throughput.sentences_per_s"] >= m["throughput.mean_sentences_per_s"] > 0
 
 
 def test_second_job_reuses_export_and_quality(compose, tiny_bert, tiny_sts_dir, tmp_path):
