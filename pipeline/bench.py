@@ -109,6 +109,18 @@ def timer_overhead_ns(n: int = 20000) -> float:
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak resident set size, in MiB.
+
+    On Linux ``getrusage``'s ``ru_maxrss`` survives ``exec``: a benchmark process started by a
+    sweep that holds gigabytes would report the sweep's peak.  ``VmHWM`` in /proc/self/status
+    belongs to this process's own address space, so it is read first.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
