@@ -220,7 +220,7 @@ def _quantize(src: Path, out: Path, variant: VariantConfig, isa: str, calibratio
         "per_channel": qc.per_channel,
         "reduce_range": qc.reduce_range,
         "operators": list(qc.operators_to_quantize),
-        "nodes_quantized": len(qc.nodes_to_quantize) if qc.nodes_to_quantize else "all of those types",
+        "nodes_quantized": len(qc.nodes_to_quantize) if qc.nodes_to_quantize else None,  # None: every node of those types
     }
 
 
@@ -247,8 +247,9 @@ def build(base: Artifact, model_cfg: ModelConfig, variant: VariantConfig, cache_
         extra["instruction_set"] = choose_instruction_set(variant.instruction_set)
         extra["max_length"] = model_cfg.max_length
         if variant.optimization_level is not None:  # quantize the optimized graph
+            without = "".join(f"-no_{f}" for f in variant.disable_fusions)
             opt = VariantConfig(
-                name=f"O{variant.optimization_level}",
+                name=f"O{variant.optimization_level}{without}",
                 kind="optimize",
                 optimization_level=variant.optimization_level,
                 disable_fusions=list(variant.disable_fusions),
