@@ -61,14 +61,11 @@ def _session_options(threads: int):
 
 def load_model(variant: str):
     """Compose the default config and return (cfg, resolved model, artifact) for a variant."""
-    from hydra import compose, initialize_config_dir
-
     from pipeline import export, sources
-    from pipeline.config import register_configs, to_config
+    from pipeline.config import to_config
+    from pipeline.stages import compose_config
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
-        cfg = to_config(compose(config_name="config", overrides=[f"variant={variant}"]))
+    cfg = to_config(compose_config([f"variant={variant}"]))
     resolved = sources.resolve(cfg.model)
     art = export.export(resolved, cfg.model, cfg.variant, cfg.cache_dir)
     return cfg, resolved, art

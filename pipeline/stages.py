@@ -85,7 +85,8 @@ def job_overrides(study: dict[str, Any]) -> list[str]:
     return out + list(study["overrides"])
 
 
-def _compose(overrides: list[str], hydra_config: bool = False):
+def compose_config(overrides: list[str], hydra_config: bool = False):
+    """The project's config composed with these overrides (``hydra_config``: with its hydra node)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -104,7 +105,7 @@ def jobs(study: dict[str, Any]) -> list[list[str]]:
     """The override list of every job of the study's sweep, in the sweeper's order."""
     from .sweep import job_list
 
-    return job_list(_compose(job_overrides(study), hydra_config=True))
+    return job_list(compose_config(job_overrides(study), hydra_config=True))
 
 
 def _fresh(path: Path) -> None:
@@ -128,7 +129,7 @@ def export_stage(study: dict[str, Any]) -> dict[str, Any]:
     built: dict[str, dict] = {}
     skipped, failed = [], []
     for job in jobs(study):
-        cfg = to_config(_compose(job))
+        cfg = to_config(compose_config(job))
         label = " ".join(o for o in job if not o.startswith("+sweep="))
         try:
             resolved = prepare(cfg)
@@ -190,7 +191,7 @@ def sweep_stage(study: dict[str, Any]) -> int:
 
     _fresh(RUNS)
     RUNS.mkdir(parents=True)
-    uri = to_config(_compose(job_overrides(study))).tracking.resolved_uri()
+    uri = to_config(compose_config(job_overrides(study))).tracking.resolved_uri()
     problem = tracking_problem(uri)
     if problem:
         print(f"[sweep] MLflow: {problem}. The jobs run anyway; their records are in {RUNS}, not logged "

@@ -12,29 +12,15 @@ import pytest
 from conftest import CONF_DIR, ROOT, tiny_overrides
 from pipeline import records
 from pipeline.config import ConfigError, to_config
+from pipeline.stages import compose_config
 from pipeline.sweep import launcher_problem
 
 SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 
 
-def _compose(overrides):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from pipeline.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            return compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def test_the_slurm_launcher_config_composes_with_one_exclusive_node_per_job():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    cfg = _compose(["+sweep=batch", "hydra/launcher=slurm", "hydra.launcher.partition=cpu"])
+    cfg = compose_config(["+sweep=batch", "hydra/launcher=slurm", "hydra.launcher.partition=cpu"], hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_ == SLURM
     assert launcher.additional_parameters.exclusive is True
@@ -44,10 +30,10 @@ def test_the_slurm_launcher_config_composes_with_one_exclusive_node_per_job():
 
 def test_a_cluster_launcher_sharing_nodes_and_local_parallel_launchers_are_refused():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    shared = _compose(["+sweep=batch", "hydra/launcher=slurm", "hydra.launcher.additional_parameters.exclusive=false"])
+    shared = compose_config(["+sweep=batch", "hydra/launcher=slurm", "hydra.launcher.additional_parameters.exclusive=false"], hydra_config=True)
     reason = launcher_problem(SLURM, shared.hydra.launcher)
     assert reason and "node of its own" in reason and "exclusive=true" in reason
-    local = _compose(["+sweep=batch", "hydra/launcher=submitit_local"])
+    local = compose_config(["+sweep=batch", "hydra/launcher=submitit_local"], hydra_config=True)
     reason = launcher_problem(local.hydra.launcher._target_, local.hydra.launcher)
     assert reason and "in parallel" in reason
 
@@ -57,11 +43,11 @@ def test_the_shared_tracking_profile_takes_the_server_from_the_environment(monke
     assert "${oc.env:MLFLOW_TRACKING_URI}" in text
     assert "uri: http" not in text and "@" not in text.split("uri:")[1].splitlines()[0]  # no address, no secret here
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    cfg = to_config(_compose(["tracking=shared"]))
+    cfg = to_config(compose_config(["tracking=shared"], hydra_config=True))
     assert cfg.tracking.resolved_uri() == "http://127.0.0.1:5999"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI"):  # unset: refused, never a local store instead
-        to_config(_compose(["tracking=shared"]))
+        to_config(compose_config(["tracking=shared"], hydra_config=True))
 
 
 def test_the_basic_launcher_runs_the_jobs_one_at_a_time(tiny_bert, tiny_sts_dir, tmp_path):

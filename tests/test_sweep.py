@@ -21,6 +21,7 @@ from conftest import CONF_DIR, ROOT
 from conftest import tiny_overrides as _tiny_overrides
 from pipeline.config import to_config
 from pipeline.embed import available_providers
+from pipeline.stages import compose_config
 from pipeline.sweep import job_list, launcher_problem
 
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
@@ -67,37 +68,22 @@ def _children(tmp: Path, parent_id: str) -> list:
     return _runs(tmp, f"tags.`mlflow.parentRunId` = '{parent_id}'")
 
 
-def _compose_with_hydra(overrides: list[str], hydra_config: bool = True):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from pipeline.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 @pytest.mark.parametrize("name", SWEEPS)
 def test_every_sweep_config_is_a_multirun_of_valid_jobs(name):
-    cfg = _compose_with_hydra([f"+sweep={name}"])
+    cfg = compose_config([f"+sweep={name}"], hydra_config=True)
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     jobs = job_list(cfg)
     assert len(jobs) >= 1
     for job in jobs:  # every point of the sweep composes into a valid typed config
         assert f"+sweep={name}" in job
-        to_config(_compose_with_hydra(job, hydra_config=False))
+        to_config(compose_config(job))
 
 
 def test_sweep_configs_cover_the_asked_dimensions():
     assert {"models", "providers", "pooling", "batch", "threads", "smoke"} <= set(SWEEPS)
-    batch = job_list(_compose_with_hydra(["+sweep=batch"]))
+    batch = job_list(compose_config(["+sweep=batch"], hydra_config=True))
     assert [job[0] for job in batch] == [f"bench.batch_size={b}" for b in (1, 8, 32, 128)]
-    providers = job_list(_compose_with_hydra(["+sweep=providers"]))
+    providers = job_list(compose_config(["+sweep=providers"], hydra_config=True))
     assert sorted(job[0].split("=")[1] for job in providers) == PROVIDERS
 
 
@@ -129,7 +115,7 @@ def test_providers_sweep_runs_cpu_and_skips_missing_providers(tiny_bert, tiny_st
     assert {"placement.json", "usability.txt"} <= artifacts
     have = set(available_providers())
     for name, run in children.items():
-        ep = to_config(_compose_with_hydra([f"provider={name}"], hydra_config=False)).provider.ep
+        ep = to_config(compose_config([f"provider={name}"])).provider.ep
         if ep in have:
             continue
         assert run.data.tags["status"] == "skipped", name
