@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import roofline
+from . import conditions, roofline
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,25 @@ class BenchResult:
     peak_gflops: float | None = None  # this machine's measured matmul peak at these threads and precision
     passes: int = 1  # passes over the same timed calls
     mean_throughput: float | None = None  # sentences per second over all passes
+    conditions: "conditions.Conditions | None" = None  # the machine while it was measured
+    contended: str | None = None  # why the measurement is not comparable (None: it is)
+    attempts: int = 1  # benchmark processes run (contended attempts are measured again)
+    notes: list[str] = field(default_factory=list)  # what could not be measured, and why
 
     @property
     def roofline_fraction(self) -> float | None:
         if self.achieved_gflops is None or not self.peak_gflops:
             return None
         return self.achieved_gflops / self.peak_gflops
+
+    def tags(self) -> dict[str, str]:
+        """``bench.contended``: the reason, or ``false``; the machine's description."""
+        t = {"bench.contended": self.contended or "false"}
+        if self.conditions is not None:
+            t.update(self.conditions.tags())
+        if self.notes:
+            t["bench.notes"] = "; ".join(self.notes)[:4000]
+        return t
 
     def metrics(self) -> dict[str, float]:
         lat = self.latency
@@ -86,6 +99,9 @@ class BenchResult:
             "memory.peak_rss_mb": self.peak_rss_mb,
             "bench.timer_overhead_ns": self.timer_overhead_ns,
             "bench.iterations": float(self.iterations),
+            "bench.contended": float(self.contended is not None),
+            "bench.attempts": float(self.attempts),
+            **(self.conditions.metrics() if self.conditions is not None else {}),
             **(
                 {
                     "roofline_fraction": self.roofline_fraction,
@@ -154,6 +170,8 @@ def measure(spec: dict) -> dict:
             i += bs
 
     pc = time.perf_counter_ns
+    probe = conditions.Probe(int(spec["embedder"].get("threads") or 0))
+    probe_before = probe()
     t0 = time.perf_counter()
     emb = Embedder(**spec["embedder"])
     session_s = time.perf_counter() - t0
@@ -176,6 +194,7 @@ def measure(spec: dict) -> dict:
     embed = emb.embed
     samples: list[int] = []
     pass_ns: list[int] = []
+    mark = conditions.Mark.now()
     for _ in range(passes):
         total = 0
         for batch in timed:
@@ -185,6 +204,8 @@ def measure(spec: dict) -> dict:
             samples.append(d)
             total += d
         pass_ns.append(total)
+    window = conditions.Window.between(mark, conditions.Mark.now())
+    probe_after = probe()
     # the real (unpadded, truncated) token counts of one pass, for the FLOP count
     lengths = [len(ids) for batch in timed for ids in emb._encode(batch)]
     return {
@@ -196,6 +217,9 @@ def measure(spec: dict) -> dict:
         "first_call_ms": first_call_ns / 1e6,
         "peak_rss_mb": _peak_rss_mb(),
         "timer_overhead_ns": timer_overhead_ns(),
+        "window": asdict(window),
+        "probe_before_ms": probe_before,
+        "probe_after_ms": probe_after,
     }
 
 
@@ -212,11 +236,63 @@ def run(
     timeout_s: float = 600,
     precision: str = "fp32",
 ) -> BenchResult:
-    """Measure in a fresh process (see the module docstring).
+    """Measure in a fresh process (see the module docstring), until the machine was quiet.
 
-    With the model's ``config.json`` contents, the result carries the roofline figures, against
-    the matrix-product peak of ``precision`` (fp32, or int8 for quantized graphs).
+    Each attempt records its conditions (:mod:`pipeline.conditions`).  A contended attempt is
+    measured again, up to ``bench.contention.retries`` times with ``retry_wait_s`` between; if
+    the last one is still contended the result says why (``contended``): it is kept, and its
+    latencies are not comparable.  With the model's ``config.json`` contents, the result carries
+    the roofline figures, against the matrix-product peak of ``precision`` (fp32, or int8 for
+    quantized graphs), measured only on a quiet machine.
     """
+    th = conditions.Thresholds.of(getattr(bench_cfg, "contention", None))
+    threads = int(embedder_kwargs.get("threads") or 0)
+    baseline, baseline_why = conditions.probe_baseline(threads, cache_dir, th) if th.enabled else (None, None)
+    attempts = 0
+    while True:
+        attempts += 1
+        raw, cond = _attempt(embedder_kwargs, sentences, bench_cfg, timeout_s, th, baseline)
+        why = cond.verdict(th)
+        if why is None or attempts > th.retries:
+            break
+        print(f"[bench] contended ({why}); measuring again in {th.retry_wait_s:g} s "
+              f"(attempt {attempts + 1} of {th.retries + 1})", flush=True)
+        time.sleep(th.retry_wait_s)
+    lat = Latency.from_samples(raw["samples_ns"])
+    best_pass_s = min(raw["pass_ns"]) / 1e9
+    per_pass_sentences = bench_cfg.batch_size * raw["calls_per_pass"]
+    achieved = peak = None
+    peak_why = None
+    flops = roofline.model_flops(model_config or {}, raw["token_lengths"])
+    if flops is not None:
+        got = roofline.matmul_peak(threads, cache_dir, precision, th)
+        if got.get("contended"):
+            peak_why = got["contended"]
+        else:
+            achieved = flops / best_pass_s / 1e9
+            peak = got["peak_gflops"]
+    return BenchResult(
+        latency=lat,
+        batch_size=bench_cfg.batch_size,
+        throughput=per_pass_sentences / best_pass_s,
+        session_s=raw["session_s"],
+        first_call_ms=raw["first_call_ms"],
+        peak_rss_mb=raw["peak_rss_mb"],
+        timer_overhead_ns=raw["timer_overhead_ns"],
+        iterations=len(raw["samples_ns"]),
+        achieved_gflops=achieved,
+        peak_gflops=peak,
+        passes=len(raw["pass_ns"]),
+        mean_throughput=per_pass_sentences * len(raw["pass_ns"]) / (sum(raw["pass_ns"]) / 1e9),
+        conditions=cond,
+        contended=why,
+        attempts=attempts,
+        notes=[n for n in (baseline_why, f"roofline: {peak_why}" if peak_why else None) if n],
+    )
+
+
+def _attempt(embedder_kwargs: dict, sentences: list[str], bench_cfg, timeout_s: float, th, baseline_ms: float | None):
+    """One benchmark process, holding the machine lock; returns its raw output and conditions."""
     spec = {
         "embedder": {k: (str(v) if isinstance(v, Path) else v) for k, v in embedder_kwargs.items()},
         "sentences": list(sentences),
@@ -228,7 +304,9 @@ def run(
         "seed": bench_cfg.seed,
         "passes": bench_cfg.passes,
     }
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    label = Path(str(embedder_kwargs.get("model_dir", ""))).name
+    with conditions.MachineLock(th.wait_for_other_s if th.enabled else 0.0, label) as lock, \
+            tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
         env = dict(os.environ)
@@ -244,28 +322,20 @@ def run(
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
             raise BenchError(f"benchmark process failed (exit {proc.returncode}):\n{tail}")
         raw = json.loads(out_path.read_text())
-    lat = Latency.from_samples(raw["samples_ns"])
-    best_pass_s = min(raw["pass_ns"]) / 1e9
-    per_pass_sentences = bench_cfg.batch_size * raw["calls_per_pass"]
-    achieved = peak = None
-    flops = roofline.model_flops(model_config or {}, raw["token_lengths"])
-    if flops is not None:
-        achieved = flops / best_pass_s / 1e9
-        peak = roofline.matmul_peak(int(embedder_kwargs.get("threads") or 0), cache_dir, precision)["peak_gflops"]
-    return BenchResult(
-        latency=lat,
-        batch_size=bench_cfg.batch_size,
-        throughput=per_pass_sentences / best_pass_s,
-        session_s=raw["session_s"],
-        first_call_ms=raw["first_call_ms"],
-        peak_rss_mb=raw["peak_rss_mb"],
-        timer_overhead_ns=raw["timer_overhead_ns"],
-        iterations=len(raw["samples_ns"]),
-        achieved_gflops=achieved,
-        peak_gflops=peak,
-        passes=len(raw["pass_ns"]),
-        mean_throughput=per_pass_sentences * len(raw["pass_ns"]) / (sum(raw["pass_ns"]) / 1e9),
+    spread, pass_cv, lat_cv = conditions.stability(raw["pass_ns"], raw["samples_ns"])
+    cond = conditions.Conditions(
+        window=conditions.Window(**raw["window"]),
+        probe_before_ms=raw.get("probe_before_ms"),
+        probe_after_ms=raw.get("probe_after_ms"),
+        probe_baseline_ms=baseline_ms,
+        pass_spread=spread,
+        shortest_pass_s=min(raw["pass_ns"]) / 1e9,
+        pass_cv=pass_cv,
+        latency_cv=lat_cv,
+        threads=int(embedder_kwargs.get("threads") or 0),
+        other_benchmark=lock.contention,
     )
+    return raw, cond
 
 
 def _main(argv: list[str]) -> int:

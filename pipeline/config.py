@@ -190,6 +190,27 @@ class PoolingConfig:
 
 
 @dataclass
+class ContentionConfig:
+    """When a benchmark is contended (pipeline/conditions.py); defaults measured, see conf/bench."""
+
+    enabled: bool = True
+    max_other_cpu_share: float = 0.10  # other processes' CPU time / (timed wall time x cores)
+    max_steal_share: float = 0.05
+    max_probe_slowdown: float = 1.5  # calibration probe against its quiet baseline
+    max_pass_spread: float = 0.25  # (slowest - fastest) / fastest pass over the same calls
+    retries: int = 2  # a contended benchmark is measured again this many times at most
+    retry_wait_s: float = 5.0
+    wait_for_other_s: float = 300.0  # wait this long for another pipeline benchmark on the machine
+
+    def __post_init__(self) -> None:
+        for name in ("max_other_cpu_share", "max_steal_share", "max_pass_spread", "retry_wait_s", "wait_for_other_s"):
+            _positive(f"bench.contention.{name}", getattr(self, name), allow_zero=True)
+        _positive("bench.contention.retries", self.retries, allow_zero=True)
+        if self.max_probe_slowdown < 1:
+            raise ConfigError("bench.contention.max_probe_slowdown", f"got {self.max_probe_slowdown!r}, must be >= 1")
+
+
+@dataclass
 class BenchConfig:
     batch_size: int = 1
     warmup: int = 20
@@ -200,6 +221,7 @@ class BenchConfig:
     # the timed calls run as this many passes over the very same batches; throughput is the
     # best pass (noise from elsewhere on the machine only ever adds time), latency uses all
     passes: int = 3
+    contention: ContentionConfig = field(default_factory=ContentionConfig)
 
     def __post_init__(self) -> None:
         _positive("bench.batch_size", self.batch_size)
@@ -254,7 +276,7 @@ class TrackingConfig:
         return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
 
 
-# --- decision: how the configurations of a sweep are ranked (pipeline/decide.py) ---
+# --- decision: how the configurations of a sweep are ranked (pipeline/decision/) ---
 
 GATE_OPS = ("<=", "<", ">=", ">")
 DIRECTIONS = ("min", "max")
@@ -276,6 +298,10 @@ class CriterionConfig:
     normalize: str = "minmax"
     best: float | None = None  # normalize=levels only
     worst: float | None = None
+    scale: str = "linear"  # normalize=levels: linear between worst and best, or log (ratios count)
+    # values within this fraction of each other are a tie (at least: the measured noise between
+    # interleaved re-timings of the leaders, for the benchmark's own metrics)
+    tie: float = 0.0
     label: str = ""
 
     def __post_init__(self) -> None:
@@ -283,9 +309,13 @@ class CriterionConfig:
         _one_of(f"{f}.direction", self.direction, DIRECTIONS)
         _one_of(f"{f}.normalize", self.normalize, NORMALIZATIONS)
         _positive(f"{f}.weight", self.weight, allow_zero=True)
+        _one_of(f"{f}.scale", self.scale, ("linear", "log"))
+        _positive(f"{f}.tie", self.tie, allow_zero=True)
         if self.normalize == "levels":
             if self.best is None or self.worst is None:
                 raise ConfigError(f"{f}.best", "normalize=levels needs both best and worst")
+            if self.scale == "log" and min(self.best, self.worst) <= 0:
+                raise ConfigError(f"{f}.scale", "a log scale needs best and worst > 0")
             if self.best == self.worst:
                 raise ConfigError(f"{f}.worst", "must differ from best")
             if (self.direction == "min") != (self.best < self.worst):
@@ -353,6 +383,21 @@ class RobustnessConfig:
 
 
 @dataclass
+class RetimeConfig:
+    """At a sweep's end the leading configurations are timed again, in alternation, to measure
+    the noise between runs (pipeline/retime.py); differences inside it are ties."""
+
+    top_k: int = 3  # how many leaders (0: no re-timing)
+    rounds: int = 3  # rounds over the leaders, each in a rotated order
+    max_seconds: float = 2.0  # timed seconds per benchmark of a round
+
+    def __post_init__(self) -> None:
+        _positive("decision.retime.top_k", self.top_k, allow_zero=True)
+        _positive("decision.retime.rounds", self.rounds, allow_zero=True)
+        _positive("decision.retime.max_seconds", self.max_seconds)
+
+
+@dataclass
 class DecisionConfig:
     """A decision profile (conf/decision/*.yaml): criteria, gates, robustness checks."""
 
@@ -371,6 +416,10 @@ class DecisionConfig:
     samples_artifact: str = "latency_samples_ns.csv"
     noise_metric: str = "latency.p95_ms"  # the metric the bootstrap re-estimates from the samples
     noise_percentile: float = 95.0
+    # metrics a busy machine makes meaningless: a contended run (tag bench.contended) is not
+    # judged on them (its gates on them read "n/c", its scores on them are 0) and cannot be a go
+    contention_sensitive: list[str] = field(default_factory=lambda: ["latency.", "throughput.", "load."])
+    retime: RetimeConfig = field(default_factory=RetimeConfig)
 
     def __post_init__(self) -> None:
         metrics = [c.metric for c in self.criteria]
@@ -408,6 +457,27 @@ class Config:
     def __post_init__(self) -> None:
         if not self.cache_dir:
             self.cache_dir = default_cache_dir()
+
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose_config(overrides: list[str], hydra_config: bool = False):
+    """The project's config composed with these overrides (``hydra_config``: with its hydra node).
+
+    The one composer: the DVC stages, the decision's command line, the benchmarks and the tests
+    use it.  Not for use inside a running Hydra app (it resets Hydra's global state).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def register_configs() -> None:

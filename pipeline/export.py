@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from .cache import write_atomic  # noqa: F401  (re-exported: stages import it from here)
 from .config import ModelConfig, QualityConfig, VariantConfig
 from .sources import ResolvedModel, named_model, resolve, sha256_file
 
@@ -107,16 +108,6 @@ def verify_manifest(folder: Path) -> str | None:
         if sha256_file(p) != meta["sha256"]:
             return f"{rel} does not match its sha256"
     return None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a cache file so that a concurrent reader sees the old file or the whole new one,
-    never half of it (a temporary file of this process, then an atomic rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def cached_build(folder: Path, build, info: dict) -> tuple[bool, float]:

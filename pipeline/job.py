@@ -175,6 +175,18 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
     precision = "int8" if cfg.variant.kind == "quantize" else "fp32"  # the peak its matmuls can reach
     b = bench.run(kwargs, sentences, cfg.bench, model_config=model_config, cache_dir=cfg.cache_dir, precision=precision)
     metrics.update(b.metrics())
+    tags.update(b.tags())
+    if b.contended:
+        log.warning("benchmark contended after %d attempt(s): %s", b.attempts, b.contended)
+    # what it takes to time this configuration again (the sweep re-times its leaders at its end)
+    (out_dir / "bench_spec.json").write_text(json.dumps({
+        "embedder": kwargs,
+        "precision": precision,
+        "model_config": model_config,
+        "bench": OmegaConf.to_container(OmegaConf.structured(cfg.bench)),
+        "quality": OmegaConf.to_container(OmegaConf.structured(cfg.quality)) if data is not None else None,
+        "conditions": b.conditions.to_dict() if b.conditions is not None else None,
+    }, indent=2, default=str))
     np.savetxt(out_dir / "latency_samples_ns.csv", np.asarray(b.latency.samples_ns, dtype=np.int64), fmt="%d", header="latency_ns", comments="")
     _latency_figure(
         b.latency.samples_ns,

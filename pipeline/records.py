@@ -118,24 +118,3 @@ def iter_records(records_dir: str | Path) -> Iterator[tuple[Path, RunRecord]]:
             except (ValueError, TypeError):
                 continue  # a foreign or damaged file: not a record of ours
     yield from sorted(found, key=lambda fr: (fr[1].created, fr[1].record_id))
-
-
-def frame(recs: list[RunRecord]):
-    """Records as the decision matrix's frame (one row per run, like ``decide.load_children``)."""
-    import pandas as pd
-
-    rows = []
-    for r in recs:
-        if r.is_parent:
-            continue
-        row = {
-            "run_id": r.mlflow_run_id or r.record_id,
-            "run_name": r.run_name,
-            "status": r.status if r.status != "running" else "unfinished",
-            "reason": r.reason or ("the job never finished" if r.status == "running" else ""),
-            "start_time": int(r.created * 1000),
-        }
-        row.update(r.params)
-        row.update(r.metrics)
-        rows.append(row)
-    return pd.DataFrame(rows)

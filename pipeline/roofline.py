@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -97,21 +96,35 @@ def _measure_peak(threads: int, n: int = 1024, repeats: int = 8, precision: str 
     return {"precision": precision, "ort_gflops": best_ort / 1e9, "numpy_gflops": best_np / 1e9, "peak_gflops": max(best_ort, best_np) / 1e9}
 
 
-def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: str = "fp32") -> dict:
+def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: str = "fp32", thresholds=None) -> dict:
     """This machine's matrix-product peak at ``threads`` threads (0: all cores), cached per
-    machine, thread count and precision: for fp32 the best of ONNX Runtime's MatMul (MLAS, what
-    the models run on) and numpy's BLAS in GFLOP/s; for int8 ONNX Runtime's MatMulInteger
-    (u8 x s8, what dynamic int8 runs on) in GOP/s."""
-    key = f"{platform.node()}-{platform.machine()}-{os.cpu_count()}-t{threads}" + ("" if precision == "fp32" else f"-{precision}")
+    CPU model, cores, thread count and precision: for fp32 the best of ONNX Runtime's MatMul
+    (MLAS, what the models run on) and numpy's BLAS in GFLOP/s; for int8 ONNX Runtime's
+    MatMulInteger (u8 x s8, what dynamic int8 runs on) in GOP/s.
+
+    The peak is a baseline every later ``roofline_fraction`` divides by, so it is never taken
+    from a contended measurement: while other processes use the CPU it is measured again (the
+    ``bench.contention`` retries); if the machine stays busy the result carries ``contended``
+    (the reason) and nothing is cached.
+    """
+    from . import conditions
+
+    th = conditions.Thresholds.of(thresholds)
+    key = conditions.machine_key(threads) + ("" if precision == "fp32" else f"-{precision}")
     path = Path(cache_dir) / "machine" / f"matmul-peak-{key}.json" if cache_dir else None
     if path is not None and path.is_file():
         try:
-            return json.loads(path.read_text())
+            cached = json.loads(path.read_text())
+            if "peak_gflops" in cached and not cached.get("contended"):
+                return cached
         except ValueError:
             pass
-    peak = _measure_peak(threads, precision=precision)
+    peak, window, reason = conditions.quiet_window(lambda: _measure_peak(threads, precision=precision), th)
+    peak = {**peak, **conditions.machine(), "threads": threads, "other_cpu_share": window.other_cpu_share}
+    if reason is not None:
+        return {**peak, "contended": f"matmul peak not measured on a quiet machine: {reason}"}
     if path is not None:
-        from .export import write_atomic
+        from .cache import write_atomic
 
         write_atomic(path, json.dumps(peak))
     return peak

@@ -36,8 +36,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .config import CONF_DIR, compose_config  # one composer for the whole project
+
 ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = ROOT / "conf"
 PARAMS = "params.yaml"
 OUT = Path("study")
 EXPORTS = OUT / "exports.json"
@@ -83,22 +84,6 @@ def job_overrides(study: dict[str, Any]) -> list[str]:
     out = [f"+sweep={study['sweep']}"]
     out += [f"bench.{k}={v}" for k, v in study["bench"].items() if v is not None]
     return out + list(study["overrides"])
-
-
-def compose_config(overrides: list[str], hydra_config: bool = False):
-    """The project's config composed with these overrides (``hydra_config``: with its hydra node)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from .config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def jobs(study: dict[str, Any]) -> list[list[str]]:
@@ -207,45 +192,24 @@ def sweep_stage(study: dict[str, Any]) -> int:
 
 
 # -- decide -----------------------------------------------------------------------------------
-def _samples_ms(folder: Path, artifact: str):
-    import numpy as np
-    import pandas as pd
-
-    path = folder / artifact
-    if not path.is_file():
-        return None
-    data = pd.read_csv(path)
-    if "latency_ns" not in data or data["latency_ns"].dropna().empty:
-        return None
-    return data["latency_ns"].dropna().to_numpy(dtype=np.float64) / 1e6
-
-
 def decide_stage(study: dict[str, Any]):
     """Rank the records of ``study/runs`` with the study's decision profile; write the report,
     ``metrics.json`` and the plot data.  Reads no MLflow store and logs nothing."""
     import numpy as np
     import pandas as pd
 
-    from . import decide, records, report
+    from . import decision as decision_pkg
+    from . import records
+    from .decision import report
 
     found = list(records.iter_records(RUNS))
     if not found:
         raise StageError(f"no run records in {RUNS}: run the sweep stage first (dvc repro)")
-    recs = [r for _, r in found]
-    frame = records.frame(recs)
-    frame["label"] = decide._labels(frame)
-    folders = {(r.mlflow_run_id or r.record_id): f for f, r in found}
-    cfg = decide.compose_decision(study["decision"]).decision
-    parents = {r.tags.get("mlflow.parentRunId") for r in recs} - {None}
-    parent = parents.pop() if len(parents) == 1 else ""
-
-    ok = frame[frame["status"] == "ok"]
-    samples = {}
-    for _, row in ok.iterrows():
-        s = _samples_ms(folders[row["run_id"]], cfg.samples_artifact)
-        if s is not None:
-            samples[row["label"]] = s
-    decision = decide.decide(frame, cfg, samples, parent_run_id=parent, sweep=study["sweep"])
+    parents = [f for f, r in found if r.is_parent]
+    cfg = decision_pkg.compose_decision(study["decision"]).decision
+    inputs = decision_pkg.from_records(found, cfg.samples_artifact, parents[-1] if parents else None, sweep=study["sweep"])
+    decision = decision_pkg.decide(inputs, cfg)
+    samples = inputs.samples_ms
 
     for path in (DECISION, METRICS, PLOTS):
         _fresh(path)

@@ -418,8 +418,9 @@ def end_sweep(config: DictConfig) -> None:
     counts = {s: sum(r.status == s for r in st.records) for s in ("ok", "skipped", "failed", "done")}
     missing = len(st.jobs) - len(st.records)
     failed = bool(st.failed) or missing > 0
-    # the parent's local record first: jobs.json, counts, status
     pfolder = st.parent_folder
+    _retime_leaders(st, config)
+    # the parent's local record first: jobs.json, counts, status
     prec = records.load(pfolder)
     jobs_json = {"sweep": st.name, "jobs": [{**asdict(r), "overrides": [track.redact(o) for o in r.overrides]} for r in st.records]}
     (pfolder / "jobs.json").write_text(json.dumps(jobs_json, indent=2))
@@ -454,6 +455,22 @@ def end_sweep(config: DictConfig) -> None:
         )
 
 
+def _retime_leaders(st: SweepState, config: DictConfig) -> None:
+    """Time the sweep's leading configurations again, in alternation (pipeline/retime.py), so that
+    the decision knows the noise between runs; a failure here costs the ties, never the sweep."""
+    from . import records, retime
+    from .config import to_config
+
+    mine = {r.record_id for r in st.records if r.record_id and r.status in ("ok", "done")}
+    found = [(f, r) for f, r in records.iter_records(st.records_dir) if r.record_id in mine]
+    try:
+        typed = to_config(config)
+        retime.retime_sweep(st.parent_folder, found, typed.decision, typed.cache_dir, progress=lambda m: print(m, flush=True))
+    except Exception as exc:
+        print(f"[sweep {st.name}] leaders not re-timed ({_why(exc)}): ties rest on each criterion's tolerance only",
+              file=sys.stderr, flush=True)
+
+
 def on_sweep_end(parent_run_id: str | None, cfg: DictConfig) -> None:
     """Runs once when a sweep ends: prints the summary, then the decision matrix.
 
@@ -466,18 +483,24 @@ def on_sweep_end(parent_run_id: str | None, cfg: DictConfig) -> None:
               "`python -m pipeline.decide` decides the sweep", flush=True)
         return
     # the decision matrix, logged on the parent run and written under reports/
-    from . import decide
+    from . import decision as decision_pkg
     from .config import to_config
 
     try:
         typed = to_config(cfg)
-        decision = decide.decide_sweep(parent_run_id, typed.decision, typed.tracking.resolved_uri(), out_dir=typed.reports_dir)
-    except decide.DecideError as exc:
+        decision = decision_pkg.decide_sweep(parent_run_id, typed.decision, typed.tracking.resolved_uri(), out_dir=typed.reports_dir)
+    except decision_pkg.DecideError as exc:
         print(f"[sweep] no decision: {exc}", flush=True)
         return
-    except Exception as exc:  # the store went away after the sync
-        print(f"[sweep] no decision: MLflow failed ({_why(exc)})", flush=True)
+    except Exception as exc:  # a bug of ours, or the store went away after the sync: say which
+        traceback.print_exc()
+        print(f"[sweep] no decision: {_why(exc)} (python -m pipeline.decide decides the sweep again)", flush=True)
         return
+    contended = decision.contended
+    if len(contended):
+        lines = [f"  {r['label']}: {r['contended']}" for _, r in contended.iterrows()]
+        print(f"\n[sweep] {len(contended)} configuration(s) measured on a busy machine; their latencies are not "
+              "comparable and support no go:\n" + "\n".join(lines), flush=True)
     print(f"\n{decision.recommendation}\n(report: {decision.out_dir / 'report.md'})", flush=True)
 
 
@@ -503,7 +526,7 @@ def print_summary(parent_run_id: str | None, cfg: DictConfig | None = None) -> N
             (
                 f"{r.num + 1}/{len(st.jobs)}",
                 r.label,
-                "done (reused)" if r.status == "done" else r.status,
+                ("done (reused)" if r.status == "done" else r.status) + (" (contended)" if m.get("bench.contended") == 1.0 else ""),
                 f("latency.p50_ms", ".2f"),
                 f("latency.p95_ms", ".2f"),
                 f("throughput.sentences_per_s", ".1f"),
@@ -647,7 +670,7 @@ def run_job(dcfg: DictConfig) -> JobRecord:
         tags["config_hash"] = chash
         cfg = to_config(dcfg)
         if not st.rerun:
-            prior, where = None, None
+            prior, where, prior_record = None, None, None
             if st.parent_run_id is not None:  # MLflow answered at the start
                 try:
                     found = find_done(st.client(), st.experiment_id, chash)
@@ -661,8 +684,9 @@ def run_job(dcfg: DictConfig) -> JobRecord:
                     prior = local.mlflow_run_id
                     where = f"run {prior}" if prior else f"local record {local.record_id} (not logged yet)"
                     st.metrics[num] = dict(local.metrics)
+                    prior_record = local.record_id
             if where is not None:
-                rec = JobRecord(num, overrides, label, "done", prior, reason=None, seconds=0.0)
+                rec = JobRecord(num, overrides, label, "done", prior, reason=None, seconds=0.0, record_id=prior_record)
                 print(f"[sweep {st.name}]   already done: {where} (rerun=true runs it again)", flush=True)
                 st.records.append(rec)
                 return rec

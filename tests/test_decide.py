@@ -133,8 +133,10 @@ def test_hard_gate_failure_excludes_the_best_scoring_configuration(store, tmp_pa
     assert "parity.min_cosine >= 0.99: metric missing" in missing["why"]
     # the gate-failed ones rank below every configuration that passes
     assert list(d.ranking["eligible"]) == [True, False, False]
-    # a single eligible candidate: every min-max score is 1, the total 100%, no NaN anywhere
-    assert d.ranking.loc[0, "total_pct"] == pytest.approx(100.0)
+    # fixed scales: the winner's total is its own values on the profile's scales, whoever else ran
+    expected = (0.30 * (30 - 12) / 29 + 0.20 * np.log(300 / 100) / np.log(30) + 0.30 * (80 - 60) / 30
+                + 0.10 * np.log(90 / 1000) / np.log(10 / 1000) + 0.10 * np.log(400 / 2000) / np.log(50 / 2000))
+    assert d.ranking.loc[0, "total_pct"] == pytest.approx(100 * expected)
     assert not d.ranking.filter(like="score.").isna().any().any()
 
 
@@ -161,9 +163,11 @@ def test_moving_a_weight_changes_the_ranking_the_way_it_should(store, tmp_path):
 
 def test_weight_robustness_reports_a_near_tie_as_fragile(store, tmp_path):
     # latency and quality weigh the same (0.3 each) and the two configurations trade them exactly
+    # on the default profile's fixed scales (p95: 1 to 30 ms, STS: 60 to 90), the slower one a hair ahead
+    sts_for_equal = 75.0 + 30 * (19.0 - 10.0) / 29 + 0.01
     pid = store.sweep([
-        {"pooling": "cls", "metrics": good_metrics(10.0, **{"quality.stsb_spearman": 70.0})},
-        {"pooling": "mean", "metrics": good_metrics(19.0, **{"quality.stsb_spearman": 85.0})},
+        {"pooling": "cls", "metrics": good_metrics(10.0, **{"quality.stsb_spearman": 75.0})},
+        {"pooling": "mean", "metrics": good_metrics(19.0, **{"quality.stsb_spearman": sts_for_equal})},
     ])
     d = decide_sweep(pid, profile(), store.uri, out_dir=tmp_path / "reports", log_to_parent=False)
     w = d.robustness.weights.set_index(["criterion", "change"])

@@ -1,6 +1,6 @@
 """Report: the files of a decision (tables, figures, markdown, JSON), written from a :class:`Decision`.
 
-The scoring lives in :mod:`pipeline.decide`; this module only writes what it computed. No
+The scoring lives in :mod:`pipeline.decision.matrix`; this module only writes what it computed. No
 timestamps go into the files, so deciding the same sweep twice writes the same tables.
 """
 
@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from .decide import Decision
+from .types import Decision
 
 COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
 

@@ -1,0 +1,148 @@
+"""The decision for one sweep, from its :class:`Inputs`: rank, pick, say it in words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import DecisionConfig
+from . import noise
+from .inputs import PARAMS, runs_frame
+from .matrix import evaluate, pareto_front, winner_of
+from .types import Decision, Inputs, Robustness, Winner
+
+# headline metrics copied onto the parent run as best.<name>, besides the criteria and gates
+HEADLINE_METRICS = (
+    "latency.p50_ms",
+    "latency.p95_ms",
+    "latency.p99_ms",
+    "throughput.sentences_per_s",
+    "quality.stsb_spearman",
+    "model.size_mb",
+    "memory.peak_rss_mb",
+    "parity.min_cosine",
+)
+
+
+def reproduce_command(params: dict[str, Any]) -> str:
+    """The command that reruns one configuration as a single job."""
+    parts = ["python -m pipeline"]
+    for key, override in (
+        ("model", "model"),
+        ("variant", "variant"),
+        ("provider", "provider"),
+        ("pooling", "pooling"),
+        ("batch_size", "bench.batch_size"),
+        ("threads", "provider.threads"),
+        ("max_length", "model.max_length"),
+    ):
+        v = params.get(key)
+        if v is not None and str(v) not in ("", "nan", "None"):
+            parts.append(f"{override}={v}")
+    return " ".join(parts)
+
+
+def _winner(ranked: pd.DataFrame, cfg: DecisionConfig) -> Winner | None:
+    win_id = winner_of(ranked)
+    if win_id is None:
+        return None
+    row = ranked.iloc[0]
+    names = [*HEADLINE_METRICS, *(c.metric for c in cfg.criteria), *(g.metric for g in cfg.hard_gates), *(g.metric for g in cfg.graded_gates)]
+    params = {p: str(row[p]) for p in PARAMS if p in row and row[p] is not None and str(row[p]) != "nan"}
+    tied = ranked[(ranked["tie_group"] == row["tie_group"]) & (ranked["run_id"] != win_id)]["label"].tolist()
+    return Winner(
+        run_id=win_id,
+        label=row["label"],
+        params=params,
+        metrics={k: float(row[k]) for k in dict.fromkeys(names) if k in row and pd.notna(row[k]) and np.isfinite(float(row[k]))},
+        score_pct=float(row["total_pct"]),
+        verdict=row["verdict"],
+        command=reproduce_command(params),
+        misses=row["misses"].split("; ") if row["misses"] else [],
+        tied_with=tied,
+    )
+
+
+def recommendation(ranked: pd.DataFrame, winner: Winner | None, cfg: DecisionConfig, complete: bool | None = None,
+                   unfinished: int = 0) -> str:
+    incomplete = ""
+    if complete is False or unfinished:
+        incomplete = (f" The sweep is incomplete ({unfinished} run(s) never finished)" if unfinished else " The sweep is incomplete") + \
+            ": a configuration that did not finish was not considered; rerun the sweep to complete it."
+    if ranked.empty:
+        return "NO-GO: no configuration of this sweep finished (status=ok); nothing to ship. See the excluded runs." + incomplete
+    if winner is None:
+        first = ranked.iloc[0]
+        return (
+            f"NO-GO: none of the {len(ranked)} configurations passes the hard gates "
+            f"({', '.join(g.name for g in cfg.hard_gates)}); nothing to ship. "
+            f"Closest by score: {first['label']} ({first['total_pct']:.1f}%), which fails: {first['why']}." + incomplete
+        )
+    m = winner.metrics
+    facts = []
+    for metric, fmt in (("latency.p95_ms", "p95 {:.2f} ms"), ("throughput.sentences_per_s", "{:.0f} sentences/s"), ("quality.stsb_spearman", "STS {:.1f}")):
+        if np.isfinite(m.get(metric, np.nan)):
+            facts.append(fmt.format(m[metric]))
+    head = f"{winner.label} (run {winner.run_id}, score {winner.score_pct:.1f}%: {', '.join(facts)})"
+    row = ranked.iloc[0]
+    contended = str(row.get("contended", "") or "")
+    if contended:
+        text = (f"NO-GO: the best configuration, {head}, was measured on a busy machine ({contended}); its latencies "
+                f"are not comparable and cannot support a go. Measure it again on a quiet machine.")
+        others = int((ranked["contended"].astype(str) != "").sum()) if "contended" in ranked else 0
+        if others > 1:
+            text += f" {others} of the {len(ranked)} ranked configurations were contended."
+    elif winner.verdict == "go":
+        text = f"GO: ship {head}. It meets every target."
+    elif winner.verdict == "close":
+        text = f"CLOSE: {head} is the best configuration and meets every acceptable level, but misses targets: {'; '.join(winner.misses)}. Ship it if the acceptable levels will do; otherwise keep looking."
+    else:
+        text = f"NO-GO: the best configuration, {head}, passes the hard gates but misses acceptable levels: {'; '.join(winner.misses)}. Do not ship it as is."
+    if winner.tied_with:
+        text += (f" It cannot be told apart from {', '.join(winner.tied_with)}: every difference lies inside the measured "
+                 f"noise (a tie, broken by name); any of them will do.")
+    return f"{text}{incomplete} Reproduce: {winner.command}"
+
+
+def decide(inputs: Inputs | pd.DataFrame, cfg: DecisionConfig, samples_ms: dict[str, np.ndarray] | None = None,
+           parent_run_id: str = "", sweep: str = "") -> Decision:
+    """The decision for a sweep's :class:`Inputs` (or a runs frame, with its samples)."""
+    if isinstance(inputs, pd.DataFrame):
+        frame = inputs if "label" in inputs else runs_frame(inputs.to_dict(orient="records"))
+        inputs = Inputs(runs=frame, samples_ms=samples_ms or {}, parent_run_id=parent_run_id, sweep=sweep)
+    runs = inputs.runs
+    if "label" not in runs:
+        runs = runs_frame(runs.to_dict(orient="records"))
+    if "contended" not in runs:
+        runs = runs.assign(contended="")
+    ok = runs["status"] == "ok" if len(runs) else pd.Series([], dtype=bool)
+    candidates = runs[ok].reset_index(drop=True)
+    excluded = runs[~ok].reset_index(drop=True)
+    candidates, bands, between = noise.between_runs(candidates, inputs.rounds)
+    ranked = evaluate(candidates, cfg, bands=bands)
+    ranked["pareto"] = pareto_front(ranked, cfg.pareto_x, cfg.pareto_y)
+    winner = _winner(ranked, cfg)
+    verdict = winner.verdict if winner else "no-go"
+    samples = inputs.samples_ms or {}
+    if len(candidates):
+        weights_table, w_stab, top_stab = noise.weight_sensitivity(candidates, cfg, winner.run_id if winner else None, bands)
+    else:
+        weights_table, w_stab, top_stab = pd.DataFrame(), None, None
+    noise_table, n_stab, n_draws = noise.within_run(candidates, ranked, cfg, samples, bands)
+    unfinished = int((excluded["status"] == "unfinished").sum()) if len(excluded) else 0
+    return Decision(
+        parent_run_id=inputs.parent_run_id,
+        sweep=inputs.sweep,
+        profile=cfg.name,
+        ranking=ranked,
+        excluded=excluded,
+        winner=winner,
+        verdict=verdict,
+        recommendation=recommendation(ranked, winner, cfg, inputs.complete, unfinished),
+        robustness=Robustness(weights_table, w_stab, top_stab, noise_table, n_stab, n_draws, between),
+        config=cfg,
+        samples_ms=samples,
+        complete=inputs.complete,
+    )
