@@ -16,7 +16,7 @@ from .types import Decision
 COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
 
 
-def write(decision: "Decision", folder: Path) -> list[Path]:
+def write(decision: Decision, folder: Path) -> list[Path]:
     """Write every output of the decision into ``folder``; returns the paths written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -30,6 +30,8 @@ def write(decision: "Decision", folder: Path) -> list[Path]:
         pareto_figure(decision, folder / "pareto.png"),
         cdf_figure(decision, folder / "latency_cdf.png"),
         scores_figure(decision, folder / "scores.png"),
+        differences_figure(decision, folder / "differences.png"),
+        _csv(decision.robustness.between, folder / "robustness_between_runs.csv"),
     ]
     files.append(_text(markdown(decision), folder / "report.md"))
     return files
@@ -53,13 +55,13 @@ def _present(frame: pd.DataFrame, cols: list[str]) -> list[str]:
 # tables
 
 
-def ranking_table(decision: "Decision") -> pd.DataFrame:
+def ranking_table(decision: Decision) -> pd.DataFrame:
     """The full ranking: scores, total, gates, reasons, params, the metrics that were judged."""
     cfg = decision.config
     r = decision.ranking
     metrics = list(dict.fromkeys([*(c.metric for c in cfg.criteria), *(g.metric for g in cfg.hard_gates), *(g.metric for g in cfg.graded_gates)]))
     cols = [
-        "rank", "label", "run_id", "verdict", "eligible", "total_pct",
+        "rank", "label", "run_id", "verdict", "eligible", "contended", "tie_group", "tied", "total_pct",
         *(f"score.{c.metric}" for c in cfg.criteria),
         *(f"gate.{g.name}" for g in cfg.hard_gates),
         *(f"gate.{g.name}" for g in cfg.graded_gates),
@@ -73,7 +75,7 @@ def ranking_table(decision: "Decision") -> pd.DataFrame:
     return out
 
 
-def ranking_markdown(decision: "Decision") -> str:
+def ranking_markdown(decision: Decision) -> str:
     cfg = decision.config
     r = decision.ranking
     if r.empty:
@@ -82,6 +84,8 @@ def ranking_markdown(decision: "Decision") -> str:
     for c in cfg.criteria:
         t[f"{c.label or c.metric} (w {c.weight:g})"] = r[f"score.{c.metric}"].map(lambda v: f"{v:.2f}")
     t["verdict"] = r["verdict"]
+    if "tied" in r and r["tied"].any():
+        t["tie"] = [f"={int(g)}" if tied else "" for g, tied in zip(r["tie_group"], r["tied"])]
     for g in [*cfg.hard_gates, *cfg.graded_gates]:
         t[g.name] = r[f"gate.{g.name}"].map(_gate_mark)
     t["why"] = r["why"].replace("", "-")
@@ -100,7 +104,7 @@ def _fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
-def markdown(decision: "Decision") -> str:
+def markdown(decision: Decision) -> str:
     cfg = decision.config
     rob = decision.robustness
     w = decision.winner
@@ -152,7 +156,32 @@ def markdown(decision: "Decision") -> str:
         ex = decision.excluded[_present(decision.excluded, ["label", "status", "reason", "run_id"])]
         lines += [ex.to_markdown(index=False), ""]
 
-    lines += ["## Robustness", "", f"### Weights moved by ±{cfg.robustness.weight_change:.0%}", ""]
+    lines += ["## Measurement conditions", ""]
+    contended = decision.contended
+    if contended.empty:
+        lines += ["Every ranked configuration was measured on a quiet machine (no `bench.contended` reason).", ""]
+    else:
+        lines += [f"{len(contended)} configuration(s) were measured while other processes used the machine, even after "
+                  "the benchmark's retries. Their latencies and throughput are not comparable: they are ranked after every "
+                  "quiet one, not judged on those metrics, and never a go. Measure them again on a quiet machine.", ""]
+        lines += [pd.DataFrame({"configuration": contended["label"], "why": contended["contended"]}).to_markdown(index=False), ""]
+    lines += ["## Robustness", "", "### Noise between runs (the leaders re-timed in alternation)", ""]
+    between = rob.between
+    if between is None or between.empty:
+        lines += ["The leaders were not re-timed (fewer than two, `decision.retime.rounds=0`, or a sweep without the "
+                  "re-timing): ties rest on each criterion's `tie` tolerance alone.", ""]
+    else:
+        t = between[between["metric"].isin(["latency.p95_ms", "throughput.sentences_per_s"])]
+        lines += ["Each value is the median of the sweep's run and the quiet re-timing rounds; the range is the noise band "
+                  "a difference must clear to count.", "",
+                  pd.DataFrame({"configuration": t["label"], "metric": t["metric"], "runs": t["n"], "sweep": t["sweep"].map(_fmt),
+                                "median": t["median"].map(_fmt), "range": [f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(t["low"], t["high"])],
+                                "rounds": t["rounds"]}).to_markdown(index=False), ""]
+    ties = decision.winner.tied_with if decision.winner else []
+    if ties:
+        lines += [f"**Tie:** the winner cannot be told apart from {', '.join(ties)}: every difference between them lies "
+                  "inside the measured noise.", ""]
+    lines += [f"### Weights moved by ±{cfg.robustness.weight_change:.0%}", ""]
     if rob.winner_stability is None:
         lines += ["Nothing to move: no ranked configuration.", ""]
     else:
@@ -164,7 +193,8 @@ def markdown(decision: "Decision") -> str:
             rob.weights[["criterion", "change", "winner", "same_winner", "top"]].to_markdown(index=False),
             "",
         ]
-    lines += [f"### Measurement noise (bootstrap of p{cfg.noise_percentile:g} from the raw samples)", ""]
+    lines += [f"### Noise within one run (bootstrap of p{cfg.noise_percentile:g} from the raw samples)", "",
+              "A lower bound: it resamples the calls of one run and cannot see a slow spell that lasted the whole run.", ""]
     if rob.noise.empty or rob.noise["n_samples"].sum() == 0:
         lines += ["No raw latency samples for the leading configurations: the noise was not estimated.", ""]
     else:
@@ -200,6 +230,11 @@ def markdown(decision: "Decision") -> str:
         "",
         "Criterion scores of the leading configurations.",
         "",
+        "![Differences](differences.png)",
+        "",
+        "Raw p95 latency and throughput of the leading configurations with their noise intervals "
+        "(re-timing range, else the bootstrap interval): overlapping intervals are ties.",
+        "",
         "## How the score is computed",
         "",
         "| criterion | direction | weight | normalization |",
@@ -208,7 +243,9 @@ def markdown(decision: "Decision") -> str:
     wsum = sum(c.weight for c in cfg.criteria) or 1.0
     for c in cfg.criteria:
         if c.normalize == "levels":
-            norm = f"fixed scale: 1 at {c.best:g}, 0 at {c.worst:g}"
+            norm = f"fixed {'log ' if c.scale == 'log' else ''}scale: 1 at {c.best:g}, 0 at {c.worst:g}"
+            if c.tie:
+                norm += f"; within {c.tie:.0%} (or the measured noise) is a tie"
         else:
             norm = "min-max over the candidates passing the hard gates (1 = best, 0 = worst)"
         lines.append(f"| {c.label or c.metric} (`{c.metric}`) | {'lower' if c.direction == 'min' else 'higher'} is better | "
@@ -218,11 +255,13 @@ def markdown(decision: "Decision") -> str:
     for g in cfg.graded_gates:
         lines.append(f"| `{g.metric}` | {g.op} {g.target:g} | {g.op} {g.acceptable:g} |")
     lines += ["", "A missing metric fails the gate that needs it and scores 0 on its criterion. "
-              "Ties are broken by the configuration's name, so the ranking is reproducible.", ""]
+              "Among configurations that miss graded gates, fewer missed acceptable levels, then fewer missed targets, "
+              "then smaller misses rank higher. Values inside the noise of a better one share its score; configurations "
+              "whose totals are then equal are a tie (same `tie_group`), ordered by their unshared totals and names.", ""]
     return "\n".join(lines)
 
 
-def _noise_sentence(decision: "Decision") -> str:
+def _noise_sentence(decision: Decision) -> str:
     noise = decision.robustness.noise
     others = noise[noise["distinguishable"].notna()] if "distinguishable" in noise else noise.iloc[0:0]
     if others.empty:
@@ -270,7 +309,7 @@ def _gate_lines(ax, cfg, metric: str, data_max: float, prefix: str) -> None:
                 ax.plot([], [], color=color, ls=ls, lw=1, label=f"{prefix}{name} {g.op} {value:g} (off scale)")
 
 
-def pareto_figure(decision: "Decision", path: Path) -> Path:
+def pareto_figure(decision: Decision, path: Path) -> Path:
     plt = _plt()
     cfg = decision.config
     r = decision.ranking
@@ -306,7 +345,7 @@ def pareto_figure(decision: "Decision", path: Path) -> Path:
     return path
 
 
-def cdf_figure(decision: "Decision", path: Path) -> Path:
+def cdf_figure(decision: Decision, path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     leaders = decision.ranking[decision.ranking["eligible"].astype(bool)].head(decision.config.robustness.top_k)
@@ -336,7 +375,48 @@ def cdf_figure(decision: "Decision", path: Path) -> Path:
     return path
 
 
-def scores_figure(decision: "Decision", path: Path) -> Path:
+def differences_figure(decision: Decision, path: Path) -> Path:
+    """The raw values of the leaders (not scores) with their noise intervals, per metric."""
+    plt = _plt()
+    cfg = decision.config
+    top = decision.ranking[decision.ranking["eligible"].astype(bool)].head(cfg.robustness.top_k)
+    metrics = [("latency.p95_ms", "p95 latency (ms), lower is better"), ("throughput.sentences_per_s", "throughput (sentences/s), higher is better")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 1.6 + 0.55 * max(1, len(top))))
+    between = decision.robustness.between
+    noise = decision.robustness.noise.set_index("label") if not decision.robustness.noise.empty else None
+    for ax, (metric, title) in zip(axes, metrics):
+        drawn = 0
+        for i, (_, row) in enumerate(top.iterrows()):
+            v = row.get(metric)
+            if v is None or not np.isfinite(v):
+                continue
+            lo = hi = v
+            src = "single run"
+            b = between[(between["label"] == row["label"]) & (between["metric"] == metric)] if between is not None and not between.empty else None
+            if b is not None and len(b):
+                lo, hi, src = float(b["low"].iloc[0]), float(b["high"].iloc[0]), f"{int(b['n'].iloc[0])} runs"
+            elif metric == "latency.p95_ms" and noise is not None and row["label"] in noise.index and pd.notna(noise.loc[row["label"], "ci_low_ms"]):
+                lo, hi, src = float(noise.loc[row["label"], "ci_low_ms"]), float(noise.loc[row["label"], "ci_high_ms"]), "bootstrap"
+            y = len(top) - i
+            ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]], fmt="o", color=COLORS[i % len(COLORS)], capsize=4)
+            ax.annotate(f"#{int(row['rank'])} ({src})", (v, y), textcoords="offset points", xytext=(0, 6), fontsize=7, ha="center")
+            drawn += 1
+        if drawn == 0:
+            _empty(ax, f"no {metric}")
+        else:
+            ax.set_yticks(range(len(top), 0, -1))
+            ax.set_yticklabels([str(lab)[:40] for lab in top["label"]], fontsize=7)
+            ax.margins(x=0.15, y=0.25)
+            ax.grid(axis="x", alpha=0.3)
+        ax.set_title(title, fontsize=9)
+    fig.suptitle("the leaders' raw differences and noise intervals", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def scores_figure(decision: Decision, path: Path) -> Path:
     plt = _plt()
     cfg = decision.config
     top = decision.ranking.head(cfg.robustness.top_k)

@@ -1,0 +1,114 @@
+"""The conditions of a measurement: a busy machine is seen, said and never trusted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from conftest import tiny_overrides
+from pipeline import bench, conditions, roofline
+from pipeline.config import BenchConfig, ContentionConfig, ModelConfig, VariantConfig, to_config
+from pipeline.export import export
+from pipeline.sources import resolve
+
+BURN = "import time\nt = time.time()\nwhile time.time() - t < {s}: pass\n"
+
+
+@contextmanager
+def burners(seconds: float = 60.0):
+    """One busy-looping process per core, bounded in time, killed on the way out."""
+    procs = [subprocess.Popen([sys.executable, "-c", BURN.format(s=seconds)]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.5)
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_bert, tmp_path_factory):
+    cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
+    return export(resolve(cfg), cfg, VariantConfig(), tmp_path_factory.mktemp("cond-cache"))
+
+
+SENTENCES = ["a dog runs in the park", "two people are talking", "the man is playing a guitar on the road"] * 20
+
+
+def _bench(art, cache, **contention):
+    cfg = BenchConfig(batch_size=1, warmup=3, iterations=400, min_iterations=200, max_seconds=1.0,
+                      contention=ContentionConfig(**{"retries": 0, "retry_wait_s": 0.0, **contention}))
+    return bench.run({"model_dir": str(art.folder), "max_length": 64}, SENTENCES, cfg, cache_dir=cache)
+
+
+def test_a_busy_machine_marks_the_benchmark_contended(tiny_export, tmp_path):
+    with burners():
+        result = _bench(tiny_export, tmp_path)
+    assert result.contended is not None and "other processes used" in result.contended
+    m = result.metrics()
+    assert m["bench.contended"] == 1.0 and m["conditions.other_cpu_share"] > 0.10
+    assert result.tags()["bench.contended"] == result.contended
+
+
+def test_a_contended_benchmark_is_measured_again_then_kept_and_marked(tiny_export, tmp_path):
+    with burners():
+        result = _bench(tiny_export, tmp_path, retries=2, retry_wait_s=0.1)
+    assert result.attempts == 3 and result.contended is not None
+    assert result.metrics()["bench.attempts"] == 3.0
+
+
+def test_another_pipeline_benchmark_on_the_machine_is_waited_for_then_named(tiny_export, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_MACHINE_LOCK", str(tmp_path / "machine.lock"))
+    with conditions.MachineLock(1.0, "the other sweep") as held:
+        assert held.held
+        t0 = time.perf_counter()
+        result = _bench(tiny_export, tmp_path, wait_for_other_s=0.5, max_other_cpu_share=1.0, max_pass_spread=100.0)
+        assert time.perf_counter() - t0 >= 0.5
+    assert "another pipeline benchmark held the machine" in result.contended
+    assert "the other sweep" in result.contended
+    # free again: the next one takes it at once
+    free = _bench(tiny_export, tmp_path, wait_for_other_s=0.5, max_other_cpu_share=1.0, max_pass_spread=100.0, max_probe_slowdown=100.0)
+    assert free.contended is None
+
+
+def test_the_machine_baselines_are_never_taken_on_a_busy_machine(tmp_path):
+    th = conditions.Thresholds(retries=0, retry_wait_s=0.0)
+    with burners():
+        peak = roofline.matmul_peak(1, tmp_path, "fp32", th)
+        probe, why = conditions.probe_baseline(1, tmp_path, th)
+    assert "contended" in peak and probe is None and "no quiet baseline" in why
+    assert not list((tmp_path / "machine").glob("*.json")) if (tmp_path / "machine").exists() else True
+
+
+def test_the_baseline_is_keyed_on_cpu_model_cores_and_threads(monkeypatch):
+    k1 = conditions.machine_key(1)
+    assert k1 != conditions.machine_key(2)
+    monkeypatch.setattr(conditions, "cpu_model", lambda: "Another CPU 9000")
+    assert conditions.machine_key(1) != k1
+
+
+def test_a_burner_marks_a_job_contended_and_its_run_cannot_be_a_go(compose, tiny_bert, tiny_sts_dir, tmp_path):
+    from pipeline import records
+    from pipeline.decision import compose_decision, decide, from_records
+    from pipeline.job import execute
+
+    dcfg = compose(tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) + ["bench.contention.retries=0", "bench.min_iterations=200",
+                                                                        "bench.iterations=400", "bench.max_seconds=1"])
+    with burners():
+        result = execute(to_config(dcfg), dcfg, tmp_path / "out")
+    assert result.status == "ok" and result.metrics["bench.contended"] == 1.0
+    found = list(records.iter_records(tmp_path / "records"))
+    (_, rec), = found
+    assert "other processes used" in rec.tags["bench.contended"]
+    spec = json.loads((tmp_path / "records" / rec.record_id / "bench_spec.json").read_text())
+    assert spec["conditions"]["window"]["other_cpu_share"] > 0.1
+    cfg = compose_decision("default", ["decision.robustness.bootstrap=0"]).decision
+    d = decide(from_records(found, cfg.samples_artifact), cfg)
+    assert d.verdict == "no-go" and "busy machine" in d.recommendation
