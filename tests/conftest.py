@@ -148,6 +148,8 @@ def tiny_overrides(model_dir: Path, data_dir: Path, tmp: Path) -> list[str]:
         # a contended tiny benchmark is measured again at once (the default waits 5 s a retry)
         "bench.contention.retries=1",
         "bench.contention.retry_wait_s=0.2",
+        # sweeps re-time their leaders only where a test asks for it (tests/test_sweep.py)
+        "decision.retime.rounds=0",
     ]
 
 

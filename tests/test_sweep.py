@@ -6,6 +6,7 @@ rerun=true, the single-run path, and the sweep configs themselves.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -250,3 +252,36 @@ def test_smoke_sweep_on_the_real_model(tmp_path):
         assert r.data.metrics["parity.min_cosine"] > 0.999
         assert r.data.metrics["quality.stsb_spearman"] > 75  # the real model, not a random one
         assert r.data.metrics["usability.coreml_oversize_dims"] >= 1  # the 30,522-row embedding table
+
+
+def test_the_leaders_are_retimed_in_alternation_and_the_decision_uses_it(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
+    args = ["-m", "pooling=mean,cls,max", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
+            "decision.retime.rounds=2", "decision.retime.top_k=2", "decision.retime.max_seconds=0.3"]
+    proc = _pipeline(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[retime] the 2 leading configurations, 2 rounds in alternation" in proc.stdout
+    (parent,) = _parents(tmp_path)
+    client = _client(tmp_path)
+    path = client.download_artifacts(parent.info.run_id, "retime.json", str(tmp_path / "dl"))
+    payload = json.loads(Path(path).read_text())
+    rounds = payload["rounds"]
+    assert len(rounds) == 4 and {r["round"] for r in rounds} == {0, 1}
+    # rotated order: the second round starts with the first round's second configuration
+    assert rounds[2]["record_id"] == rounds[1]["record_id"] and rounds[0]["record_id"] != rounds[2]["record_id"]
+    assert all("latency.p95_ms" in r["metrics"] for r in rounds)
+    between = (tmp_path / "reports" / parent.info.run_id / "robustness_between_runs.csv")
+    table = pd.read_csv(between)
+    quiet = [r for r in rounds if not r["contended"]]
+    if quiet:  # a busy machine may leave every round out; then there is nothing to fold in
+        assert set(table["metric"]) >= {"latency.p95_ms", "throughput.sentences_per_s"}
+    report = (tmp_path / "reports" / parent.info.run_id / "report.md").read_text()
+    assert "Noise between runs" in report and "Measurement conditions" in report
+
+
+def test_a_refused_job_beside_an_ok_one_still_gets_a_decision(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
+    """`-m bench.batch_size=1,0` ended with `no decision: MLflow failed (KeyError: nan)`."""
+    proc = _pipeline(["-m", "bench.batch_size=1,0", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache)], tmp_path)
+    assert proc.returncode == 1  # a job failed
+    assert "no decision" not in proc.stdout, proc.stdout[-2000:]
+    (parent,) = _parents(tmp_path)
+    assert _client(tmp_path).get_run(parent.info.run_id).data.tags["decision.winner"].endswith("/b1")
