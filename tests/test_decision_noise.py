@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from test_decide import good_metrics as metrics
 from pipeline.decision import Inputs, compose_decision, decide, evaluate, run_row, runs_frame
 
 FAST = ["decision.robustness.bootstrap=100", "decision.robustness.noise_draws=10"]
@@ -17,24 +18,6 @@ FAST = ["decision.robustness.bootstrap=100", "decision.robustness.noise_draws=10
 @pytest.fixture(scope="module")
 def cfg():
     return compose_decision("default", FAST).decision
-
-
-def metrics(p95: float, **kw) -> dict[str, float]:
-    m = {
-        "latency.p50_ms": p95 * 0.8,
-        "latency.p95_ms": p95,
-        "throughput.sentences_per_s": 300.0,
-        "quality.stsb_spearman": 80.0,
-        "quality.sim_high": 0.8,
-        "quality.sim_low": 0.2,
-        "quality.separation": 0.6,
-        "quality.l2_norm_max_dev": 1e-6,
-        "parity.min_cosine": 0.9999,
-        "model.size_mb": 90.0,
-        "memory.peak_rss_mb": 400.0,
-    }
-    m.update(kw)
-    return m
 
 
 def run(name: str, m: dict, contended: str = "", **params) -> dict:
