@@ -236,8 +236,8 @@ def test_outputs_are_written_and_logged_on_the_parent(store, tmp_path):
     out = tmp_path / "reports"
     d = decide_sweep(pid, profile(), store.uri, out_dir=out)
     folder = out / pid
-    names = {"ranking.csv", "ranking.md", "report.md", "decision.json", "excluded.csv", "robustness_weights.csv",
-             "robustness_noise.csv", "pareto.png", "latency_cdf.png", "scores.png"}
+    names = {"ranking.csv", "ranking.md", "report.md", "report.html", "decision.json", "excluded.csv", "robustness_weights.csv",
+             "robustness_noise.csv", "robustness_between_runs.csv", "pareto.png", "latency_cdf.png", "scores.png", "differences.png"}
     assert names <= {p.name for p in folder.iterdir()}
     assert names <= {p.name for p in (out / "latest").iterdir()}
     for png in ("pareto.png", "latency_cdf.png", "scores.png"):
@@ -264,6 +264,12 @@ def test_outputs_are_written_and_logged_on_the_parent(store, tmp_path):
     for key in ("latency.p95_ms", "throughput.sentences_per_s", "quality.stsb_spearman"):
         assert parent.data.metrics[f"best.{key}"] == pytest.approx(winner_run.data.metrics[key])
     assert parent.data.metrics["best.score_pct"] == pytest.approx(d.winner.score_pct)
+    # the run's description in the UI: the recommendation and the top of the ranking
+    note = parent.data.tags["mlflow.note.content"]
+    assert d.recommendation in note and d.winner.label in note and "| configuration" in note
+    # the HTML report carries its figures inside (MLflow's artifact viewer shows no relative images)
+    page = (folder / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 4 and "<table>" in page and "pareto.png)" not in page
 
 
 def test_noise_check_separates_real_differences_from_measurement_noise(store, tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import report
 from .inputs import RETIME_FILE, rounds_frame, run_row, runs_frame, samples_from_csv
 from .types import DecideError, Decision, Inputs
 
@@ -149,6 +150,7 @@ def log_on_parent(c, decision: Decision, folder: Path) -> None:
         RunTag("decision.verdict", decision.verdict),
         RunTag("decision.profile", decision.profile),
         RunTag("decision.recommendation", decision.recommendation[:4000]),
+        RunTag("mlflow.note.content", report.note(decision)),  # the run's description in the UI
     ]
     if w is not None:
         tags.append(RunTag("decision.command", w.command))

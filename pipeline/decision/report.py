@@ -33,8 +33,54 @@ def write(decision: Decision, folder: Path) -> list[Path]:
         differences_figure(decision, folder / "differences.png"),
         _csv(decision.robustness.between, folder / "robustness_between_runs.csv"),
     ]
-    files.append(_text(markdown(decision), folder / "report.md"))
+    md = markdown(decision)
+    files.append(_text(md, folder / "report.md"))
+    files.append(_text(html(md, folder, decision.sweep), folder / "report.html"))
     return files
+
+
+def html(md: str, folder: Path, title: str) -> str:
+    """The markdown report as one HTML file with its figures embedded (data URIs), so that it reads
+    whole in MLflow's artifact viewer, a browser, or a mail."""
+    import base64
+    import re
+
+    import markdown as md_lib
+
+    def embed(m: re.Match) -> str:
+        path = folder / m.group(2)
+        if not path.is_file():
+            return m.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f"![{m.group(1)}](data:image/png;base64,{data})"
+
+    body = md_lib.markdown(re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", embed, md), extensions=["tables", "fenced_code"])
+    style = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em;line-height:1.45}"
+             "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}"
+             "img{max-width:100%}code{background:#f4f4f4}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Decision: {title}</title>"
+            f"<style>{style}</style></head><body>{body}</body></html>\n")
+
+
+def note(decision: Decision, top: int = 5) -> str:
+    """The parent run's description (``mlflow.note.content``, rendered as markdown by the UI):
+    the recommendation and the top of the ranking."""
+    lines = [f"**{decision.verdict.upper()}**: {decision.recommendation}", ""]
+    r = decision.ranking.head(top)
+    if not r.empty:
+        def col(name, fmt):
+            return [fmt.format(v) if pd.notna(v) else "-" for v in r[name]] if name in r else ["-"] * len(r)
+
+        t = pd.DataFrame({
+            "#": r["rank"], "configuration": r["label"], "total": col("total_pct", "{:.1f}%"), "verdict": r["verdict"],
+            "p95 ms": col("latency.p95_ms", "{:.2f}"), "sentences/s": col("throughput.sentences_per_s", "{:.0f}"),
+            "STS": col("quality.stsb_spearman", "{:.2f}"),
+            "measured": ["busy machine" if str(c or "") else "quiet" for c in r.get("contended", pd.Series([""] * len(r)))],
+        })
+        lines += [t.to_markdown(index=False), ""]
+    lines += [f"{len(decision.ranking)} ranked, {len(decision.contended)} contended, {len(decision.excluded)} not ranked. "
+              "Full report: the `decision/report.html` artifact."]
+    return "\n".join(lines)
 
 
 def _csv(frame: pd.DataFrame, path: Path) -> Path:
