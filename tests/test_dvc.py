@@ -130,12 +130,18 @@ def test_dvc_repro_reproduces_the_smoke_study(tmp_path):
     repo.set_params(**{"bench.max_seconds": None})
     assert repo.changed_stages() == set()
 
-    # editing a decision profile outdates only the decide stage
-    profile = repo_dir / "conf" / "decision" / "default.yaml"
+    # editing a decision profile outdates only the decide stage; the default profile also picks
+    # the leaders the sweep re-times at its end, so editing it outdates the sweep too
+    profile = repo_dir / "conf" / "decision" / "latency_first.yaml"
     original = profile.read_text()
     profile.write_text(original + "# edited\n")
     assert repo.changed_stages() == {"decide"}
     profile.write_text(original)
+    default = repo_dir / "conf" / "decision" / "default.yaml"
+    original = default.read_text()
+    default.write_text(original + "# edited\n")
+    assert repo.changed_stages() == {"sweep", "decide"}
+    default.write_text(original)
 
     # the decision profile: only the decide stage reruns
     repo.set_params(decision="latency_first")
