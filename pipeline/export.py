@@ -112,11 +112,18 @@ def verify_manifest(folder: Path) -> str | None:
 def write_atomic(path: Path, text: str) -> None:
     """Write a cache file so that a concurrent reader sees the old file or the whole new one,
     never half of it (a temporary file of this process, then an atomic rename)."""
+    from .records import clean_stale
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path.parent)  # what a killed writer left
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def cached_build(folder: Path, build, info: dict) -> tuple[bool, float]:
@@ -125,6 +132,10 @@ def cached_build(folder: Path, build, info: dict) -> tuple[bool, float]:
     Returns (cached, seconds spent building).  ``build`` writes into a temporary folder
     that is renamed into place only when complete, so a killed export leaves no entry.
     """
+    from .records import clean_stale
+
+    if folder.parent.is_dir():
+        clean_stale(folder.parent)  # the half-built entries of killed exports
     if folder.is_dir():
         problem = verify_manifest(folder)
         if problem is None:
