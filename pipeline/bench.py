@@ -143,6 +143,8 @@ def measure(spec: dict) -> dict:
     rng = random.Random(spec.get("seed", 0))
     rng.shuffle(sentences)
     bs = int(spec["batch_size"])
+    if bs > len(sentences):  # every call would embed the whole pool, not a batch of bs
+        raise BenchError(f"batch_size {bs} is larger than the pool of {len(sentences)} sentences: refused")
     passes = max(1, int(spec.get("passes", 3)))
 
     def batches():
@@ -191,6 +193,7 @@ def measure(spec: dict) -> dict:
         "samples_ns": samples,
         "pass_ns": pass_ns,
         "calls_per_pass": per_pass,
+        "texts_per_pass": sum(len(batch) for batch in timed),  # the texts actually embedded, not bs * calls
         "token_lengths": lengths,
         "session_s": session_s,
         "first_call_ms": first_call_ns / 1e6,
@@ -228,13 +231,16 @@ def run(
         "seed": bench_cfg.seed,
         "passes": bench_cfg.passes,
     }
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    if bench_cfg.batch_size > len(sentences):
+        raise BenchError(f"batch_size {bench_cfg.batch_size} is larger than the pool of {len(sentences)} sentences: refused")
+    clean_stale_temps()
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
         env = dict(os.environ)
         env.pop("OMP_NUM_THREADS", None)
         proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.bench", str(spec_path), str(out_path)],
+            [sys.executable, "-m", "pipeline.bench", str(spec_path), str(out_path), str(os.getpid())],
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -246,7 +252,7 @@ def run(
         raw = json.loads(out_path.read_text())
     lat = Latency.from_samples(raw["samples_ns"])
     best_pass_s = min(raw["pass_ns"]) / 1e9
-    per_pass_sentences = bench_cfg.batch_size * raw["calls_per_pass"]
+    per_pass_sentences = raw["texts_per_pass"]
     achieved = peak = None
     flops = roofline.model_flops(model_config or {}, raw["token_lengths"])
     if flops is not None:
@@ -268,8 +274,53 @@ def run(
     )
 
 
+TEMP_PREFIX = "bench-"  # bench-<pid of the process that made it>-<random>, in the system temp folder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(root: str | Path | None = None) -> list[Path]:
+    """Remove the ``bench-<pid>-*`` folders that a killed benchmark's parent left behind
+    (their pid is gone); returns what was removed."""
+    import re
+    import shutil
+
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for p in root.glob(f"{TEMP_PREFIX}*-*"):
+        m = re.fullmatch(rf"{TEMP_PREFIX}(\d+)-.+", p.name)
+        if m and p.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this benchmark process when the process that started it ends (killed included), so
+    that it never runs on beside the next job (Linux: PR_SET_PDEATHSIG)."""
+    import signal
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the line above: go now
+        os._exit(1)
+
+
 def _main(argv: list[str]) -> int:
-    spec_path, out_path = argv
+    spec_path, out_path = argv[:2]
+    if len(argv) > 2:
+        _die_with_parent(int(argv[2]))
     spec = json.loads(Path(spec_path).read_text())
     result = measure(spec)
     Path(out_path).write_text(json.dumps(result))
