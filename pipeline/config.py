@@ -234,8 +234,13 @@ class QualityConfig:
     batch_size: int = 64
     parity_sentences: int = 16
     enabled: bool = True
+    # stsb: the files must be the published STS Benchmark splits (pair count and sha256 pinned
+    # in pipeline.quality.PINNED), else the job is refused; own: a data set of yours in the same
+    # CSV format, used as it is and labelled quality.dataset=own on the run
+    dataset: str = "stsb"
 
     def __post_init__(self) -> None:
+        _one_of("quality.dataset", self.dataset, ("stsb", "own"))
         _one_of("quality.source", self.source, ("auto", "local", "hub"))
         _one_of("quality.split", self.split, ("test", "dev"))
         _positive("quality.batch_size", self.batch_size)
