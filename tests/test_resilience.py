@@ -101,9 +101,11 @@ def test_credentials_of_a_uri_become_secrets_and_leave_the_uri(monkeypatch):
     assert PW not in track.redact(f"some error mentioning {PW} and http\\:\\/\\/u\\:{PW}@h")
 
 
-@pytest.mark.parametrize("mode", [[], ["-m"]])
+@pytest.mark.parametrize("mode", [[], ["-m"], ["tracking.uri=sqlite:///x.db"]])  # last: overridden, still written by Hydra
 def test_credentials_on_the_command_line_are_refused_before_anything_is_written(tmp_path, mode):
-    proc = _pipeline([*mode, f"tracking.uri=http://user:{PW}@127.0.0.1:9", f"records_dir={tmp_path}/records",
+    late = mode if mode and mode[0].startswith("tracking.uri") else []
+    mode = [] if late else mode
+    proc = _pipeline([*mode, f"tracking.uri=http://user:{PW}@127.0.0.1:9", *late, f"records_dir={tmp_path}/records",
                       f"cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/out", f"hydra.sweep.dir={tmp_path}/multi"],
                      tmp_path, timeout=120)
     assert proc.returncode == Exit.CONFIG, proc.stderr[-2000:]
