@@ -602,11 +602,11 @@ def _refuse_credentials(config: DictConfig) -> None:
     COMPOSED = True
     track.redact_logging()
     raw = OmegaConf.to_container(config.tracking, resolve=False).get("uri") if "tracking" in config else None
-    given = [o for o in (OmegaConf.select(config, "hydra.overrides.task") or []) if track.redact(o) != o]
+    given = [o for o in (OmegaConf.select(config, "hydra.overrides.task") or []) if track.has_url_credentials(o)]
     if given or (isinstance(raw, str) and not raw.startswith("${") and has_credentials(raw)):
         field = given[0].split("=", 1)[0].lstrip("+~") if given else "tracking.uri"
         print(
-            f"config error: {field}: holds credentials (user:password@ or a secret's value); they would be written to Hydra's "
+            f"config error: {field}: holds credentials (user:password@); they would be written to Hydra's "
             "output folder and printed. Put them in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
             "(or the whole URI in MLFLOW_TRACKING_URI) instead. Nothing was run.",
             file=sys.stderr, flush=True,

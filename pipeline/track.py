@@ -137,6 +137,11 @@ _URL_CREDENTIALS = re.compile(
 _SECRETS: set[str] = set()  # values known to be secret in this process (a URI's password)
 
 
+def has_url_credentials(text: str) -> bool:
+    """Whether ``text`` holds a URL with ``user:password@`` (also escaped or percent-encoded)."""
+    return _URL_CREDENTIALS.search(text) is not None
+
+
 def add_secret(value: str | None) -> None:
     """Mask ``value`` (and its escaped forms) in everything :func:`redact` sees from now on."""
     if value and len(value) >= 3:
