@@ -1,4 +1,7 @@
-"""``python -m pipeline [overrides]``: run one job, or a sweep with ``+sweep=NAME``."""
+"""``python -m pipeline [overrides]``: run one job, or a sweep with ``+sweep=NAME``.
+
+Exit codes: :class:`pipeline.exitcodes.Exit` (README "Resilience").
+"""
 
 from __future__ import annotations
 
@@ -13,54 +16,89 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .config import ConfigError, register_configs, to_config
+from .exitcodes import Exit
 
 log = logging.getLogger("pipeline")
 
-# exit codes a script can act on
-EXIT_CONFIG = 2  # bad configuration or model: nothing was run, no run was logged
-EXIT_SKIPPED = 3  # a single job that cannot run here (logged with status=skipped)
+# kept for scripts that imported them
+EXIT_CONFIG = Exit.CONFIG
+EXIT_SKIPPED = Exit.SKIPPED
 
 register_configs()
+_SINGLE_EXIT = Exit.OK
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
+    global _SINGLE_EXIT
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if HydraConfig.get().mode == RunMode.MULTIRUN:  # a job of a sweep: never raises, see sweep.py
         from .sweep import run_job
 
         run_job(dcfg)
         return
+    from . import records, track
     from .job import execute
     from .sources import ChecksumMismatch
     from .sweep import config_hash
+    from .sync import command
 
+    track.redact_logging()
     try:
         cfg = to_config(dcfg)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
+        records.check_writable(cfg.records_dir)
+    except (ConfigError, records.RecordError) as exc:
+        print(str(exc) if isinstance(exc, ConfigError) else f"config error: {exc}", file=sys.stderr)
+        sys.exit(Exit.CONFIG)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         result = execute(cfg, dcfg, out_dir, tags={"config_hash": config_hash(dcfg)})
     except ChecksumMismatch as exc:
         print(f"config error: model.sha256: {exc}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
+        sys.exit(Exit.CONFIG)
+    except ConfigError as exc:  # found once the model is there (model.max_length beyond its positions)
+        print(str(exc), file=sys.stderr)
+        sys.exit(Exit.CONFIG)
+    except records.RecordError as exc:  # the records folder filled up during the job
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(Exit.FAILED)
     m = result.metrics
+    where = f"run {result.run_id}" if result.run_id else f"record {result.record} (NOT logged to MLflow)"
     if result.status == "skipped":
-        print(f"skipped: {result.reason}", file=sys.stderr)
-        sys.exit(EXIT_SKIPPED)
-    print(
-        f"run {result.run_id}: status={result.status} "
-        f"p50={m.get('latency.p50_ms', float('nan')):.2f} ms p95={m.get('latency.p95_ms', float('nan')):.2f} ms "
-        f"throughput={m.get('throughput.sentences_per_s', float('nan')):.1f}/s "
-        f"STS={m.get('quality.stsb_spearman', float('nan')):.2f} parity={m.get('parity.min_cosine', float('nan')):.6f} "
-        f"({result.seconds:.1f} s)"
-    )
+        print(f"skipped: {result.reason} ({where})", file=sys.stderr)
+    else:
+        print(
+            f"{where}: status={result.status} "
+            f"p50={m.get('latency.p50_ms', float('nan')):.2f} ms p95={m.get('latency.p95_ms', float('nan')):.2f} ms "
+            f"throughput={m.get('throughput.sentences_per_s', float('nan')):.1f}/s "
+            f"STS={m.get('quality.stsb_spearman', float('nan')):.2f} parity={m.get('parity.min_cosine', float('nan')):.6f} "
+            f"({result.seconds:.1f} s)"
+        )
+    if result.run_id is None:
+        print(f"MLflow ({track.redact(cfg.tracking.resolved_uri())}) did not take this run; its results are kept in "
+              f"{result.record}; log them with:\n    {command(cfg.records_dir, cfg.tracking.resolved_uri())}", file=sys.stderr)
+        _SINGLE_EXIT = Exit.UNSYNCED
+    elif result.status == "skipped":
+        _SINGLE_EXIT = Exit.SKIPPED
+
+
+def cli() -> int:
+    """Run :func:`main` and turn what happened into one exit code (:class:`Exit`)."""
+    from . import sweep
+
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        # Hydra exits 1 for a config it cannot compose (unknown option, key typo, wrong type);
+        # a callback runs only once it composed one, so an exit before that is a config error
+        if code == 1 and not sweep.COMPOSED:
+            return Exit.CONFIG
+        return code
+    if sweep.STATE is not None:
+        return sweep.exit_code()  # 1 when a job of a sweep failed (skipped jobs are not failures)
+    return _SINGLE_EXIT
 
 
 if __name__ == "__main__":
-    main()
-    from .sweep import exit_code
-
-    sys.exit(exit_code())  # 1 when a job of a sweep failed (skipped jobs are not failures)
+    sys.exit(cli())

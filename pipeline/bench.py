@@ -159,6 +159,8 @@ def measure(spec: dict) -> dict:
     rng = random.Random(spec.get("seed", 0))
     rng.shuffle(sentences)
     bs = int(spec["batch_size"])
+    if bs > len(sentences):  # every call would embed the whole pool, not a batch of bs
+        raise BenchError(f"batch_size {bs} is larger than the pool of {len(sentences)} sentences: refused")
     passes = max(1, int(spec.get("passes", 3)))
 
     def batches():
@@ -212,6 +214,7 @@ def measure(spec: dict) -> dict:
         "samples_ns": samples,
         "pass_ns": pass_ns,
         "calls_per_pass": per_pass,
+        "texts_per_pass": sum(len(batch) for batch in timed),  # the texts actually embedded, not bs * calls
         "token_lengths": lengths,
         "session_s": session_s,
         "first_call_ms": first_call_ns / 1e6,
@@ -245,6 +248,8 @@ def run(
     the roofline figures, against the matrix-product peak of ``precision`` (fp32, or int8 for
     quantized graphs), measured only on a quiet machine.
     """
+    if bench_cfg.batch_size > len(sentences):
+        raise BenchError(f"batch_size {bench_cfg.batch_size} is larger than the pool of {len(sentences)} sentences: refused")
     th = conditions.Thresholds.of(getattr(bench_cfg, "contention", None))
     threads = int(embedder_kwargs.get("threads") or 0)
     baseline, baseline_why = conditions.probe_baseline(threads, cache_dir, th) if th.enabled else (None, None)
@@ -260,7 +265,7 @@ def run(
         time.sleep(th.retry_wait_s)
     lat = Latency.from_samples(raw["samples_ns"])
     best_pass_s = min(raw["pass_ns"]) / 1e9
-    per_pass_sentences = bench_cfg.batch_size * raw["calls_per_pass"]
+    per_pass_sentences = raw["texts_per_pass"]  # the texts embedded, not batch_size x calls
     achieved = peak = None
     peak_why = None
     flops = roofline.model_flops(model_config or {}, raw["token_lengths"])
@@ -305,14 +310,15 @@ def _attempt(embedder_kwargs: dict, sentences: list[str], bench_cfg, timeout_s: 
         "passes": bench_cfg.passes,
     }
     label = Path(str(embedder_kwargs.get("model_dir", ""))).name
+    clean_stale_temps()
     with conditions.MachineLock(th.wait_for_other_s if th.enabled else 0.0, label) as lock, \
-            tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
         env = dict(os.environ)
         env.pop("OMP_NUM_THREADS", None)
         proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.bench", str(spec_path), str(out_path)],
+            [sys.executable, "-m", "pipeline.bench", str(spec_path), str(out_path), str(os.getpid())],
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -338,8 +344,53 @@ def _attempt(embedder_kwargs: dict, sentences: list[str], bench_cfg, timeout_s: 
     return raw, cond
 
 
+TEMP_PREFIX = "bench-"  # bench-<pid of the process that made it>-<random>, in the system temp folder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temps(root: str | Path | None = None) -> list[Path]:
+    """Remove the ``bench-<pid>-*`` folders that a killed benchmark's parent left behind
+    (their pid is gone); returns what was removed."""
+    import re
+    import shutil
+
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for p in root.glob(f"{TEMP_PREFIX}*-*"):
+        m = re.fullmatch(rf"{TEMP_PREFIX}(\d+)-.+", p.name)
+        if m and p.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this benchmark process when the process that started it ends (killed included), so
+    that it never runs on beside the next job (Linux: PR_SET_PDEATHSIG)."""
+    import signal
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the line above: go now
+        os._exit(1)
+
+
 def _main(argv: list[str]) -> int:
-    spec_path, out_path = argv
+    spec_path, out_path = argv[:2]
+    if len(argv) > 2:
+        _die_with_parent(int(argv[2]))
     spec = json.loads(Path(spec_path).read_text())
     result = measure(spec)
     Path(out_path).write_text(json.dumps(result))

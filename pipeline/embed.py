@@ -35,6 +35,9 @@ _GRAPH_OPT = {
 SLOW_FUSIONS: dict[str, tuple[str, ...]] = {"CPUExecutionProvider": ("SkipLayerNormFusion",)}
 
 
+DEFAULT_MAX_LENGTH = 256
+
+
 class ProviderUnavailable(RuntimeError):
     """The requested execution provider is not in this onnxruntime build."""
 
@@ -67,25 +70,97 @@ def length_groups(lengths: Sequence[int], max_rows: int, call_cost: int) -> list
 
     A group costs ``rows * longest + call_cost`` padded tokens (``call_cost``: the fixed cost of
     one more inference call, in tokens).  The split with the least total cost is found by
-    dynamic programming in O(n * max_rows); it returns ``[(start, stop), ...]``.
+    dynamic programming; it returns ``[(start, stop), ...]``.
+
+    ``best[j] = j * L + call_cost + min(best[i] - i * L)`` over the window
+    ``j - max_rows <= i < j``, where ``L = lengths[j - 1]``.  While ``L`` stays the same the
+    window minimum is kept in a monotone deque (amortized O(1) per text); when ``L`` grows the
+    deque is rebuilt from the window once.  Token counts take few distinct values (at most
+    ``max_length``), so this is O(n * distinct lengths) instead of O(n * max_rows).  Among equal
+    costs the earliest cut wins.
     """
+    from collections import deque
+
     n = len(lengths)
-    best = [0.0] * (n + 1)
+    best = [0] * (n + 1)
     cut = [0] * (n + 1)
+    window: deque[int] = deque()  # candidate cuts i, values best[i] - i*L nondecreasing front to back
+    cur = None
     for j in range(1, n + 1):
-        longest = lengths[j - 1]
-        best_cost, best_i = float("inf"), 0
-        for i in range(max(0, j - max_rows), j):
-            c = best[i] + (j - i) * longest + call_cost
-            if c < best_cost:
-                best_cost, best_i = c, i
-        best[j], cut[j] = best_cost, best_i
+        longest = int(lengths[j - 1])
+        lo = max(0, j - max_rows)
+        if longest != cur:  # rebuild: the earliest i whose value is <= every later one's, in order
+            cur = longest
+            window.clear()
+            suffix_min = None
+            for i in range(j - 2, lo - 1, -1):
+                v = best[i] - i * cur
+                if suffix_min is None or v <= suffix_min:
+                    window.appendleft(i)
+                    suffix_min = v
+            # the newest cut j-1 joins below, as in the steady state
+        new = j - 1
+        v_new = best[new] - new * cur
+        while window and best[window[-1]] - window[-1] * cur > v_new:
+            window.pop()
+        window.append(new)
+        while window[0] < lo:
+            window.popleft()
+        i = window[0]
+        best[j], cut[j] = best[i] + (j - i) * cur + call_cost, i
     groups = []
     j = n
     while j > 0:
         groups.append((cut[j], j))
         j = cut[j]
     return groups[::-1]
+
+
+def position_limit(folder: Path) -> int | None:
+    """The most tokens the model in ``folder`` can take, from its ``config.json``
+    (``max_position_embeddings``, less the padding offset of RoBERTa-style position ids), or
+    None when it does not say."""
+    cfg = Path(folder) / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        c = json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        return None
+    n = c.get("max_position_embeddings") if isinstance(c, dict) else None
+    if not isinstance(n, int) or n <= 0:
+        return None
+    if c.get("model_type") in ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer", "bart"):
+        n -= int(c.get("pad_token_id") or 0) + 1  # positions start after the padding index
+    return n
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _texts(texts: Any) -> list[str]:
+    """``texts`` as a list of str; a clear error names the first bad item and its index."""
+    from collections.abc import Iterable, Mapping
+
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (Mapping, bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be a str or a sequence of str, got {type(texts).__name__}")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] must be a str, got {type(t).__name__} {repr(t)[:60]}")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"texts[{i}] is not valid Unicode text: {exc.reason} {t[exc.start]!r} at position {exc.start}"
+            ) from None
+    return out
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -121,7 +196,8 @@ class Embedder:
     pooling: ``mean``, ``cls``, ``max`` or ``last_token`` (attention-mask aware).
     provider: an ONNX Runtime execution provider name; never silently replaced.
     threads: intra-op threads (0: ONNX Runtime's default).
-    max_length: tokens kept per text (longer texts are truncated).
+    max_length: tokens kept per text (longer texts are truncated); at most the model's positions
+        (``max_position_embeddings`` in its config.json); None: 256, or fewer if the model has fewer.
     batch_size: at most this many texts per inference call.  Texts are sorted by length and
         cut into the groups that compute the least padding (a few short texts are not padded to
         the length of one long one; see ``call_cost``); results come back in input order.
@@ -144,7 +220,7 @@ class Embedder:
         provider: str = "CPUExecutionProvider",
         provider_options: dict[str, Any] | None = None,
         threads: int = 0,
-        max_length: int = 256,
+        max_length: int | None = None,
         batch_size: int = 32,
         padding_side: str = "right",
         prefix: str = "",
@@ -163,12 +239,11 @@ class Embedder:
 
         if pooling not in POOLING_MODES:
             raise ValueError(f"unknown pooling {pooling!r}; allowed: {', '.join(POOLING_MODES)}")
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {batch_size}")
-        if max_length <= 0:
-            raise ValueError(f"max_length must be > 0, got {max_length}")
-        if call_cost < 0:
-            raise ValueError(f"call_cost must be >= 0, got {call_cost}")
+        _check_int("batch_size", batch_size, 1)
+        if max_length is not None:
+            _check_int("max_length", max_length, 1)
+        _check_int("threads", threads, 0)
+        _check_int("call_cost", call_cost, 0)
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         if provider not in available_providers():
@@ -179,7 +254,6 @@ class Embedder:
         self.model_dir = Path(model_dir)
         self.pooling = pooling
         self.provider = provider
-        self.max_length = max_length
         self.batch_size = batch_size
         self.padding_side = padding_side
         self.prefix = prefix
@@ -191,6 +265,16 @@ class Embedder:
         self.disabled_optimizers = tuple(disabled_optimizers)
 
         tok_dir = Path(tokenizer_dir) if tokenizer_dir else self.model_dir
+        for need in (self.model_dir / onnx_file, tok_dir / "tokenizer.json"):
+            if not need.is_file():
+                what = "folder" if not need.parent.is_dir() else "file"
+                raise FileNotFoundError(f"{need.parent if what == 'folder' else need}: no such {what} (model_dir {self.model_dir})")
+        limit = position_limit(self.model_dir) or (position_limit(tok_dir) if tokenizer_dir else None)
+        if max_length is None:  # the default: 256 tokens, or fewer if the model has fewer positions
+            max_length = min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH)
+        elif limit is not None and max_length > limit:
+            raise ValueError(f"max_length must be <= {limit}, the model's positions (config.json), got {max_length}")
+        self.max_length = max_length
         self.tokenizer = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
@@ -295,12 +379,13 @@ class Embedder:
 
     def embed(self, texts: Sequence[str] | str, *, batch_size: int | None = None) -> np.ndarray:
         """Embed texts into an (n, dim) float32 array; rows are unit-norm when normalize."""
-        if isinstance(texts, str):
-            texts = [texts]
+        texts = _texts(texts)
+        if batch_size is not None:
+            _check_int("batch_size", batch_size, 1)
         n = len(texts)
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        bs = batch_size or self.batch_size
+        bs = batch_size if batch_size is not None else self.batch_size
         ids = self._encode(texts)
         if n == 1:
             return self._infer_batch(ids)

@@ -116,6 +116,10 @@ def cached_build(folder: Path, build, info: dict) -> tuple[bool, float]:
     Returns (cached, seconds spent building).  ``build`` writes into a temporary folder
     that is renamed into place only when complete, so a killed export leaves no entry.
     """
+    from .cache import clean_stale
+
+    if folder.parent.is_dir():
+        clean_stale(folder.parent)  # the half-built entries of killed exports
     if folder.is_dir():
         problem = verify_manifest(folder)
         if problem is None:

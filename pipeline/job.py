@@ -20,7 +20,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from . import bench, export, placement, quality, records, track, validate
-from .config import Config
+from .config import Config, ConfigError
 from .embed import Embedder, ProviderUnavailable, available_providers, session_options
 from .sources import ChecksumMismatch, ModelUnavailable, ResolvedModel, named_model, resolve
 
@@ -55,9 +55,20 @@ def prepare(cfg: Config) -> ResolvedModel:
     if reason:
         raise JobSkipped(reason)
     try:
-        return resolve(cfg.model, cfg.cache_dir)
+        resolved = resolve(cfg.model, cfg.cache_dir)
     except ModelUnavailable as exc:
         raise JobSkipped(str(exc)) from None
+    limit = position_limit(resolved.folder)
+    if limit is not None and cfg.model.max_length > limit:
+        raise ConfigError("model.max_length", f"got {cfg.model.max_length}, but {cfg.model.name} has {limit} positions; must be <= {limit}")
+    return resolved
+
+
+def position_limit(folder: Path) -> int | None:
+    """The most tokens a model folder's ``config.json`` says it can take, or None when it does not say."""
+    from .embed import position_limit as limit
+
+    return limit(Path(folder))
 
 
 def embedder_kwargs(cfg: Config, artifact: export.Artifact) -> dict:
@@ -113,6 +124,19 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     tags["weights.verified"] = str(resolved.verified).lower()
+    data = None
+    if cfg.quality.enabled:
+        data = quality.load_sts(cfg.quality)
+        metrics["quality.pairs"] = float(len(data.scores))
+        tags["quality.data_sha256"] = data.digest
+        tags["quality.dataset"] = data.label
+    # the benchmark's sentence pool: a batch larger than it cannot be measured honestly
+    sentences = data.unique_sentences if data is not None else validate.PARITY_SENTENCES * 8
+    if cfg.bench.batch_size > len(sentences):
+        raise JobSkipped(
+            f"bench.batch_size={cfg.bench.batch_size} is larger than the benchmark's pool of {len(sentences)} distinct "
+            "sentences: a batch that size cannot be measured (refused, not capped)"
+        )
 
     # export (cached)
     log.info("export: %s %s", cfg.model.name, cfg.variant.name)
@@ -144,9 +168,6 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
     except ProviderUnavailable as exc:
         raise JobSkipped(str(exc)) from None
 
-    data = None
-    if cfg.quality.enabled:
-        data = quality.load_sts(cfg.quality)
     # validate: parity with the PyTorch reference (cached with quality: same key)
     qkey = {
         "artifact": artifact.key,
@@ -170,7 +191,6 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
     (out_dir / "validation.json").write_text(json.dumps(validation, indent=2))
 
     # benchmark (fresh process)
-    sentences = data.unique_sentences if data is not None else validate.PARITY_SENTENCES * 8
     log.info("benchmark: batch %d", cfg.bench.batch_size)
     precision = "int8" if cfg.variant.kind == "quantize" else "fp32"  # the peak its matmuls can reach
     b = bench.run(kwargs, sentences, cfg.bench, model_config=model_config, cache_dir=cfg.cache_dir, precision=precision)
@@ -272,9 +292,14 @@ def _parity(cfg: Config, resolved: ResolvedModel, emb: Embedder, artifact: expor
     path = Path(cfg.cache_dir) / "parity" / f"{key}.json"
     if path.is_file():
         try:
-            return float(json.loads(path.read_text())["min_cosine"])
-        except (ValueError, KeyError):
-            path.unlink(missing_ok=True)
+            stored = json.loads(path.read_text())
+            value = stored["min_cosine"] if isinstance(stored, dict) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and -1.0001 <= value <= 1.0001:
+                return float(value)
+            log.warning("parity cache entry %s holds no cosine (%s): computing it again", path, type(value).__name__)
+        except (ValueError, KeyError, OSError) as exc:
+            log.warning("parity cache entry %s is unreadable (%s): computing it again", path, exc)
+        path.unlink(missing_ok=True)
     sentences = validate.PARITY_SENTENCES[: cfg.quality.parity_sentences]
     prefixed = [cfg.model.query_prefix + s for s in sentences]  # the embedder adds the same prefix
     native = cfg.model.native_pooling
@@ -300,6 +325,7 @@ def execute(cfg: Config, dict_cfg=None, out_dir: Path | None = None, tags: dict[
     ``out_dir``: where the job's artifacts are written (default: the record's own folder).
     """
     t0 = time.perf_counter()
+    records.check_writable(cfg.records_dir)  # before any work: results must have somewhere to go
     run_name = f"{cfg.model.name}-{cfg.variant.name}-{cfg.provider.name}-{cfg.pooling.mode}-b{cfg.bench.batch_size}"
     rec = records.RunRecord.new(run_name, track.job_params(cfg), dict(tags or {}))
     folder = records.folder(cfg.records_dir, rec.record_id)
@@ -316,15 +342,18 @@ def execute(cfg: Config, dict_cfg=None, out_dir: Path | None = None, tags: dict[
     except JobSkipped as exc:
         rec.status, rec.reason = "skipped", str(exc)
         log.warning("skipped: %s", exc)
-    except ChecksumMismatch:
-        shutil.rmtree(folder, ignore_errors=True)  # a refused model: no work, no record, no run
+    except (ChecksumMismatch, ConfigError):
+        shutil.rmtree(folder, ignore_errors=True)  # a refused model or value: no work, no record, no run
         raise
     except Exception as exc:
         rec.status, rec.reason = "failed", f"{type(exc).__name__}: {str(exc)[:400]}"
         (out_dir / "traceback.txt").write_text(track.redact(traceback.format_exc()))
         error = exc
     rec.seconds = time.perf_counter() - t0
-    records.save(folder, rec, out_dir)
+    try:
+        records.save(folder, rec, out_dir)
+    except records.RecordError as exc:  # a disk that filled during the job: nothing half-written
+        raise records.RecordError(f"{exc}; the job's files stay in {out_dir}") from (error or exc)
     run_id = track.log_record(cfg.tracking, folder, rec)
     result = JobResult(rec.status, run_id, metrics=dict(rec.metrics), reason=rec.reason, seconds=rec.seconds, record=folder)
     if error is not None:

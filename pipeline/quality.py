@@ -29,6 +29,7 @@ class StsData:
     scores: np.ndarray
     source: str  # the file (or hub data set) it came from
     digest: str  # sha256 of the content, for cache keys
+    label: str = "own"  # stsb-<split> (the pinned split, verified) or own (a user's data set)
 
     @property
     def unique_sentences(self) -> list[str]:
@@ -75,17 +76,42 @@ def _read_hub(dataset: str, split: str) -> StsData:  # pragma: no cover - needs 
     return StsData(s1, s2, sc, f"hub:{dataset}:{split}", digest)
 
 
+# The STS Benchmark splits as published (stsb-en-<split>.csv): pair count and the file's sha256.
+# A file that differs (truncated, edited, another data set) is refused under dataset=stsb.
+PINNED = {
+    "test": (1379, "11523b625219e94e9ca05d2816b5f02cac1614c5894fe657376fa0806378d053"),
+    "dev": (1500, "d29586e96558c4eb52cf5ea5d14e9c24d3bf0e44f111b017caba43a5adc33226"),
+}
+
+
+def _check_pinned(data: StsData, cfg: QualityConfig, split: str) -> StsData:
+    if cfg.dataset == "own":
+        return StsData(data.sentences1, data.sentences2, data.scores, data.source, data.digest, "own")
+    pairs, digest = PINNED[split]
+    n = len(data.scores)
+    hub = data.source.startswith("hub:")
+    if n != pairs or (not hub and data.digest != digest):
+        raise DataError(
+            f"{data.source}: not the STS Benchmark {split} split ({n} pairs, sha256 {data.digest[:12]}...; expected "
+            f"{pairs} pairs, sha256 {digest[:12]}...): a damaged or different file. To score your own data set, "
+            "set quality.dataset=own"
+        )
+    return StsData(data.sentences1, data.sentences2, data.scores, data.source, data.digest, f"stsb-{split}")
+
+
 def load_sts(cfg: QualityConfig, split: str | None = None) -> StsData:
+    """The split's pairs, checked against :data:`PINNED` (``quality.dataset=stsb``) or labelled
+    as the user's own data set (``quality.dataset=own``)."""
     split = split or cfg.split
     path = Path(cfg.data_dir) / "stsb" / f"stsb-en-{split}.csv"
     if cfg.source == "local" or (cfg.source == "auto" and path.is_file()):
-        return _read_csv(path)
+        return _check_pinned(_read_csv(path), cfg, split)
     if cfg.source == "auto":
         try:
-            return _read_hub(cfg.hub_dataset, split)
+            return _check_pinned(_read_hub(cfg.hub_dataset, split), cfg, split)
         except DataError as exc:
             raise DataError(f"{path} does not exist and {exc}") from None
-    return _read_hub(cfg.hub_dataset, split)
+    return _check_pinned(_read_hub(cfg.hub_dataset, split), cfg, split)
 
 
 @dataclass(frozen=True)
@@ -106,6 +132,7 @@ class QualityResult:
             "quality.sim_low": self.sim_low,
             "quality.separation": self.separation,
             "quality.l2_norm_max_dev": self.l2_norm_max_dev,
+            "quality.pairs": float(self.n_pairs),
         }
 
 
@@ -143,9 +170,11 @@ def cached_score(embed, data: StsData, cache_dir: str | Path, key_parts: dict, b
     if path.is_file():
         try:
             stored = json.loads(path.read_text())
+            if not isinstance(stored, dict):
+                raise TypeError(f"a JSON {type(stored).__name__}, not an object")
             stored.pop("key", None)
             return QualityResult(**{**stored, "cached": True})
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OSError):
             path.unlink(missing_ok=True)  # unreadable: compute again
     result = score(embed, data, batch_size)
     from .export import write_atomic

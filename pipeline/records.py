@@ -64,24 +64,101 @@ def folder(records_dir: str | Path, record_id: str) -> Path:
     return Path(records_dir) / record_id
 
 
+class RecordError(OSError):
+    """A record that could not be written; the message names the folder and the cause."""
+
+
+class UnreadableRecord(ValueError):
+    """A ``record.json`` that is not a run record (truncated, damaged, foreign)."""
+
+
 def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)  # atomic: a reader never sees half a record
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        tmp.replace(path)  # atomic: a reader never sees half a record
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
+
+
+from .cache import _pid_alive, clean_stale  # noqa: E402,F401  (temporaries a killed process left)
+
+
+def check_writable(records_dir: str | Path) -> None:
+    """Refuse, before any work, a records folder that cannot take a record (read-only, full,
+    not a folder): raises :class:`RecordError` naming it."""
+    root = Path(records_dir)
+    probe = root / f".write-check.{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"x" * 4096)
+    except OSError as exc:
+        raise RecordError(f"records_dir {root} cannot be written ({type(exc).__name__}: {exc.strerror or exc}); "
+                          "nothing was run: point records_dir at a writable folder") from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+    clean_stale(root)
 
 
 def save(dest: Path, rec: RunRecord, artifacts_from: Path | None = None) -> None:
-    """Write ``rec`` to ``dest/record.json``; copy the artifact files of ``artifacts_from`` beside it."""
-    dest.mkdir(parents=True, exist_ok=True)
-    if artifacts_from is not None and Path(artifacts_from).resolve() != dest.resolve():
-        for f in Path(artifacts_from).iterdir():
-            if f.is_file() and f.name != RECORD:
-                shutil.copy2(f, dest / f.name)
-    _write_json(dest / RECORD, asdict(rec))
+    """Write ``rec`` to ``dest/record.json``; copy the artifact files of ``artifacts_from`` beside it.
+
+    All or nothing: the folder is assembled under a temporary name and renamed into place, so a
+    failure (a full disk) leaves no half-written record; it raises :class:`RecordError`.
+    """
+    dest = Path(dest)
+    same = artifacts_from is not None and dest.is_dir() and Path(artifacts_from).resolve() == dest.resolve()
+    try:
+        if same or dest.is_dir():  # the job wrote its artifacts here: only the record is missing
+            if artifacts_from is not None and not same:
+                for f in Path(artifacts_from).iterdir():
+                    if f.is_file() and f.name != RECORD:
+                        shutil.copy2(f, dest / f.name)
+            _write_json(dest / RECORD, asdict(rec))
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+            if artifacts_from is not None:
+                for f in Path(artifacts_from).iterdir():
+                    if f.is_file() and f.name != RECORD:
+                        shutil.copy2(f, tmp / f.name)
+            _write_json(tmp / RECORD, asdict(rec))
+            os.rename(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        raise RecordError(f"the record {dest} could not be written ({type(exc).__name__}: {exc.strerror or exc})") from exc
+
+
+_FIELDS = {f for f in RunRecord.__dataclass_fields__}  # noqa: C416
 
 
 def load(path: Path) -> RunRecord:
-    data = json.loads((Path(path) / RECORD).read_text())
+    """The record in ``path``; raises :class:`UnreadableRecord` naming the file and what is wrong."""
+    file = Path(path) / RECORD
+    try:
+        data = json.loads(file.read_text())
+    except UnicodeDecodeError as exc:
+        raise UnreadableRecord(f"{file}: not UTF-8 text ({exc.reason})") from None
+    except ValueError as exc:
+        raise UnreadableRecord(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UnreadableRecord(f"{file}: expected a JSON object, got {type(data).__name__}")
+    missing = sorted({"record_id", "run_name", "params", "tags"} - set(data))
+    unknown = sorted(set(data) - _FIELDS)
+    if missing or unknown:
+        raise UnreadableRecord(f"{file}: " + "; ".join(
+            ([f"missing field(s) {', '.join(missing)}"] if missing else []) + ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])))
+    for name, kind in (("params", dict), ("tags", dict), ("metrics", dict), ("record_id", str)):
+        if name in data and not isinstance(data[name], kind):
+            raise UnreadableRecord(f"{file}: field {name} must be a {kind.__name__}, got {type(data[name]).__name__}")
     return RunRecord(**data)
 
 
@@ -90,7 +167,9 @@ def artifacts(path: Path) -> list[Path]:
 
 
 def mark_logged(path: Path, rec: RunRecord, run_id: str, tracking_uri: str) -> None:
-    rec.mlflow_run_id, rec.tracking_uri = run_id, tracking_uri
+    from .track import redact
+
+    rec.mlflow_run_id, rec.tracking_uri = run_id, redact(tracking_uri)  # never a credential on disk
     _write_json(Path(path) / RECORD, asdict(rec))
 
 
@@ -105,16 +184,25 @@ def unlogged(records_dir: str | Path) -> list[tuple[Path, RunRecord]]:
     return [(f, r) for f, r in iter_records(records_dir) if not r.logged and r.status != "running"]
 
 
-def iter_records(records_dir: str | Path) -> Iterator[tuple[Path, RunRecord]]:
-    """Every readable record under ``records_dir``, oldest first."""
+def scan(records_dir: str | Path) -> tuple[list[tuple[Path, RunRecord]], list[tuple[Path, str]]]:
+    """Every record under ``records_dir``, oldest first, and the ``record.json`` files that
+    cannot be read, each with what is wrong (``pipeline.sync`` reports those; nothing is
+    silently left out)."""
     root = Path(records_dir)
+    found, broken = [], []
     if not root.is_dir():
-        return
-    found = []
+        return found, broken
     for sub in root.iterdir():
         if (sub / RECORD).is_file():
             try:
                 found.append((sub, load(sub)))
-            except (ValueError, TypeError):
-                continue  # a foreign or damaged file: not a record of ours
-    yield from sorted(found, key=lambda fr: (fr[1].created, fr[1].record_id))
+            except (UnreadableRecord, OSError) as exc:
+                broken.append((sub, str(exc)))
+    found.sort(key=lambda fr: (fr[1].created, fr[1].record_id))
+    return found, sorted(broken)
+
+
+def iter_records(records_dir: str | Path) -> Iterator[tuple[Path, RunRecord]]:
+    """Every readable record under ``records_dir``, oldest first (:func:`scan` also lists the
+    unreadable ones)."""
+    yield from scan(records_dir)[0]

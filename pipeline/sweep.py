@@ -47,6 +47,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from .exitcodes import Exit
+
 SEQUENTIAL_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",)
 # keys that do not change what a job measures; left out of the config hash
 HASH_EXCLUDED = ("hydra", "tracking", "cache_dir", "rerun", "reports_dir", "records_dir", "decision")
@@ -158,8 +160,8 @@ STATE: SweepState | None = None
 _EXIT_CODE = 0
 # the sweep's state for jobs a cluster launcher runs in other processes (on other machines)
 STATE_ENV = "PIPELINE_SWEEP_STATE"
-EXIT_BUSY = 5  # the same sweep is running in another process: refused, nothing ran
-EXIT_UNSYNCED = 4  # every job ran, but some results are only in the local records (see pipeline.sync)
+EXIT_BUSY = Exit.BUSY  # the same sweep is running in another process: refused, nothing ran
+EXIT_UNSYNCED = Exit.UNSYNCED  # every job ran, but some results are only in the local records (see pipeline.sync)
 
 
 def exit_code() -> int:
@@ -238,6 +240,10 @@ def start_sweep(config: DictConfig) -> SweepState:
     _EXIT_CODE = 0
     track.quiet()
     name = OmegaConf.select(config, "hydra.runtime.choices.sweep") or "cli"
+    # refused before anything exists: no parent run, no record, no lock file
+    problem = launcher_problem(OmegaConf.select(config, "hydra.launcher._target_"), OmegaConf.select(config, "hydra.launcher"))
+    if problem:
+        raise SweepConfigError(f"config error: hydra/launcher: {problem}\nnothing was run and no run was logged")
     jobs = job_list(config)
     seen: dict[str, set[str]] = {}
     for job in jobs:
@@ -250,6 +256,13 @@ def start_sweep(config: DictConfig) -> SweepState:
     sweep_key = hashlib.sha256(json.dumps({"name": name, "jobs": key_jobs}, sort_keys=True).encode()).hexdigest()[:16]
     records_dir = str(OmegaConf.select(config, "records_dir", default="reports/runs"))
     check_jobs_compose(config, jobs)
+    try:
+        records.check_writable(records_dir)
+    except records.RecordError as exc:
+        raise SweepConfigError(f"config error: {exc}") from None
+    # this sweep's lock, before its records or its MLflow parent are looked up: a second run of
+    # the same sweep started at the same moment finds it held and is refused (nothing is shared)
+    _hold(records_dir, sweep_key, name)
 
     tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
     uri = tracking.resolved_uri()
@@ -260,19 +273,23 @@ def start_sweep(config: DictConfig) -> SweepState:
         k, _, v = o.partition("=")
         params[_param_key(k)] = track.redact(v)[:6000]
 
+    # rerun=true starts a new parent: the one a killed run of this sweep left open is closed
+    # (failed, sweep.complete=false), not left RUNNING
+    stale = []
+    if rerun:
+        from .sync import close_stale_parents
+
+        stale = close_stale_parents(records_dir, sweep_key)
     # the parent's local record: resumed when a killed run of the same sweep left one open
     prev = None if rerun else _local_parent(records_dir, sweep_key)
     if prev is not None:
         pfolder, prec = prev
-        _hold(pfolder, name)
     else:
         started = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         prec = records.RunRecord.new(
             f"sweep {name} {started}", params, {"sweep.role": "parent", "sweep.key": sweep_key, "sweep.name": name}
         )
         pfolder = records.folder(records_dir, prec.record_id)
-        pfolder.mkdir(parents=True, exist_ok=True)
-        _hold(pfolder, name)
 
     parent_id, exp_id, resumed, offline = None, None, prev is not None, None
     try:
@@ -303,8 +320,11 @@ def start_sweep(config: DictConfig) -> SweepState:
             from mlflow.entities import Param
 
             client.log_batch(parent_id, params=[Param(k, v) for k, v in prec.params.items()])
+        for sfolder, srec in stale:  # the killed run's parent: its MLflow run ends FAILED too
+            track.log_record(tracking, sfolder, srec)
     except Exception as exc:  # unreachable server, locked store: the sweep runs, results stay local
         offline = _why(exc)
+        track.mark_down(uri, exc)
     prec.open_run_id = parent_id or prec.open_run_id
     prec.status = "running"
     records.write(pfolder, prec)
@@ -325,9 +345,6 @@ def start_sweep(config: DictConfig) -> SweepState:
             f"(experiment {tracking.experiment}, {track.redact(uri)})",
             flush=True,
         )
-    problem = launcher_problem(OmegaConf.select(config, "hydra.launcher._target_"), OmegaConf.select(config, "hydra.launcher"))
-    if problem:
-        print(f"[sweep {name}] {problem}", file=sys.stderr, flush=True)
     return STATE
 
 
@@ -338,23 +355,48 @@ class SweepBusy(RuntimeError):
     """The same sweep is running in another process on these records."""
 
 
-def _hold(pfolder, name: str) -> None:
-    """Lock the parent record for this process: a second run of the same sweep at the same
-    time (another user, another terminal) is refused instead of sharing and corrupting it."""
+def _lock_path(records_dir: str, sweep_key: str):
+    from pathlib import Path
+
+    return Path(records_dir) / f".sweep-{sweep_key}.lock"
+
+
+def _hold(records_dir: str, sweep_key: str, name: str) -> None:
+    """Lock this sweep (its key: name and job list) on these records for this process, before
+    anything of it is looked up or created: a second run of the same sweep at the same time
+    (another user, another terminal) is refused instead of sharing its parent and measuring
+    every job twice under the other's load.  Held until the process ends."""
     global _LOCK
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(pfolder / ".sweep.lock"), timeout=0)
+    lock = FileLock(str(_lock_path(records_dir, sweep_key)), timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise SweepBusy(
-            f"refused: sweep {name!r} (record {pfolder}) is running in another process right now; "
-            "wait for it to finish, or run a different sweep (rerun=true starts a separate one)"
+            f"refused: sweep {name!r} (key {sweep_key}, records {records_dir}) is running in another process "
+            "right now; wait for it to finish, or run a different sweep"
         ) from None
     if _LOCK is not None:
         _LOCK.release()
     _LOCK = lock
+
+
+def sweep_lock_free(records_dir: str, sweep_key: str) -> bool:
+    """True when no process holds the lock of sweep ``sweep_key`` on ``records_dir`` (its
+    process is gone); a sweep this process runs counts as held."""
+    from filelock import FileLock, Timeout
+
+    path = _lock_path(records_dir, sweep_key)
+    if _LOCK is not None and str(_LOCK.lock_file) == str(path):
+        return False
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return False
+    lock.release()
+    return True
 
 
 def _client(uri: str):
@@ -423,15 +465,31 @@ def end_sweep(config: DictConfig) -> None:
     # the parent's local record first: jobs.json, counts, status
     prec = records.load(pfolder)
     jobs_json = {"sweep": st.name, "jobs": [{**asdict(r), "overrides": [track.redact(o) for o in r.overrides]} for r in st.records]}
-    (pfolder / "jobs.json").write_text(json.dumps(jobs_json, indent=2))
     prec.metrics.update({f"sweep.jobs_{s}": float(n) for s, n in counts.items()})
     prec.tags["sweep.complete"] = str(missing == 0).lower()
     prec.status = "failed" if failed else "ok"
     prec.seconds = time.perf_counter() - st.started
-    records.write(pfolder, prec)
+    try:
+        from .export import write_atomic
 
-    # log what MLflow does not have yet (the jobs it could not take, then the parent itself)
+        write_atomic(pfolder / "jobs.json", json.dumps(jobs_json, indent=2))
+        records.write(pfolder, prec)
+    except OSError as exc:  # a full disk: end the parent run truthfully, print the summary anyway
+        _EXIT_CODE = Exit.FAILED
+        print(f"[sweep {st.name}] the sweep's record {pfolder} could not be written ({_why(exc)}); "
+              "its parent run is ended FAILED", file=sys.stderr, flush=True)
+        if st.parent_run_id and not track.is_down(st.tracking_uri):
+            try:
+                st.client().set_terminated(st.parent_run_id, "FAILED")
+            except Exception as exc2:
+                print(f"[sweep {st.name}] MLflow did not take that either ({_why(exc2)})", file=sys.stderr, flush=True)
+        print_summary(st.parent_run_id, config)
+        return
+
+    # log what MLflow does not have yet (the jobs it could not take, then the parent itself):
+    # a store that was down gets one more try here
     tracking = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
+    track.retry(st.tracking_uri)
     report = sync(st.records_dir, tracking, sweep_record=st.parent_record)
     prec = records.load(pfolder)
     if prec.mlflow_run_id:
@@ -443,7 +501,7 @@ def end_sweep(config: DictConfig) -> None:
                 except (OSError, ValueError):
                     pass
     unsynced = [rid for rid in report.failed if rid]
-    _EXIT_CODE = 1 if failed else (EXIT_UNSYNCED if unsynced else 0)
+    _EXIT_CODE = Exit.FAILED if failed else (Exit.UNSYNCED if unsynced else Exit.OK)
     on_sweep_end(st.parent_run_id if prec.mlflow_run_id else None, config)
     if unsynced:
         print(
@@ -553,18 +611,48 @@ def print_summary(parent_run_id: str | None, cfg: DictConfig | None = None) -> N
     print("\n".join(out), flush=True)
 
 
+COMPOSED = False  # set once Hydra composed the config (a callback ran): later errors are not config errors
+
+
+def _refuse_credentials(config: DictConfig) -> None:
+    """Before Hydra writes its output folder (.hydra/overrides.yaml) or prints launch lines:
+    a ``tracking.uri`` given on the command line or in a config file must not hold credentials;
+    they would be written and printed as they are.  The environment carries them instead."""
+    global COMPOSED
+    from . import track
+    from .config import has_credentials
+
+    COMPOSED = True
+    track.redact_logging()
+    raw = OmegaConf.to_container(config.tracking, resolve=False).get("uri") if "tracking" in config else None
+    given = [o for o in (OmegaConf.select(config, "hydra.overrides.task") or []) if track.has_url_credentials(o)]
+    if given or (isinstance(raw, str) and not raw.startswith("${") and has_credentials(raw)):
+        field = given[0].split("=", 1)[0].lstrip("+~") if given else "tracking.uri"
+        print(
+            f"config error: {field}: holds credentials (user:password@); they would be written to Hydra's "
+            "output folder and printed. Put them in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+            "(or the whole URI in MLFLOW_TRACKING_URI) instead. Nothing was run.",
+            file=sys.stderr, flush=True,
+        )
+        raise SystemExit(Exit.CONFIG)
+
+
 class SweepCallback(Callback):
     """Hydra callback: the parent run around a multirun (see the module docstring)."""
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_credentials(config)
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_credentials(config)
         try:
             start_sweep(config)
         except SweepBusy as exc:  # Hydra only warns about a callback's exception: stop here
             print(str(exc), file=sys.stderr, flush=True)
-            raise SystemExit(EXIT_BUSY) from None
+            raise SystemExit(Exit.BUSY) from None
         except SweepConfigError as exc:
             print(str(exc), file=sys.stderr, flush=True)
-            raise SystemExit(2) from None  # as a bad single job: EXIT_CONFIG
+            raise SystemExit(Exit.CONFIG) from None  # as a bad single job
         except Exception:  # Hydra would only warn; a sweep without its parent must not run
             traceback.print_exc()
             raise
@@ -642,7 +730,7 @@ def run_job(dcfg: DictConfig) -> JobRecord:
 
     from hydra.core.hydra_config import HydraConfig
 
-    from . import records
+    from . import records, track
     from .config import to_config
     from .job import execute
 
@@ -671,12 +759,13 @@ def run_job(dcfg: DictConfig) -> JobRecord:
         cfg = to_config(dcfg)
         if not st.rerun:
             prior, where, prior_record = None, None, None
-            if st.parent_run_id is not None:  # MLflow answered at the start
+            if st.parent_run_id is not None and not track.is_down(st.tracking_uri):  # MLflow answered at the start
                 try:
                     found = find_done(st.client(), st.experiment_id, chash)
                     if found is not None:
                         prior, where = found.info.run_id, f"run {found.info.run_id}"
                 except Exception as exc:
+                    track.mark_down(st.tracking_uri, exc)
                     print(f"[sweep {st.name}]   MLflow did not answer ({_why(exc)}); looking in the local records", flush=True)
             if prior is None:
                 local = find_done_locally(st.records_dir, chash, st.tracking_uri)
@@ -704,7 +793,12 @@ def run_job(dcfg: DictConfig) -> JobRecord:
         if mine:
             record_id, run_id = mine[-1][1].record_id, mine[-1][1].mlflow_run_id
         else:
-            record_id, run_id = _record_failed_job(st, dcfg, num, overrides, tags, exc, tb)
+            try:
+                record_id, run_id = _record_failed_job(st, dcfg, num, overrides, tags, exc, tb)
+            except OSError as exc2:  # the records folder filled up: say so, the sweep goes on
+                record_id, run_id = None, None
+                print(f"[sweep {st.name}]   job {num + 1}: its failure could not be recorded either "
+                      f"({_why(exc2)})", file=sys.stderr, flush=True)
         rec = JobRecord(num, overrides, label, "failed", run_id, _why(exc), time.perf_counter() - t0, record_id)
         print(tb, file=sys.stderr, flush=True)
     st.records.append(rec)

@@ -15,11 +15,51 @@ log = logging.getLogger(__name__)
 # defaults retry for minutes); results are kept locally and `python -m pipeline.sync` logs them
 # later.  A value the user sets in the environment wins.
 HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
 }
+
+# Stores that failed to answer in this process (uri -> why).  Once a store is known to be down
+# the pipeline stops waiting on it: each later call gives up at once (results stay local) until
+# :func:`retry` clears it (a sweep's end and `pipeline.sync` try once more).
+_DOWN: dict[str, str] = {}
+
+
+def is_down(uri: str) -> str | None:
+    """Why ``uri`` is known to be down in this process, or None."""
+    return _DOWN.get(uri)
+
+
+def mark_down(uri: str, exc: BaseException) -> None:
+    if _unreachable(exc):
+        _DOWN[uri] = f"{type(exc).__name__}: {redact(str(exc).splitlines()[0] if str(exc) else '')}"[:300]
+
+
+def retry(uri: str) -> None:
+    """Forget that ``uri`` was down: the next call tries it again."""
+    _DOWN.pop(uri, None)
+
+
+class StoreDown(ConnectionError):
+    """The tracking store did not answer earlier in this process; not tried again."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A connection that failed or timed out (not an error the store answered with)."""
+    import requests
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError, StoreDown)):
+            return True
+        text = str(exc)
+        if "Max retries exceeded" in text or "timed out" in text or "Connection refused" in text or "Connection aborted" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def setup(tracking_cfg) -> str:
@@ -88,17 +128,72 @@ def quiet() -> None:
 
 
 _SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|CREDENTIAL|AUTH)", re.I)
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+(:[^/@\s]*)?@")
+# credentials inside a URL, as written (scheme://user:pw@), as Hydra escapes an override
+# (scheme\:\/\/user\:pw@) and percent-encoded (scheme%3A%2F%2Fuser%3Apw%40)
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*(?:\\*:|%3[aA])(?:\\*/|%2[fF]){2})"
+    r"(?P<userinfo>(?:(?!%40)[^/@\s])+?)(?P<at>@|%40)"
+)
+_SECRETS: set[str] = set()  # values known to be secret in this process (a URI's password)
+
+
+def has_url_credentials(text: str) -> bool:
+    """Whether ``text`` holds a URL with ``user:password@`` (also escaped or percent-encoded)."""
+    return _URL_CREDENTIALS.search(text) is not None
+
+
+def add_secret(value: str | None) -> None:
+    """Mask ``value`` (and its escaped forms) in everything :func:`redact` sees from now on."""
+    if value and len(value) >= 3:
+        _SECRETS.add(value)
+
+
+def _forms(value: str) -> set[str]:
+    from urllib.parse import quote
+
+    return {value, quote(value, safe=""), re.sub(r"([:/=\\,'\"\[\]{}()])", r"\\\1", value)}
 
 
 def redact(text: str) -> str:
-    """Mask secrets before anything is logged: credentials inside URLs (``scheme://user:pw@``)
-    and the value of every environment variable whose name says it is a secret."""
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
+    """Mask secrets before anything is logged: credentials inside URLs (``scheme://user:pw@``,
+    also escaped), the passwords of tracking URIs seen in this process, and the value of every
+    environment variable whose name says it is a secret."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***{m.group('at')}", text)
+    secrets = set(_SECRETS)
     for name, value in os.environ.items():
         if value and len(value) >= 6 and _SECRET_NAME.search(name):
-            text = text.replace(value, "***")
+            secrets.add(value)
+    for value in secrets:
+        for form in _forms(value):
+            if form:
+                text = text.replace(form, "***")
     return text
+
+
+_FACTORY_INSTALLED = False
+
+
+def redact_logging() -> None:
+    """Pass every log record of this process (MLflow's, Hydra's, ours) through :func:`redact`,
+    whatever handler writes it (console, a job's log file).  Installed once, at start."""
+    global _FACTORY_INSTALLED
+    if _FACTORY_INSTALLED:
+        return
+    base = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        record = base(*args, **kwargs)
+        try:
+            msg = record.getMessage()
+        except Exception:  # a broken format: leave it to the handler to report
+            return record
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _FACTORY_INSTALLED = True
 
 
 def log_record(tracking_cfg, folder: Path, rec) -> str | None:
@@ -110,6 +205,8 @@ def log_record(tracking_cfg, folder: Path, rec) -> str | None:
     """
     uri = tracking_cfg.resolved_uri()
     try:
+        if is_down(uri):
+            raise StoreDown(f"it did not answer earlier ({is_down(uri)}); not waiting on it again")
         for attempt in range(4):
             try:
                 return _log_record(tracking_cfg, folder, rec, uri)
@@ -118,6 +215,7 @@ def log_record(tracking_cfg, folder: Path, rec) -> str | None:
                     raise
                 time.sleep(0.5 * 2**attempt)
     except Exception as exc:  # unreachable server, locked store, ...: nothing is lost
+        mark_down(uri, exc)
         log.warning(
             "MLflow (%s) could not take this run (%s: %s); its results are kept in %s; "
             "`python -m pipeline.sync` logs them once the store is back",

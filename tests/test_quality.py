@@ -12,7 +12,7 @@ from pipeline.quality import DataError, StsData, cached_score, load_sts, score
 def _data(tmp_path, text: str) -> QualityConfig:
     (tmp_path / "stsb").mkdir(exist_ok=True)
     (tmp_path / "stsb" / "stsb-en-test.csv").write_text(text)
-    return QualityConfig(data_dir=str(tmp_path), source="local")
+    return QualityConfig(data_dir=str(tmp_path), source="local", dataset="own")
 
 
 def test_loads_quoted_commas(tmp_path):

@@ -1,0 +1,18 @@
+"""The exit codes of ``python -m pipeline`` and ``python -m pipeline.sync`` (README "Resilience").
+
+One place for them: a script can act on each.  When several apply, the first in this order
+wins: CONFIG, BUSY, FAILED, UNSYNCED, SKIPPED, OK.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    OK = 0  # every job ran (or was already done) and every result is logged
+    FAILED = 1  # a job failed or did not run; or `pipeline.sync`: a record could not be read or logged
+    CONFIG = 2  # a bad configuration, option, value, model or records folder: nothing ran, nothing logged
+    SKIPPED = 3  # a single job that cannot run here (logged with status=skipped)
+    UNSYNCED = 4  # every job ran, but some results are only in the local records (`pipeline.sync` logs them)
+    BUSY = 5  # the same sweep is running in another process on these records: refused, nothing ran
