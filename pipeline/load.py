@@ -1,0 +1,428 @@
+"""The load scenario: the queries per second a configuration sustains within its latency target.
+
+Requests arrive **open-loop**: a Poisson schedule (exponential gaps, seeded) is computed
+before the clock starts, and each request is sent at its scheduled time whether or not the
+earlier ones have been answered.  One request is one sentence (the STS Benchmark sentences,
+shuffled).  **Latency runs from a request's scheduled arrival to the moment its vector is
+ready**, so time spent queueing, and any lateness of the generator itself, is counted (no
+"coordinated omission": measuring from the send time, or waiting for an answer before
+sending the next request, hides exactly the queueing this scenario is about).
+
+The server is :class:`pipeline.serve.Batcher` over the :class:`pipeline.embed.Embedder`,
+with ``max_batch=1`` for one call per request.  The generator is one thread of the same
+process: it sleeps until each scheduled time and submits; completions are stamped by a
+callback in the worker thread.  No thread per request.
+
+For each offered rate (ascending, until the server saturates): achieved rate, p50/p95/p99,
+requests timed out / dropped / failed (each counts with the timeout as its latency: it missed
+the target), the generator's lateness and the mean batch.  Then a bounded bisection between
+the last rate within the p95 target and the first past it gives
+``load.max_qps_at_p95_target``.  Last, the same generator drives a no-op server at the
+highest rate reached: its CPU per request and the latency floor it adds are the generator's
+own overhead, reported beside the figures.
+
+The measurement runs in a fresh process, as the benchmark does:
+
+    python -m pipeline.load SPEC.json OUT.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+PENDING, OK, TIMED_OUT, DROPPED, FAILED = 0, 1, 2, 3, 4
+
+
+def poisson_offsets(rate: float, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` arrival times (seconds from the start) of a Poisson process of ``rate`` per second,
+    conditioned on its count: the ``n`` arrivals span exactly ``n / rate`` seconds, so every
+    schedule offers its nominal rate (an unconditioned sample of 300 is off by ~6%)."""
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(1.0 / rate, size=n + 1))
+    return t[:-1] * ((n / rate) / t[-1])
+
+
+@dataclass
+class Point:
+    """One offered rate: what the clients saw."""
+
+    offered_qps: float  # the nominal rate
+    realised_qps: float  # requests / span of this schedule (a Poisson sample differs from nominal)
+    requests: int
+    achieved_qps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    ok: int
+    timed_out: int
+    dropped: int
+    failed: int
+    lag_p50_ms: float  # the generator's lateness: send time minus scheduled time
+    lag_p99_ms: float
+    wall_s: float
+    cpu_s: float  # this process's CPU time over the point (all threads: generator, front, ONNX Runtime)
+    mean_batch: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    status: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def lost(self) -> int:
+        return self.timed_out + self.dropped + self.failed
+
+    def summary(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k not in ("latencies_ms", "status")}
+        d["lost"] = self.lost
+        return d
+
+
+def drive(submit, texts: list[str], offsets: np.ndarray, timeout_s: float, start_delay_s: float = 0.01) -> Point:
+    """Send ``texts[i]`` at ``offsets[i]`` seconds through ``submit(text) -> Future``; time each.
+
+    ``submit`` may raise (a full queue: dropped).  A Future that fails with a TimeoutError
+    counts as timed out, any other error as failed; requests not answered within
+    ``timeout_s`` after the last arrival count as timed out.  Lost requests count with
+    latency ``max(timeout, their real time)``.
+    """
+    from concurrent.futures import wait
+
+    n = len(offsets)
+    done = np.zeros(n)
+    sent = np.zeros(n)
+    status = np.zeros(n, dtype=np.int8)
+    pc = time.perf_counter
+
+    def mark(i: int, fut) -> None:  # runs in the worker thread, when the result is set
+        if fut.cancelled():  # given up on below: stays pending, counted as timed out
+            return
+        done[i] = pc()
+        exc = fut.exception()
+        status[i] = OK if exc is None else (TIMED_OUT if isinstance(exc, TimeoutError) else FAILED)
+
+    futs = []
+    sleep = time.sleep
+    cpu0 = time.process_time()
+    t0 = pc() + start_delay_s
+    sched = t0 + offsets
+    for i in range(n):
+        d = sched[i] - pc()
+        if d > 0:
+            sleep(d)
+        sent[i] = pc()
+        try:
+            f = submit(texts[i])
+        except Exception:
+            status[i], done[i] = DROPPED, sent[i]
+            continue
+        f.add_done_callback(partial(mark, i))
+        futs.append(f)
+    wait(futs, timeout=timeout_s + 1.0)
+    end = pc()
+    cpu = time.process_time() - cpu0
+    for f in futs:  # still running after the grace period: give up on them
+        f.cancel()
+    pending = status == PENDING
+    status[pending] = TIMED_OUT
+    done[pending] = end
+    lat = done - sched
+    lost = status != OK
+    lat[lost] = np.maximum(lat[lost], timeout_s)
+    ok = ~lost
+    span = (done[ok].max() - t0) if ok.any() else (end - t0)
+    lat_ms = lat * 1e3
+    p50, p95, p99 = np.percentile(lat_ms, [50, 95, 99])
+    lag = (sent - sched) * 1e3
+    return Point(
+        offered_qps=float(n / offsets[-1]) if n else 0.0,
+        realised_qps=float(n / offsets[-1]) if n else 0.0,
+        requests=n,
+        achieved_qps=float(ok.sum() / span) if span > 0 else 0.0,
+        p50_ms=float(p50),
+        p95_ms=float(p95),
+        p99_ms=float(p99),
+        mean_ms=float(lat_ms.mean()),
+        max_ms=float(lat_ms.max()),
+        ok=int(ok.sum()),
+        timed_out=int((status == TIMED_OUT).sum()),
+        dropped=int((status == DROPPED).sum()),
+        failed=int((status == FAILED).sum()),
+        lag_p50_ms=float(np.percentile(lag, 50)),
+        lag_p99_ms=float(np.percentile(lag, 99)),
+        wall_s=float(end - t0),
+        cpu_s=float(cpu),
+        latencies_ms=[round(float(x), 4) for x in lat_ms],
+        status=[int(s) for s in status],
+    )
+
+
+class Scenario:
+    """Run the rates and the search on one server (``make_submit()`` -> submit, batcher stats)."""
+
+    def __init__(self, batcher, sentences: list[str], settings: dict, seed: int = 0):
+        self.batcher = batcher
+        self.sentences = sentences
+        self.s = settings
+        self.seed = seed
+        self.cursor = 0
+        self.points: list[Point] = []
+
+    def texts(self, n: int) -> list[str]:
+        out = [self.sentences[(self.cursor + i) % len(self.sentences)] for i in range(n)]
+        self.cursor = (self.cursor + n) % len(self.sentences)
+        return out
+
+    def point(self, rate: float, seconds: float | None = None, keep: bool = True, batcher=None) -> Point:
+        s = self.s
+        b = batcher or self.batcher
+        n = max(int(s["min_requests"]), int(round(rate * (seconds if seconds is not None else s["seconds_per_rate"]))))
+        offsets = poisson_offsets(rate, n, seed=self.seed + int(rate * 1000) % 100003)
+        before = (b.stats.batches, b.stats.embedded)
+        p = drive(b.submit, self.texts(n), offsets, timeout_s=s["timeout_ms"] / 1e3)
+        p.offered_qps = float(rate)  # the nominal rate (the realised one differs by sampling noise)
+        batches, embedded = b.stats.batches - before[0], b.stats.embedded - before[1]
+        p.mean_batch = embedded / batches if batches else 0.0
+        if keep:
+            self.points.append(p)
+        return p
+
+    def within(self, p: Point) -> bool:
+        return p.p95_ms <= self.s["p95_target_ms"]
+
+    def saturated(self, p: Point) -> bool:
+        return p.achieved_qps < self.s["saturation_ratio"] * p.realised_qps or p.lost > 0.01 * p.requests
+
+    def run(self) -> dict:
+        s = self.s
+        rates = sorted(set(float(r) for r in s["rates"]) | {float(s["at_qps"])})
+        if s.get("warmup_seconds", 0) > 0:
+            self.point(rates[0], seconds=s["warmup_seconds"], keep=False)
+        first_miss = None
+        for rate in rates:
+            p = self.point(rate)
+            if first_miss is None and not self.within(p):
+                first_miss = rate
+            if self.saturated(p) and rate >= s["at_qps"]:
+                break
+        passed = [p.offered_qps for p in self.points if self.within(p) and (first_miss is None or p.offered_qps < first_miss)]
+        lo = max(passed) if passed else None
+        hi = first_miss
+        if lo is not None and hi is not None:
+            for _ in range(int(s["search_steps"])):
+                mid = math.sqrt(lo * hi)
+                if mid <= lo * 1.02 or mid >= hi / 1.02:
+                    break
+                p = self.point(mid)
+                if self.within(p):
+                    lo = mid
+                else:
+                    hi = mid
+        at = next(p for p in self.points if p.offered_qps == float(s["at_qps"]))
+        return {
+            "max_qps_at_p95_target": lo if lo is not None else 0.0,
+            "first_rate_past_target": hi,
+            "limited_by_rates": hi is None,  # no rate tried missed the target: a lower bound
+            "at_qps": at.summary(),
+            "saturation_qps": max(p.achieved_qps for p in self.points),
+        }
+
+
+def measure(spec: dict) -> dict:
+    """Inside the fresh process: build the embedder and the front, warm up, run the scenario,
+    then the generator against a no-op server."""
+    from .embed import Embedder
+    from .serve import Batcher
+
+    s = spec["load"]
+    sentences = list(spec["sentences"])
+    random.Random(spec.get("seed", 0)).shuffle(sentences)
+    t0 = time.perf_counter()
+    emb = Embedder(**spec["embedder"])
+    session_s = time.perf_counter() - t0
+    for k in sorted({1, 2, 4, 8, 16, 32, int(s["max_batch"])}):  # each batch shape once, before the clock
+        if k <= int(s["max_batch"]):
+            emb.embed(sentences[:k])
+    front = dict(max_batch=int(s["max_batch"]), max_wait_ms=float(s["max_wait_ms"]), timeout_ms=float(s["timeout_ms"]),
+                 max_queue=int(s["max_queue"]), workers=int(s["workers"]))
+    batcher = Batcher(emb, **front)
+    sc = Scenario(batcher, sentences, s, seed=int(spec.get("seed", 0)))
+    try:
+        result = sc.run()
+    finally:
+        batcher.close(drain=False)
+    # the generator's own cost: the same settings and schedule shape against a server that does nothing
+    overhead = None
+    if s.get("overhead_seconds", 0) > 0:
+        dim = emb.dim
+        zeros = np.zeros((int(s["max_batch"]), dim), dtype=np.float32)
+        noop = Batcher(lambda texts: zeros[: len(texts)], **front)
+        rate = max(p.offered_qps for p in sc.points)
+        try:
+            p = sc.point(rate, seconds=s["overhead_seconds"], keep=False, batcher=noop)
+        finally:
+            noop.close(drain=False)
+        overhead = {
+            "offered_qps": rate,
+            "achieved_ratio": p.achieved_qps / rate,
+            "p50_ms": p.p50_ms,
+            "p99_ms": p.p99_ms,
+            "lag_p99_ms": p.lag_p99_ms,
+            "cpu_us_per_request": 1e6 * p.cpu_s / p.requests,
+            "cpu_share": p.cpu_s / p.wall_s,  # cores busy with the generator and the front
+        }
+    return {
+        **result,
+        "points": [{**p.summary(), "latencies_ms": p.latencies_ms, "status": p.status} for p in sc.points],
+        "overhead": overhead,
+        "session_s": session_s,
+        "switch_interval_s": sys.getswitchinterval(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+# -- the parent side ----------------------------------------------------------------------------
+class LoadError(RuntimeError):
+    pass
+
+
+@dataclass
+class LoadResult:
+    raw: dict
+    settings: dict
+
+    @property
+    def points(self) -> list[dict]:
+        return sorted(self.raw["points"], key=lambda p: p["offered_qps"])
+
+    def metrics(self) -> dict[str, float]:
+        s, r = self.settings, self.raw
+        tag = f"{s['at_qps']:g}qps"
+        at = r["at_qps"]
+        m = {
+            "load.max_qps_at_p95_target": float(r["max_qps_at_p95_target"]),
+            "load.max_qps_limited_by_rates": float(bool(r["limited_by_rates"])),
+            "load.p95_target_ms": float(s["p95_target_ms"]),
+            "load.saturation_qps": float(r["saturation_qps"]),
+            f"load.p50_ms_at_{tag}": at["p50_ms"],
+            f"load.p95_ms_at_{tag}": at["p95_ms"],
+            f"load.p99_ms_at_{tag}": at["p99_ms"],
+            f"load.achieved_qps_at_{tag}": at["achieved_qps"],
+            f"load.lost_at_{tag}": float(at["lost"]),
+            f"load.mean_batch_at_{tag}": at["mean_batch"],
+            f"load.lag_p99_ms_at_{tag}": at["lag_p99_ms"],
+            "load.rates_measured": float(len(r["points"])),
+        }
+        o = r.get("overhead")
+        if o:
+            m.update({
+                "load.generator.offered_qps": o["offered_qps"],
+                "load.generator.achieved_ratio": o["achieved_ratio"],
+                "load.generator.noop_p50_ms": o["p50_ms"],
+                "load.generator.noop_p99_ms": o["p99_ms"],
+                "load.generator.cpu_us_per_request": o["cpu_us_per_request"],
+                "load.generator.cpu_share": o["cpu_share"],
+            })
+        return m
+
+    def write(self, out_dir: Path, title: str) -> None:
+        """load.json (the per-rate table), load_latency.csv (every request) and load.png."""
+        out_dir = Path(out_dir)
+        table = [{k: v for k, v in p.items() if k not in ("latencies_ms", "status")} for p in self.points]
+        summary = {k: v for k, v in self.raw.items() if k != "points"}
+        (out_dir / "load.json").write_text(json.dumps({"settings": self.settings, **summary, "points": table}, indent=2))
+        with open(out_dir / "load_latency.csv", "w") as f:
+            f.write("offered_qps,latency_ms,status\n")
+            names = {OK: "ok", TIMED_OUT: "timed_out", DROPPED: "dropped", FAILED: "failed", PENDING: "pending"}
+            for p in self.points:
+                for lat, st in zip(p["latencies_ms"], p["status"]):
+                    f.write(f"{p['offered_qps']:g},{lat},{names[st]}\n")
+        figure(table, self.settings["p95_target_ms"], self.raw["max_qps_at_p95_target"], out_dir / "load.png", title)
+
+
+def figure(points: list[dict], target_ms: float, max_qps: float, path: Path, title: str) -> None:
+    """p95 and p99 against offered rate (log-log), the target line, achieved rate beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [p["offered_qps"] for p in points]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10.5, 3.8))
+    ax1.plot(x, [p["p50_ms"] for p in points], "o-", color="#228833", label="p50")
+    ax1.plot(x, [p["p95_ms"] for p in points], "o-", color="#ee6677", label="p95")
+    ax1.plot(x, [p["p99_ms"] for p in points], "o-", color="#aa3377", label="p99")
+    ax1.axhline(target_ms, color="k", ls="--", lw=1, label=f"target p95 {target_ms:g} ms")
+    if max_qps:
+        ax1.axvline(max_qps, color="#4477aa", ls=":", lw=1, label=f"max within target {max_qps:.0f}/s")
+    ax1.set_xscale("log")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("offered rate (requests/s, Poisson)")
+    ax1.set_ylabel("latency from scheduled arrival (ms)")
+    ax1.legend(fontsize=8)
+    ax2.plot(x, [p["achieved_qps"] for p in points], "o-", color="#4477aa", label="achieved")
+    ax2.plot(x, x, color="grey", ls="--", lw=1, label="offered")
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("offered rate (requests/s)")
+    ax2.set_ylabel("achieved rate (requests/s)")
+    ax2.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def settings_of(load_cfg) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    d = asdict(load_cfg) if is_dataclass(load_cfg) else dict(load_cfg)
+    d["rates"] = [float(r) for r in d["rates"]]
+    return d
+
+
+def run(embedder_kwargs: dict, sentences: list[str], load_cfg, seed: int = 0, timeout_s: float = 900) -> LoadResult:
+    """Measure in a fresh process (``python -m pipeline.load``), like the benchmark stage."""
+    settings = settings_of(load_cfg)
+    spec = {
+        "embedder": {k: (str(v) if isinstance(v, Path) else v) for k, v in embedder_kwargs.items()},
+        "sentences": list(sentences),
+        "load": settings,
+        "seed": seed,
+    }
+    with tempfile.TemporaryDirectory(prefix="load-") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec_path.write_text(json.dumps(spec))
+        env = dict(os.environ)
+        env.pop("OMP_NUM_THREADS", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.load", str(spec_path), str(out_path)],
+            capture_output=True, text=True, timeout=timeout_s, env=env,
+        )
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise LoadError(f"load process failed (exit {proc.returncode}):\n{tail}")
+        raw = json.loads(out_path.read_text())
+    return LoadResult(raw, settings)
+
+
+def _main(argv: list[str]) -> int:
+    spec_path, out_path = argv
+    spec = json.loads(Path(spec_path).read_text())
+    Path(out_path).write_text(json.dumps(measure(spec)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
