@@ -169,35 +169,64 @@ def drive(submit, texts: list[str], offsets: np.ndarray, timeout_s: float, start
     )
 
 
+class Driver:
+    """``driver(rate, seconds) -> Point``: one rate against one server, through ``submit``.
+
+    The schedule and the texts depend only on the rate and the seed, so two servers measured at
+    the same rate get the very same arrivals and sentences.
+    """
+
+    def __init__(self, submit, sentences: list[str], timeout_ms: float, min_requests: int, seed: int = 0, stats=None):
+        self.submit, self.sentences, self.stats = submit, sentences, stats
+        self.timeout_s, self.min_requests, self.seed = timeout_ms / 1e3, int(min_requests), seed
+
+    def __call__(self, rate: float, seconds: float) -> Point:
+        n = max(self.min_requests, int(round(rate * seconds)))
+        key = int(round(rate * 1000))
+        offsets = poisson_offsets(rate, n, seed=self.seed + key % 100003)
+        k = key % len(self.sentences)
+        texts = [self.sentences[(k + i) % len(self.sentences)] for i in range(n)]
+        before = (self.stats.batches, self.stats.embedded) if self.stats is not None else None
+        p = drive(self.submit, texts, offsets, timeout_s=self.timeout_s)
+        if before is not None:
+            batches, embedded = self.stats.batches - before[0], self.stats.embedded - before[1]
+            p.mean_batch = embedded / batches if batches else 0.0
+        return p
+
+    @classmethod
+    def for_batcher(cls, batcher, sentences: list[str], settings: dict, seed: int = 0) -> "Driver":
+        return cls(batcher.submit, sentences, settings["timeout_ms"], settings["min_requests"], seed, batcher.stats)
+
+
 class Scenario:
-    """Run the rates and the search on one server (``make_submit()`` -> submit, batcher stats)."""
+    """The rates in ascending order until saturation, then a bounded bisection on the p95 target.
 
-    def __init__(self, batcher, sentences: list[str], settings: dict, seed: int = 0):
-        self.batcher = batcher
-        self.sentences = sentences
+    ``measure(rate, seconds) -> Point`` runs one rate (a :class:`Driver`).  The steps are
+    public (:meth:`scan`, :meth:`search_step`) so that several servers can be measured
+    interleaved, point by point (benchmarks/serving.py); :meth:`run` does them all.
+    """
+
+    def __init__(self, measure, settings: dict):
+        self.measure = measure
         self.s = settings
-        self.seed = seed
-        self.cursor = 0
         self.points: list[Point] = []
+        self.rates = sorted(set(float(r) for r in settings["rates"]) | {float(settings["at_qps"])})
+        self.first_miss: float | None = None
+        self.done_scanning = False
+        self.lo: float | None = None
+        self.hi: float | None = None
+        self.steps_left = int(settings["search_steps"])
 
-    def texts(self, n: int) -> list[str]:
-        out = [self.sentences[(self.cursor + i) % len(self.sentences)] for i in range(n)]
-        self.cursor = (self.cursor + n) % len(self.sentences)
-        return out
-
-    def point(self, rate: float, seconds: float | None = None, keep: bool = True, batcher=None) -> Point:
-        s = self.s
-        b = batcher or self.batcher
-        n = max(int(s["min_requests"]), int(round(rate * (seconds if seconds is not None else s["seconds_per_rate"]))))
-        offsets = poisson_offsets(rate, n, seed=self.seed + int(rate * 1000) % 100003)
-        before = (b.stats.batches, b.stats.embedded)
-        p = drive(b.submit, self.texts(n), offsets, timeout_s=s["timeout_ms"] / 1e3)
-        p.offered_qps = float(rate)  # the nominal rate (the realised one differs by sampling noise)
-        batches, embedded = b.stats.batches - before[0], b.stats.embedded - before[1]
-        p.mean_batch = embedded / batches if batches else 0.0
+    def point(self, rate: float, seconds: float | None = None, keep: bool = True) -> Point:
+        p = self.measure(rate, self.s["seconds_per_rate"] if seconds is None else seconds)
+        p.offered_qps = float(rate)  # the nominal rate
         if keep:
             self.points.append(p)
         return p
+
+    def warmup(self) -> None:
+        if self.s.get("warmup_seconds", 0) > 0:
+            self.point(self.rates[0], seconds=self.s["warmup_seconds"], keep=False)
 
     def measured(self, rate: float) -> Point:
         """One rate; a miss is measured once more (``confirm_misses``) and the lower p95 kept:
@@ -215,40 +244,61 @@ class Scenario:
     def saturated(self, p: Point) -> bool:
         return p.achieved_qps < self.s["saturation_ratio"] * p.realised_qps or p.lost > 0.01 * p.requests
 
-    def run(self) -> dict:
-        s = self.s
-        rates = sorted(set(float(r) for r in s["rates"]) | {float(s["at_qps"])})
-        if s.get("warmup_seconds", 0) > 0:
-            self.point(rates[0], seconds=s["warmup_seconds"], keep=False)
-        first_miss = None
-        for rate in rates:
-            p = self.measured(rate)
-            if first_miss is None and not self.within(p):
-                first_miss = rate
-            if self.saturated(p) and rate >= s["at_qps"]:
-                break
-        kept = [p for p in self.points if not p.superseded]
-        passed = [p.offered_qps for p in kept if self.within(p) and (first_miss is None or p.offered_qps < first_miss)]
-        lo = max(passed) if passed else None
-        hi = first_miss
-        if lo is not None and hi is not None:
-            for _ in range(int(s["search_steps"])):
-                mid = math.sqrt(lo * hi)
-                if mid <= lo * 1.02 or mid >= hi / 1.02:
-                    break
-                p = self.measured(mid)
-                if self.within(p):
-                    lo = mid
-                else:
-                    hi = mid
-        at = next(p for p in kept if p.offered_qps == float(s["at_qps"]))
+    def kept(self) -> list[Point]:
+        return [p for p in self.points if not p.superseded]
+
+    def scan(self, rate: float) -> None:
+        """Measure one rate of the ascending list (no-op once saturated)."""
+        if self.done_scanning:
+            return
+        p = self.measured(rate)
+        if self.first_miss is None and not self.within(p):
+            self.first_miss = rate
+        if self.saturated(p) and rate >= self.s["at_qps"]:
+            self.done_scanning = True
+
+    def begin_search(self) -> None:
+        self.done_scanning = True
+        passed = [p.offered_qps for p in self.kept() if self.within(p) and (self.first_miss is None or p.offered_qps < self.first_miss)]
+        self.lo = max(passed) if passed else None
+        self.hi = self.first_miss
+
+    def search_step(self) -> bool:
+        """One bisection step (geometric midpoint); False when the search is over."""
+        lo, hi = self.lo, self.hi
+        if lo is None or hi is None or self.steps_left <= 0:
+            return False
+        mid = math.sqrt(lo * hi)
+        if mid <= lo * 1.02 or mid >= hi / 1.02:
+            return False
+        self.steps_left -= 1
+        if self.within(self.measured(mid)):
+            self.lo = mid
+        else:
+            self.hi = mid
+        return self.steps_left > 0
+
+    def result(self) -> dict:
+        kept = self.kept()
+        at = next(p for p in kept if p.offered_qps == float(self.s["at_qps"]))
         return {
-            "max_qps_at_p95_target": lo if lo is not None else 0.0,
-            "first_rate_past_target": hi,
-            "limited_by_rates": hi is None,  # no rate tried missed the target: a lower bound
+            "max_qps_at_p95_target": self.lo if self.lo is not None else 0.0,
+            "first_rate_past_target": self.hi,
+            "limited_by_rates": self.hi is None,  # no rate tried missed the target: a lower bound
             "at_qps": at.summary(),
             "saturation_qps": max(p.achieved_qps for p in kept),
         }
+
+    def run(self) -> dict:
+        self.warmup()
+        for rate in self.rates:
+            self.scan(rate)
+            if self.done_scanning:
+                break
+        self.begin_search()
+        while self.search_step():
+            pass
+        return self.result()
 
 
 def measure(spec: dict) -> dict:
@@ -269,7 +319,8 @@ def measure(spec: dict) -> dict:
     front = dict(max_batch=int(s["max_batch"]), max_wait_ms=float(s["max_wait_ms"]), timeout_ms=float(s["timeout_ms"]),
                  max_queue=int(s["max_queue"]), workers=int(s["workers"]))
     batcher = Batcher(emb, **front)
-    sc = Scenario(batcher, sentences, s, seed=int(spec.get("seed", 0)))
+    seed = int(spec.get("seed", 0))
+    sc = Scenario(Driver.for_batcher(batcher, sentences, s, seed), s)
     try:
         result = sc.run()
     finally:
@@ -282,7 +333,7 @@ def measure(spec: dict) -> dict:
         noop = Batcher(lambda texts: zeros[: len(texts)], **front)
         rate = max(p.offered_qps for p in sc.points)
         try:
-            p = sc.point(rate, seconds=s["overhead_seconds"], keep=False, batcher=noop)
+            p = Driver.for_batcher(noop, sentences, s, seed)(rate, s["overhead_seconds"])
         finally:
             noop.close(drain=False)
         overhead = {

@@ -148,7 +148,7 @@ SETTINGS = dict(
 def test_the_search_brackets_the_rate_where_p95_crosses_the_target():
     server = Sleeper(0.003)  # capacity ~300/s
     with Batcher(server, max_batch=1) as b:
-        sc = load.Scenario(b, ["x"], SETTINGS)
+        sc = load.Scenario(load.Driver.for_batcher(b, ["x"], SETTINGS), SETTINGS)
         r = sc.run()
     measured = sorted(p.offered_qps for p in sc.points)
     assert 100.0 in measured  # the study's rate is always measured
@@ -164,7 +164,8 @@ def test_the_search_brackets_the_rate_where_p95_crosses_the_target():
 
 def test_a_server_that_never_misses_gives_a_lower_bound():
     with Batcher(lambda texts: np.zeros((len(texts), 2), np.float32), max_batch=8) as b:
-        sc = load.Scenario(b, ["x"], {**SETTINGS, "rates": [50.0, 100.0]})
+        settings = {**SETTINGS, "rates": [50.0, 100.0]}
+        sc = load.Scenario(load.Driver.for_batcher(b, ["x"], settings), settings)
         r = sc.run()
     assert r["limited_by_rates"] and r["max_qps_at_p95_target"] == 100.0
 
