@@ -406,11 +406,13 @@ class LoadResult:
         summary = {k: v for k, v in self.raw.items() if k != "points"}
         (out_dir / "load.json").write_text(json.dumps({"settings": self.settings, **summary, "points": table}, indent=2))
         with open(out_dir / "load_latency.csv", "w") as f:
-            f.write("offered_qps,latency_ms,status\n")
+            # kept=0: a miss measured again whose repeat had the lower p95 (confirm_misses)
+            f.write("offered_qps,latency_ms,status,kept\n")
             names = {OK: "ok", TIMED_OUT: "timed_out", DROPPED: "dropped", FAILED: "failed", PENDING: "pending"}
             for p in self.points:
+                kept = 0 if p.get("superseded") else 1
                 for lat, st in zip(p["latencies_ms"], p["status"]):
-                    f.write(f"{p['offered_qps']:g},{lat},{names[st]}\n")
+                    f.write(f"{p['offered_qps']:g},{lat},{names[st]},{kept}\n")
         figure([p for p in table if not p.get("superseded")], self.settings["p95_target_ms"], self.raw["max_qps_at_p95_target"], out_dir / "load.png", title)
 
 

@@ -196,4 +196,4 @@ def test_the_load_process_on_the_tiny_model(tiny_bert, tmp_path):
     table = json.loads((tmp_path / "load.json").read_text())
     assert [p["offered_qps"] for p in table["points"]][:2] == [50.0, 100.0]
     rows = (tmp_path / "load_latency.csv").read_text().splitlines()
-    assert rows[0] == "offered_qps,latency_ms,status" and len(rows) - 1 == sum(p["requests"] for p in table["points"])
+    assert rows[0] == "offered_qps,latency_ms,status,kept" and len(rows) - 1 == sum(p["requests"] for p in table["points"])
