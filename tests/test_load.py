@@ -197,3 +197,35 @@ def test_the_load_process_on_the_tiny_model(tiny_bert, tmp_path):
     assert [p["offered_qps"] for p in table["points"]][:2] == [50.0, 100.0]
     rows = (tmp_path / "load_latency.csv").read_text().splitlines()
     assert rows[0] == "offered_qps,latency_ms,status,kept" and len(rows) - 1 == sum(p["requests"] for p in table["points"])
+
+
+def test_a_load_job_logs_the_load_metrics_params_and_figure(compose, tiny_bert, tiny_sts_dir, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from conftest import tiny_overrides
+    from pipeline.config import to_config
+    from pipeline.job import execute
+
+    dcfg = compose(tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) + [
+        "bench.scenario=load", "+serve=mb16_w0", "bench.load.rates=[50,100]", "bench.load.seconds_per_rate=0.5",
+        "bench.load.min_requests=40", "bench.load.warmup_seconds=0.2", "bench.load.overhead_seconds=0.3",
+        "bench.load.search_steps=1",
+    ])
+    cfg = to_config(dcfg)
+    assert cfg.bench.load.max_batch == 16 and cfg.bench.load.max_wait_ms == 0
+    result = execute(cfg, dcfg, tmp_path / "out")
+    assert result.status == "ok", result.reason
+    run = MlflowClient(cfg.tracking.resolved_uri()).get_run(result.run_id)
+    m, params = run.data.metrics, run.data.params
+    assert {"load.max_qps_at_p95_target", "load.p95_ms_at_100qps", "latency.p95_ms", "load.generator.cpu_share"} <= set(m)
+    assert params["scenario"] == "load" and params["serve.max_batch"] == "16" and params["serve.max_wait_ms"] == "0.0"
+    artifacts = {a.path for a in MlflowClient(cfg.tracking.resolved_uri()).list_artifacts(result.run_id)}
+    assert {"load.png", "load.json", "load_latency.csv"} <= artifacts
+
+
+def test_load_settings_are_checked(compose):
+    from pipeline.config import ConfigError, to_config
+
+    for bad in ("bench.scenario=soak", "bench.load.max_batch=0", "bench.load.rates=[0,10]", "bench.load.saturation_ratio=1.5"):
+        with pytest.raises(ConfigError):
+            to_config(compose([bad]))
