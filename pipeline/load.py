@@ -443,6 +443,16 @@ def figure(points: list[dict], target_ms: float, max_qps: float, path: Path, tit
     ax2.set_xlabel("offered rate (requests/s)")
     ax2.set_ylabel("achieved rate (requests/s)")
     ax2.legend(fontsize=8)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for ax in (ax1, ax2):
+        ax.set_xticks(sorted({round(v) for v in x}))
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
