@@ -209,10 +209,56 @@ class ContentionConfig:
         _positive("bench.contention.retries", self.retries, allow_zero=True)
         if self.max_probe_slowdown < 1:
             raise ConfigError("bench.contention.max_probe_slowdown", f"got {self.max_probe_slowdown!r}, must be >= 1")
+class LoadConfig:
+    """The load scenario (``bench.scenario=load``, pipeline/load.py): open-loop Poisson arrivals,
+    one sentence per request, through the micro-batching front (pipeline/serve.py)."""
+
+    # offered rates (requests per second), tried in ascending order until one saturates
+    rates: list[float] = field(default_factory=lambda: [50.0, 100.0, 200.0, 400.0, 800.0, 1600.0])
+    seconds_per_rate: float = 3.0  # arrivals scheduled per rate (at least min_requests of them)
+    min_requests: int = 200
+    p95_target_ms: float = 20.0  # load.max_qps_at_p95_target: highest offered rate with p95 within this
+    at_qps: float = 100.0  # the study's rate: load.p95_ms_at_<at_qps>qps (always measured)
+    search_steps: int = 3  # bisection steps between the last rate within target and the first past it
+    # a rate that misses the target (unsaturated) is measured once more and the lower p95 kept:
+    # another process on the machine can only add latency (both runs are in load.json)
+    confirm_misses: bool = True
+    saturation_ratio: float = 0.9  # achieved below this share of offered (or >1% lost): stop raising the rate
+    timeout_ms: float = 1000.0  # a request still queued after this fails (and counts with this latency)
+    warmup_seconds: float = 1.0
+    overhead_seconds: float = 2.0  # the same schedule against a no-op server: the generator's own cost
+    # the micro-batching front (pipeline.serve.Batcher); max_batch=1: one embed call per request
+    max_batch: int = 1
+    max_wait_ms: float = 0.0
+    max_queue: int = 0  # 0: unbounded
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.rates or any(r <= 0 for r in self.rates):
+            raise ConfigError("bench.load.rates", f"got {list(self.rates)!r}, must be positive rates")
+        _positive("bench.load.seconds_per_rate", self.seconds_per_rate)
+        _positive("bench.load.min_requests", self.min_requests)
+        _positive("bench.load.p95_target_ms", self.p95_target_ms)
+        _positive("bench.load.at_qps", self.at_qps)
+        _positive("bench.load.search_steps", self.search_steps, allow_zero=True)
+        _positive("bench.load.timeout_ms", self.timeout_ms)
+        _positive("bench.load.warmup_seconds", self.warmup_seconds, allow_zero=True)
+        _positive("bench.load.overhead_seconds", self.overhead_seconds, allow_zero=True)
+        _positive("bench.load.max_batch", self.max_batch)
+        _positive("bench.load.max_wait_ms", self.max_wait_ms, allow_zero=True)
+        _positive("bench.load.max_queue", self.max_queue, allow_zero=True)
+        _positive("bench.load.workers", self.workers)
+        if not 0 < self.saturation_ratio <= 1:
+            raise ConfigError("bench.load.saturation_ratio", f"got {self.saturation_ratio!r}, must be in (0, 1]")
+
+
+BENCH_SCENARIOS = ("latency", "load")
 
 
 @dataclass
 class BenchConfig:
+    # latency: timed calls at batch_size (below); load: that, then the load scenario (bench.load)
+    scenario: str = "latency"
     batch_size: int = 1
     warmup: int = 20
     iterations: int = 300  # timed calls, at most
@@ -223,8 +269,10 @@ class BenchConfig:
     # best pass (noise from elsewhere on the machine only ever adds time), latency uses all
     passes: int = 3
     contention: ContentionConfig = field(default_factory=ContentionConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
 
     def __post_init__(self) -> None:
+        _one_of("bench.scenario", self.scenario, BENCH_SCENARIOS)
         _positive("bench.batch_size", self.batch_size)
         _positive("bench.passes", self.passes)
         _positive("bench.warmup", self.warmup, allow_zero=True)

@@ -214,6 +214,17 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
         f"{cfg.model.name} {cfg.variant.name} {cfg.provider.name} {cfg.pooling.mode} batch {cfg.bench.batch_size}",
     )
 
+    # load scenario: open-loop arrivals through the micro-batching front (fresh process)
+    if cfg.bench.scenario == "load":
+        from . import load
+
+        lc = cfg.bench.load
+        log.info("load: max_batch %d, max_wait %g ms, rates %s", lc.max_batch, lc.max_wait_ms, list(lc.rates))
+        lr = load.run(kwargs, sentences, lc, seed=cfg.bench.seed)
+        metrics.update(lr.metrics())
+        lr.write(out_dir, f"{cfg.model.name} {cfg.variant.name} {cfg.provider.name} threads {cfg.provider.threads} "
+                 f"max_batch {lc.max_batch} wait {lc.max_wait_ms:g} ms")
+
     # quality (cached)
     if data is not None:
         log.info("quality: STS Benchmark %s (%d pairs)", cfg.quality.split, len(data.scores))
@@ -327,6 +338,8 @@ def execute(cfg: Config, dict_cfg=None, out_dir: Path | None = None, tags: dict[
     t0 = time.perf_counter()
     records.check_writable(cfg.records_dir)  # before any work: results must have somewhere to go
     run_name = f"{cfg.model.name}-{cfg.variant.name}-{cfg.provider.name}-{cfg.pooling.mode}-b{cfg.bench.batch_size}"
+    if cfg.bench.scenario == "load":
+        run_name += f"-load-mb{cfg.bench.load.max_batch}-w{cfg.bench.load.max_wait_ms:g}-t{cfg.provider.threads}"
     rec = records.RunRecord.new(run_name, track.job_params(cfg), dict(tags or {}))
     folder = records.folder(cfg.records_dir, rec.record_id)
     out_dir = folder if out_dir is None else Path(out_dir)

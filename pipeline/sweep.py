@@ -595,6 +595,16 @@ def print_summary(parent_run_id: str | None, cfg: DictConfig | None = None) -> N
                 (r.reason or "")[:100],
             )
         )
+    loaded = [st.metrics.get(r.num, {}) for r in st.records]
+    if any("load.max_qps_at_p95_target" in m for m in loaded):  # a load sweep: what each sustains
+        header = header[:6] + ("qps@p95", "p95@100/s") + header[6:]
+        rows = [
+            row[:6] + (
+                format(m["load.max_qps_at_p95_target"], ".0f") if "load.max_qps_at_p95_target" in m else "-",
+                format(m["load.p95_ms_at_100qps"], ".1f") if "load.p95_ms_at_100qps" in m else "-",
+            ) + row[6:]
+            for row, m in zip(rows, loaded)
+        ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda row: "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()  # noqa: E731
     counts = {s: sum(r.status == s for r in st.records) for s in ("ok", "done", "skipped", "failed")}

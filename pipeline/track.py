@@ -113,6 +113,17 @@ def job_params(cfg) -> dict[str, str]:
         "io_binding": cfg.provider.io_binding,
         "call_cost": cfg.provider.call_cost,
         "disabled_optimizers": "default" if cfg.provider.disabled_optimizers is None else ",".join(cfg.provider.disabled_optimizers) or "none",
+        # the load scenario's serving front (only on its runs: other runs' params are unchanged)
+        **(
+            {
+                "scenario": "load",
+                "serve.max_batch": cfg.bench.load.max_batch,
+                "serve.max_wait_ms": cfg.bench.load.max_wait_ms,
+                "serve.workers": cfg.bench.load.workers,
+            }
+            if cfg.bench.scenario == "load"
+            else {}
+        ),
     }
 
 

@@ -1,0 +1,213 @@
+"""The micro-batching front (pipeline.serve.Batcher): ordering, batching, timeouts, failures.
+
+Fake embedders with controlled behaviour; bounds are generous (a loaded 2-core machine may
+stall any thread for tens of milliseconds), and what is asserted is order and membership,
+not speed.  The last test runs the front over a real (tiny) Embedder.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.serve import Batcher, Closed, QueueFull, RequestTimeout
+
+
+class Fake:
+    """Embeds text "k" as the vector [k, len(batch)]; records each call's texts."""
+
+    def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None, bad: str | None = None):
+        self.calls: list[list[str]] = []
+        self.delay_s, self.gate, self.bad = delay_s, gate, bad
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        if self.gate is not None:
+            assert self.gate.wait(30)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.bad is not None and self.bad in texts:
+            raise ValueError(f"cannot embed {self.bad!r}")
+        return np.array([[float(t), len(texts)] for t in texts], dtype=np.float32)
+
+
+def test_each_caller_gets_its_own_vector_in_arrival_order():
+    fake = Fake(delay_s=0.002)
+    with Batcher(fake, max_batch=8, max_wait_ms=1) as b:
+        futs = [b.submit(str(i)) for i in range(200)]
+        out = [f.result(timeout=30) for f in futs]
+    assert [int(v[0]) for v in out] == list(range(200))
+    flat = [t for call in fake.calls for t in call]
+    assert flat == [str(i) for i in range(200)]  # FIFO: batches are taken in arrival order
+    assert all(1 <= len(c) <= 8 for c in fake.calls)
+    assert len(fake.calls) < 200  # they were batched
+    assert b.stats.embedded == 200 and b.stats.failed == 0
+
+
+def test_callers_on_many_threads_get_their_own_vectors():
+    fake = Fake(delay_s=0.001)
+    results: dict[int, float] = {}
+
+    def client(k):
+        for j in range(20):
+            i = 1000 * k + j
+            results[i] = float(b.embed(str(i))[0])
+
+    with Batcher(fake, max_batch=16, max_wait_ms=2) as b:
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert len(results) == 160 and all(k == v for k, v in results.items())
+
+
+def test_one_call_per_request_when_max_batch_is_one():
+    fake = Fake()
+    with Batcher(fake, max_batch=1) as b:
+        vecs = b.embed_many([str(i) for i in range(20)])
+    assert vecs[:, 0].tolist() == list(range(20))
+    assert all(len(c) == 1 for c in fake.calls) and len(fake.calls) == 20
+
+
+def test_a_partial_batch_waits_max_wait_and_a_full_one_does_not():
+    fake = Fake()
+    with Batcher(fake, max_batch=8, max_wait_ms=300) as b:
+        t0 = time.perf_counter()
+        futs = [b.submit(str(i)) for i in range(3)]
+        [f.result(timeout=30) for f in futs]
+        waited = time.perf_counter() - t0
+    assert waited >= 0.29  # nobody else came: the batch of 3 went after max_wait
+    assert fake.calls == [["0", "1", "2"]]
+
+    fake = Fake()
+    with Batcher(fake, max_batch=4, max_wait_ms=20_000) as b:
+        t0 = time.perf_counter()
+        futs = [b.submit(str(i)) for i in range(4)]
+        [f.result(timeout=30) for f in futs]
+        assert time.perf_counter() - t0 < 10  # full at once: not the 20 s wait
+    assert fake.calls == [["0", "1", "2", "3"]]
+
+
+def test_a_request_past_its_timeout_is_failed_and_never_embedded():
+    gate = threading.Event()
+    fake = Fake(gate=gate)
+    with Batcher(fake, max_batch=1) as b:
+        first = b.submit("1")  # the worker blocks on it
+        while not fake.calls:
+            time.sleep(0.001)
+        late = b.submit("2", timeout_ms=50)
+        fine = b.submit("3")  # no timeout
+        time.sleep(0.2)
+        gate.set()
+        assert first.result(timeout=30)[0] == 1
+        with pytest.raises(RequestTimeout):
+            late.result(timeout=30)
+        assert isinstance(RequestTimeout("x"), TimeoutError)
+        assert fine.result(timeout=30)[0] == 3
+    assert ["2"] not in fake.calls
+    assert b.stats.timed_out == 1
+
+
+def test_a_caller_can_stop_waiting():
+    gate = threading.Event()
+    with Batcher(Fake(gate=gate), max_batch=1) as b:
+        b.submit("1")
+        fut = b.submit("2")
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        with pytest.raises(FutureTimeout):
+            fut.result(timeout=0.05)
+        assert fut.cancel()  # still queued: cancelled, the worker skips it
+        gate.set()
+
+
+def test_a_failing_request_fails_only_itself():
+    fake = Fake(bad="13")
+    with Batcher(fake, max_batch=32, max_wait_ms=500) as b:
+        futs = [b.submit(str(i)) for i in range(20)]
+        for i, f in enumerate(futs):
+            if i == 13:
+                with pytest.raises(ValueError, match="cannot embed '13'"):
+                    f.result(timeout=30)
+            else:
+                assert f.result(timeout=30)[0] == i
+    assert b.stats.failed == 1 and b.stats.embedded == 19 and b.stats.retried_batches >= 1
+    # and the batcher still serves afterwards
+    with Batcher(Fake(bad="x"), max_batch=4) as b:
+        with pytest.raises(ValueError):
+            b.embed("x")
+        assert b.embed("5")[0] == 5
+
+
+def test_a_wrong_input_is_refused_at_submit():
+    with Batcher(Fake(), max_batch=4) as b:
+        with pytest.raises(TypeError):
+            b.submit(["not", "a", "str"])
+        with pytest.raises(TypeError):
+            b.submit(None)
+        assert b.embed("7")[0] == 7
+
+
+def test_a_full_queue_refuses_and_close_fails_what_waits():
+    gate = threading.Event()
+    fake = Fake(gate=gate)
+    b = Batcher(fake, max_batch=1, max_queue=2)
+    running = b.submit("1")
+    while not fake.calls:
+        time.sleep(0.001)
+    q1, q2 = b.submit("2"), b.submit("3")
+    with pytest.raises(QueueFull):
+        b.submit("4")
+    assert b.stats.refused == 1
+    closer = threading.Thread(target=b.close, kwargs={"drain": False})
+    closer.start()
+    for f in (q1, q2):
+        with pytest.raises(Closed):
+            f.result(timeout=30)
+    gate.set()
+    closer.join(30)
+    assert running.result(timeout=30)[0] == 1  # the batch already running completes
+    with pytest.raises(Closed):
+        b.submit("5")
+
+
+def test_close_drains_by_default():
+    fake = Fake(delay_s=0.01)
+    b = Batcher(fake, max_batch=2)
+    futs = [b.submit(str(i)) for i in range(10)]
+    b.close()
+    assert [int(f.result(timeout=0)[0]) for f in futs] == list(range(10))
+
+
+@pytest.mark.parametrize("kwargs", [{"max_batch": 0}, {"max_wait_ms": -1}, {"workers": 0}, {"max_queue": -1}, {"timeout_ms": 0}])
+def test_bad_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        Batcher(Fake(), **kwargs)
+
+
+def test_several_workers_keep_each_result_with_its_request():
+    fake = Fake(delay_s=0.002)
+    with Batcher(fake, max_batch=4, max_wait_ms=1, workers=3) as b:
+        vecs = b.embed_many([str(i) for i in range(120)])
+    assert vecs[:, 0].tolist() == list(range(120))
+
+
+def test_over_a_real_embedder_the_vectors_are_the_embedder_s(tiny_bert, tmp_path):
+    from pipeline.config import ModelConfig, VariantConfig
+    from pipeline.embed import Embedder
+    from pipeline.export import export
+    from pipeline.sources import resolve
+
+    cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
+    art = export(resolve(cfg), cfg, VariantConfig(), tmp_path / "cache")
+    emb = Embedder(art.folder, max_length=64, threads=1)
+    texts = ["a dog runs", "two people are talking in a park near the old tree", "red", "the cat is happy"] * 5
+    with Batcher(emb, max_batch=8, max_wait_ms=5) as b:
+        got = b.embed_many(texts)
+    want = np.stack([emb.embed([t])[0] for t in texts])
+    assert got.shape == (20, emb.dim)
+    np.testing.assert_allclose(got, want, atol=1e-5)
