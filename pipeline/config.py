@@ -209,6 +209,9 @@ class ContentionConfig:
         _positive("bench.contention.retries", self.retries, allow_zero=True)
         if self.max_probe_slowdown < 1:
             raise ConfigError("bench.contention.max_probe_slowdown", f"got {self.max_probe_slowdown!r}, must be >= 1")
+
+
+@dataclass
 class LoadConfig:
     """The load scenario (``bench.scenario=load``, pipeline/load.py): open-loop Poisson arrivals,
     one sentence per request, through the micro-batching front (pipeline/serve.py)."""
@@ -455,10 +458,14 @@ class GradedGateConfig:
     target: float = MISSING
     acceptable: float | None = None
     name: str = ""
+    # fail: a configuration without the metric misses this gate; skip: the gate does not apply to
+    # it (n/a), for metrics only some runs have (the load scenario's load.*)
+    if_missing: str = "fail"
 
     def __post_init__(self) -> None:
         f = f"decision.graded_gates[{self.metric}]"
         _one_of(f"{f}.op", self.op, GATE_OPS)
+        _one_of(f"{f}.if_missing", self.if_missing, ("fail", "skip"))
         if self.acceptable is None:
             self.acceptable = self.target
         looser = self.acceptable >= self.target if self.op.startswith("<") else self.acceptable <= self.target

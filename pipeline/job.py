@@ -220,8 +220,23 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
 
         lc = cfg.bench.load
         log.info("load: max_batch %d, max_wait %g ms, rates %s", lc.max_batch, lc.max_wait_ms, list(lc.rates))
-        lr = load.run(kwargs, sentences, lc, seed=cfg.bench.seed)
+        from .conditions import Mark, MachineLock, Thresholds, Window
+
+        th = Thresholds.of(cfg.bench.contention)
+        with MachineLock(th.wait_for_other_s if th.enabled else 0.0, f"load {cfg.model.name}") as lock:
+            mark = Mark.now()
+            lr = load.run(kwargs, sentences, lc, seed=cfg.bench.seed)
+            window = Window.between(mark, Mark.now())
         metrics.update(lr.metrics())
+        # the load run's own conditions (the generator shares the cores: its own CPU is not "other")
+        if window.other_cpu_share is not None:
+            metrics["load.conditions.other_cpu_share"] = window.other_cpu_share
+        why = lock.contention or (
+            f"other processes used {window.other_cpu_share:.0%} of the CPU during the load run (limit {th.max_other_cpu_share:.0%})"
+            if th.enabled and window.other_cpu_share is not None and window.other_cpu_share > th.max_other_cpu_share else None)
+        if why and tags.get("bench.contended", "false") == "false":
+            tags["bench.contended"] = why
+            metrics["bench.contended"] = 1.0
         lr.write(out_dir, f"{cfg.model.name} {cfg.variant.name} {cfg.provider.name} threads {cfg.provider.threads} "
                  f"max_batch {lc.max_batch} wait {lc.max_wait_ms:g} ms")
 

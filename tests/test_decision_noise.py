@@ -150,3 +150,19 @@ def test_runs_without_params_still_get_labels_and_a_decision(cfg):
     d = decide(frame, cfg)
     assert d.winner.label == label("mean")
     assert d.excluded["label"].tolist() == ["?/?/?/?/b?"]
+
+
+def test_load_runs_are_gated_on_the_joint_target_and_other_runs_skip_it(cfg):
+    serving = {"scenario": "load", "serve.max_batch": "16", "serve.max_wait_ms": "0.0", "serve.workers": "1"}
+    meets = run("mean", metrics(2.0, **{"load.p95_ms_at_100qps": 8.0, "load.max_qps_at_p95_target": 400.0}), **serving)
+    misses = run("cls", metrics(1.5, **{"load.p95_ms_at_100qps": 45.0, "load.max_qps_at_p95_target": 60.0}), **serving)
+    plain = run("max", metrics(3.0))  # a latency-only run: the load gates do not apply
+    d = decide(runs_frame([misses, plain, meets]), cfg)
+    r = d.ranking.set_index("label")
+    won = "tiny/fp32/cpu/mean/b1/load-mb16-w0.0"
+    assert d.winner.label == won and d.verdict == "go"
+    assert r.loc["tiny/fp32/cpu/cls/b1/load-mb16-w0.0", "verdict"] == "no-go"
+    assert r.loc["tiny/fp32/cpu/max/b1", "gate.load.p95_ms_at_100qps <= 20"] == "n/a"
+    assert r.loc["tiny/fp32/cpu/max/b1", "verdict"] == "go"
+    assert "bench.scenario=load bench.load.max_batch=16 bench.load.max_wait_ms=0.0" in d.winner.command
+    assert "sustains 400 requests/s" in d.recommendation

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..config import DecisionConfig
 from . import noise
-from .inputs import PARAMS, runs_frame
+from .inputs import PARAMS, SERVING_PARAMS, runs_frame
 from .matrix import evaluate, pareto_front, winner_of
 from .types import Decision, Inputs, Robustness, Winner
 
@@ -23,6 +23,8 @@ HEADLINE_METRICS = (
     "model.size_mb",
     "memory.peak_rss_mb",
     "parity.min_cosine",
+    "load.max_qps_at_p95_target",
+    "load.p95_ms_at_100qps",
 )
 
 
@@ -41,6 +43,12 @@ def reproduce_command(params: dict[str, Any]) -> str:
         v = params.get(key)
         if v is not None and str(v) not in ("", "nan", "None"):
             parts.append(f"{override}={v}")
+    if params.get("scenario") == "load":
+        parts.append("bench.scenario=load")
+        for key in ("max_batch", "max_wait_ms", "workers"):
+            v = params.get(f"serve.{key}")
+            if v is not None and str(v) not in ("", "nan", "None"):
+                parts.append(f"bench.load.{key}={v}")
     return " ".join(parts)
 
 
@@ -50,7 +58,7 @@ def _winner(ranked: pd.DataFrame, cfg: DecisionConfig) -> Winner | None:
         return None
     row = ranked.iloc[0]
     names = [*HEADLINE_METRICS, *(c.metric for c in cfg.criteria), *(g.metric for g in cfg.hard_gates), *(g.metric for g in cfg.graded_gates)]
-    params = {p: str(row[p]) for p in PARAMS if p in row and row[p] is not None and str(row[p]) != "nan"}
+    params = {p: str(row[p]) for p in (*PARAMS, *SERVING_PARAMS) if p in row and row[p] is not None and str(row[p]) != "nan"}
     tied = ranked[(ranked["tie_group"] == row["tie_group"]) & (ranked["run_id"] != win_id)]["label"].tolist()
     return Winner(
         run_id=win_id,
@@ -82,7 +90,9 @@ def recommendation(ranked: pd.DataFrame, winner: Winner | None, cfg: DecisionCon
         )
     m = winner.metrics
     facts = []
-    for metric, fmt in (("latency.p95_ms", "p95 {:.2f} ms"), ("throughput.sentences_per_s", "{:.0f} sentences/s"), ("quality.stsb_spearman", "STS {:.1f}")):
+    for metric, fmt in (("latency.p95_ms", "p95 {:.2f} ms"), ("throughput.sentences_per_s", "{:.0f} sentences/s"), ("quality.stsb_spearman", "STS {:.1f}"),
+                        ("load.max_qps_at_p95_target", "sustains {:.0f} requests/s within its p95 target"),
+                        ("load.p95_ms_at_100qps", "p95 {:.1f} ms at 100 requests/s")):
         if np.isfinite(m.get(metric, np.nan)):
             facts.append(fmt.format(m[metric]))
     head = f"{winner.label} (run {winner.run_id}, score {winner.score_pct:.1f}%: {', '.join(facts)})"

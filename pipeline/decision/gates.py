@@ -96,6 +96,8 @@ def graded(frame: pd.DataFrame, gates, not_comparable: np.ndarray, sensitive: tu
         for i, x in enumerate(v):
             if nc[i]:
                 verdicts.append(NOT_COMPARABLE)
+            elif not np.isfinite(x) and gate.if_missing == "skip":
+                verdicts.append("n/a")
             elif not np.isfinite(x):
                 verdicts.append("fail")
                 tier[i] = 0

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 PARAMS = ("model", "variant", "provider", "pooling", "batch_size", "max_length", "threads")
+# params only some runs have: the load scenario's serving front
+SERVING_PARAMS = ("scenario", "serve.max_batch", "serve.max_wait_ms", "serve.workers")
 BASE_COLUMNS = ("run_id", "record_id", "run_name", "status", "reason", "contended", "start_time", *PARAMS)
 SAMPLES_COLUMN = "latency_ns"
 RETIME_FILE = "retime.json"
@@ -47,6 +49,9 @@ def run_row(*, run_id: str, run_name: str = "", status: str | None, reason: str 
     }
     for p in PARAMS:
         row[p] = (params or {}).get(p)
+    for p in SERVING_PARAMS:
+        if (params or {}).get(p) is not None:
+            row[p] = params[p]
     row.update({k: float(v) for k, v in (metrics or {}).items()})
     return row
 
@@ -88,6 +93,9 @@ def labels(frame: pd.DataFrame) -> list[str]:
     for name, prefix in (("threads", "/t"), ("max_length", "/L")):
         if name in frame and len({_text(r.get(name)) for r in recs} - {"?"}) > 1:
             out = [o + prefix + _text(r.get(name)) for o, r in zip(out, recs)]
+    if "scenario" in frame:  # a load run: its serving front is part of the configuration
+        out = [o + (f"/load-mb{_text(r.get('serve.max_batch'))}-w{_text(r.get('serve.max_wait_ms'))}"
+                    if r.get("scenario") == "load" else "") for o, r in zip(out, recs)]
     counts: dict[str, int] = {}
     for o in out:
         counts[o] = counts.get(o, 0) + 1
