@@ -224,9 +224,9 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
 
         th = Thresholds.of(cfg.bench.contention)
         with MachineLock(th.wait_for_other_s if th.enabled else 0.0, f"load {cfg.model.name}") as lock:
-            mark = Mark.now()
-            lr = load.run(kwargs, sentences, lc, seed=cfg.bench.seed)
-            window = Window.between(mark, Mark.now())
+            mark = Mark.now(children=True)
+            lr = load.run(kwargs, sentences, lc, seed=cfg.bench.seed)  # a child process, waited for
+            window = Window.between(mark, Mark.now(children=True))
         metrics.update(lr.metrics())
         # the load run's own conditions (the generator shares the cores: its own CPU is not "other")
         if window.other_cpu_share is not None:
