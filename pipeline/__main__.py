@@ -29,14 +29,13 @@ _SINGLE_EXIT = Exit.OK
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
-def main(dcfg: DictConfig) -> None:
+def main(dcfg: DictConfig):
     global _SINGLE_EXIT
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if HydraConfig.get().mode == RunMode.MULTIRUN:  # a job of a sweep: never raises, see sweep.py
         from .sweep import run_job
 
-        run_job(dcfg)
-        return
+        return run_job(dcfg)  # its JobRecord: what a cluster launcher hands back to the sweep
     from . import records, track
     from .job import execute
     from .sources import ChecksumMismatch

@@ -79,7 +79,7 @@ def job_list(config: DictConfig) -> list[list[str]]:
 
 
 # launchers that put each job on its own machine (a node reserved for it); see conf/hydra/launcher/
-CLUSTER_LAUNCHERS = ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",)
+CLUSTER_LAUNCHERS = ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", "hydra_plugins.pipeline_slurm.SlurmLauncher")
 
 
 def launcher_problem(launcher_target: str | None, launcher_cfg: Any = None) -> str | None:
@@ -763,6 +763,9 @@ def run_job(dcfg: DictConfig) -> JobRecord:
     tags = {"sweep.parent_record": st.parent_record, "sweep.key": st.sweep_key, "sweep.job": str(num), "sweep.name": st.name}
     if st.parent_run_id:
         tags["mlflow.parentRunId"] = st.parent_run_id
+    if os.environ.get("SLURM_JOB_ID"):  # the Slurm job this runs in, as sacct and submitit name it
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        tags["slurm.job_id"] = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
     try:
         chash = config_hash(dcfg)
         tags["config_hash"] = chash

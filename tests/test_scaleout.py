@@ -15,7 +15,7 @@ from pipeline.config import ConfigError, to_config
 from pipeline.stages import compose_config
 from pipeline.sweep import launcher_problem
 
-SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+SLURM = "hydra_plugins.pipeline_slurm.SlurmLauncher"
 
 
 def test_the_slurm_launcher_config_composes_with_one_exclusive_node_per_job():
