@@ -519,6 +519,13 @@ def _retime_leaders(st: SweepState, config: DictConfig) -> None:
     from . import records, retime
     from .config import to_config
 
+    launcher = OmegaConf.select(config, "hydra.launcher._target_")
+    if launcher and launcher not in SEQUENTIAL_LAUNCHERS:
+        # the jobs ran on other nodes: re-timing them here (on the launching host) would compare
+        # other hardware; ties rest on each criterion's tolerance
+        print(f"[sweep {st.name}] leaders not re-timed: the jobs ran through {launcher.rsplit('.', 1)[-1]}, "
+              "not on this host", flush=True)
+        return
     mine = {r.record_id for r in st.records if r.record_id and r.status in ("ok", "done")}
     found = [(f, r) for f, r in records.iter_records(st.records_dir) if r.record_id in mine]
     try:
