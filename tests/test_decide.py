@@ -61,7 +61,8 @@ class Store:
         return pid
 
     def child(self, parent_id: str, pooling: str = "mean", batch_size: int = 1, metrics: dict | None = None,
-              status: str | None = "ok", reason: str = "", samples_ms: np.ndarray | None = None, variant: str = "fp32") -> str:
+              status: str | None = "ok", reason: str = "", samples_ms: np.ndarray | None = None, variant: str = "fp32",
+              finished: bool = True) -> str:
         self.n += 1
         tags = {"mlflow.parentRunId": parent_id}
         if status is not None:
@@ -82,7 +83,8 @@ class Store:
             f.parent.mkdir()
             pd.DataFrame({"latency_ns": (np.asarray(samples_ms) * 1e6).astype(np.int64)}).to_csv(f, index=False)
             self.client.log_artifact(rid, str(f))
-        self.client.set_terminated(rid, "FAILED" if status == "failed" else "FINISHED")
+        if finished:
+            self.client.set_terminated(rid, "FAILED" if status == "failed" else "FINISHED")
         return rid
 
 
@@ -397,3 +399,17 @@ def test_quantized_variants_are_gated_on_quality_loss_not_parity():
     assert bool(ranked.loc["int8-ok", "eligible"]) and bool(ranked.loc["fp32", "eligible"]) and bool(ranked.loc["imported", "eligible"])
     assert not ranked.loc["int8-lossy", "eligible"] and "stsb_delta_vs_fp32" in ranked.loc["int8-lossy", "why"]
     assert not ranked.loc["broken-fp32", "eligible"] and "parity.min_cosine" in ranked.loc["broken-fp32", "why"]
+
+
+def test_a_half_logged_running_run_is_never_ranked_and_the_sweep_is_said_incomplete(store, tmp_path):
+    """A kill during artifact upload leaves a RUNNING run that already has status=ok and good
+    metrics: it used to win a 1-of-4 sweep without a word."""
+    pid = store.sweep([
+        {"pooling": "mean", "metrics": good_metrics(15.0)},
+        {"pooling": "cls", "metrics": good_metrics(3.0, **{"quality.stsb_spearman": 88.0}), "finished": False},
+    ])
+    d = decide_sweep(pid, profile(), store.uri, out_dir=tmp_path / "reports", log_to_parent=False)
+    assert d.winner.label == "tiny/fp32/cpu/mean/b1"
+    ex = d.excluded.set_index("pooling")
+    assert ex.loc["cls", "status"] == "unfinished" and "never finished" in ex.loc["cls", "reason"]
+    assert "The sweep is incomplete (1 run(s) never finished)" in d.recommendation
