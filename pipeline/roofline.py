@@ -119,7 +119,7 @@ def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: st
                 return cached
         except ValueError:
             pass
-    peak, window, reason = conditions.quiet_window(lambda: _measure_peak(threads, precision=precision), th)
+    peak, window, reason = conditions.in_fresh_process("peak", threads, precision, th)
     peak = {**peak, **conditions.machine(), "threads": threads, "other_cpu_share": window.other_cpu_share}
     if reason is not None:
         return {**peak, "contended": f"matmul peak not measured on a quiet machine: {reason}"}
