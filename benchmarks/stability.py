@@ -4,9 +4,8 @@
     python benchmarks/stability.py --sweep smoke --burn-seconds 900 --out /tmp/stability
 
 1. Quiet: the sweep runs twice (``rerun=true``, a fresh store each time, one shared export
-   cache).  The two runs must name the same winner, and every ok job's p50 as each decision
-   ranked it (for a re-timed leader, the median of its sweep run and the re-timing rounds) must
-   agree within ``--p50-tolerance`` (5%); the single-run p50s are reported beside them.
+   cache).  The two runs must name the same winner, and every ok job's p50 must agree within
+   ``--p50-tolerance`` (5%).
 2. Busy: the script starts one busy-looping process per core (bounded by ``--burn-seconds``,
    killed at the end) and runs the sweep again.  At least ``--min-contended`` (95%) of the
    jobs that ran must be flagged contended (tag ``bench.contended``), and no GO may be drawn
@@ -71,18 +70,9 @@ def sweep(name: str, folder: Path, cache: Path, extra: list[str]) -> dict:
         })
     decision_file = folder / "reports" / "latest" / "decision.json"
     decision = json.loads(decision_file.read_text()) if decision_file.is_file() else {}
-    # what the decision used: a re-timed leader's p50 is the median of its sweep run and the rounds
-    ranking_file = folder / "reports" / "latest" / "ranking.csv"
-    decided = {}
-    if ranking_file.is_file():
-        import pandas as pd
-
-        r = pd.read_csv(ranking_file)
-        names = {rec.mlflow_run_id or rec.record_id: rec.run_name for _, rec in records.iter_records(folder / "records")}
-        decided = {names.get(rid, rid): float(v) for rid, v in zip(r["run_id"], r.get("latency.p50_ms", [])) if v == v}
     return {
         "exit": proc.returncode, "seconds": round(seconds, 1), "load_before": round(load_before, 2),
-        "load_after": round(os.getloadavg()[0], 2), "jobs": jobs, "decided_p50_ms": decided,
+        "load_after": round(os.getloadavg()[0], 2), "jobs": jobs,
         "winner": (decision.get("winner") or {}).get("label"), "verdict": decision.get("verdict"),
         "recommendation": decision.get("recommendation"),
     }
@@ -112,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     a = {j["name"]: j for j in quiet[0]["jobs"] if j["status"] == "ok"}
     b = {j["name"]: j for j in quiet[1]["jobs"] if j["status"] == "ok"}
-    single = {n: abs(a[n]["p50_ms"] - b[n]["p50_ms"]) / min(a[n]["p50_ms"], b[n]["p50_ms"]) for n in sorted(set(a) & set(b))}
-    # the p50 each decision ranked on (the median over the re-timed runs where there are some)
-    da, db = quiet[0]["decided_p50_ms"], quiet[1]["decided_p50_ms"]
-    rel = {n: abs(da[n] - db[n]) / min(da[n], db[n]) for n in sorted(set(da) & set(db) & set(single))}
+    rel = {n: abs(a[n]["p50_ms"] - b[n]["p50_ms"]) / min(a[n]["p50_ms"], b[n]["p50_ms"]) for n in sorted(set(a) & set(b))}
     ran = [j for j in busy["jobs"] if j["status"] == "ok"]
     contended = [j for j in ran if j["contended"] not in ("false", "", None)]
     share = len(contended) / len(ran) if ran else 0.0
@@ -128,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
             "verdicts": [q["verdict"] for q in quiet],
             "same_winner": quiet[0]["winner"] == quiet[1]["winner"] and quiet[0]["winner"] is not None,
             "p50_rel_diff": {n: round(v, 4) for n, v in rel.items()},
-            "p50_rel_diff_single_run": {n: round(v, 4) for n, v in single.items()},
             "p50_max_rel_diff": round(max(rel.values()), 4) if rel else None,
             "p50_within_tolerance": bool(rel) and max(rel.values()) <= args.p50_tolerance,
             "contended_jobs": [sum(j["contended"] not in ("false", "", None) for j in q["jobs"]) for q in quiet],
