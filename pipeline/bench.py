@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import conditions, roofline
+from .cache import pid_alive
 
 
 @dataclass(frozen=True)
@@ -353,16 +354,6 @@ def _attempt(embedder_kwargs: dict, sentences: list[str], bench_cfg, timeout_s: 
 TEMP_PREFIX = "bench-"  # bench-<pid of the process that made it>-<random>, in the system temp folder
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_temps(root: str | Path | None = None) -> list[Path]:
     """Remove the ``bench-<pid>-*`` folders that a killed benchmark's parent left behind
     (their pid is gone); returns what was removed."""
@@ -373,7 +364,7 @@ def clean_stale_temps(root: str | Path | None = None) -> list[Path]:
     removed = []
     for p in root.glob(f"{TEMP_PREFIX}*-*"):
         m = re.fullmatch(rf"{TEMP_PREFIX}(\d+)-.+", p.name)
-        if m and p.is_dir() and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+        if m and p.is_dir() and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed

@@ -1,4 +1,4 @@
-"""Cache primitives shared by every stage: atomic writes and content keys.
+"""Cache primitives shared by every stage: atomic writes and the cleanup of what killed writers left.
 
 A leaf module: it imports nothing from the package, so any stage can use it without
 pulling in another stage.
@@ -6,8 +6,6 @@ pulling in another stage.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shutil
@@ -17,7 +15,7 @@ from pathlib import Path
 _STALE = re.compile(r"^(?:\.tmp-.+-(?P<dpid>\d+)|\..+\.(?P<fpid>\d+)\.tmp)$")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -40,7 +38,7 @@ def clean_stale(folder: str | Path) -> list[Path]:
         if not m:
             continue
         pid = int(m.group("dpid") or m.group("fpid"))
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
@@ -63,8 +61,3 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def key_of(payload, length: int = 20) -> str:
-    """A stable content key: the sha256 of the payload as sorted JSON, cut to ``length``."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:length]

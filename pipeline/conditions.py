@@ -300,13 +300,6 @@ class Conditions:
         d["probe_slowdown"] = self.probe_slowdown
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Conditions":
-        d = dict(d)
-        d.pop("probe_slowdown", None)
-        w = d.pop("window", None)
-        return cls(window=Window(**w) if w else None, **d)
-
 
 def stability(pass_ns: list[int], samples_ns: list[int]) -> tuple[float | None, float | None, float | None]:
     """(pass spread, pass CV, per-call CV) of one benchmark."""

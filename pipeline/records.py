@@ -82,7 +82,7 @@ def _write_json(path: Path, payload: dict) -> None:
         raise
 
 
-from .cache import _pid_alive, clean_stale  # noqa: E402,F401  (temporaries a killed process left)
+from .cache import clean_stale  # noqa: E402  (temporaries a killed process left)
 
 
 def check_writable(records_dir: str | Path) -> None:
