@@ -48,11 +48,11 @@ class Env:
         return self.python is not None
 
 
-def key(packages: Sequence[str], python: str = sys.executable, system_site_packages: bool = False) -> str:
+def key(packages: Sequence[str], python: str = sys.executable, inherit: bool = False) -> str:
     """Hash of the package set and the interpreter's version, the environment's identity."""
     ident = {"packages": sorted(packages), "python": f"{sys.version_info.major}.{sys.version_info.minor}", "base": str(Path(python).resolve())}
-    if system_site_packages:
-        ident["system_site_packages"] = True
+    if inherit:
+        ident["inherit"] = True
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -73,6 +73,14 @@ def _freeze(python: Path) -> dict[str, str]:
         return {d["name"].lower(): d["version"] for d in json.loads(out.stdout)}
     except (ValueError, KeyError):
         return {}
+
+
+def _inherit_site(python: Path) -> None:
+    """Append this interpreter's site-packages to the new environment's path, after its own."""
+    import site
+
+    own = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True, text=True, check=True)
+    Path(own.stdout.strip(), "_pipeline_inherit.pth").write_text("\n".join(site.getsitepackages()) + "\n")
 
 
 def _tail(text: str, n: int = 3) -> str:
@@ -98,21 +106,22 @@ def ensure(
     *,
     name: str = "env",
     pip_args: Sequence[str] = (),
-    system_site_packages: bool = False,
+    inherit: bool = False,
     timeout_s: float = 1800,
     log=None,
 ) -> Env:
     """The environment holding exactly ``packages`` (pip requirement strings), created on first use.
 
     ``pip_args`` go to ``pip install`` as they are (``--no-index``, ``--find-links DIR``,
-    ``--extra-index-url URL``).  ``system_site_packages`` lets the environment see the
-    interpreter's own packages under its own (to reuse a large package such as torch).  Creation holds a file lock, so two processes asking for the same
+    ``--extra-index-url URL``).  ``inherit`` lets the environment see this environment's
+    packages after its own (a ``.pth`` file), to reuse a large package such as torch; the
+    environment's own installs win.  Creation holds a file lock, so two processes asking for the same
     set build it once.  A failed creation leaves no marker, so the next call tries again, and
     the reason says what pip said.
     """
     packages = tuple(packages)
     root = Path(root)
-    path = root / f"{name}-{key(packages, system_site_packages=system_site_packages)}"
+    path = root / f"{name}-{key(packages, inherit=inherit)}"
     found = read(path)
     if found is not None:
         return found
@@ -127,8 +136,9 @@ def ensure(
         t0 = time.perf_counter()
         python = path / "bin" / "python"
         try:
-            venv = [sys.executable, "-m", "venv", *(["--system-site-packages"] if system_site_packages else []), str(path)]
-            subprocess.run(venv, check=True, capture_output=True, text=True)
+            subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, capture_output=True, text=True)
+            if inherit:
+                _inherit_site(python)
             cmd = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pip_args, *packages]
             proc = subprocess.run(cmd if packages else ["true"], capture_output=True, text=True, timeout=timeout_s)
         except subprocess.CalledProcessError as exc:

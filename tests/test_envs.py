@@ -59,3 +59,14 @@ def test_an_environment_without_its_marker_is_rebuilt(tmp_path):
     (env.path / envs.MARKER).unlink()  # as if creation had been killed half way
     again = envs.ensure(["tinypkg"], tmp_path / "envs", name="tiny", pip_args=args)
     assert again.ok and again.created_s > 0
+
+
+def test_an_inheriting_environment_sees_ours_after_its_own(tmp_path):
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels)
+    env = envs.ensure(["tinypkg"], tmp_path / "envs", name="inh", pip_args=["--no-index", "--find-links", str(wheels)], inherit=True)
+    assert env.ok, env.reason
+    code = "import tinypkg, filelock, sys; print(tinypkg.__file__.startswith(sys.prefix))"
+    out = subprocess.run([str(env.python), "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr  # its own package, and ours (filelock) beside it
+    assert env.path != envs.ensure(["tinypkg"], tmp_path / "envs", name="inh", pip_args=["--no-index", "--find-links", str(wheels)]).path
