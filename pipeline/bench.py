@@ -22,11 +22,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import conditions, roofline
 from .cache import pid_alive
+
+if TYPE_CHECKING:
+    from .embed import EmbedderSpec
+    from .providers import Runtime
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,7 @@ def measure(spec: dict) -> dict:
     """
     import math
 
-    from .embed import Embedder
+    from .embed import EmbedderSpec
 
     sentences: list[str] = spec["sentences"]
     rng = random.Random(spec.get("seed", 0))
@@ -174,10 +179,11 @@ def measure(spec: dict) -> dict:
             i += bs
 
     pc = time.perf_counter_ns
-    probe = conditions.Probe(int(spec["embedder"].get("threads") or 0))
+    embedder = EmbedderSpec.from_dict(spec["embedder"])
+    probe = conditions.Probe(embedder.threads, spec.get("probe_model"))
     probe_before = probe()
     t0 = time.perf_counter()
-    emb = Embedder(**spec["embedder"])
+    emb = embedder.build()
     session_s = time.perf_counter() - t0
     it = batches()
     t1 = pc()
@@ -210,7 +216,7 @@ def measure(spec: dict) -> dict:
         pass_ns.append(total)
     window = conditions.Window.between(mark, conditions.Mark.now())
     # the real (unpadded, truncated) token counts of one pass, for the FLOP count
-    lengths = [len(ids) for batch in timed for ids in emb._encode(batch)]
+    lengths = [n for batch in timed for n in emb.token_counts(batch)]
     # the embedder's idle threads spin for a while after its last call: let them go before the
     # probe runs again, or the probe measures them (a 1.8x "slowdown" on a quiet machine)
     del emb, embed
@@ -238,13 +244,14 @@ class BenchError(RuntimeError):
 
 
 def run(
-    embedder_kwargs: dict,
+    embedder: "EmbedderSpec | dict",
     sentences: list[str],
     bench_cfg,
     model_config: dict | None = None,
     cache_dir: str | Path | None = None,
     timeout_s: float = 600,
     precision: str = "fp32",
+    runtime: "Runtime | None" = None,
 ) -> BenchResult:
     """Measure in a fresh process (see the module docstring), until the machine was quiet.
 
@@ -253,17 +260,21 @@ def run(
     the last one is still contended the result says why (``contended``): it is kept, and its
     latencies are not comparable.  With the model's ``config.json`` contents, the result carries
     the roofline figures, against the matrix-product peak of ``precision`` (fp32, or int8 for
-    quantized graphs), measured only on a quiet machine.
+    quantized graphs), measured only on a quiet machine.  ``runtime``: the provider's own
+    environment (:mod:`pipeline.providers`) whose python runs the benchmark process; None: this one.
     """
+    from .embed import EmbedderSpec
+
+    embedder = EmbedderSpec.of(embedder)
     if bench_cfg.batch_size > len(sentences):
         raise BenchError(f"batch_size {bench_cfg.batch_size} is larger than the pool of {len(sentences)} sentences: refused")
     th = conditions.Thresholds.of(getattr(bench_cfg, "contention", None))
-    threads = int(embedder_kwargs.get("threads") or 0)
+    threads = embedder.threads
     baseline, baseline_why = conditions.probe_baseline(threads, cache_dir, th) if th.enabled else (None, None)
     attempts = 0
     while True:
         attempts += 1
-        raw, cond = _attempt(embedder_kwargs, sentences, bench_cfg, timeout_s, th, baseline)
+        raw, cond = _attempt(embedder, sentences, bench_cfg, timeout_s, th, baseline, runtime)
         why = cond.verdict(th)
         if why is None or attempts > th.retries:
             break
@@ -303,10 +314,10 @@ def run(
     )
 
 
-def _attempt(embedder_kwargs: dict, sentences: list[str], bench_cfg, timeout_s: float, th, baseline_ms: float | None):
+def _attempt(embedder, sentences: list[str], bench_cfg, timeout_s: float, th, baseline_ms: float | None, runtime=None):
     """One benchmark process, holding the machine lock; returns its raw output and conditions."""
     spec = {
-        "embedder": {k: (str(v) if isinstance(v, Path) else v) for k, v in embedder_kwargs.items()},
+        "embedder": embedder.to_dict(),
         "sentences": list(sentences),
         "batch_size": bench_cfg.batch_size,
         "warmup": bench_cfg.warmup,
@@ -316,16 +327,22 @@ def _attempt(embedder_kwargs: dict, sentences: list[str], bench_cfg, timeout_s: 
         "seed": bench_cfg.seed,
         "passes": bench_cfg.passes,
     }
-    label = Path(str(embedder_kwargs.get("model_dir", ""))).name
+    label = Path(embedder.model_dir).name
     clean_stale_temps()
     with conditions.MachineLock(th.wait_for_other_s if th.enabled else 0.0, label) as lock, \
             tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        if runtime is not None and runtime.own:  # no onnx there to make the probe's graph
+            (Path(tmp) / "probe.onnx").write_bytes(conditions.probe_model_bytes())
+            spec["probe_model"] = str(Path(tmp) / "probe.onnx")
         spec_path.write_text(json.dumps(spec))
-        env = dict(os.environ)
-        env.pop("OMP_NUM_THREADS", None)
+        if runtime is not None:
+            python, env = runtime.python, runtime.process_env()
+        else:
+            python, env = sys.executable, dict(os.environ)
+            env.pop("OMP_NUM_THREADS", None)
         proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.bench", str(spec_path), str(out_path), str(os.getpid())],
+            [python, "-m", "pipeline.bench", str(spec_path), str(out_path), str(os.getpid())],
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -345,7 +362,7 @@ def _attempt(embedder_kwargs: dict, sentences: list[str], bench_cfg, timeout_s: 
         shortest_pass_s=min(raw["pass_ns"]) / 1e9,
         pass_cv=pass_cv,
         latency_cv=lat_cv,
-        threads=int(embedder_kwargs.get("threads") or 0),
+        threads=embedder.threads,
         other_benchmark=lock.contention,
     )
     return raw, cond

@@ -139,8 +139,9 @@ PROBE_N = 256  # a 256^3 product: ~0.2 ms on a quiet core, long enough to see a 
 PROBE_REPEATS = 31
 
 
-def _probe_session(threads: int):
-    import onnxruntime as ort
+def probe_model_bytes() -> bytes:
+    """The probe's graph (one MatMul), serialized: made with ``onnx``, which a provider's own
+    environment does not have (the benchmark there gets these bytes in a file)."""
     from onnx import TensorProto, helper
 
     n = PROBE_N
@@ -151,7 +152,14 @@ def _probe_session(threads: int):
         [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]), helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
         [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+
+
+def _probe_session(threads: int, model_file: str | None = None):
+    import onnxruntime as ort
+
+    n = PROBE_N
+    model = Path(model_file).read_bytes() if model_file else probe_model_bytes()
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads = threads
@@ -161,15 +169,15 @@ def _probe_session(threads: int):
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     rng = np.random.default_rng(0)
     feeds = {"A": rng.standard_normal((n, n), dtype=np.float32), "B": rng.standard_normal((n, n), dtype=np.float32)}
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]), feeds
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"]), feeds
 
 
 class Probe:
     """A fixed small workload at a thread count: the median time of one call, in ms."""
 
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, model_file: str | None = None):
         self.threads = threads
-        self._sess, self._feeds = _probe_session(threads)
+        self._sess, self._feeds = _probe_session(threads, model_file)
         for _ in range(5):  # warm-up: thread pool up, pages touched
             self._sess.run(None, self._feeds)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,12 @@ DEFAULT_MAX_LENGTH = 256
 
 
 class ProviderUnavailable(RuntimeError):
-    """The requested execution provider is not in this onnxruntime build."""
+    """The requested execution provider is not in this onnxruntime build, or offers no device here."""
+
+
+class ProviderFallback(RuntimeError):
+    """onnxruntime accepted the provider but ran (part of) the graph elsewhere: a failure, never a
+    quiet CPU measurement."""
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
@@ -174,7 +180,10 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def session_options(threads: int = 0, graph_optimization_level: str = "all", mem_arena: bool = True):
+def session_options(threads: int = 0, graph_optimization_level: str = "all", mem_arena: bool = True,
+                    session_config: dict[str, str] | None = None):
+    """ONNX Runtime session options; ``session_config``: session config entries, for example
+    ``{"session.intra_op.allow_spinning": "0"}``."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -184,7 +193,62 @@ def session_options(threads: int = 0, graph_optimization_level: str = "all", mem
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _GRAPH_OPT[graph_optimization_level])
     so.enable_cpu_mem_arena = mem_arena
     so.log_severity_level = 3
+    for key, value in (session_config or {}).items():
+        so.add_session_config_entry(str(key), str(value))
     return so
+
+
+def option_strings(options: dict[str, Any] | None) -> dict[str, str]:
+    """Provider options as onnxruntime takes them: strings; a mapping or list (OpenVINO's
+    ``load_config``) as JSON, a bool as ``true``/``false``."""
+    out = {}
+    for k, v in (options or {}).items():
+        if isinstance(v, (dict, list, tuple)):
+            out[str(k)] = json.dumps(v, sort_keys=True)
+        elif isinstance(v, bool):
+            out[str(k)] = "true" if v else "false"
+        else:
+            out[str(k)] = str(v)
+    return out
+
+
+def load_plugin(plugin: str, provider: str) -> list:
+    """Register a plugin EP library and return onnxruntime's devices for ``provider``.
+
+    ``plugin`` is ``module:function``, a function of the plugin's package that returns the path
+    of its shared library (or ``path:/some/lib.so``).  Raises ProviderUnavailable, saying which
+    devices onnxruntime found, when the plugin offers none here.
+    """
+    import importlib
+
+    import onnxruntime as ort
+
+    if plugin.startswith("path:"):
+        lib = plugin[5:]
+    else:
+        mod, _, fn = plugin.partition(":")
+        try:
+            target = getattr(importlib.import_module(mod), fn)
+        except (ImportError, AttributeError) as exc:
+            raise ProviderUnavailable(f"plugin {plugin}: {type(exc).__name__}: {exc}") from None
+        lib = target() if callable(target) else target
+    if not any(d.ep_name == provider for d in ort.get_ep_devices()):
+        try:
+            ort.register_execution_provider_library(provider, str(lib))
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail type
+            raise ProviderUnavailable(f"plugin library {lib} did not register: {exc}") from None
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == provider]
+    if not devices:
+        found = "; ".join(f"{d.ep_name} on {hardware_text(d.device)}" for d in ort.get_ep_devices()) or "none"
+        raise ProviderUnavailable(f"no device: {provider} registered but offers no device on this machine "
+                                  f"(onnxruntime's devices: {found})")
+    return devices
+
+
+def hardware_text(device) -> str:
+    """A hardware device as onnxruntime describes it: type, vendor and its PCI vendor id."""
+    kind = getattr(device.type, "name", str(device.type))
+    return f"{kind} {device.vendor or '?'} (vendor id 0x{int(device.vendor_id):04x})"
 
 
 class Embedder:
@@ -233,6 +297,8 @@ class Embedder:
         io_binding: bool = False,
         call_cost: int = 32,
         disabled_optimizers: Sequence[str] | None = None,
+        session_config: dict[str, str] | None = None,
+        plugin: str | None = None,
     ):
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -246,7 +312,8 @@ class Embedder:
         _check_int("call_cost", call_cost, 0)
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
-        if provider not in available_providers():
+        devices = load_plugin(plugin, provider) if plugin else None
+        if devices is None and provider not in available_providers():
             raise ProviderUnavailable(
                 f"execution provider {provider} is not in this onnxruntime build "
                 f"(available: {', '.join(available_providers())})"
@@ -282,16 +349,22 @@ class Embedder:
         # truncation keeps the special tokens: the tokenizer does it in Rust
         self.tokenizer.enable_truncation(max_length=max_length)
 
-        so = session_options(threads, graph_optimization_level, mem_arena)
+        so = session_options(threads, graph_optimization_level, mem_arena, session_config)
+        options = option_strings(provider_options)
+        if devices is not None:  # a plugin EP: appended for its devices, not by name
+            so.add_provider_for_devices(devices, options)
+            providers = None
+        else:
+            providers = [(provider, options)]
         self.session = ort.InferenceSession(
             str(self.model_dir / onnx_file),
             sess_options=so,
-            providers=[(provider, provider_options or {})],
+            providers=providers,
             disabled_optimizers=list(self.disabled_optimizers) or None,
         )
         got = self.session.get_providers()[0]
         if got != provider:  # onnxruntime fell back: refuse rather than measure the wrong thing
-            raise ProviderUnavailable(f"asked for {provider}, onnxruntime gave {got}")
+            raise ProviderFallback(f"asked for {provider}, onnxruntime gave {got} (it fell back)")
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = output_name or self._token_output()
         out = next(o for o in self.session.get_outputs() if o.name == self.output_name)
@@ -328,6 +401,10 @@ class Embedder:
                 if k in c:
                     return int(c[k])
         return int(self._infer_batch([[self.pad_id]])[0].shape[-1])
+
+    def token_counts(self, texts: Sequence[str] | str) -> list[int]:
+        """Tokens per text after the prefix and truncation, as the embedder feeds them."""
+        return [len(ids) for ids in self._encode(_texts(texts))]
 
     # -- the hot path ----------------------------------------------------------------
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
@@ -401,3 +478,103 @@ class Embedder:
         return out
 
     __call__ = embed
+
+
+_SPEC_FIELDS = (
+    "model_dir", "pooling", "provider", "provider_options", "threads", "max_length", "batch_size", "padding_side",
+    "prefix", "onnx_file", "output_name", "tokenizer_dir", "graph_optimization_level", "mem_arena", "normalize",
+    "io_binding", "call_cost", "disabled_optimizers", "session_config", "plugin",
+)
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Everything that builds an :class:`Embedder`, frozen and JSON-able.
+
+    It is what the pipeline ships to the processes that measure (the benchmark, the load run,
+    a provider's own environment) and what ``bench_spec.json`` stores; ``build()`` makes the
+    embedder.  Its fields are the constructor's keywords (a test keeps the two in step).
+    """
+
+    model_dir: str
+    pooling: str = "mean"
+    provider: str = "CPUExecutionProvider"
+    provider_options: dict[str, Any] = field(default_factory=dict)
+    threads: int = 0
+    max_length: int | None = None
+    batch_size: int = 32
+    padding_side: str = "right"
+    prefix: str = ""
+    onnx_file: str = "model.onnx"
+    output_name: str | None = None
+    tokenizer_dir: str | None = None
+    graph_optimization_level: str = "all"
+    mem_arena: bool = True
+    normalize: bool = True
+    io_binding: bool = False
+    call_cost: int = 32
+    disabled_optimizers: tuple[str, ...] | None = None
+    session_config: dict[str, str] = field(default_factory=dict)
+    plugin: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_dir", str(self.model_dir))
+        if self.tokenizer_dir is not None:
+            object.__setattr__(self, "tokenizer_dir", str(self.tokenizer_dir))
+        if self.disabled_optimizers is not None:
+            object.__setattr__(self, "disabled_optimizers", tuple(self.disabled_optimizers))
+        object.__setattr__(self, "provider_options", dict(self.provider_options or {}))
+        object.__setattr__(self, "session_config", {str(k): str(v) for k, v in (self.session_config or {}).items()})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EmbedderSpec":
+        unknown = sorted(set(d) - set(_SPEC_FIELDS))
+        if unknown:
+            raise TypeError(f"EmbedderSpec: unknown field(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def of(cls, spec: "EmbedderSpec | dict[str, Any]") -> "EmbedderSpec":
+        return spec if isinstance(spec, cls) else cls.from_dict(dict(spec))
+
+    @classmethod
+    def from_config(cls, cfg, artifact) -> "EmbedderSpec":
+        """The embedder of one job: ``cfg`` a :class:`pipeline.config.Config`, ``artifact`` its
+        export (:class:`pipeline.export.Artifact`).  Duck-typed: this module imports neither."""
+        p = cfg.provider
+        return cls(
+            model_dir=str(artifact.folder),
+            onnx_file=artifact.onnx_path.name,
+            output_name=artifact.output_name,
+            prefix=cfg.model.query_prefix,
+            pooling=cfg.pooling.mode,
+            provider=p.ep,
+            provider_options=dict(p.options),
+            threads=p.threads,
+            max_length=cfg.model.max_length,
+            padding_side=cfg.model.padding_side,
+            graph_optimization_level=p.graph_optimization_level,
+            mem_arena=p.mem_arena,
+            io_binding=p.io_binding,
+            call_cost=p.call_cost,
+            disabled_optimizers=None if p.disabled_optimizers is None else tuple(p.disabled_optimizers),
+            session_config=dict(getattr(p, "session_config", None) or {}),
+            plugin=getattr(p, "plugin", None) or None,
+        )
+
+    def replace(self, **changes) -> "EmbedderSpec":
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: lists for tuples, plain dicts."""
+        d = {name: getattr(self, name) for name in _SPEC_FIELDS}
+        if d["disabled_optimizers"] is not None:
+            d["disabled_optimizers"] = list(d["disabled_optimizers"])
+        d["provider_options"] = dict(d["provider_options"])
+        d["session_config"] = dict(d["session_config"])
+        return d
+
+    def build(self) -> "Embedder":
+        return Embedder(**self.to_dict())
