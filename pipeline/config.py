@@ -36,6 +36,8 @@ FUSIONS = (
     "embed_layer_norm",
 )
 PADDING_SIDES = ("right", "left")
+PRECISIONS = ("", "fp32", "fp16", "bf16", "int8")
+HARDWARE = ("", "nvidia-gpu")
 
 
 class ConfigError(ValueError):
@@ -171,8 +173,30 @@ class ProviderConfig:
     # ONNX Runtime graph optimizers to leave off (null: the ones measured to slow this provider
     # down, pipeline.embed.SLOW_FUSIONS; []: none)
     disabled_optimizers: list[str] | None = None
+    # session config entries, e.g. {session.intra_op.allow_spinning: "0"} (threads sleep when idle)
+    session_config: dict[str, str] = field(default_factory=dict)
+    # the precision the provider computes in, when it is not the graph's own (empty): bf16 for
+    # OpenVINO with INFERENCE_PRECISION_HINT=bf16. It labels the run (param `precision`), and a
+    # reduced precision is judged on its STS loss against the model's fp32 (quality.stsb_delta_vs_fp32)
+    precision: str = ""
+    # the runtime that provides the EP (pipeline/providers.py). Empty: this environment's onnxruntime.
+    # Otherwise the pip requirements of its own environment, made once under <cache_dir>/envs
+    # (execution providers ship as rival builds of the one onnxruntime module)
+    packages: list[str] = field(default_factory=list)
+    pip_args: list[str] = field(default_factory=list)  # for pip install, e.g. [--no-index, --find-links, DIR]
+    inherit: bool = False  # the environment sees this one's packages after its own (pipeline.envs)
+    # a plugin EP: "module:function" (in its environment) returning the path of its shared library
+    plugin: str | None = None
+    # where its builds exist (sys.platform values; empty: anywhere) and the hardware it needs
+    # (nvidia-gpu: checked before any environment is made)
+    platforms: list[str] = field(default_factory=list)
+    hardware: str = ""
+    # said after "no device" when the EP offers none here (e.g. which hardware its plugin serves)
+    device_note: str = ""
 
     def __post_init__(self) -> None:
+        _one_of("provider.precision", self.precision, PRECISIONS)
+        _one_of("provider.hardware", self.hardware, HARDWARE)
         _positive("provider.threads", self.threads, allow_zero=True)
         _positive("provider.call_cost", self.call_cost, allow_zero=True)
         _one_of(
@@ -544,6 +568,14 @@ class DecisionConfig:
             raise ConfigError("decision.noise_percentile", f"got {self.noise_percentile!r}, must be in (0, 100)")
 
 
+def precision_of(cfg: "Config") -> str:
+    """The precision a job computes in: the provider's when it sets one (OpenVINO bf16), else the
+    variant's (int8 for quantized graphs, fp16), else fp32."""
+    if cfg.provider.precision:
+        return cfg.provider.precision
+    return {"quantize": "int8", "fp16": "fp16"}.get(cfg.variant.kind, "fp32")
+
+
 def default_cache_dir() -> str:
     return os.environ.get("PIPELINE_CACHE_DIR", ".cache/pipeline")
 
@@ -592,7 +624,29 @@ def compose_config(overrides: list[str], hydra_config: bool = False):
         GlobalHydra.instance().clear()
 
 
+def _version(distribution: str) -> str:
+    """``${version:numpy}`` in a config: the version of a distribution installed here (a provider's
+    environment pins numpy and tokenizers to ours)."""
+    from importlib.metadata import version
+
+    return version(distribution)
+
+
+def _cores() -> int:
+    """``${cores:}`` in a config: the cores this process may run on (a provider whose own default
+    is one thread, ggml, gets what the CPU provider takes by default)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("version"):
+        OmegaConf.register_new_resolver("version", _version)
+    if not OmegaConf.has_resolver("cores"):
+        OmegaConf.register_new_resolver("cores", _cores)
+
+
 def register_configs() -> None:
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
 
@@ -605,6 +659,7 @@ def to_config(cfg: DictConfig | dict) -> Config:
     """
     from omegaconf.errors import OmegaConfBaseException
 
+    register_resolvers()
     try:
         if isinstance(cfg, dict):
             cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg)

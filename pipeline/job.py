@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from . import bench, export, placement, quality, records, track, validate
-from .config import Config, ConfigError
-from .embed import Embedder, ProviderUnavailable, available_providers, session_options
+from . import bench, export, placement, providers, quality, records, track, validate
+from .config import Config, ConfigError, precision_of
+from .embed import EmbedderSpec, ProviderFallback, ProviderUnavailable, available_providers, option_strings, session_options
 from .sources import ChecksumMismatch, ModelUnavailable, ResolvedModel, named_model, resolve
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,18 @@ def prepare(cfg: Config) -> ResolvedModel:
 
     Raises JobSkipped for what is unavailable here, ChecksumMismatch for wrong weights.
     """
-    if cfg.provider.ep not in available_providers():
+    p = cfg.provider
+    why = providers.prerequisite_problem(p)  # other platforms' builds, hardware that is not here
+    if why:
+        raise JobSkipped(why)
+    if not p.packages and not p.plugin and p.ep not in available_providers():
         raise JobSkipped(
-            f"execution provider {cfg.provider.ep} ({cfg.provider.name}) is not in this onnxruntime build; "
+            f"execution provider {p.ep} ({p.name}) is not in this onnxruntime build; "
             f"available: {', '.join(available_providers())}"
+            + (f" (conf/provider/{p.name}.yaml names no packages of a build that has it)" if p.name else "")
         )
+    if cfg.bench.scenario == "load" and p.packages:
+        raise JobSkipped(f"the load scenario runs in this environment only; {p.name} needs its own ({', '.join(p.packages)})")
     reason = export.unsupported_reason(cfg.model, cfg.variant, cfg.provider.ep)
     if reason:
         raise JobSkipped(reason)
@@ -69,26 +76,6 @@ def position_limit(folder: Path) -> int | None:
     from .embed import position_limit as limit
 
     return limit(Path(folder))
-
-
-def embedder_kwargs(cfg: Config, artifact: export.Artifact) -> dict:
-    return {
-        "model_dir": str(artifact.folder),
-        "onnx_file": artifact.onnx_path.name,
-        "output_name": artifact.output_name,
-        "prefix": cfg.model.query_prefix,
-        "pooling": cfg.pooling.mode,
-        "provider": cfg.provider.ep,
-        "provider_options": dict(cfg.provider.options),
-        "threads": cfg.provider.threads,
-        "max_length": cfg.model.max_length,
-        "padding_side": cfg.model.padding_side,
-        "graph_optimization_level": cfg.provider.graph_optimization_level,
-        "mem_arena": cfg.provider.mem_arena,
-        "io_binding": cfg.provider.io_binding,
-        "call_cost": cfg.provider.call_cost,
-        "disabled_optimizers": None if cfg.provider.disabled_optimizers is None else list(cfg.provider.disabled_optimizers),
-    }
 
 
 def _latency_figure(samples_ns, path: Path, title: str) -> None:
@@ -158,15 +145,39 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
         report.notes.append(f"{artifact.variant}: " + json.dumps(artifact.info, sort_keys=True))
     (out_dir / "validation.json").write_text(report.to_json())
 
-    # validate: where the nodes go (recorded by onnxruntime) and the static CoreML/NNAPI check
-    _placement(cfg, artifact, out_dir, metrics, tags)
-
-    # the embedder used for quality and parity (the benchmark builds its own, cold)
-    kwargs = embedder_kwargs(cfg, artifact)
+    # the runtime: this environment, or the provider's own (made once, cached under cache_dir/envs)
+    spec = EmbedderSpec.from_config(cfg, artifact)
     try:
-        emb = Embedder(**kwargs)
-    except ProviderUnavailable as exc:
+        rt = providers.runtime(cfg.provider, cfg.cache_dir, log=log.info)
+    except providers.Unavailable as exc:
         raise JobSkipped(str(exc)) from None
+    tags.update(rt.tags())
+
+    # validate: where the nodes go (recorded by onnxruntime) and the static CoreML/NNAPI check;
+    # the embedder used for quality and parity (the benchmark builds its own, cold)
+    if rt.own:
+        try:
+            probe = providers.call(rt, spec, assignment=True)
+        except ProviderFallback as exc:  # where the nodes went is recorded, then the job fails with it
+            if getattr(exc, "assignment", None) is not None:
+                _placement(cfg, artifact, out_dir, metrics, tags, assign=exc.assignment)
+            raise
+        except providers.Unavailable as exc:
+            raise JobSkipped(str(exc) + (f"; {cfg.provider.device_note}" if cfg.provider.device_note and "no device" in str(exc) else "")) from None
+        tags.update(providers.version_tags(probe.runtime))
+        (out_dir / "runtime.json").write_text(json.dumps({"env": rt.env, "packages": list(rt.packages), "versions": rt.versions,
+                                                          "created_s": rt.created_s, "size_mb": rt.size_mb, **probe.runtime}, indent=2))
+        _placement(cfg, artifact, out_dir, metrics, tags, assign=probe.assignment)
+        emb = providers.RemoteEmbedder(rt, spec)
+    else:
+        import onnxruntime as ort
+
+        tags.update(providers.version_tags({"onnxruntime": ort.__version__}))
+        _placement(cfg, artifact, out_dir, metrics, tags)
+        try:
+            emb = spec.build()
+        except ProviderUnavailable as exc:
+            raise JobSkipped(str(exc)) from None
 
     # validate: parity with the PyTorch reference (cached with quality: same key)
     qkey = {
@@ -193,15 +204,18 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
     # benchmark (fresh process)
     log.info("benchmark: batch %d", cfg.bench.batch_size)
     precision = "int8" if cfg.variant.kind == "quantize" else "fp32"  # the peak its matmuls can reach
-    b = bench.run(kwargs, sentences, cfg.bench, model_config=model_config, cache_dir=cfg.cache_dir, precision=precision)
+    b = bench.run(spec, sentences, cfg.bench, model_config=model_config, cache_dir=cfg.cache_dir, precision=precision,
+                  runtime=rt if rt.own else None)
     metrics.update(b.metrics())
     tags.update(b.tags())
     if b.contended:
         log.warning("benchmark contended after %d attempt(s): %s", b.attempts, b.contended)
     # what it takes to time this configuration again (the sweep re-times its leaders at its end)
     (out_dir / "bench_spec.json").write_text(json.dumps({
-        "embedder": kwargs,
+        "embedder": spec.to_dict(),
         "precision": precision,
+        # the provider's own environment, where a re-timing must run too (None: this one)
+        "runtime": {"python": rt.python, "env": rt.env, "packages": list(rt.packages)} if rt.own else None,
         "model_config": model_config,
         "bench": OmegaConf.to_container(OmegaConf.structured(cfg.bench)),
         "quality": OmegaConf.to_container(OmegaConf.structured(cfg.quality)) if data is not None else None,
@@ -225,7 +239,7 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
         th = Thresholds.of(cfg.bench.contention)
         with MachineLock(th.wait_for_other_s if th.enabled else 0.0, f"load {cfg.model.name}") as lock:
             mark = Mark.now(children=True)
-            lr = load.run(kwargs, sentences, lc, seed=cfg.bench.seed)  # a child process, waited for
+            lr = load.run(spec.to_dict(), sentences, lc, seed=cfg.bench.seed)  # a child process, waited for
             window = Window.between(mark, Mark.now(children=True))
         metrics.update(lr.metrics())
         # the load run's own conditions (the generator shares the cores: its own CPU is not "other")
@@ -246,7 +260,7 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
         q = quality.cached_score(emb.embed, data, cfg.cache_dir, {**qkey, "split": cfg.quality.split}, cfg.quality.batch_size)
         metrics.update(q.metrics())
         tags["quality.cached"] = str(q.cached).lower()
-        delta = _delta_vs_fp32(cfg, artifact, data, q.stsb_spearman, qkey)
+        delta = _delta_vs_fp32(cfg, artifact, data, q.stsb_spearman, qkey, same_as_fp32=not rt.own and precision_of(cfg) == "fp32")
         if delta is not None:
             metrics["quality.stsb_delta_vs_fp32"] = delta
 
@@ -264,17 +278,28 @@ def _reference(cfg: Config, resolved: ResolvedModel) -> tuple[ResolvedModel | No
         return None, f"reference {cfg.model.reference_from!r} is unavailable: {exc}"
 
 
-def _delta_vs_fp32(cfg: Config, artifact: export.Artifact, data, stsb: float, qkey: dict) -> float | None:
+def _delta_vs_fp32(cfg: Config, artifact: export.Artifact, data, stsb: float, qkey: dict, same_as_fp32: bool = True) -> float | None:
     """This run's STS minus the same model's fp32 STS (from the quality cache, computed if missing).
 
+    The fp32 reference is the model's fp32 export on the CPU provider of this environment: a
+    provider that computes in another precision (OpenVINO bf16) or in another build is judged
+    against it, even when its graph is the fp32 export itself (``same_as_fp32=False``).
     None for an imported ONNX file: it has no fp32 export of its own.
     """
-    if artifact.base is None:
-        return 0.0 if artifact.variant == "fp32" else None
-    base_kwargs = embedder_kwargs(cfg, artifact.base)
-    base_key = {**qkey, "artifact": artifact.base.key, "split": cfg.quality.split}
+    base = artifact.base if artifact.base is not None else (artifact if artifact.variant == "fp32" else None)
+    if base is None:
+        return None
+    if base is artifact and same_as_fp32:
+        return 0.0
+    if same_as_fp32:  # this environment's provider at the graph's precision: its own fp32 export
+        base_spec, base_provider = EmbedderSpec.from_config(cfg, base), qkey["provider"]
+    else:  # another build or precision: the model's fp32 on this environment's CPU provider
+        base_spec = EmbedderSpec.from_config(cfg, base).replace(
+            provider="CPUExecutionProvider", provider_options={}, session_config={}, plugin=None, disabled_optimizers=None)
+        base_provider = "cpu"
+    base_key = {**qkey, "artifact": base.key, "provider": base_provider, "split": cfg.quality.split}
     q = quality.cached_score(
-        lambda texts, batch_size=None: Embedder(**base_kwargs).embed(texts, batch_size=batch_size),
+        lambda texts, batch_size=None: base_spec.build().embed(texts, batch_size=batch_size),
         data,
         cfg.cache_dir,
         base_key,
@@ -283,13 +308,18 @@ def _delta_vs_fp32(cfg: Config, artifact: export.Artifact, data, stsb: float, qk
     return stsb - q.stsb_spearman
 
 
-def _placement(cfg: Config, artifact: export.Artifact, out_dir: Path, metrics: dict, tags: dict) -> None:
+def _placement(cfg: Config, artifact: export.Artifact, out_dir: Path, metrics: dict, tags: dict,
+               assign: placement.NodeAssignment | None = None) -> None:
+    """Where the nodes went (``assign``: as the provider's own process recorded it; None: a
+    session of this environment records it here).  Written down first, then a provider that did
+    not run every node fails the job with that reason: never a quiet CPU measurement."""
     p = cfg.provider
-    try:
-        so = session_options(p.threads, p.graph_optimization_level, p.mem_arena)
-        assign = placement.node_assignment(artifact.onnx_path, p.ep, dict(p.options), so)
-    except Exception as exc:  # the provider is there but cannot build a session: not a CPU run
-        raise JobSkipped(f"{p.ep} could not build a session for this graph: {type(exc).__name__}: {str(exc)[:300]}") from None
+    if assign is None:
+        try:
+            so = session_options(p.threads, p.graph_optimization_level, p.mem_arena, dict(p.session_config))
+            assign = placement.node_assignment(artifact.onnx_path, p.ep, option_strings(p.options), so)
+        except Exception as exc:  # the provider is there but cannot build a session: not a CPU run
+            raise JobSkipped(f"{p.ep} could not build a session for this graph: {type(exc).__name__}: {str(exc)[:300]}") from None
     usab = placement.cached_mobile_usability(artifact.onnx_path, cfg.cache_dir, artifact.key)
     new_metrics = {
         "provider.node_share": assign.share,
@@ -309,9 +339,13 @@ def _placement(cfg: Config, artifact: export.Artifact, out_dir: Path, metrics: d
     (out_dir / "usability.txt").write_text(usab.log)
     metrics.update(new_metrics)
     tags.update(new_tags)
+    tags["provider.assignment_source"] = assign.source
+    why = assign.fallback_reason()
+    if why:
+        raise ProviderFallback(why)
 
 
-def _parity(cfg: Config, resolved: ResolvedModel, emb: Embedder, artifact: export.Artifact, qkey: dict) -> float:
+def _parity(cfg: Config, resolved: ResolvedModel, emb, artifact: export.Artifact, qkey: dict) -> float:
     import hashlib
 
     key = hashlib.sha256(json.dumps({**qkey, "n": cfg.quality.parity_sentences}, sort_keys=True).encode()).hexdigest()[:20]

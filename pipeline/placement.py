@@ -32,6 +32,9 @@ class NodeAssignment:
     requested: str
     nodes_by_provider: dict[str, int]
     ops_off_requested: dict[str, int] = field(default_factory=dict)  # op type -> nodes elsewhere
+    # graph_assignment_info: onnxruntime's record of the subgraphs; get_providers: an onnxruntime
+    # without that record, where only the session's providers are known (all nodes counted as one)
+    source: str = "graph_assignment_info"
 
     @property
     def total(self) -> int:
@@ -48,6 +51,39 @@ class NodeAssignment:
     def to_dict(self) -> dict:
         return {**asdict(self), "total": self.total, "share": self.share, "fallback": self.fallback}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "NodeAssignment":
+        return cls(d["requested"], dict(d["nodes_by_provider"]), dict(d.get("ops_off_requested") or {}),
+                   d.get("source", "graph_assignment_info"))
+
+    def fallback_reason(self) -> str | None:
+        """Why this is not a run of the requested provider (None: every node ran on it)."""
+        if self.total and not self.fallback:
+            return None
+        if not self.total:
+            return f"{self.requested}: onnxruntime recorded no node assignment ({self.source})"
+        elsewhere = ", ".join(f"{n} on {ep}" for ep, n in sorted(self.nodes_by_provider.items()) if ep != self.requested)
+        ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.ops_off_requested.items(), key=lambda kv: -kv[1])[:8])
+        return (f"fallback: {self.requested} ran {self.nodes_by_provider.get(self.requested, 0)} of {self.total} nodes "
+                f"(share {self.share:.3f}); {elsewhere}" + (f" (ops: {ops})" if ops else ""))
+
+
+def assignment_of(session, provider: str) -> NodeAssignment:
+    """The nodes per provider of a session built with ``session.record_ep_graph_assignment_info=1``;
+    where onnxruntime has no such record (before 1.23), what ``get_providers()`` says: every node
+    on its first provider."""
+    counts: Counter[str] = Counter()
+    off: Counter[str] = Counter()
+    if not hasattr(session, "get_provider_graph_assignment_info"):
+        first = session.get_providers()[0]
+        return NodeAssignment(provider, {first: 1}, {}, "get_providers")
+    for sub in session.get_provider_graph_assignment_info():
+        nodes = sub.get_nodes()
+        counts[sub.ep_name] += len(nodes)
+        if sub.ep_name != provider:
+            off.update(n.op_type for n in nodes)
+    return NodeAssignment(provider, dict(counts), dict(off))
+
 
 def node_assignment(onnx_path: str | Path, provider: str, provider_options: dict | None = None, session_options=None) -> NodeAssignment:
     """Build a session with assignment recording on and count the nodes per provider."""
@@ -57,14 +93,7 @@ def node_assignment(onnx_path: str | Path, provider: str, provider_options: dict
     so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(onnx_path), sess_options=so, providers=[(provider, provider_options or {})])
-    counts: Counter[str] = Counter()
-    off: Counter[str] = Counter()
-    for sub in sess.get_provider_graph_assignment_info():
-        nodes = sub.get_nodes()
-        counts[sub.ep_name] += len(nodes)
-        if sub.ep_name != provider:
-            off.update(n.op_type for n in nodes)
-    return NodeAssignment(provider, dict(counts), dict(off))
+    return assignment_of(sess, provider)
 
 
 @dataclass(frozen=True)

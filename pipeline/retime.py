@@ -60,6 +60,17 @@ def leaders(found: list[tuple[Path, records.RunRecord]], decision_cfg, top_k: in
     return out
 
 
+def _runtime(spec: dict):
+    """The provider's own environment a job was timed in (bench_spec.json ``runtime``), or None:
+    a re-timing runs where the first timing ran."""
+    rt = spec.get("runtime")
+    if not rt:
+        return None
+    from .providers import Runtime
+
+    return Runtime(rt["python"], rt["env"], tuple(rt.get("packages") or ()))
+
+
 def retime(targets: list[tuple[str, Path]], settings: RetimeConfig, cache_dir: str | Path, progress=print) -> dict:
     """Time each target again ``settings.rounds`` times, in rotated order; returns the payload of
     ``retime.json``: the settings and one entry per benchmark (record id, round, metrics, contended)."""
@@ -73,7 +84,8 @@ def retime(targets: list[tuple[str, Path]], settings: RetimeConfig, cache_dir: s
             spec = specs[rid]
             progress(f"[retime] round {r + 1}/{settings.rounds}: {Path(spec['embedder']['model_dir']).name} "
                      f"batch {spec['bench']['batch_size']} ({rid[:8]})")
-            b = bench.run(spec["embedder"], sentences[rid], _bench_config(spec, settings), cache_dir=cache_dir, precision=spec.get("precision", "fp32"))
+            b = bench.run(spec["embedder"], sentences[rid], _bench_config(spec, settings), cache_dir=cache_dir,
+                          precision=spec.get("precision", "fp32"), runtime=_runtime(spec))
             m = b.metrics()
             rows.append({
                 "record_id": rid,
