@@ -152,7 +152,8 @@ def probe_model_bytes() -> bytes:
         [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n]), helper.make_tensor_value_info("B", TensorProto.FLOAT, [n, n])],
         [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+    # IR version 8 (opset 18's own): the newest onnx writes one that older onnxruntime builds refuse
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8).SerializeToString()
 
 
 def _probe_session(threads: int, model_file: str | None = None):
