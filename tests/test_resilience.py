@@ -5,7 +5,6 @@ decision rewrite and are tested there."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shlex
 import shutil
