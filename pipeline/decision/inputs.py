@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-PARAMS = ("model", "variant", "provider", "pooling", "batch_size", "max_length", "threads")
+PARAMS = ("model", "variant", "provider", "pooling", "batch_size", "max_length", "threads", "precision")
 # params only some runs have: the load scenario's serving front
 SERVING_PARAMS = ("scenario", "serve.max_batch", "serve.max_wait_ms", "serve.workers")
 BASE_COLUMNS = ("run_id", "record_id", "run_name", "status", "reason", "contended", "start_time", *PARAMS)

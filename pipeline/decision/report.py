@@ -75,7 +75,7 @@ def note(decision: Decision, top: int = 5) -> str:
         t = pd.DataFrame({
             "#": r["rank"], "configuration": r["label"], "total": col("total_pct", "{:.1f}%"), "verdict": r["verdict"],
             "p95 ms": col(Metric.P95_MS, "{:.2f}"), "sentences/s": col(Metric.THROUGHPUT, "{:.0f}"),
-            "STS": col(Metric.STSB, "{:.2f}"),
+            "STS": col(Metric.STSB, "{:.2f}"), "node share": col("provider.node_share", "{:.3g}"),
             "measured": ["busy machine" if str(c or "") else "quiet" for c in r.get("contended", pd.Series([""] * len(r)))],
         })
         lines += [t.to_markdown(index=False), ""]
@@ -112,8 +112,8 @@ def ranking_table(decision: Decision) -> pd.DataFrame:
         *(f"score.{c.metric}" for c in cfg.criteria),
         *(f"gate.{g.name}" for g in cfg.hard_gates),
         *(f"gate.{g.name}" for g in cfg.graded_gates),
-        "why", "pareto", "model", "variant", "provider", "pooling", "batch_size", "threads", "max_length",
-        *metrics,
+        "why", "pareto", "model", "variant", "provider", "precision", "provider.node_share", "pooling", "batch_size",
+        "threads", "max_length", *metrics,
     ]
     out = r[_present(r, cols)].copy()
     for m in metrics:  # a metric no run logged still gets its (empty) column
@@ -131,6 +131,11 @@ def ranking_markdown(decision: Decision) -> str:
     for c in cfg.criteria:
         t[f"{c.label or c.metric} (w {c.weight:g})"] = r[f"score.{c.metric}"].map(lambda v: f"{v:.2f}")
     t["verdict"] = r["verdict"]
+    # what really ran: the precision and the share of the graph's nodes on the named provider
+    # (below 1 never reaches the ranking as ok: it is a failed run; older runs may lack it)
+    if "precision" in r:
+        t["precision"] = r["precision"].map(lambda v: "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else str(v))
+    t["node share"] = r["provider.node_share"].map(lambda v: _fmt(v, 3)) if "provider.node_share" in r else "-"
     if "tied" in r and r["tied"].any():
         t["tie"] = [f"={int(g)}" if tied else "" for g, tied in zip(r["tie_group"], r["tied"])]
     for g in [*cfg.hard_gates, *cfg.graded_gates]:
