@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import random
 import subprocess
@@ -28,9 +29,10 @@ import numpy as np
 
 from . import conditions, roofline
 from .cache import pid_alive
+from .selfstats import _die_with_parent, _peak_rss_mb, timer_overhead_ns  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
-    from .embed import EmbedderSpec
+    from .spec import EmbedderSpec
     from .providers import Runtime
 
 
@@ -121,35 +123,6 @@ class BenchResult:
         }
 
 
-def timer_overhead_ns(n: int = 20000) -> float:
-    """The median cost of the timing itself (two back-to-back perf_counter_ns calls)."""
-    pc = time.perf_counter_ns
-    d = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        t0 = pc()
-        d[i] = pc() - t0
-    return float(np.median(d))
-
-
-def _peak_rss_mb() -> float:
-    """This process's own peak resident set size, in MiB.
-
-    On Linux ``getrusage``'s ``ru_maxrss`` survives ``exec``: a benchmark process started by a
-    sweep that holds gigabytes would report the sweep's peak.  ``VmHWM`` in /proc/self/status
-    belongs to this process's own address space, so it is read first.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    import resource
-
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024.0 if sys.platform != "darwin" else kb / 1e6
-
-
 def measure(spec: dict) -> dict:
     """Run inside the fresh process: build the embedder, warm up, time passes over the same calls.
 
@@ -158,9 +131,7 @@ def measure(spec: dict) -> dict:
     ``min_iterations`` .. ``iterations`` calls in all).  Every pass runs the very same batches,
     so passes differ only by what the machine did meanwhile.
     """
-    import math
-
-    from .embed import EmbedderSpec
+    from .spec import EmbedderSpec
 
     sentences: list[str] = spec["sentences"]
     rng = random.Random(spec.get("seed", 0))
@@ -170,14 +141,6 @@ def measure(spec: dict) -> dict:
         raise BenchError(f"batch_size {bs} is larger than the pool of {len(sentences)} sentences: refused")
     passes = max(1, int(spec.get("passes", 3)))
 
-    def batches():
-        i = 0
-        while True:
-            if i + bs > len(sentences):
-                i = 0
-            yield sentences[i : i + bs]
-            i += bs
-
     pc = time.perf_counter_ns
     embedder = EmbedderSpec.from_dict(spec["embedder"])
     probe = conditions.Probe(embedder.threads, spec.get("probe_model"))
@@ -185,35 +148,16 @@ def measure(spec: dict) -> dict:
     t0 = time.perf_counter()
     emb = embedder.build()
     session_s = time.perf_counter() - t0
-    it = batches()
-    t1 = pc()
-    emb.embed(next(it), batch_size=bs)
-    first_call_ns = pc() - t1
-    warm: list[int] = []
-    for _ in range(int(spec["warmup"])):
-        batch = next(it)
-        t = pc()
-        emb.embed(batch, batch_size=bs)
-        warm.append(pc() - t)
-    per_call_s = (float(np.median(warm)) if warm else float(first_call_ns)) / 1e9
+    it = _batches(sentences, bs)
+    first_call_ns, per_call_s = _warm_up(emb, it, int(spec["warmup"]), bs)
     n_max, n_min = int(spec["iterations"]), int(spec["min_iterations"])
     affordable = int(float(spec["max_seconds"]) / max(per_call_s, 1e-9))
     per_pass = max(math.ceil(n_min / passes), min(n_max, affordable) // passes, 1)
     timed = [next(it) for _ in range(per_pass)]
 
     embed = emb.embed
-    samples: list[int] = []
-    pass_ns: list[int] = []
     mark = conditions.Mark.now()
-    for _ in range(passes):
-        total = 0
-        for batch in timed:
-            t = pc()
-            embed(batch, batch_size=bs)
-            d = pc() - t
-            samples.append(d)
-            total += d
-        pass_ns.append(total)
+    samples, pass_ns = _timed_passes(embed, timed, passes, bs)
     window = conditions.Window.between(mark, conditions.Mark.now())
     # the real (unpadded, truncated) token counts of one pass, for the FLOP count
     lengths = [n for batch in timed for n in emb.token_counts(batch)]
@@ -237,6 +181,48 @@ def measure(spec: dict) -> dict:
         "probe_before_ms": probe_before,
         "probe_after_ms": probe_after,
     }
+
+
+def _batches(sentences: list[str], bs: int):
+    """Batches of ``bs`` drawn in turn from ``sentences``, for ever."""
+    i = 0
+    while True:
+        if i + bs > len(sentences):
+            i = 0
+        yield sentences[i : i + bs]
+        i += bs
+
+
+def _warm_up(emb, it, warmup: int, bs: int) -> tuple[int, float]:
+    """The first call (ns), then ``warmup`` calls; returns the first call and the median warm call (s)."""
+    pc = time.perf_counter_ns
+    t1 = pc()
+    emb.embed(next(it), batch_size=bs)
+    first_call_ns = pc() - t1
+    warm: list[int] = []
+    for _ in range(warmup):
+        batch = next(it)
+        t = pc()
+        emb.embed(batch, batch_size=bs)
+        warm.append(pc() - t)
+    return first_call_ns, (float(np.median(warm)) if warm else float(first_call_ns)) / 1e9
+
+
+def _timed_passes(embed, timed: list, passes: int, bs: int) -> tuple[list[int], list[int]]:
+    """``passes`` passes over the very same calls: every call's time and each pass's total (ns)."""
+    pc = time.perf_counter_ns
+    samples: list[int] = []
+    pass_ns: list[int] = []
+    for _ in range(passes):
+        total = 0
+        for batch in timed:
+            t = pc()
+            embed(batch, batch_size=bs)
+            d = pc() - t
+            samples.append(d)
+            total += d
+        pass_ns.append(total)
+    return samples, pass_ns
 
 
 class BenchError(RuntimeError):
@@ -263,7 +249,7 @@ def run(
     quantized graphs), measured only on a quiet machine.  ``runtime``: the provider's own
     environment (:mod:`pipeline.providers`) whose python runs the benchmark process; None: this one.
     """
-    from .embed import EmbedderSpec
+    from .spec import EmbedderSpec
 
     embedder = EmbedderSpec.of(embedder)
     if bench_cfg.batch_size > len(sentences):
@@ -284,16 +270,7 @@ def run(
     lat = Latency.from_samples(raw["samples_ns"])
     best_pass_s = min(raw["pass_ns"]) / 1e9
     per_pass_sentences = raw["texts_per_pass"]  # the texts embedded, not batch_size x calls
-    achieved = peak = None
-    peak_why = None
-    flops = roofline.model_flops(model_config or {}, raw["token_lengths"])
-    if flops is not None:
-        got = roofline.matmul_peak(threads, cache_dir, precision, th)
-        if got.get("contended"):
-            peak_why = got["contended"]
-        else:
-            achieved = flops / best_pass_s / 1e9
-            peak = got["peak_gflops"]
+    achieved, peak, peak_why = _roofline(model_config, raw["token_lengths"], best_pass_s, threads, cache_dir, precision, th)
     return BenchResult(
         latency=lat,
         batch_size=bench_cfg.batch_size,
@@ -312,6 +289,17 @@ def run(
         attempts=attempts,
         notes=[n for n in (baseline_why, f"roofline: {peak_why}" if peak_why else None) if n],
     )
+
+
+def _roofline(model_config, token_lengths, best_pass_s: float, threads: int, cache_dir, precision: str, th):
+    """(achieved GFLOP/s, the machine's peak, why there is none): the peak only from a quiet machine."""
+    flops = roofline.model_flops(model_config or {}, token_lengths)
+    if flops is None:
+        return None, None, None
+    got = roofline.matmul_peak(threads, cache_dir, precision, th)
+    if got.get("contended"):
+        return None, None, got["contended"]
+    return flops / best_pass_s / 1e9, got["peak_gflops"], None
 
 
 def _attempt(embedder, sentences: list[str], bench_cfg, timeout_s: float, th, baseline_ms: float | None, runtime=None):
@@ -385,20 +373,6 @@ def clean_stale_temps(root: str | Path | None = None) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """End this benchmark process when the process that started it ends (killed included), so
-    that it never runs on beside the next job (Linux: PR_SET_PDEATHSIG)."""
-    import signal
-
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before the line above: go now
-        os._exit(1)
 
 
 def _main(argv: list[str]) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,9 @@ SLOW_FUSIONS: dict[str, tuple[str, ...]] = {"CPUExecutionProvider": ("SkipLayerN
 
 DEFAULT_MAX_LENGTH = 256
 
+from .eps import ProviderFallback, ProviderUnavailable  # noqa: E402,F401  (part of the embedder's contract)
+from .grouping import length_groups  # noqa: E402,F401  (the batch split, re-exported)
 
-class ProviderUnavailable(RuntimeError):
-    """The requested execution provider is not in this onnxruntime build, or offers no device here."""
-
-
-class ProviderFallback(RuntimeError):
-    """onnxruntime accepted the provider but ran (part of) the graph elsewhere: a failure, never a
-    quiet CPU measurement."""
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
@@ -69,57 +63,6 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
         last = seq - 1 - np.argmax(mask[:, ::-1] > 0, axis=1)
         return hidden[np.arange(hidden.shape[0]), last]
     raise ValueError(f"unknown pooling {mode!r}; allowed: {', '.join(POOLING_MODES)}")
-
-
-def length_groups(lengths: Sequence[int], max_rows: int, call_cost: int) -> list[tuple[int, int]]:
-    """Split ascending ``lengths`` into contiguous groups of at most ``max_rows`` rows.
-
-    A group costs ``rows * longest + call_cost`` padded tokens (``call_cost``: the fixed cost of
-    one more inference call, in tokens).  The split with the least total cost is found by
-    dynamic programming; it returns ``[(start, stop), ...]``.
-
-    ``best[j] = j * L + call_cost + min(best[i] - i * L)`` over the window
-    ``j - max_rows <= i < j``, where ``L = lengths[j - 1]``.  While ``L`` stays the same the
-    window minimum is kept in a monotone deque (amortized O(1) per text); when ``L`` grows the
-    deque is rebuilt from the window once.  Token counts take few distinct values (at most
-    ``max_length``), so this is O(n * distinct lengths) instead of O(n * max_rows).  Among equal
-    costs the earliest cut wins.
-    """
-    from collections import deque
-
-    n = len(lengths)
-    best = [0] * (n + 1)
-    cut = [0] * (n + 1)
-    window: deque[int] = deque()  # candidate cuts i, values best[i] - i*L nondecreasing front to back
-    cur = None
-    for j in range(1, n + 1):
-        longest = int(lengths[j - 1])
-        lo = max(0, j - max_rows)
-        if longest != cur:  # rebuild: the earliest i whose value is <= every later one's, in order
-            cur = longest
-            window.clear()
-            suffix_min = None
-            for i in range(j - 2, lo - 1, -1):
-                v = best[i] - i * cur
-                if suffix_min is None or v <= suffix_min:
-                    window.appendleft(i)
-                    suffix_min = v
-            # the newest cut j-1 joins below, as in the steady state
-        new = j - 1
-        v_new = best[new] - new * cur
-        while window and best[window[-1]] - window[-1] * cur > v_new:
-            window.pop()
-        window.append(new)
-        while window[0] < lo:
-            window.popleft()
-        i = window[0]
-        best[j], cut[j] = best[i] + (j - i) * cur + call_cost, i
-    groups = []
-    j = n
-    while j > 0:
-        groups.append((cut[j], j))
-        j = cut[j]
-    return groups[::-1]
 
 
 def position_limit(folder: Path) -> int | None:
@@ -198,57 +141,31 @@ def session_options(threads: int = 0, graph_optimization_level: str = "all", mem
     return so
 
 
-def option_strings(options: dict[str, Any] | None) -> dict[str, str]:
-    """Provider options as onnxruntime takes them: strings; a mapping or list (OpenVINO's
-    ``load_config``) as JSON, a bool as ``true``/``false``."""
-    out = {}
-    for k, v in (options or {}).items():
-        if isinstance(v, (dict, list, tuple)):
-            out[str(k)] = json.dumps(v, sort_keys=True)
-        elif isinstance(v, bool):
-            out[str(k)] = "true" if v else "false"
-        else:
-            out[str(k)] = str(v)
-    return out
+def _check_args(pooling: str, batch_size, max_length, threads, call_cost, padding_side: str) -> None:
+    if pooling not in POOLING_MODES:
+        raise ValueError(f"unknown pooling {pooling!r}; allowed: {', '.join(POOLING_MODES)}")
+    _check_int("batch_size", batch_size, 1)
+    if max_length is not None:
+        _check_int("max_length", max_length, 1)
+    _check_int("threads", threads, 0)
+    _check_int("call_cost", call_cost, 0)
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
 
 
-def load_plugin(plugin: str, provider: str) -> list:
-    """Register a plugin EP library and return onnxruntime's devices for ``provider``.
-
-    ``plugin`` is ``module:function``, a function of the plugin's package that returns the path
-    of its shared library (or ``path:/some/lib.so``).  Raises ProviderUnavailable, saying which
-    devices onnxruntime found, when the plugin offers none here.
-    """
-    import importlib
-
+def _session(path: Path, so, provider: str, provider_options, devices, disabled_optimizers):
+    """The inference session: a plugin EP appended for its ``devices``, any other by name."""
     import onnxruntime as ort
 
-    if plugin.startswith("path:"):
-        lib = plugin[5:]
-    else:
-        mod, _, fn = plugin.partition(":")
-        try:
-            target = getattr(importlib.import_module(mod), fn)
-        except (ImportError, AttributeError) as exc:
-            raise ProviderUnavailable(f"plugin {plugin}: {type(exc).__name__}: {exc}") from None
-        lib = target() if callable(target) else target
-    if not any(d.ep_name == provider for d in ort.get_ep_devices()):
-        try:
-            ort.register_execution_provider_library(provider, str(lib))
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail type
-            raise ProviderUnavailable(f"plugin library {lib} did not register: {exc}") from None
-    devices = [d for d in ort.get_ep_devices() if d.ep_name == provider]
-    if not devices:
-        found = "; ".join(f"{d.ep_name} on {hardware_text(d.device)}" for d in ort.get_ep_devices()) or "none"
-        raise ProviderUnavailable(f"no device: {provider} registered but offers no device on this machine "
-                                  f"(onnxruntime's devices: {found})")
-    return devices
+    from .eps import option_strings
 
-
-def hardware_text(device) -> str:
-    """A hardware device as onnxruntime describes it: type, vendor and its PCI vendor id."""
-    kind = getattr(device.type, "name", str(device.type))
-    return f"{kind} {device.vendor or '?'} (vendor id 0x{int(device.vendor_id):04x})"
+    options = option_strings(provider_options)
+    providers = [(provider, options)]
+    if devices is not None:
+        so.add_provider_for_devices(devices, options)
+        providers = None
+    return ort.InferenceSession(str(path), sess_options=so, providers=providers,
+                                disabled_optimizers=list(disabled_optimizers) or None)
 
 
 class Embedder:
@@ -300,18 +217,9 @@ class Embedder:
         session_config: dict[str, str] | None = None,
         plugin: str | None = None,
     ):
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
+        from .eps import load_plugin
 
-        if pooling not in POOLING_MODES:
-            raise ValueError(f"unknown pooling {pooling!r}; allowed: {', '.join(POOLING_MODES)}")
-        _check_int("batch_size", batch_size, 1)
-        if max_length is not None:
-            _check_int("max_length", max_length, 1)
-        _check_int("threads", threads, 0)
-        _check_int("call_cost", call_cost, 0)
-        if padding_side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        _check_args(pooling, batch_size, max_length, threads, call_cost, padding_side)
         devices = load_plugin(plugin, provider) if plugin else None
         if devices is None and provider not in available_providers():
             raise ProviderUnavailable(
@@ -331,6 +239,22 @@ class Embedder:
             disabled_optimizers = SLOW_FUSIONS.get(provider, ())
         self.disabled_optimizers = tuple(disabled_optimizers)
 
+        self._setup_tokenizer(onnx_file, tokenizer_dir, max_length)
+
+        so = session_options(threads, graph_optimization_level, mem_arena, session_config)
+        self.session = _session(self.model_dir / onnx_file, so, provider, provider_options, devices, self.disabled_optimizers)
+        got = self.session.get_providers()[0]
+        if got != provider:  # onnxruntime fell back: refuse rather than measure the wrong thing
+            raise ProviderFallback(f"asked for {provider}, onnxruntime gave {got} (it fell back)")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_name = output_name or self._token_output()
+        out = next(o for o in self.session.get_outputs() if o.name == self.output_name)
+        self.dim = out.shape[-1] if isinstance(out.shape[-1], int) else self._config_dim()
+
+    # -- setup helpers -------------------------------------------------------------
+    def _setup_tokenizer(self, onnx_file: str, tokenizer_dir, max_length: int | None) -> None:
+        from tokenizers import Tokenizer
+
         tok_dir = Path(tokenizer_dir) if tokenizer_dir else self.model_dir
         for need in (self.model_dir / onnx_file, tok_dir / "tokenizer.json"):
             if not need.is_file():
@@ -349,28 +273,6 @@ class Embedder:
         # truncation keeps the special tokens: the tokenizer does it in Rust
         self.tokenizer.enable_truncation(max_length=max_length)
 
-        so = session_options(threads, graph_optimization_level, mem_arena, session_config)
-        options = option_strings(provider_options)
-        if devices is not None:  # a plugin EP: appended for its devices, not by name
-            so.add_provider_for_devices(devices, options)
-            providers = None
-        else:
-            providers = [(provider, options)]
-        self.session = ort.InferenceSession(
-            str(self.model_dir / onnx_file),
-            sess_options=so,
-            providers=providers,
-            disabled_optimizers=list(self.disabled_optimizers) or None,
-        )
-        got = self.session.get_providers()[0]
-        if got != provider:  # onnxruntime fell back: refuse rather than measure the wrong thing
-            raise ProviderFallback(f"asked for {provider}, onnxruntime gave {got} (it fell back)")
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_name = output_name or self._token_output()
-        out = next(o for o in self.session.get_outputs() if o.name == self.output_name)
-        self.dim = out.shape[-1] if isinstance(out.shape[-1], int) else self._config_dim()
-
-    # -- setup helpers -------------------------------------------------------------
     def _pad_id(self, tok_dir: Path) -> int:
         cfg = tok_dir / "tokenizer_config.json"
         pad_token = None
@@ -479,102 +381,3 @@ class Embedder:
 
     __call__ = embed
 
-
-_SPEC_FIELDS = (
-    "model_dir", "pooling", "provider", "provider_options", "threads", "max_length", "batch_size", "padding_side",
-    "prefix", "onnx_file", "output_name", "tokenizer_dir", "graph_optimization_level", "mem_arena", "normalize",
-    "io_binding", "call_cost", "disabled_optimizers", "session_config", "plugin",
-)
-
-
-@dataclass(frozen=True)
-class EmbedderSpec:
-    """Everything that builds an :class:`Embedder`, frozen and JSON-able.
-
-    It is what the pipeline ships to the processes that measure (the benchmark, the load run,
-    a provider's own environment) and what ``bench_spec.json`` stores; ``build()`` makes the
-    embedder.  Its fields are the constructor's keywords (a test keeps the two in step).
-    """
-
-    model_dir: str
-    pooling: str = "mean"
-    provider: str = "CPUExecutionProvider"
-    provider_options: dict[str, Any] = field(default_factory=dict)
-    threads: int = 0
-    max_length: int | None = None
-    batch_size: int = 32
-    padding_side: str = "right"
-    prefix: str = ""
-    onnx_file: str = "model.onnx"
-    output_name: str | None = None
-    tokenizer_dir: str | None = None
-    graph_optimization_level: str = "all"
-    mem_arena: bool = True
-    normalize: bool = True
-    io_binding: bool = False
-    call_cost: int = 32
-    disabled_optimizers: tuple[str, ...] | None = None
-    session_config: dict[str, str] = field(default_factory=dict)
-    plugin: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "model_dir", str(self.model_dir))
-        if self.tokenizer_dir is not None:
-            object.__setattr__(self, "tokenizer_dir", str(self.tokenizer_dir))
-        if self.disabled_optimizers is not None:
-            object.__setattr__(self, "disabled_optimizers", tuple(self.disabled_optimizers))
-        object.__setattr__(self, "provider_options", dict(self.provider_options or {}))
-        object.__setattr__(self, "session_config", {str(k): str(v) for k, v in (self.session_config or {}).items()})
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EmbedderSpec":
-        unknown = sorted(set(d) - set(_SPEC_FIELDS))
-        if unknown:
-            raise TypeError(f"EmbedderSpec: unknown field(s) {', '.join(unknown)}")
-        return cls(**d)
-
-    @classmethod
-    def of(cls, spec: "EmbedderSpec | dict[str, Any]") -> "EmbedderSpec":
-        return spec if isinstance(spec, cls) else cls.from_dict(dict(spec))
-
-    @classmethod
-    def from_config(cls, cfg, artifact) -> "EmbedderSpec":
-        """The embedder of one job: ``cfg`` a :class:`pipeline.config.Config`, ``artifact`` its
-        export (:class:`pipeline.export.Artifact`).  Duck-typed: this module imports neither."""
-        p = cfg.provider
-        return cls(
-            model_dir=str(artifact.folder),
-            onnx_file=artifact.onnx_path.name,
-            output_name=artifact.output_name,
-            prefix=cfg.model.query_prefix,
-            pooling=cfg.pooling.mode,
-            provider=p.ep,
-            provider_options=dict(p.options),
-            threads=p.threads,
-            max_length=cfg.model.max_length,
-            padding_side=cfg.model.padding_side,
-            graph_optimization_level=p.graph_optimization_level,
-            mem_arena=p.mem_arena,
-            io_binding=p.io_binding,
-            call_cost=p.call_cost,
-            disabled_optimizers=None if p.disabled_optimizers is None else tuple(p.disabled_optimizers),
-            session_config=dict(getattr(p, "session_config", None) or {}),
-            plugin=getattr(p, "plugin", None) or None,
-        )
-
-    def replace(self, **changes) -> "EmbedderSpec":
-        from dataclasses import replace
-
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able: lists for tuples, plain dicts."""
-        d = {name: getattr(self, name) for name in _SPEC_FIELDS}
-        if d["disabled_optimizers"] is not None:
-            d["disabled_optimizers"] = list(d["disabled_optimizers"])
-        d["provider_options"] = dict(d["provider_options"])
-        d["session_config"] = dict(d["session_config"])
-        return d
-
-    def build(self) -> "Embedder":
-        return Embedder(**self.to_dict())

@@ -16,12 +16,13 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from omegaconf import OmegaConf
 
-from . import bench, export, placement, providers, quality, records, track, validate
-from .config import Config, ConfigError, precision_of
-from .embed import EmbedderSpec, ProviderFallback, ProviderUnavailable, available_providers, option_strings, session_options
+from . import export, job_bench, placement, providers, quality, records, track, validate
+from .config import Config, ConfigError
+from .embed import available_providers, session_options
+from .eps import ProviderFallback, ProviderUnavailable, option_strings
+from .spec import EmbedderSpec
 from .sources import ChecksumMismatch, ModelUnavailable, ResolvedModel, named_model, resolve
 
 log = logging.getLogger(__name__)
@@ -78,32 +79,6 @@ def position_limit(folder: Path) -> int | None:
     return limit(Path(folder))
 
 
-def _latency_figure(samples_ns, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ms = np.sort(np.asarray(samples_ns, dtype=np.float64) / 1e6)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax1.hist(ms, bins=min(60, max(10, len(ms) // 5)), color="#4477aa")
-    ax1.set_xlabel("latency per call (ms)")
-    ax1.set_ylabel("calls")
-    ax1.set_title("histogram")
-    ax2.plot(ms, np.arange(1, len(ms) + 1) / len(ms), color="#4477aa")
-    for q, c in ((50, "#228833"), (95, "#ee6677"), (99, "#aa3377")):
-        v = np.percentile(ms, q)
-        ax2.axvline(v, color=c, ls="--", lw=1, label=f"p{q} {v:.2f} ms")
-    ax2.set_xlabel("latency per call (ms)")
-    ax2.set_ylabel("fraction of calls")
-    ax2.set_title("CDF")
-    ax2.legend(loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, float], tags: dict[str, str]) -> None:
     """Run the stages, filling ``metrics`` and ``tags`` as they go and writing artifacts to ``out_dir``.
 
@@ -124,8 +99,33 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
             f"bench.batch_size={cfg.bench.batch_size} is larger than the benchmark's pool of {len(sentences)} distinct "
             "sentences: a batch that size cannot be measured (refused, not capped)"
         )
+    artifact, report, model_config = _export(cfg, resolved, out_dir, metrics, tags)
+    spec = EmbedderSpec.from_config(cfg, artifact)
+    rt, emb = _runtime(cfg, artifact, spec, out_dir, metrics, tags)
+    qkey = {
+        "artifact": artifact.key,
+        "pooling": cfg.pooling.mode,
+        "provider": cfg.provider.name,
+        "max_length": cfg.model.max_length,
+        **({"prefix": cfg.model.query_prefix} if cfg.model.query_prefix else {}),
+    }
+    _validate_parity(cfg, resolved, report, emb, artifact, qkey, out_dir, metrics, tags)
+    job_bench.benchmark(cfg, spec, rt, sentences, model_config, data is not None, out_dir, metrics, tags)
+    if cfg.bench.scenario == "load":
+        job_bench.load_scenario(cfg, spec, sentences, out_dir, metrics, tags)
+    if data is not None:  # quality (cached)
+        log.info("quality: STS Benchmark %s (%d pairs)", cfg.quality.split, len(data.scores))
+        q = quality.cached_score(emb.embed, data, cfg.cache_dir, {**qkey, "split": cfg.quality.split}, cfg.quality.batch_size)
+        metrics.update(q.metrics())
+        tags["quality.cached"] = str(q.cached).lower()
+        delta = _delta_vs_fp32(cfg, artifact, data, q.stsb_spearman, qkey, same_as_fp32=not rt.own and cfg.precision() == "fp32")
+        if delta is not None:
+            metrics["quality.stsb_delta_vs_fp32"] = delta
 
-    # export (cached)
+
+def _export(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict, tags: dict):
+    """export (cached), then validate the graph's structure; returns the artifact, the structure
+    report and the model's config.json contents."""
     log.info("export: %s %s", cfg.model.name, cfg.variant.name)
     artifact = export.export(resolved, cfg.model, cfg.variant, cfg.cache_dir, cfg.quality)
     tags["export.cached"] = str(artifact.cached).lower()
@@ -135,8 +135,6 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
     tags["artifact.onnx_file"] = artifact.onnx_path.name
     metrics["export.seconds"] = artifact.seconds
     metrics["model.size_mb"] = artifact.size_mb
-
-    # validate: structure
     model_config = {}
     if (artifact.folder / "config.json").is_file():
         model_config = json.loads((artifact.folder / "config.json").read_text())
@@ -144,49 +142,45 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
     if artifact.info:  # what was inferred (imported ONNX) or chosen (variant) while building it
         report.notes.append(f"{artifact.variant}: " + json.dumps(artifact.info, sort_keys=True))
     (out_dir / "validation.json").write_text(report.to_json())
+    return artifact, report, model_config
 
-    # the runtime: this environment, or the provider's own (made once, cached under cache_dir/envs)
-    spec = EmbedderSpec.from_config(cfg, artifact)
+
+def _runtime(cfg: Config, artifact: export.Artifact, spec: EmbedderSpec, out_dir: Path, metrics: dict, tags: dict):
+    """The provider's runtime (this environment, or its own: made once, cached under
+    cache_dir/envs), where its nodes went (recorded by onnxruntime; a share below 1 fails the job)
+    and the embedder used for quality and parity (the benchmark builds its own, cold)."""
     try:
         rt = providers.runtime(cfg.provider, cfg.cache_dir, log=log.info)
     except providers.Unavailable as exc:
         raise JobSkipped(str(exc)) from None
     tags.update(rt.tags())
-
-    # validate: where the nodes go (recorded by onnxruntime) and the static CoreML/NNAPI check;
-    # the embedder used for quality and parity (the benchmark builds its own, cold)
-    if rt.own:
-        try:
-            probe = providers.call(rt, spec, assignment=True)
-        except ProviderFallback as exc:  # where the nodes went is recorded, then the job fails with it
-            if getattr(exc, "assignment", None) is not None:
-                _placement(cfg, artifact, out_dir, metrics, tags, assign=exc.assignment)
-            raise
-        except providers.Unavailable as exc:
-            raise JobSkipped(str(exc) + (f"; {cfg.provider.device_note}" if cfg.provider.device_note and "no device" in str(exc) else "")) from None
-        tags.update(providers.version_tags(probe.runtime))
-        (out_dir / "runtime.json").write_text(json.dumps({"env": rt.env, "packages": list(rt.packages), "versions": rt.versions,
-                                                          "created_s": rt.created_s, "size_mb": rt.size_mb, **probe.runtime}, indent=2))
-        _placement(cfg, artifact, out_dir, metrics, tags, assign=probe.assignment)
-        emb = providers.RemoteEmbedder(rt, spec)
-    else:
+    if not rt.own:
         import onnxruntime as ort
 
         tags.update(providers.version_tags({"onnxruntime": ort.__version__}))
         _placement(cfg, artifact, out_dir, metrics, tags)
         try:
-            emb = spec.build()
+            return rt, spec.build()
         except ProviderUnavailable as exc:
             raise JobSkipped(str(exc)) from None
+    try:
+        probe = providers.call(rt, spec, assignment=True)
+    except ProviderFallback as exc:  # where the nodes went is recorded, then the job fails with it
+        if getattr(exc, "assignment", None) is not None:
+            _placement(cfg, artifact, out_dir, metrics, tags, assign=exc.assignment)
+        raise
+    except providers.Unavailable as exc:
+        note = cfg.provider.device_note if cfg.provider.device_note and "no device" in str(exc) else ""
+        raise JobSkipped(str(exc) + (f"; {note}" if note else "")) from None
+    tags.update(providers.version_tags(probe.runtime))
+    (out_dir / "runtime.json").write_text(json.dumps({"env": rt.env, "packages": list(rt.packages), "versions": rt.versions,
+                                                      "created_s": rt.created_s, "size_mb": rt.size_mb, **probe.runtime}, indent=2))
+    _placement(cfg, artifact, out_dir, metrics, tags, assign=probe.assignment)
+    return rt, providers.RemoteEmbedder(rt, spec)
 
-    # validate: parity with the PyTorch reference (cached with quality: same key)
-    qkey = {
-        "artifact": artifact.key,
-        "pooling": cfg.pooling.mode,
-        "provider": cfg.provider.name,
-        "max_length": cfg.model.max_length,
-        **({"prefix": cfg.model.query_prefix} if cfg.model.query_prefix else {}),
-    }
+
+def _validate_parity(cfg: Config, resolved: ResolvedModel, report, emb, artifact, qkey: dict, out_dir: Path, metrics: dict, tags: dict) -> None:
+    """validate: parity with the PyTorch reference (cached with quality: same key)."""
     reference, why_not = _reference(cfg, resolved)
     validation = json.loads(report.to_json())
     if reference is not None:
@@ -200,69 +194,6 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
         tags["parity.unavailable"] = why_not
         validation["parity"] = {"unavailable": why_not}
     (out_dir / "validation.json").write_text(json.dumps(validation, indent=2))
-
-    # benchmark (fresh process)
-    log.info("benchmark: batch %d", cfg.bench.batch_size)
-    precision = "int8" if cfg.variant.kind == "quantize" else "fp32"  # the peak its matmuls can reach
-    b = bench.run(spec, sentences, cfg.bench, model_config=model_config, cache_dir=cfg.cache_dir, precision=precision,
-                  runtime=rt if rt.own else None)
-    metrics.update(b.metrics())
-    tags.update(b.tags())
-    if b.contended:
-        log.warning("benchmark contended after %d attempt(s): %s", b.attempts, b.contended)
-    # what it takes to time this configuration again (the sweep re-times its leaders at its end)
-    (out_dir / "bench_spec.json").write_text(json.dumps({
-        "embedder": spec.to_dict(),
-        "precision": precision,
-        # the provider's own environment, where a re-timing must run too (None: this one)
-        "runtime": {"python": rt.python, "env": rt.env, "packages": list(rt.packages)} if rt.own else None,
-        "model_config": model_config,
-        "bench": OmegaConf.to_container(OmegaConf.structured(cfg.bench)),
-        "quality": OmegaConf.to_container(OmegaConf.structured(cfg.quality)) if data is not None else None,
-        "conditions": b.conditions.to_dict() if b.conditions is not None else None,
-    }, indent=2, default=str))
-    np.savetxt(out_dir / "latency_samples_ns.csv", np.asarray(b.latency.samples_ns, dtype=np.int64), fmt="%d", header="latency_ns", comments="")
-    _latency_figure(
-        b.latency.samples_ns,
-        out_dir / "latency.png",
-        f"{cfg.model.name} {cfg.variant.name} {cfg.provider.name} {cfg.pooling.mode} batch {cfg.bench.batch_size}",
-    )
-
-    # load scenario: open-loop arrivals through the micro-batching front (fresh process)
-    if cfg.bench.scenario == "load":
-        from . import load
-
-        lc = cfg.bench.load
-        log.info("load: max_batch %d, max_wait %g ms, rates %s", lc.max_batch, lc.max_wait_ms, list(lc.rates))
-        from .conditions import Mark, MachineLock, Thresholds, Window
-
-        th = Thresholds.of(cfg.bench.contention)
-        with MachineLock(th.wait_for_other_s if th.enabled else 0.0, f"load {cfg.model.name}") as lock:
-            mark = Mark.now(children=True)
-            lr = load.run(spec.to_dict(), sentences, lc, seed=cfg.bench.seed)  # a child process, waited for
-            window = Window.between(mark, Mark.now(children=True))
-        metrics.update(lr.metrics())
-        # the load run's own conditions (the generator shares the cores: its own CPU is not "other")
-        if window.other_cpu_share is not None:
-            metrics["load.conditions.other_cpu_share"] = window.other_cpu_share
-        why = lock.contention or (
-            f"other processes used {window.other_cpu_share:.0%} of the CPU during the load run (limit {th.max_other_cpu_share:.0%})"
-            if th.enabled and window.other_cpu_share is not None and window.other_cpu_share > th.max_other_cpu_share else None)
-        if why and tags.get("bench.contended", "false") == "false":
-            tags["bench.contended"] = why
-            metrics["bench.contended"] = 1.0
-        lr.write(out_dir, f"{cfg.model.name} {cfg.variant.name} {cfg.provider.name} threads {cfg.provider.threads} "
-                 f"max_batch {lc.max_batch} wait {lc.max_wait_ms:g} ms")
-
-    # quality (cached)
-    if data is not None:
-        log.info("quality: STS Benchmark %s (%d pairs)", cfg.quality.split, len(data.scores))
-        q = quality.cached_score(emb.embed, data, cfg.cache_dir, {**qkey, "split": cfg.quality.split}, cfg.quality.batch_size)
-        metrics.update(q.metrics())
-        tags["quality.cached"] = str(q.cached).lower()
-        delta = _delta_vs_fp32(cfg, artifact, data, q.stsb_spearman, qkey, same_as_fp32=not rt.own and precision_of(cfg) == "fp32")
-        if delta is not None:
-            metrics["quality.stsb_delta_vs_fp32"] = delta
 
 
 def _reference(cfg: Config, resolved: ResolvedModel) -> tuple[ResolvedModel | None, str]:

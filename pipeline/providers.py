@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from . import envs
-from .embed import EmbedderSpec, ProviderFallback
+from .eps import ProviderFallback
+from .spec import EmbedderSpec
 from .placement import NodeAssignment
 
 ROOT = Path(__file__).resolve().parent.parent  # on the worker's PYTHONPATH: the package, not installed there

@@ -100,8 +100,6 @@ def _experiment(mlflow, uri: str, tracking_cfg) -> str:
 
 def job_params(cfg) -> dict[str, str]:
     """The params design.md names, plus the session options that define a configuration."""
-    from .config import precision_of
-
     return {
         "model": cfg.model.name,
         "variant": cfg.variant.name,
@@ -110,7 +108,7 @@ def job_params(cfg) -> dict[str, str]:
         "batch_size": cfg.bench.batch_size,
         "max_length": cfg.model.max_length,
         "threads": cfg.provider.threads,
-        "precision": precision_of(cfg),  # the provider's (OpenVINO bf16) or the variant's (int8, fp16), else fp32
+        "precision": cfg.precision(),  # the provider's (OpenVINO bf16) or the variant's (int8, fp16), else fp32
         "graph_optimization_level": cfg.provider.graph_optimization_level,
         "mem_arena": cfg.provider.mem_arena,
         "io_binding": cfg.provider.io_binding,

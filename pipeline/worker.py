@@ -63,7 +63,8 @@ def runtime_info() -> dict:
 def run(task: dict, out_dir: Path) -> dict:
     import numpy as np
 
-    from .embed import EmbedderSpec, ProviderFallback, ProviderUnavailable
+    from .eps import ProviderFallback, ProviderUnavailable
+    from .spec import EmbedderSpec
     from .placement import assignment_of
 
     result: dict = {"status": "ok", "reason": ""}

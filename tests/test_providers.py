@@ -18,7 +18,8 @@ from mlflow.tracking import MlflowClient
 from conftest import tiny_overrides
 from pipeline import providers
 from pipeline.config import to_config
-from pipeline.embed import Embedder, EmbedderSpec
+from pipeline.embed import Embedder
+from pipeline.spec import EmbedderSpec
 from pipeline.job import execute
 from test_envs import make_wheel
 

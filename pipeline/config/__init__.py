@@ -24,7 +24,6 @@ from .compose import (
     Config,
     compose_config,
     default_cache_dir,
-    precision_of,
     register_configs,
     register_resolvers,
     to_config,
@@ -66,6 +65,6 @@ __all__ = [
     "NORMALIZATIONS", "PADDING_SIDES", "POOLING_MODES", "TRACKING_SCHEMES", "VARIANT_KINDS", "BenchConfig", "Config",
     "ConfigError", "ContentionConfig", "CriterionConfig", "DecisionConfig", "GradedGateConfig", "HardGateConfig",
     "LoadConfig", "ModelConfig", "PoolingConfig", "ProviderConfig", "QualityConfig", "RetimeConfig",
-    "RobustnessConfig", "TrackingConfig", "VariantConfig", "compose_config", "default_cache_dir", "default_data_dir", "precision_of", "register_resolvers",
+    "RobustnessConfig", "TrackingConfig", "VariantConfig", "compose_config", "default_cache_dir", "default_data_dir", "register_resolvers",
     "has_credentials", "register_configs", "strip_credentials", "to_config", "typed", "uri_problem",
 ]

@@ -49,6 +49,13 @@ class Config:
         if not self.cache_dir:
             self.cache_dir = default_cache_dir()
 
+    def precision(self) -> str:
+        """The precision the job computes in: the provider's when it sets one (OpenVINO bf16), else
+        the variant's (int8 for quantized graphs, fp16), else fp32."""
+        if self.provider.precision:
+            return self.provider.precision
+        return {"quantize": "int8", "fp16": "fp16"}.get(self.variant.kind, "fp32")
+
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
@@ -69,14 +76,6 @@ def compose_config(overrides: list[str], hydra_config: bool = False):
             return compose(config_name="config", overrides=overrides, return_hydra_config=hydra_config)
     finally:
         GlobalHydra.instance().clear()
-
-
-def precision_of(cfg: "Config") -> str:
-    """The precision a job computes in: the provider's when it sets one (OpenVINO bf16), else the
-    variant's (int8 for quantized graphs, fp16), else fp32."""
-    if cfg.provider.precision:
-        return cfg.provider.precision
-    return {"quantize": "int8", "fp16": "fp16"}.get(cfg.variant.kind, "fp32")
 
 
 def _version(distribution: str) -> str:
