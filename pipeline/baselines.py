@@ -1,4 +1,4 @@
-"""``python -m pipeline.baselines KIND THREADS PRECISION THRESHOLDS``: one machine baseline (the
+"""``python -m pipeline.baselines KIND THREADS PRECISION THRESHOLDS [PARENT_PID]``: one machine baseline (the
 calibration probe, or the matmul peak), measured in this fresh process on a quiet window and
 printed as JSON.  Started by :func:`pipeline.conditions.in_fresh_process`; it joins the
 conditions (the probe, the quiet window) and the roofline (the peak) without either importing
@@ -11,12 +11,14 @@ import json
 import time
 from dataclasses import asdict
 
-from .conditions import Probe, Thresholds, quiet_window
+from .conditions import Probe, Thresholds, die_with_parent, quiet_window
 from .roofline import _measure_peak
 
 
 def _main(argv: list[str]) -> int:
-    kind, threads, precision, th_json = argv
+    kind, threads, precision, th_json = argv[:4]
+    if len(argv) > 4:
+        die_with_parent(int(argv[4]))
     th = Thresholds(**json.loads(th_json))
     if kind == "probe":
         probe = Probe(int(threads))

@@ -376,10 +376,24 @@ def in_fresh_process(kind: str, threads: int, precision: str, th: Thresholds):
     reason) as :func:`quiet_window`."""
 
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.baselines", kind, str(threads), precision, json.dumps(asdict(th))],
+        [sys.executable, "-m", "pipeline.baselines", kind, str(threads), precision, json.dumps(asdict(th)), str(os.getpid())],
         capture_output=True, text=True, timeout=600,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"baseline process failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     return out["value"], Window(**out["window"]), out["reason"]
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this measuring process when the process that started it ends (killed included), so
+    that it never runs on beside the next job (Linux: PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the line above: go now
+        os._exit(1)

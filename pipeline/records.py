@@ -88,7 +88,15 @@ def _safe(value: str) -> str:
 
 
 def _index(records_dir: Path, rec: "RunRecord") -> None:
-    """Add ``rec`` to the index of its folder (idempotent; an entry is an empty file)."""
+    """Add ``rec`` to the index of its folder (idempotent; an entry is an empty file).  The first
+    record of a new folder marks its index complete; a folder with records from before the
+    index is indexed whole on its first lookup."""
+    index = records_dir / INDEX
+    if not index.is_dir():
+        others = [p for p in records_dir.iterdir() if p.name != rec.record_id and (p / RECORD).is_file()]
+        index.mkdir(parents=True, exist_ok=True)
+        if not others:
+            (index / _INDEX_COMPLETE).touch()
     for tag in INDEXED_TAGS:
         value = rec.tags.get(tag)
         if value:

@@ -24,6 +24,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _empty(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks([])
@@ -76,10 +83,7 @@ def pareto_figure(decision: Decision, path: Path) -> Path:
         ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
     ax.set_title(f"sweep {decision.sweep}: Pareto front")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def cdf_figure(decision: Decision, path: Path) -> Path:
@@ -106,10 +110,7 @@ def cdf_figure(decision: Decision, path: Path) -> Path:
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
     ax.set_title("latency CDF of the leading configurations")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def differences_figure(decision: Decision, path: Path) -> Path:
@@ -147,10 +148,7 @@ def differences_figure(decision: Decision, path: Path) -> Path:
             ax.grid(axis="x", alpha=0.3)
         ax.set_title(title, fontsize=9)
     fig.suptitle("the leaders' raw differences and noise intervals", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def scores_figure(decision: Decision, path: Path) -> Path:
@@ -175,7 +173,4 @@ def scores_figure(decision: Decision, path: Path) -> Path:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
         ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"criterion scores, profile {cfg.name}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

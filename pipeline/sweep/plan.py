@@ -128,7 +128,7 @@ def check_jobs_compose(config: DictConfig, jobs: list[list[str]]) -> None:
             to_config(composed)
         except ConfigError as exc:
             raise SweepConfigError(
-                f"{exc} (sweep job {num + 1}/{len(jobs)}: {' '.join(job)})\nnothing was run and no run was logged"
+                f"{exc} (sweep job {num + 1}/{len(jobs)}: {label(job, swept_keys(jobs))})\nnothing was run and no run was logged"
             ) from None
         except Exception:  # a value only the job itself can resolve: the job reports it
             pass
