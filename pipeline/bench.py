@@ -29,7 +29,7 @@ import numpy as np
 
 from . import conditions, roofline
 from .cache import pid_alive
-from .selfstats import _die_with_parent, _peak_rss_mb, timer_overhead_ns  # noqa: F401  (re-exported)
+from .selfstats import _peak_rss_mb, timer_overhead_ns  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from .spec import EmbedderSpec
@@ -378,7 +378,7 @@ def clean_stale_temps(root: str | Path | None = None) -> list[Path]:
 def _main(argv: list[str]) -> int:
     spec_path, out_path = argv[:2]
     if len(argv) > 2:
-        _die_with_parent(int(argv[2]))
+        conditions.die_with_parent(int(argv[2]))
     spec = json.loads(Path(spec_path).read_text())
     result = measure(spec)
     Path(out_path).write_text(json.dumps(result))

@@ -1,9 +1,7 @@
-"""A measuring process about itself: the cost of its timer, its own peak memory, and its end with
-the process that started it (a leaf)."""
+"""A measuring process about itself: the cost of its timer and its own peak memory (a leaf)."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,17 +36,3 @@ def _peak_rss_mb() -> float:
 
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024.0 if sys.platform != "darwin" else kb / 1e6
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """End this benchmark process when the process that started it ends (killed included), so
-    that it never runs on beside the next job (Linux: PR_SET_PDEATHSIG)."""
-    import signal
-
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before the line above: go now
-        os._exit(1)
