@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import records, track
+from . import quiet, records, track
 from .config import ConfigError, register_configs, to_config
 from .exitcodes import Exit
 from .job import execute
@@ -51,7 +51,8 @@ def main(dcfg: DictConfig):
         sys.exit(Exit.CONFIG)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        result = execute(cfg, dcfg, out_dir, tags={"config_hash": config_hash(dcfg)})
+        with quiet.to_log_file():  # third-party warnings: into the job's log, not the terminal
+            result = execute(cfg, dcfg, out_dir, tags={"config_hash": config_hash(dcfg)})
     except ChecksumMismatch as exc:
         print(f"config error: model.sha256: {exc}", file=sys.stderr)
         sys.exit(Exit.CONFIG)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .. import records, track
+from .. import quiet, records, track
 from ..config import TrackingConfig, to_config
 from ..exitcodes import PipelineError
 from ..job import execute
@@ -135,7 +135,8 @@ def run_job(dcfg: DictConfig) -> JobOutcome:
                 link_reused(st, num, run_id)
                 st.records.append(rec)
                 return rec
-        result = execute(cfg, dcfg, Path(hc.runtime.output_dir), tags=tags)
+        with quiet.to_log_file():  # third-party warnings: into the job's log, not the terminal
+            result = execute(cfg, dcfg, Path(hc.runtime.output_dir), tags=tags)
         st.metrics[num] = dict(result.metrics)
         rid = result.record.name if result.record else None
         rec = JobOutcome(num, overrides, label, result.status, result.run_id, result.reason, time.perf_counter() - t0, rid)
