@@ -29,11 +29,12 @@ import numpy as np
 
 from . import conditions, roofline
 from .cache import pid_alive
+from .exitcodes import PipelineError
 from .selfstats import _peak_rss_mb, timer_overhead_ns  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
-    from .spec import EmbedderSpec
     from .providers import Runtime
+    from .spec import EmbedderSpec
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,6 @@ def measure(spec: dict) -> dict:
         raise BenchError(f"batch_size {bs} is larger than the pool of {len(sentences)} sentences: refused")
     passes = max(1, int(spec.get("passes", 3)))
 
-    pc = time.perf_counter_ns
     embedder = EmbedderSpec.from_dict(spec["embedder"])
     probe = conditions.Probe(embedder.threads, spec.get("probe_model"))
     probe_before = probe()
@@ -225,7 +225,7 @@ def _timed_passes(embed, timed: list, passes: int, bs: int) -> tuple[list[int], 
     return samples, pass_ns
 
 
-class BenchError(RuntimeError):
+class BenchError(PipelineError, RuntimeError):
     pass
 
 

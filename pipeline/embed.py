@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-POOLING_MODES = ("mean", "cls", "max", "last_token")
 
 _GRAPH_OPT = {
     "disable": "ORT_DISABLE_ALL",
@@ -39,6 +38,7 @@ DEFAULT_MAX_LENGTH = 256
 
 from .eps import ProviderFallback, ProviderUnavailable  # noqa: E402,F401  (part of the embedder's contract)
 from .grouping import length_groups  # noqa: E402,F401  (the batch split, re-exported)
+from .vocab import POOLING_MODES  # noqa: E402
 
 
 

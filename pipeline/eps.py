@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .exitcodes import PipelineError
 
-class ProviderUnavailable(RuntimeError):
+
+class ProviderUnavailable(PipelineError, RuntimeError):
     """The requested execution provider is not in this onnxruntime build, or offers no device here."""
 
 
-class ProviderFallback(RuntimeError):
+class ProviderFallback(PipelineError, RuntimeError):
     """onnxruntime accepted the provider but ran (part of) the graph elsewhere: a failure, never a
     quiet CPU measurement."""
 

@@ -22,14 +22,17 @@ from . import export, job_bench, placement, providers, quality, records, track, 
 from .config import Config, ConfigError
 from .embed import available_providers, session_options
 from .eps import ProviderFallback, ProviderUnavailable, option_strings
-from .spec import EmbedderSpec
+from .exitcodes import Exit, PipelineError
 from .sources import ChecksumMismatch, ModelUnavailable, ResolvedModel, named_model, resolve
+from .spec import EmbedderSpec
 
 log = logging.getLogger(__name__)
 
 
-class JobSkipped(RuntimeError):
+class JobSkipped(PipelineError, RuntimeError):
     """The job cannot run here (provider or model unavailable); logged as skipped."""
+
+    exit = Exit.SKIPPED
 
 
 @dataclass

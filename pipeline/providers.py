@@ -31,17 +31,18 @@ import numpy as np
 
 from . import envs
 from .eps import ProviderFallback
-from .spec import EmbedderSpec
+from .exitcodes import PipelineError
 from .placement import NodeAssignment
+from .spec import EmbedderSpec
 
 ROOT = Path(__file__).resolve().parent.parent  # on the worker's PYTHONPATH: the package, not installed there
 
 
-class Unavailable(RuntimeError):
+class Unavailable(PipelineError, RuntimeError):
     """The provider cannot run here (platform, hardware, package, device): the job is skipped with this."""
 
 
-class WorkerError(RuntimeError):
+class WorkerError(PipelineError, RuntimeError):
     """The provider's process failed for another reason: the job fails with it."""
 
 

@@ -20,6 +20,9 @@ class Status(StrEnum):
     UNFINISHED = "unfinished"  # an MLflow run left RUNNING, half logged: never ranked
 
 
+# the pooling modes of the embedder (pipeline.embed) and the config's check
+POOLING_MODES = ("mean", "cls", "max", "last_token")
+
 # statuses whose results count (measured now, or reused)
 RESULT_STATUSES = (Status.OK, Status.DONE)
 

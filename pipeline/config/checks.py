@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..exitcodes import Exit, PipelineError
+from ..vocab import POOLING_MODES  # noqa: F401  (re-exported: the config checks it)
 
-POOLING_MODES = ("mean", "cls", "max", "last_token")
 MODEL_SOURCES = ("package", "local", "hub", "onnx_package", "onnx_local", "split_zip_packages")
 VARIANT_KINDS = ("export", "optimize", "fp16", "quantize")
 INSTRUCTION_SETS = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
