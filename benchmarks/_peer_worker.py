@@ -166,7 +166,10 @@ def build_ct2(s: dict):
         for i in range(0, len(ids), bs):
             chunk = ids[i : i + bs]
             res = enc.forward_batch(chunk)
-            hidden = np.asarray(res.last_hidden_state)
+            hidden = res.last_hidden_state
+            if str(hidden.dtype) != "DataType.float32":  # numpy has no bfloat16 / float16 here
+                hidden = hidden.to(ctranslate2.DataType.float32)
+            hidden = np.asarray(hidden)
             width = hidden.shape[1]
             mask = np.zeros((len(chunk), width), dtype=np.float32)
             for r, row in enumerate(chunk):

@@ -73,8 +73,8 @@ def st_version() -> str:
 
 # peer environments (package set, inherit this environment's packages after their own)
 ST_OPENVINO = lambda: ((f"sentence-transformers[openvino]=={st_version()}",), True)  # noqa: E731  torch from here
-FASTEMBED = lambda: (("fastembed==0.7.4",), False)  # noqa: E731  its own onnxruntime, as a user gets it
-CTRANSLATE2 = lambda: (("ctranslate2==4.6.1",), True)  # noqa: E731  the converter needs transformers + torch
+FASTEMBED = lambda: (("fastembed==0.9.1",), False)  # noqa: E731  its own onnxruntime, as a user gets it
+CTRANSLATE2 = lambda: (("ctranslate2==4.8.5",), True)  # noqa: E731  the converter needs transformers + torch
 INFINITY = lambda: (("infinity-emb[torch]==0.0.78",), True)  # noqa: E731  pins numpy<2, sentence-transformers<4
 
 
@@ -266,7 +266,7 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
             ours(name, variant, prec)
 
     # bf16: our embedder on the OpenVINO execution provider, in issue 18's environment
-    if want("ours-bf16"):
+    if want("ours-bf16-openvino-ep"):
         env = make_env("onnxruntime-openvino", ov_ep_packages(), False, env_root, env_report)
         if env.ok:
             for name, hint, prec in [("ours-bf16-openvino-ep", "bf16", "bf16")] + ([("ours-fp32-openvino-ep", "f32", "fp32")] if args.ov_ep_f32 else []):
