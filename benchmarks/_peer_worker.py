@@ -58,14 +58,27 @@ def build_ours(s: dict):
     opts = dict(s.get("provider_options") or {})
     if "load_config" in opts and not isinstance(opts["load_config"], str):
         opts["load_config"] = json.dumps(opts["load_config"])
+    provider = s.get("provider", "CPUExecutionProvider")
     emb = Embedder(
         s["folder"], onnx_file=s.get("onnx_file", "model.onnx"), pooling="mean", threads=s["threads"],
-        max_length=s["max_length"], provider=s.get("provider", "CPUExecutionProvider"), provider_options=opts or None,
+        max_length=s["max_length"], provider=provider, provider_options=opts or None,
+        **({"call_cost": s["call_cost"]} if "call_cost" in s else {}),
     )
+    if s.get("session_config"):  # an experiment: session config entries the Embedder does not take (yet)
+        import onnxruntime as ort
+
+        from pipeline.embed import session_options
+
+        so = session_options(s["threads"])
+        for k, v in s["session_config"].items():
+            so.add_session_config_entry(k, str(v))
+        emb.session = ort.InferenceSession(
+            os.path.join(s["folder"], s.get("onnx_file", "model.onnx")), sess_options=so,
+            providers=[(provider, opts)], disabled_optimizers=list(emb.disabled_optimizers) or None,
+        )
     info = {"versions": _versions("onnxruntime", "onnxruntime-openvino", "openvino", "numpy", "tokenizers"),
-            "providers": emb.session.get_providers(), "provider_options": opts}
-    if s.get("provider", "CPUExecutionProvider") != "CPUExecutionProvider":
-        info["session_providers"] = emb.session.get_providers()
+            "providers": emb.session.get_providers(), "provider_options": opts, "call_cost": emb.call_cost,
+            "session_config": s.get("session_config") or {}}
     return (lambda texts, bs: emb.embed(texts, batch_size=bs)), info
 
 

@@ -277,6 +277,29 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
         else:
             skipped["ours-bf16-openvino-ep"] = f"environment not made: {env.reason}"
 
+    # experiments (closing the gaps): more rows of ours, e.g. another variant on the OpenVINO EP,
+    # another call_cost, session config entries; each {"name", "variant", "precision", and
+    # optionally "openvino_hint" (runs on the OpenVINO EP), "ov_extra", "call_cost", "session_config"}
+    for x in args.extra_ours:
+        if x["variant"] not in arts:
+            skipped[x["name"]] = f"variant {x['variant']} not built"
+            continue
+        a = arts[x["variant"]]
+        spec = {"kind": "ours", "root": str(ROOT), "folder": str(a.folder), "onnx_file": a.onnx_path.name, "threads": th, "max_length": ml}
+        for k in ("call_cost", "session_config"):
+            if k in x:
+                spec[k] = x[k]
+        python, env_name, lib = main_py, "main", "ours (pipeline.embed)"
+        if "openvino_hint" in x:
+            env = make_env("onnxruntime-openvino", ov_ep_packages(), False, env_root, env_report)
+            if not env.ok:
+                skipped[x["name"]] = f"environment not made: {env.reason}"
+                continue
+            python, env_name, lib = env.python, env.path.name, "ours (pipeline.embed, OpenVINO EP)"
+            spec.update(provider="OpenVINOExecutionProvider", provider_options={
+                "device_type": "CPU", "load_config": {"CPU": {"INFERENCE_PRECISION_HINT": x["openvino_hint"], **x.get("ov_extra", {})}}})
+        out.append((Contender(x["name"], x["precision"], lib, env_name, spec, ours=True, note=x.get("note", "experiment")), python))
+
     # sentence-transformers (this environment): torch fp32 / bf16, onnx, onnx qint8
     if want("st-torch"):
         out.append((Contender("st-torch", "fp32", "sentence-transformers", "main", {"kind": "st", "backend": "torch", "folder": str(resolved.folder), "threads": th}), main_py))
@@ -580,6 +603,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip", default="", help="comma-separated contender names (or prefixes) to leave out")
     p.add_argument("--ov-ep-f32", action="store_true", help="also our embedder on the OpenVINO EP in f32")
     p.add_argument("--ov-extra", default="{}", help="extra OpenVINO CPU properties (JSON) for our OpenVINO EP rows")
+    p.add_argument("--extra-ours", default="[]", help="more rows of ours as a JSON list (see contenders_for), for closing experiments")
     p.add_argument("--max-sts-loss", type=float, default=1.0)
     p.add_argument("--settle-s", type=float, default=0.2)
     p.add_argument("--lock-wait-s", type=float, default=900)
@@ -593,6 +617,8 @@ def main(argv=None) -> int:
         args.only.append("ours-fp32")
     args.skip = [s for s in args.skip.split(",") if s]
     args.ov_extra = json.loads(args.ov_extra)
+    args.extra_ours = json.loads(args.extra_ours)
+    args.variants += [x["variant"] for x in args.extra_ours if x["variant"] != "fp32" and x["variant"] not in args.variants]
     if args.quick:
         args.rounds, args.singles = 1, 20
     ARGS = args
