@@ -72,7 +72,16 @@ def st_version() -> str:
 
 
 # peer environments (package set, inherit this environment's packages after their own)
-ST_OPENVINO = lambda: ((f"sentence-transformers[openvino]=={st_version()}",), True)  # noqa: E731  torch from here
+def torch_pins() -> tuple[str, ...]:
+    """optimum-intel requires torchvision; unpinned, pip takes the newest, which pulls a newer
+    torch with CUDA (5.5 GB).  The torchvision release of this environment's torch keeps ours."""
+    import torch
+
+    major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    return (f"torch=={torch.__version__.split('+')[0]}", f"torchvision==0.{minor + 15}.*" if major == 2 else "torchvision")
+
+
+ST_OPENVINO = lambda: ((f"sentence-transformers[openvino]=={st_version()}", *torch_pins()), True)  # noqa: E731  torch from here
 FASTEMBED = lambda: (("fastembed==0.9.1",), False)  # noqa: E731  its own onnxruntime, as a user gets it
 CTRANSLATE2 = lambda: (("ctranslate2==4.8.5",), True)  # noqa: E731  the converter needs transformers + torch
 INFINITY = lambda: (("infinity-emb[torch]==0.0.78",), True)  # noqa: E731  pins numpy<2, sentence-transformers<4
