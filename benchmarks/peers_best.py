@@ -72,19 +72,16 @@ def st_version() -> str:
 
 
 # peer environments (package set, inherit this environment's packages after their own)
-def torch_pins() -> tuple[str, ...]:
-    """optimum-intel requires torchvision; unpinned, pip takes the newest, which pulls a newer
-    torch with CUDA (5.5 GB).  The torchvision release of this environment's torch keeps ours."""
-    import torch
-
-    major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-    return (f"torch=={torch.__version__.split('+')[0]}", f"torchvision==0.{minor + 15}.*" if major == 2 else "torchvision")
-
-
-ST_OPENVINO = lambda: ((f"sentence-transformers[openvino]=={st_version()}", *torch_pins()), True)  # noqa: E731  torch from here
-FASTEMBED = lambda: (("fastembed==0.9.1",), False)  # noqa: E731  its own onnxruntime, as a user gets it
-CTRANSLATE2 = lambda: (("ctranslate2==4.8.5",), True)  # noqa: E731  the converter needs transformers + torch
-INFINITY = lambda: (("infinity-emb[torch]==0.0.78",), True)  # noqa: E731  pins numpy<2, sentence-transformers<4
+# optimum-intel requires torchvision, and PyPI's torchvision is a CUDA build that does not load
+# beside this environment's CPU torch ("operator torchvision::nms does not exist", and
+# transformers then fails to import); unpinned, pip even replaces torch with a CUDA build (5.5 GB).
+# So the OpenVINO peer gets optimum-intel and what it adds to this environment, without
+# torchvision (--no-deps: the rest, torch and transformers included, is this environment's).
+ST_OPENVINO = lambda: (("optimum-intel==2.2.0", "optimum==2.3.0", "openvino==2026.4.1", "openvino-tokenizers==2026.4.1.0",  # noqa: E731
+                        "openvino-telemetry==2025.2.0", "nncf==3.4.0", "ninja==1.13.2"), True, ("--no-deps",))
+FASTEMBED = lambda: (("fastembed==0.9.1",), False, ())  # noqa: E731  its own onnxruntime, as a user gets it
+CTRANSLATE2 = lambda: (("ctranslate2==4.8.5",), True, ())  # noqa: E731  the converter needs transformers + torch
+INFINITY = lambda: (("infinity-emb[torch]==0.0.78",), True, ())  # noqa: E731  pins numpy<2, sentence-transformers<4
 
 
 def loadavg() -> list[float]:
@@ -238,12 +235,12 @@ def ct2_folder(python: Path, resolved, root: Path) -> Path:
 
 
 # -- the run -------------------------------------------------------------------------------------
-def make_env(name: str, packages: tuple[str, ...], inherit: bool, root: Path, report: dict):
+def make_env(name: str, packages: tuple[str, ...], inherit: bool, root: Path, report: dict, pip_args: tuple[str, ...] = ()):
     from pipeline import envs
 
     t0 = time.perf_counter()
-    env = envs.ensure(packages, root, name=name, inherit=inherit, log=lambda m: print(m, file=sys.stderr, flush=True))
-    report[name] = {"packages": list(packages), "inherit": inherit, "ok": env.ok, "size_mb": env.size_mb,
+    env = envs.ensure(packages, root, name=name, inherit=inherit, pip_args=pip_args, log=lambda m: print(m, file=sys.stderr, flush=True))
+    report[name] = {"packages": list(packages), "inherit": inherit, "pip_args": list(pip_args), "ok": env.ok, "size_mb": env.size_mb,
                     "created_s": env.created_s, "path": str(env.path), "reason": env.reason,
                     "seconds": round(time.perf_counter() - t0, 1)}
     return env
@@ -341,8 +338,8 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
     # sentence-transformers with OpenVINO (optimum-intel), its own environment
     ov_names = ("st-openvino-f32", "st-openvino-bf16", "st-openvino-int8wo")
     if any(want(n) for n in ov_names):
-        pk, inh = ST_OPENVINO()
-        env = make_env("st-openvino", pk, inh, env_root, env_report)
+        pk, inh, pa = ST_OPENVINO()
+        env = make_env("st-openvino", pk, inh, env_root, env_report, pa)
         for name, prec, kwargs, note in [
             ("st-openvino-f32", "fp32", {"ov_config": {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": th}}, ""),
             ("st-openvino-bf16", "bf16", {"ov_config": {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": th}}, ""),
@@ -358,8 +355,8 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
                                   {"kind": "st", "backend": "openvino", "folder": str(resolved.folder), "threads": th, "model_kwargs": kwargs}, note=note), env.python))
 
     if want("fastembed"):
-        pk, inh = FASTEMBED()
-        env = make_env("fastembed", pk, inh, env_root, env_report)
+        pk, inh, pa = FASTEMBED()
+        env = make_env("fastembed", pk, inh, env_root, env_report, pa)
         if env.ok:
             out.append((Contender("fastembed", "fp32", "fastembed", env.path.name,
                                   {"kind": "fastembed", "folder": str(fp32.folder), "onnx_file": fp32.onnx_path.name, "dim": config["hidden_size"], "threads": th},
@@ -370,8 +367,8 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
     ct2_types = [("ct2-float32", "float32", "fp32"), ("ct2-int8", "int8", "int8"), ("ct2-int8_float32", "int8_float32", "int8"),
                  ("ct2-bfloat16", "bfloat16", "bf16"), ("ct2-int8_bfloat16", "int8_bfloat16", "int8")]
     if any(want(n) for n, _, _ in ct2_types):
-        pk, inh = CTRANSLATE2()
-        env = make_env("ctranslate2", pk, inh, env_root, env_report)
+        pk, inh, pa = CTRANSLATE2()
+        env = make_env("ctranslate2", pk, inh, env_root, env_report, pa)
         folder = None
         if env.ok:
             try:
@@ -396,8 +393,8 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
                                       {"kind": "ct2", "folder": str(folder), "compute_type": ct, "tokenizer_folder": str(fp32.folder), "threads": th, "max_length": ml}), env.python))
 
     if want("infinity"):
-        pk, inh = INFINITY()
-        env = make_env("infinity-emb", pk, inh, env_root, env_report)
+        pk, inh, pa = INFINITY()
+        env = make_env("infinity-emb", pk, inh, env_root, env_report, pa)
         if env.ok:
             out.append((Contender("infinity-torch", "fp32", "infinity-emb", env.path.name,
                                   {"kind": "infinity", "engine": "torch", "folder": str(resolved.folder), "threads": th, "batch_size": 32}), env.python))
