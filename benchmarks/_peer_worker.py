@@ -221,6 +221,11 @@ BUILDERS = {"ours": build_ours, "st": build_st, "st-onnx": build_st_onnx, "faste
 
 
 def main() -> int:
+    # replies go to the original stdout; anything a library prints (progress bars, nncf's
+    # tables) goes to stderr, at the file-descriptor level too
+    reply_to = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     embed = None
     texts: dict[str, list[str]] = {}
     pc = time.perf_counter_ns
@@ -259,14 +264,14 @@ def main() -> int:
                     np.save(msg["save"], np.asarray(vecs, dtype=np.float32))
                 reply = {"s": seconds}
             elif op == "stop":
-                print(json.dumps({"ok": True}), flush=True)
+                print(json.dumps({"ok": True}), file=reply_to, flush=True)
                 return 0
             else:
                 reply = {"error": f"unknown op {op!r}"}
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             reply = {"error": f"{type(exc).__name__}: {exc}"}
-        print(json.dumps(reply), flush=True)
+        print(json.dumps(reply), file=reply_to, flush=True)
     return 0
 
 

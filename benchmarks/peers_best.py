@@ -484,7 +484,7 @@ def run(args) -> dict:
                 c.single_p95.append(float(np.percentile(ms, 95)))
                 c.single_all.extend(ms)
             for c in order:
-                if c.library in SLOW_LIBS and r >= args.slow_corpus_rounds:
+                if c.name in SLOW and r >= args.slow_corpus_rounds:
                     c.corpus_s.append(float("nan"))
                     continue
                 time.sleep(args.settle_s)
@@ -592,7 +592,7 @@ def load_model_all(args):
 
 
 SKIPPED: dict[str, str] = {}
-SLOW_LIBS = {"sentence-transformers", "infinity-emb"}  # torch-backed: corpus timed in fewer rounds when asked
+SLOW = {"st-torch", "st-torch-bf16", "infinity-torch"}  # torch's slow corpus passes: timed in --slow-corpus-rounds rounds
 ARGS = None
 
 
@@ -600,10 +600,10 @@ def main(argv=None) -> int:
     global ARGS
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--singles", type=int, default=100, help="single-sentence calls per contender per round")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--slow-corpus-rounds", type=int, default=99, help="corpus rounds for the torch-backed contenders")
+    p.add_argument("--slow-corpus-rounds", type=int, default=2, help="corpus rounds for the torch contenders (st-torch, st-torch-bf16, infinity-torch)")
     p.add_argument("--variants", default="O2_cpu,int8_dynamic,int8_static", help="our variants beside fp32")
     p.add_argument("--only", default="", help="comma-separated contender names (or prefixes) to run; ours-fp32 is always added")
     p.add_argument("--skip", default="", help="comma-separated contender names (or prefixes) to leave out")
