@@ -276,4 +276,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    sys.stderr.flush()
+    os._exit(code)  # no interpreter teardown: thread pools (torch, OpenVINO, infinity's loop) can hang it

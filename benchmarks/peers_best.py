@@ -285,14 +285,17 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
 
     # experiments (closing the gaps): more rows of ours, e.g. another variant on the OpenVINO EP,
     # another call_cost, session config entries; each {"name", "variant", "precision", and
-    # optionally "openvino_hint" (runs on the OpenVINO EP), "ov_extra", "call_cost", "session_config"}
+    # optionally "openvino_hint" (runs on the OpenVINO EP), "ov_extra", "call_cost", "session_config",
+    # "threads" (fewer than everyone's, never more)}
     for x in args.extra_ours:
+        if x.get("threads", th) > th:
+            raise SystemExit(f"{x['name']}: more threads ({x['threads']}) than the contest's {th}")
         if x["variant"] not in arts:
             skipped[x["name"]] = f"variant {x['variant']} not built"
             continue
         a = arts[x["variant"]]
         spec = {"kind": "ours", "root": str(ROOT), "folder": str(a.folder), "onnx_file": a.onnx_path.name, "threads": th, "max_length": ml}
-        for k in ("call_cost", "session_config"):
+        for k in ("call_cost", "session_config", "threads"):
             if k in x:
                 spec[k] = x[k]
         python, env_name, lib = main_py, "main", "ours (pipeline.embed)"
@@ -448,6 +451,7 @@ def run(args) -> dict:
     env_report: dict = {}
     pairs = contenders_for(args, cfg, resolved, arts, peers_root, env_root, env_report, SKIPPED)
     contenders: list[Contender] = []
+    STARTED.extend(c for c, _ in pairs)
     for c, python in pairs:
         print(f"starting {c.name} ({c.env})", file=sys.stderr, flush=True)
         try:
@@ -592,6 +596,7 @@ def load_model_all(args):
 
 
 SKIPPED: dict[str, str] = {}
+STARTED: list[Contender] = []  # every worker process, ended on any exit
 SLOW = {"st-torch", "st-torch-bf16", "infinity-torch"}  # torch's slow corpus passes: timed in --slow-corpus-rounds rounds
 ARGS = None
 
@@ -600,7 +605,7 @@ def main(argv=None) -> int:
     global ARGS
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--singles", type=int, default=100, help="single-sentence calls per contender per round")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--slow-corpus-rounds", type=int, default=2, help="corpus rounds for the torch contenders (st-torch, st-torch-bf16, infinity-torch)")
@@ -629,7 +634,15 @@ def main(argv=None) -> int:
         args.rounds, args.singles = 1, 20
     ARGS = args
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    summary = run(args)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        summary = run(args)
+    finally:
+        for c in STARTED:
+            if c.proc is not None and c.proc.poll() is None:
+                c.proc.kill()
     print(f"\n{'contender':<24} {'class':<5} {'p50 ms':>8} {'p95 ms':>8} {'sent/s':>8} {'min cos':>9} {'STS':>7} {'loss':>6} ok")
     for row in sorted(summary["table"], key=lambda r: (CLASSES.index(r["precision"]), not r["ours"], r["contender"])):
         tp = row["corpus_sentences_per_s"]
