@@ -169,6 +169,7 @@ class Contender:
             "corpus_sentences_per_s": n_corpus / statistics.median(timed) if timed else None,
             "corpus_rounds": len(timed), "min_cosine_vs_ours_fp32": self.min_cosine,
             "stsb_spearman": self.sts, "sts_loss_vs_fp32": loss, "qualifies": bool(loss <= ARGS.max_sts_loss),
+            "single_p50_ms_per_round": self.single_p50, "corpus_s_per_round": self.corpus_s,
             "note": self.note, "info": self.info,
         }
 
@@ -540,6 +541,9 @@ def run(args) -> dict:
                 statistics.median(timed(p2)) / statistics.median(timed(o2)))
         else:
             out["corpus_throughput_ratio"] = None
+        # the same from the medians of each (less robust to drift between rounds; shown beside)
+        out["single_p50_ratio_of_medians"] = statistics.median(o1.single_p50) / statistics.median(p1.single_p50) if o1 and p1 else None
+        out["corpus_throughput_ratio_of_medians"] = statistics.median(timed(p2)) / statistics.median(timed(o2)) if o2 and p2 else None
         return out
 
     overall = ratios(CLASSES)
