@@ -1,0 +1,281 @@
+"""One contender of benchmarks/peers_best.py, in its own process (and its own environment).
+
+Reads one JSON command per line on stdin and answers one JSON line on stdout:
+
+    {"op": "start", "kind": "ours" | "st" | "fastembed" | "optimum" | "ct2" | "infinity", ...}
+        -> {"ok": true, "info": {...}}            (versions, what really runs)
+    {"op": "texts", "name": "corpus", "file": PATH}   a JSON list of sentences, kept by name
+    {"op": "single", "texts": NAME, "n": 100, "warm": 5}
+        -> {"ms": [...]}                           one sentence per call, timed here
+    {"op": "corpus", "texts": NAME, "batch_size": 32, "save": PATH | null}
+        -> {"s": seconds}                          all sentences in one embed call; the
+                                                   embeddings go to PATH (.npy) when asked
+    {"op": "stop"}
+
+Timing happens inside this process (no pipe in the timed part).  Each builder imports only
+what its library needs, so this file runs in any of the peer environments; the repository
+root (for ``pipeline.embed``) comes in the start message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+
+def _unit(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None].astype(np.float32)
+    return (np.asarray(hidden, dtype=np.float32) * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+
+
+def _versions(*names: str) -> dict:
+    from importlib import metadata
+
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# -- builders: spec -> (embed(texts, batch_size) -> unit vectors, info) -------------------------
+def build_ours(s: dict):
+    sys.path.insert(0, s["root"])
+    from pipeline.embed import Embedder
+
+    opts = dict(s.get("provider_options") or {})
+    if "load_config" in opts and not isinstance(opts["load_config"], str):
+        opts["load_config"] = json.dumps(opts["load_config"])
+    provider = s.get("provider", "CPUExecutionProvider")
+    emb = Embedder(
+        s["folder"], onnx_file=s.get("onnx_file", "model.onnx"), pooling="mean", threads=s["threads"],
+        max_length=s["max_length"], provider=provider, provider_options=opts or None,
+        **({"call_cost": s["call_cost"]} if "call_cost" in s else {}),
+    )
+    if s.get("session_config"):  # an experiment: session config entries the Embedder does not take (yet)
+        import onnxruntime as ort
+
+        from pipeline.embed import session_options
+
+        so = session_options(s["threads"])
+        for k, v in s["session_config"].items():
+            so.add_session_config_entry(k, str(v))
+        emb.session = ort.InferenceSession(
+            os.path.join(s["folder"], s.get("onnx_file", "model.onnx")), sess_options=so,
+            providers=[(provider, opts)], disabled_optimizers=list(emb.disabled_optimizers) or None,
+        )
+    info = {"versions": _versions("onnxruntime", "onnxruntime-openvino", "openvino", "numpy", "tokenizers"),
+            "providers": emb.session.get_providers(), "provider_options": opts, "call_cost": emb.call_cost,
+            "session_config": s.get("session_config") or {}}
+    return (lambda texts, bs: emb.embed(texts, batch_size=bs)), info
+
+
+def build_st(s: dict):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(s["threads"])
+    backend = s.get("backend", "torch")
+    kwargs = dict(s.get("model_kwargs") or {})
+    model = SentenceTransformer(s["folder"], backend=backend, device="cpu", local_files_only=True, model_kwargs=kwargs or None)
+    info = {"versions": _versions("sentence-transformers", "torch", "transformers", "onnxruntime", "openvino", "optimum-intel", "optimum", "optimum-onnx", "nncf")}
+    tm = model[0].auto_model if hasattr(model[0], "auto_model") else None
+    if backend == "openvino":
+        try:
+            compiled = tm.request if hasattr(tm.request, "get_property") else tm.request.get_compiled_model()
+            info["ov_inference_precision"] = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            info["ov_threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+        except Exception as exc:  # recorded, not hidden
+            info["ov_inference_precision"] = f"unknown ({type(exc).__name__}: {exc})"
+    if backend == "torch":
+        info["torch_dtype"] = str(next(model.parameters()).dtype)
+
+    def embed(texts, bs):
+        with torch.inference_mode():
+            return _unit(model.encode(texts, batch_size=bs, normalize_embeddings=True, convert_to_numpy=True))
+
+    return embed, info
+
+
+def build_st_onnx(s: dict):
+    """sentence-transformers with backend="onnx": the session options must be onnxruntime's own
+    object, made here (threads as everyone's)."""
+    import onnxruntime as ort
+    from sentence_transformers import SentenceTransformer
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = s["threads"]
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    kwargs = {"file_name": s["file_name"], "provider": "CPUExecutionProvider", "session_options": so}
+    model = SentenceTransformer(s["folder"], backend="onnx", device="cpu", local_files_only=True, model_kwargs=kwargs)
+    info = {"versions": _versions("sentence-transformers", "onnxruntime", "optimum", "optimum-onnx"), "file": s["file_name"]}
+    return (lambda texts, bs: _unit(model.encode(texts, batch_size=bs, normalize_embeddings=True, convert_to_numpy=True))), info
+
+
+def build_fastembed(s: dict):
+    from fastembed import TextEmbedding
+    from fastembed.common.model_description import ModelSource, PoolingType
+
+    name = "local/all-MiniLM-L6-v2-peers"
+    TextEmbedding.add_custom_model(
+        model=name, pooling=PoolingType.MEAN, normalization=True, sources=ModelSource(hf=name), dim=s["dim"], model_file=s["onnx_file"],
+    )
+    model = TextEmbedding(name, specific_model_path=s["folder"], threads=s["threads"], local_files_only=True)
+    info = {"versions": _versions("fastembed", "onnxruntime", "numpy", "tokenizers")}
+    return (lambda texts, bs: _unit(np.stack(list(model.embed(texts, batch_size=bs))))), info
+
+
+def build_optimum(s: dict):
+    import onnxruntime as ort
+    from optimum.onnxruntime import ORTModelForFeatureExtraction
+    from transformers import AutoTokenizer
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = s["threads"]
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    model = ORTModelForFeatureExtraction.from_pretrained(s["folder"], file_name=s["onnx_file"], provider="CPUExecutionProvider", session_options=so)
+    tok = AutoTokenizer.from_pretrained(s["tokenizer_folder"])
+
+    def embed(texts, bs):
+        out = []
+        for i in range(0, len(texts), bs):
+            enc = tok(texts[i : i + bs], padding=True, truncation=True, max_length=s["max_length"], return_tensors="np")
+            out.append(_mean_pool(model(**enc).last_hidden_state, enc["attention_mask"]))
+        return _unit(np.concatenate(out))
+
+    return embed, {"versions": _versions("optimum", "optimum-onnx", "onnxruntime", "transformers"), "file": s["onnx_file"]}
+
+
+def build_ct2(s: dict):
+    import ctranslate2
+    from tokenizers import Tokenizer
+
+    supported = sorted(ctranslate2.get_supported_compute_types("cpu"))
+    if s["compute_type"] not in supported:
+        raise RuntimeError(f"compute type {s['compute_type']} is not supported on this CPU by ctranslate2 {ctranslate2.__version__} (supported: {', '.join(supported)})")
+    enc = ctranslate2.Encoder(s["folder"], device="cpu", compute_type=s["compute_type"], intra_threads=s["threads"], inter_threads=1)
+    tok = Tokenizer.from_file(os.path.join(s["tokenizer_folder"], "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(s["max_length"])
+
+    def embed(texts, bs):
+        encs = [tok.encode(texts[0])] if len(texts) == 1 else tok.encode_batch(texts)
+        ids = [e.ids for e in encs]
+        out = []
+        for i in range(0, len(ids), bs):
+            chunk = ids[i : i + bs]
+            res = enc.forward_batch(chunk)
+            hidden = res.last_hidden_state
+            if str(hidden.dtype) != "DataType.float32":  # numpy has no bfloat16 / float16 here
+                hidden = hidden.to(ctranslate2.DataType.float32)
+            hidden = np.asarray(hidden)
+            width = hidden.shape[1]
+            mask = np.zeros((len(chunk), width), dtype=np.float32)
+            for r, row in enumerate(chunk):
+                mask[r, : len(row)] = 1
+            out.append(_mean_pool(hidden, mask))
+        return _unit(np.concatenate(out))
+
+    return embed, {"versions": _versions("ctranslate2", "tokenizers"), "compute_type": s["compute_type"], "supported_compute_types": supported}
+
+
+def build_infinity(s: dict):
+    import asyncio
+    import threading
+
+    import torch
+    from infinity_emb import AsyncEngineArray, EngineArgs
+
+    torch.set_num_threads(s["threads"])
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    args = EngineArgs(
+        model_name_or_path=s["folder"], engine=s.get("engine", "torch"), device="cpu", batch_size=s["batch_size"],
+        bettertransformer=False, compile=False, model_warmup=False, trust_remote_code=False,
+    )
+    engine = AsyncEngineArray.from_args([args])[0]
+    asyncio.run_coroutine_threadsafe(engine.astart(), loop).result(600)
+
+    def embed(texts, bs):
+        vecs, _ = asyncio.run_coroutine_threadsafe(engine.embed(sentences=list(texts)), loop).result(600)
+        return _unit(np.stack([np.asarray(v, dtype=np.float32) for v in vecs]))
+
+    return embed, {"versions": _versions("infinity-emb", "torch", "sentence-transformers", "numpy"), "engine": s.get("engine", "torch")}
+
+
+BUILDERS = {"ours": build_ours, "st": build_st, "st-onnx": build_st_onnx, "fastembed": build_fastembed, "optimum": build_optimum, "ct2": build_ct2, "infinity": build_infinity}
+
+
+def main() -> int:
+    # replies go to the original stdout; anything a library prints (progress bars, nncf's
+    # tables) goes to stderr, at the file-descriptor level too
+    reply_to = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    embed = None
+    texts: dict[str, list[str]] = {}
+    pc = time.perf_counter_ns
+    for line in sys.stdin:
+        msg = json.loads(line)
+        try:
+            op = msg["op"]
+            if op == "start":
+                t0 = time.perf_counter()
+                embed, info = BUILDERS[msg["kind"]](msg)
+                info["load_s"] = time.perf_counter() - t0
+                info["python"] = sys.executable
+                reply = {"ok": True, "info": info}
+            elif op == "texts":
+                with open(msg["file"], encoding="utf-8") as f:
+                    texts[msg["name"]] = json.load(f)
+                reply = {"ok": True, "n": len(texts[msg["name"]])}
+            elif op == "single":
+                pool = texts[msg["texts"]][: msg["n"]]
+                for t in pool[: msg.get("warm", 5)]:  # warm again after the other contenders ran
+                    embed([t], 1)
+                ms = []
+                for t in pool:
+                    t0 = pc()
+                    embed([t], 1)
+                    ms.append((pc() - t0) / 1e6)
+                reply = {"ms": ms}
+            elif op == "corpus":
+                corpus = texts[msg["texts"]]
+                t0 = time.perf_counter()
+                vecs = embed(corpus, msg["batch_size"])
+                seconds = time.perf_counter() - t0
+                if vecs.shape[0] != len(corpus):
+                    raise RuntimeError(f"{vecs.shape[0]} vectors for {len(corpus)} sentences")
+                if msg.get("save"):
+                    np.save(msg["save"], np.asarray(vecs, dtype=np.float32))
+                reply = {"s": seconds}
+            elif op == "stop":
+                print(json.dumps({"ok": True}), file=reply_to, flush=True)
+                return 0
+            else:
+                reply = {"error": f"unknown op {op!r}"}
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(reply), file=reply_to, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stderr.flush()
+    os._exit(code)  # no interpreter teardown: thread pools (torch, OpenVINO, infinity's loop) can hang it

@@ -1,0 +1,668 @@
+"""Our embedding path against every peer library at its fastest, precision class by precision class.
+
+    python benchmarks/peers_best.py [--threads 2] [--rounds 5] [--singles 100] [--quick]
+                                    [--only NAME,...] [--skip NAME,...]
+
+``benchmarks/peers.py`` compares fp32 peers that all run onnxruntime.  A user who wants speed
+picks each library's fast path, so here every peer runs at every precision it offers, each in
+its own process and, where its dependencies conflict with ours, in its own environment made by
+``pipeline.envs`` under ``<cache_dir>/envs`` (its size is reported):
+
+- ours (pipeline.embed.Embedder): fp32, O2_cpu, int8_dynamic, int8_static on the CPU provider;
+  bf16 through onnxruntime-openvino's OpenVINO execution provider (INFERENCE_PRECISION_HINT
+  bf16 in ``load_config``), in the environment issue 18's provider config shares;
+- sentence-transformers: torch fp32 and bf16, onnx, onnx qint8 (its own
+  ``export_dynamic_quantized_onnx_model(..., "avx512_vnni")``), openvino f32 and bf16, openvino
+  int8 weight-only (optimum-intel ``load_in_8bit``);
+- fastembed; Optimum ``ORTModelForFeatureExtraction`` (fp32, and on the qint8 file);
+- CTranslate2 ``Encoder``: every compute type this CPU supports among float32, int8,
+  int8_float32, bfloat16, int8_bfloat16;
+- infinity-emb's engine (torch), offline on the local checkpoint.
+
+Same model (all-MiniLM-L6-v2), same sentences (the STS Benchmark test split's unique
+sentences), same intra-op thread count.  Each round visits every contender in a rotating
+order, first for single-sentence calls (p50, p95), then for the whole corpus in batches of
+32 (throughput); the timing happens inside each contender's process.  The first corpus pass
+(untimed) gives the embeddings for parity (min cosine against our fp32) and for STS Spearman.
+A contender counts only if its STS loss against our fp32 is at most --max-sts-loss points.
+
+The timed part holds the machine-wide benchmark lock; the load average and the CPU share
+other processes took (the machine's busy time less ours and our workers') are recorded per
+round.  Ratios are taken per round (same round, same conditions) and their median reported.
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WORKER = ROOT / "benchmarks" / "_peer_worker.py"
+CLASSES = ("fp32", "int8", "bf16")
+
+
+def ov_ep_packages() -> tuple[str, ...]:
+    """The OpenVINO execution provider's environment: exactly the set issue 18's provider config
+    uses (the environment is shared), pinned to this environment's numpy and tokenizers."""
+    import numpy
+    import tokenizers
+
+    return ("onnxruntime-openvino==1.24.1", f"numpy=={numpy.__version__}", f"tokenizers=={tokenizers.__version__}")
+
+
+def st_version() -> str:
+    import sentence_transformers
+
+    return sentence_transformers.__version__
+
+
+# peer environments (package set, inherit this environment's packages after their own)
+# optimum-intel requires torchvision, and PyPI's torchvision is a CUDA build that does not load
+# beside this environment's CPU torch ("operator torchvision::nms does not exist", and
+# transformers then fails to import); unpinned, pip even replaces torch with a CUDA build (5.5 GB).
+# So the OpenVINO peer gets optimum-intel and what it adds to this environment, without
+# torchvision (--no-deps: the rest, torch and transformers included, is this environment's).
+ST_OPENVINO = lambda: (("optimum-intel==2.2.0", "optimum==2.3.0", "openvino==2026.4.1", "openvino-tokenizers==2026.4.1.0",  # noqa: E731
+                        "openvino-telemetry==2025.2.0", "nncf==3.4.0", "ninja==1.13.2"), True, ("--no-deps",))
+FASTEMBED = lambda: (("fastembed==0.9.1",), False, ())  # noqa: E731  its own onnxruntime, as a user gets it
+CTRANSLATE2 = lambda: (("ctranslate2==4.8.5",), True, ())  # noqa: E731  the converter needs transformers + torch
+INFINITY = lambda: (("infinity-emb[torch]==0.0.78",), True, ())  # noqa: E731  pins numpy<2, sentence-transformers<4
+
+
+def loadavg() -> list[float]:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc/<pid>/stat."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- a contender in its own process ------------------------------------------------------------
+@dataclass
+class Contender:
+    name: str
+    precision: str  # fp32 | int8 | bf16
+    library: str
+    env: str  # which environment (main or a pipeline.envs name)
+    spec: dict
+    ours: bool = False
+    note: str = ""
+    proc: subprocess.Popen | None = None
+    info: dict = field(default_factory=dict)
+    single_p50: list[float] = field(default_factory=list)  # per round
+    single_p95: list[float] = field(default_factory=list)
+    single_all: list[float] = field(default_factory=list)
+    corpus_s: list[float] = field(default_factory=list)  # per round (NaN: not timed that round)
+    min_cosine: float = float("nan")
+    sts: float = float("nan")
+
+    def start(self, python: Path, logdir: Path, timeout_s: float) -> None:
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                   INFINITY_ANONYMOUS_USAGE_STATS="0", DO_NOT_TRACK="1", TOKENIZERS_PARALLELISM="true")
+        env.pop("PYTHONPATH", None)  # each environment sees its own packages (ours: root in the spec)
+        self.log = logdir / f"{self.name}.log"
+        self.proc = subprocess.Popen(
+            [str(python), str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(self.log, "w"), text=True, env=env, cwd=str(ROOT),
+        )
+        self.info = self.ask({"op": "start", **self.spec}, timeout_s)["info"]
+
+    def ask(self, msg: dict, timeout_s: float = 600) -> dict:
+        assert self.proc is not None
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
+        if not ready:
+            raise RuntimeError(f"no answer to {msg['op']!r} within {timeout_s:.0f} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            tail = " | ".join(self.log.read_text().strip().splitlines()[-3:]) if self.log.exists() else ""
+            raise RuntimeError(f"the process ended (exit {self.proc.poll()}): {tail}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            self.ask({"op": "stop"}, 30)
+        except Exception:
+            pass
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def row(self, n_corpus: int, ref_sts: float) -> dict:
+        timed = [s for s in self.corpus_s if s == s]
+        loss = ref_sts - self.sts
+        return {
+            "contender": self.name, "precision": self.precision, "library": self.library, "ours": self.ours,
+            "env": self.env, "single_p50_ms": statistics.median(self.single_p50),
+            "single_p95_ms": statistics.median(self.single_p95),
+            "corpus_sentences_per_s": n_corpus / statistics.median(timed) if timed else None,
+            "corpus_rounds": len(timed), "min_cosine_vs_ours_fp32": self.min_cosine,
+            "stsb_spearman": self.sts, "sts_loss_vs_fp32": loss, "qualifies": bool(loss <= ARGS.max_sts_loss),
+            "single_p50_ms_per_round": self.single_p50, "corpus_s_per_round": self.corpus_s,
+            "note": self.note, "info": self.info,
+        }
+
+
+# -- preparing the files each peer reads -------------------------------------------------------
+def load_artifact(variant: str):
+    from pipeline import export, sources
+    from pipeline.config import to_config
+    from pipeline.stages import compose_config
+
+    cfg = to_config(compose_config([f"variant={variant}"]))
+    resolved = sources.resolve(cfg.model)
+    return cfg, resolved, export.export(resolved, cfg.model, cfg.variant, cfg.cache_dir, cfg.quality)
+
+
+def st_onnx_folder(resolved, fp32_art, root: Path) -> Path:
+    """A copy of the checkpoint folder (no weights) whose onnx/model.onnx is our fp32 export,
+    plus sentence-transformers' own qint8 export of it (``export_dynamic_quantized_onnx_model``,
+    avx512_vnni), built once."""
+    folder = root / "st-onnx"
+    qint8 = folder / "onnx" / "model_qint8_avx512_vnni.onnx"
+    if qint8.is_file():
+        return folder
+    tmp = root / f".st-onnx.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(resolved.folder, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "onnx", "openvino"))
+    (tmp / "onnx").mkdir()
+    shutil.copy2(fp32_art.onnx_path, tmp / "onnx" / "model.onnx")
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+    model = SentenceTransformer(str(tmp), backend="onnx", device="cpu", local_files_only=True, model_kwargs={"file_name": "onnx/model.onnx"})
+    export_dynamic_quantized_onnx_model(model, "avx512_vnni", str(tmp))
+    if not (tmp / "onnx" / qint8.name).is_file():
+        raise RuntimeError(f"export_dynamic_quantized_onnx_model wrote {sorted(p.name for p in (tmp / 'onnx').iterdir())}, not {qint8.name}")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def optimum_qint8_folder(st_folder: Path, fp32_art, root: Path) -> Path:
+    folder = root / "optimum-qint8"
+    if not (folder / "model_qint8_avx512_vnni.onnx").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        for p in fp32_art.folder.iterdir():
+            if p.is_file() and p.suffix != ".onnx" and not p.name.startswith("."):
+                shutil.copy2(p, folder / p.name)
+        shutil.copy2(st_folder / "onnx" / "model_qint8_avx512_vnni.onnx", folder / "model_qint8_avx512_vnni.onnx")
+    return folder
+
+
+def ct2_folder(python: Path, resolved, root: Path) -> Path:
+    """CTranslate2's conversion of the checkpoint (float32 weights; the compute type is chosen
+    at load), made once with its converter in its environment."""
+    folder = root / "ct2-float32"
+    if (folder / "model.bin").is_file():
+        return folder
+    code = ("import sys, ctranslate2.converters as c; "
+            "c.TransformersConverter(sys.argv[1]).convert(sys.argv[2], force=True)")
+    proc = subprocess.run([str(python), "-c", code, str(resolved.folder), str(folder)], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise RuntimeError(f"ct2-transformers conversion failed (exit {proc.returncode}): {tail}")
+    return folder
+
+
+# -- the run -------------------------------------------------------------------------------------
+def make_env(name: str, packages: tuple[str, ...], inherit: bool, root: Path, report: dict, pip_args: tuple[str, ...] = ()):
+    from pipeline import envs
+
+    t0 = time.perf_counter()
+    env = envs.ensure(packages, root, name=name, inherit=inherit, pip_args=pip_args, log=lambda m: print(m, file=sys.stderr, flush=True))
+    report[name] = {"packages": list(packages), "inherit": inherit, "pip_args": list(pip_args), "ok": env.ok, "size_mb": env.size_mb,
+                    "created_s": env.created_s, "path": str(env.path), "reason": env.reason,
+                    "seconds": round(time.perf_counter() - t0, 1)}
+    return env
+
+
+def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: Path, env_report: dict, skipped: dict):
+    """(contender, python) pairs; what cannot be prepared goes to ``skipped`` with its reason."""
+    th, ml = args.threads, cfg.model.max_length
+    fp32 = arts["fp32"]
+    config = json.loads((fp32.folder / "config.json").read_text())
+    out: list[tuple[Contender, Path]] = []
+    main_py = Path(sys.executable)
+
+    def want(name: str) -> bool:
+        if args.only and not any(name == o or name.startswith(o) for o in args.only):
+            return False
+        return not any(name == s or name.startswith(s) for s in args.skip)
+
+    def ours(name, variant, precision, note=""):
+        if variant not in arts:
+            return
+        a = arts[variant]
+        spec = {"kind": "ours", "root": str(ROOT), "folder": str(a.folder), "onnx_file": a.onnx_path.name, "threads": th, "max_length": ml}
+        out.append((Contender(name, precision, "ours (pipeline.embed)", "main", spec, ours=True, note=note), main_py))
+
+    for name, variant, prec in [("ours-fp32", "fp32", "fp32"), ("ours-O2_cpu", "O2_cpu", "fp32"),
+                                ("ours-int8_dynamic", "int8_dynamic", "int8"), ("ours-int8_static", "int8_static", "int8")]:
+        if want(name):
+            ours(name, variant, prec)
+
+    # bf16: our embedder on the OpenVINO execution provider, in issue 18's environment
+    if want("ours-bf16-openvino-ep"):
+        env = make_env("onnxruntime-openvino", ov_ep_packages(), False, env_root, env_report)
+        if env.ok:
+            for name, hint, prec in [("ours-bf16-openvino-ep", "bf16", "bf16")] + ([("ours-fp32-openvino-ep", "f32", "fp32")] if args.ov_ep_f32 else []):
+                spec = {"kind": "ours", "root": str(ROOT), "folder": str(fp32.folder), "onnx_file": fp32.onnx_path.name, "threads": th,
+                        "max_length": ml, "provider": "OpenVINOExecutionProvider",
+                        "provider_options": {"device_type": "CPU", "load_config": {"CPU": {"INFERENCE_PRECISION_HINT": hint, **args.ov_extra}}}}
+                out.append((Contender(name, prec, "ours (pipeline.embed, OpenVINO EP)", env.path.name, spec, ours=True), env.python))
+        else:
+            skipped["ours-bf16-openvino-ep"] = f"environment not made: {env.reason}"
+
+    # experiments (closing the gaps): more rows of ours, e.g. another variant on the OpenVINO EP,
+    # another call_cost, session config entries; each {"name", "variant", "precision", and
+    # optionally "openvino_hint" (runs on the OpenVINO EP), "ov_extra", "call_cost", "session_config",
+    # "threads" (fewer than everyone's, never more)}
+    for x in args.extra_ours:
+        if x.get("threads", th) > th:
+            raise SystemExit(f"{x['name']}: more threads ({x['threads']}) than the contest's {th}")
+        if x["variant"] not in arts:
+            skipped[x["name"]] = f"variant {x['variant']} not built"
+            continue
+        a = arts[x["variant"]]
+        spec = {"kind": "ours", "root": str(ROOT), "folder": str(a.folder), "onnx_file": a.onnx_path.name, "threads": th, "max_length": ml}
+        for k in ("call_cost", "session_config", "threads"):
+            if k in x:
+                spec[k] = x[k]
+        python, env_name, lib = main_py, "main", "ours (pipeline.embed)"
+        if "openvino_hint" in x:
+            env = make_env("onnxruntime-openvino", ov_ep_packages(), False, env_root, env_report)
+            if not env.ok:
+                skipped[x["name"]] = f"environment not made: {env.reason}"
+                continue
+            python, env_name, lib = env.python, env.path.name, "ours (pipeline.embed, OpenVINO EP)"
+            spec.update(provider="OpenVINOExecutionProvider", provider_options={
+                "device_type": "CPU", "load_config": {"CPU": {"INFERENCE_PRECISION_HINT": x["openvino_hint"], **x.get("ov_extra", {})}}})
+        out.append((Contender(x["name"], x["precision"], lib, env_name, spec, ours=True, note=x.get("note", "experiment")), python))
+
+    # sentence-transformers (this environment): torch fp32 / bf16, onnx, onnx qint8
+    if want("st-torch"):
+        out.append((Contender("st-torch", "fp32", "sentence-transformers", "main", {"kind": "st", "backend": "torch", "folder": str(resolved.folder), "threads": th}), main_py))
+    if want("st-torch-bf16"):
+        out.append((Contender("st-torch-bf16", "bf16", "sentence-transformers", "main",
+                              {"kind": "st", "backend": "torch", "folder": str(resolved.folder), "threads": th, "model_kwargs": {"torch_dtype": "bfloat16"}}), main_py))
+    st_folder = None
+    if any(want(n) for n in ("st-onnx", "st-onnx-qint8", "optimum-ort-qint8")):
+        try:
+            st_folder = st_onnx_folder(resolved, fp32, peers_root)
+        except Exception as exc:
+            for n in ("st-onnx", "st-onnx-qint8", "optimum-ort-qint8"):
+                skipped[n] = f"preparing the sentence-transformers ONNX folder failed: {type(exc).__name__}: {exc}"
+    if st_folder is not None:
+        if want("st-onnx"):
+            out.append((Contender("st-onnx", "fp32", "sentence-transformers", "main", {"kind": "st-onnx", "folder": str(st_folder), "file_name": "onnx/model.onnx", "threads": th}), main_py))
+        if want("st-onnx-qint8"):
+            out.append((Contender("st-onnx-qint8", "int8", "sentence-transformers", "main",
+                                  {"kind": "st-onnx", "folder": str(st_folder), "file_name": "onnx/model_qint8_avx512_vnni.onnx", "threads": th},
+                                  note="export_dynamic_quantized_onnx_model(model, 'avx512_vnni')"), main_py))
+    if want("optimum-ort"):
+        out.append((Contender("optimum-ort", "fp32", "optimum", "main",
+                              {"kind": "optimum", "folder": str(fp32.folder), "onnx_file": fp32.onnx_path.name, "tokenizer_folder": str(fp32.folder), "threads": th, "max_length": ml}), main_py))
+    if want("optimum-ort-qint8") and st_folder is not None:
+        q = optimum_qint8_folder(st_folder, fp32, peers_root)
+        out.append((Contender("optimum-ort-qint8", "int8", "optimum", "main",
+                              {"kind": "optimum", "folder": str(q), "onnx_file": "model_qint8_avx512_vnni.onnx", "tokenizer_folder": str(fp32.folder), "threads": th, "max_length": ml},
+                              note="ORTQuantizer avx512_vnni dynamic (the file sentence-transformers exports)"), main_py))
+
+    # sentence-transformers with OpenVINO (optimum-intel), its own environment
+    ov_names = ("st-openvino-f32", "st-openvino-bf16", "st-openvino-int8wo")
+    if any(want(n) for n in ov_names):
+        pk, inh, pa = ST_OPENVINO()
+        env = make_env("st-openvino", pk, inh, env_root, env_report, pa)
+        for name, prec, kwargs, note in [
+            ("st-openvino-f32", "fp32", {"ov_config": {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": th}}, ""),
+            ("st-openvino-bf16", "bf16", {"ov_config": {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": th}}, ""),
+            ("st-openvino-int8wo", "int8", {"ov_config": {"INFERENCE_NUM_THREADS": th}, "load_in_8bit": True, "export": True},
+             "weight-only int8 (optimum-intel load_in_8bit), activations in OpenVINO's default precision on this CPU"),
+        ]:
+            if not want(name):
+                continue
+            if not env.ok:
+                skipped[name] = f"environment not made: {env.reason}"
+                continue
+            out.append((Contender(name, prec, "sentence-transformers (openvino)", env.path.name,
+                                  {"kind": "st", "backend": "openvino", "folder": str(resolved.folder), "threads": th, "model_kwargs": kwargs}, note=note), env.python))
+
+    if want("fastembed"):
+        pk, inh, pa = FASTEMBED()
+        env = make_env("fastembed", pk, inh, env_root, env_report, pa)
+        if env.ok:
+            out.append((Contender("fastembed", "fp32", "fastembed", env.path.name,
+                                  {"kind": "fastembed", "folder": str(fp32.folder), "onnx_file": fp32.onnx_path.name, "dim": config["hidden_size"], "threads": th},
+                                  note="pointed at our fp32 export (its hub files are not reachable offline); fastembed offers no other precision for this model"), env.python))
+        else:
+            skipped["fastembed"] = f"environment not made: {env.reason}"
+
+    ct2_types = [("ct2-float32", "float32", "fp32"), ("ct2-int8", "int8", "int8"), ("ct2-int8_float32", "int8_float32", "int8"),
+                 ("ct2-bfloat16", "bfloat16", "bf16"), ("ct2-int8_bfloat16", "int8_bfloat16", "int8")]
+    if any(want(n) for n, _, _ in ct2_types):
+        pk, inh, pa = CTRANSLATE2()
+        env = make_env("ctranslate2", pk, inh, env_root, env_report, pa)
+        folder = None
+        if env.ok:
+            try:
+                folder = ct2_folder(env.python, resolved, peers_root)
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+        else:
+            reason = f"environment not made: {env.reason}"
+        if folder is not None:
+            probe = subprocess.run([str(env.python), "-c", "import ctranslate2; print(' '.join(sorted(ctranslate2.get_supported_compute_types('cpu'))))"],
+                                   capture_output=True, text=True)
+            supported = set(probe.stdout.split())
+        for name, ct, prec in ct2_types:
+            if not want(name):
+                continue
+            if folder is None:
+                skipped[name] = reason
+            elif ct not in supported:
+                skipped[name] = f"ctranslate2 does not offer compute type {ct} on this CPU (supported: {', '.join(sorted(supported))})"
+            else:
+                out.append((Contender(name, prec, "ctranslate2", env.path.name,
+                                      {"kind": "ct2", "folder": str(folder), "compute_type": ct, "tokenizer_folder": str(fp32.folder), "threads": th, "max_length": ml}), env.python))
+
+    if want("infinity"):
+        pk, inh, pa = INFINITY()
+        env = make_env("infinity-emb", pk, inh, env_root, env_report, pa)
+        if env.ok:
+            out.append((Contender("infinity-torch", "fp32", "infinity-emb", env.path.name,
+                                  {"kind": "infinity", "engine": "torch", "folder": str(resolved.folder), "threads": th, "batch_size": 32}), env.python))
+        else:
+            skipped["infinity-torch"] = f"environment not made: {env.reason}"
+    return out
+
+
+def other_share(a, b) -> float | None:
+    from pipeline.conditions import Window
+
+    return Window.between(a, b).other_cpu_share
+
+
+def mark(workers: list[Contender]):
+    from pipeline.conditions import Mark
+
+    m = Mark.now()
+    return replace(m, own_cpu=m.own_cpu + sum(proc_cpu_s(c.proc.pid) for c in workers if c.proc is not None))
+
+
+def run(args) -> dict:
+    from pipeline import roofline
+    from pipeline.conditions import MachineLock, Thresholds, in_fresh_process
+    from pipeline.config import QualityConfig
+    from pipeline.quality import load_sts, score
+
+    t_start = time.time()
+    cfg, resolved, fp32 = load_model_all(args)
+    arts = {"fp32": fp32}
+    for v in args.variants:
+        try:
+            arts[v] = load_artifact(v)[2]
+        except Exception as exc:
+            SKIPPED[f"ours-{v}"] = f"variant not built: {type(exc).__name__}: {exc}"
+    data = load_sts(QualityConfig(split="test"))
+    corpus = data.unique_sentences
+    rng = np.random.default_rng(0)
+    singles = [corpus[i] for i in rng.choice(len(corpus), size=args.singles, replace=False)]
+
+    cache = Path(cfg.cache_dir).resolve()
+    peers_root = cache / "peers"
+    env_root = cache / "envs"
+    peers_root.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="peers-best-"))
+    logdir = ROOT / "reports" / "peers_best_logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "corpus.json").write_text(json.dumps(corpus))
+    (run_dir / "singles.json").write_text(json.dumps(singles))
+
+    env_report: dict = {}
+    pairs = contenders_for(args, cfg, resolved, arts, peers_root, env_root, env_report, SKIPPED)
+    contenders: list[Contender] = []
+    STARTED.extend(c for c, _ in pairs)
+    for c, python in pairs:
+        print(f"starting {c.name} ({c.env})", file=sys.stderr, flush=True)
+        try:
+            c.start(python, logdir, args.start_timeout)
+            c.ask({"op": "texts", "name": "corpus", "file": str(run_dir / "corpus.json")})
+            c.ask({"op": "texts", "name": "singles", "file": str(run_dir / "singles.json")})
+            contenders.append(c)
+        except Exception as exc:
+            SKIPPED[c.name] = f"{type(exc).__name__}: {exc}"
+            print(f"{c.name} skipped: {SKIPPED[c.name]}", file=sys.stderr, flush=True)
+            c.stop()
+    if not any(c.name == "ours-fp32" for c in contenders):
+        raise SystemExit("ours-fp32 (the reference) did not start: " + SKIPPED.get("ours-fp32", "not selected"))
+
+    th = Thresholds()
+    rounds_conditions = []
+    with MachineLock(wait_s=args.lock_wait_s, label="benchmarks/peers_best.py") as lock:
+        load_before = loadavg()
+        # the untimed first pass: embeddings for parity and STS (and every contender warm)
+        for c in contenders:
+            try:
+                c.ask({"op": "corpus", "texts": "corpus", "batch_size": args.batch_size, "save": str(run_dir / f"{c.name}.npy")})
+            except Exception as exc:
+                SKIPPED[c.name] = f"first corpus pass failed: {type(exc).__name__}: {exc}"
+        contenders = [c for c in contenders if c.name not in SKIPPED]
+        a_all = mark(contenders)
+        for r in range(args.rounds):
+            order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
+            a = mark(contenders)
+            for c in order:
+                time.sleep(args.settle_s)  # the previous contender's spinning threads wind down
+                ms = c.ask({"op": "single", "texts": "singles", "n": args.singles, "warm": 5})["ms"]
+                c.single_p50.append(float(np.percentile(ms, 50)))
+                c.single_p95.append(float(np.percentile(ms, 95)))
+                c.single_all.extend(ms)
+            for c in order:
+                if c.name in SLOW and r >= args.slow_corpus_rounds:
+                    c.corpus_s.append(float("nan"))
+                    continue
+                time.sleep(args.settle_s)
+                c.corpus_s.append(c.ask({"op": "corpus", "texts": "corpus", "batch_size": args.batch_size, "save": None})["s"])
+            b = mark(contenders)
+            rounds_conditions.append({"round": r + 1, "seconds": round(b.wall - a.wall, 1), "other_cpu_share": other_share(a, b), "loadavg": loadavg()})
+            print(f"round {r + 1}/{args.rounds} done ({b.wall - a.wall:.0f} s, others' CPU {other_share(a, b):.1%}, load {loadavg()})", file=sys.stderr, flush=True)
+        b_all = mark(contenders)
+        load_after = loadavg()
+        for c in contenders:
+            c.stop()
+        # each precision's matrix-product peak, now, in a fresh process (as pipeline.roofline does)
+        peaks = {}
+        for prec in ("fp32", "int8"):
+            value, window, reason = in_fresh_process("peak", args.threads, prec, th)
+            peaks[prec] = {**value, "other_cpu_share": window.other_cpu_share, "contended": reason}
+        lock_info = {"held": lock.held, "waited_s": round(lock.waited_s, 1), "contention": lock.contention}
+
+    # parity and quality from the first pass
+    ref = np.load(run_dir / "ours-fp32.npy")
+    for c in contenders:
+        v = np.load(run_dir / f"{c.name}.npy")
+        c.min_cosine = float((v * ref).sum(axis=1).min())
+        c.sts = score(lambda s, batch_size, v=v: v, data).stsb_spearman
+    ref_sts = next(c.sts for c in contenders if c.name == "ours-fp32")
+    n = len(corpus)
+    rows = [c.row(n, ref_sts) for c in contenders]
+    by = {c.name: c for c in contenders}
+
+    def pick(cands, key, best):
+        cands = [c for c in cands if c is not None]
+        return best(cands, key=key) if cands else None
+
+    def ratios(classes):
+        ok = [c for c in contenders if c.precision in classes and (ref_sts - c.sts) <= args.max_sts_loss]
+        our = [c for c in ok if c.ours]
+        peer = [c for c in ok if not c.ours]
+        o1 = pick(our, lambda c: statistics.median(c.single_p50), min)
+        p1 = pick(peer, lambda c: statistics.median(c.single_p50), min)
+        timed = lambda c: [s for s in c.corpus_s if s == s]  # noqa: E731
+        o2 = pick([c for c in our if timed(c)], lambda c: statistics.median(timed(c)), min)
+        p2 = pick([c for c in peer if timed(c)], lambda c: statistics.median(timed(c)), min)
+        out = {"ours_single": o1.name if o1 else None, "peer_single": p1.name if p1 else None,
+               "ours_corpus": o2.name if o2 else None, "peer_corpus": p2.name if p2 else None}
+        out["single_p50_ratio"] = (statistics.median([x / y for x, y in zip(o1.single_p50, p1.single_p50)]) if o1 and p1 else None)
+        if o2 and p2:  # throughput ratio = peer time / our time, in the rounds both were timed
+            pairs_ = [(x, y) for x, y in zip(o2.corpus_s, p2.corpus_s) if x == x and y == y]
+            out["corpus_throughput_ratio"] = statistics.median([y / x for x, y in pairs_]) if pairs_ else (
+                statistics.median(timed(p2)) / statistics.median(timed(o2)))
+        else:
+            out["corpus_throughput_ratio"] = None
+        # the same from the medians of each (less robust to drift between rounds; shown beside)
+        out["single_p50_ratio_of_medians"] = statistics.median(o1.single_p50) / statistics.median(p1.single_p50) if o1 and p1 else None
+        out["corpus_throughput_ratio_of_medians"] = statistics.median(timed(p2)) / statistics.median(timed(o2)) if o2 and p2 else None
+        return out
+
+    overall = ratios(CLASSES)
+    per_class = {k: ratios((k,)) for k in CLASSES}
+
+    # roofline of our best fp32 and int8 corpus runs, each against its precision's peak
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(fp32.folder / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(cfg.model.max_length)
+    lengths = [len(e.ids) for e in tok.encode_batch(corpus)]
+    flops = roofline.model_flops(json.loads((fp32.folder / "config.json").read_text()), lengths)
+    roof = {}
+    for prec in ("fp32", "int8"):
+        best = per_class[prec]["ours_corpus"]
+        if best is None:
+            roof[prec] = None
+            continue
+        s = statistics.median([x for x in by[best].corpus_s if x == x])
+        roof[prec] = {"contender": best, "achieved_gops": flops / s / 1e9, "peak_gops": peaks[prec]["peak_gflops"],
+                      "fraction": flops / s / (peaks[prec]["peak_gflops"] * 1e9), "peak_contended": peaks[prec]["contended"]}
+
+    summary = {
+        "threads": args.threads, "rounds": args.rounds, "sentences_single": len(singles), "sentences_corpus": n,
+        "batch_size": args.batch_size, "max_sts_loss": args.max_sts_loss, "fp32_stsb_spearman": ref_sts,
+        "best_single_p50_ratio_vs_best_peer": overall["single_p50_ratio"],
+        "best_corpus_throughput_ratio_vs_best_peer": overall["corpus_throughput_ratio"],
+        "ours_single": overall["ours_single"], "best_single_peer": overall["peer_single"],
+        "ours_corpus": overall["ours_corpus"], "best_corpus_peer": overall["peer_corpus"],
+    }
+    for k in CLASSES:
+        summary[f"{k}_single_p50_ratio_vs_best_peer"] = per_class[k]["single_p50_ratio"]
+        summary[f"{k}_corpus_throughput_ratio_vs_best_peer"] = per_class[k]["corpus_throughput_ratio"]
+    summary.update({
+        "by_class": per_class,
+        "roofline_fraction_fp32": roof["fp32"]["fraction"] if roof.get("fp32") else None,
+        "roofline_fraction_int8": roof["int8"]["fraction"] if roof.get("int8") else None,
+        "roofline": roof, "peaks": peaks,
+        "loadavg_before": load_before, "loadavg_after": load_after,
+        "other_cpu_share": other_share(a_all, b_all),
+        "rounds_conditions": rounds_conditions, "lock": lock_info,
+        "cpu_model": __import__("pipeline.conditions", fromlist=["cpu_model"]).cpu_model(), "cores": os.cpu_count(),
+        "envs": env_report, "skipped": dict(SKIPPED), "wall_s": round(time.time() - t_start, 1),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "table": rows,
+    })
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return summary
+
+
+def load_model_all(args):
+    return load_artifact("fp32")
+
+
+SKIPPED: dict[str, str] = {}
+STARTED: list[Contender] = []  # every worker process, ended on any exit
+SLOW = {"st-torch", "st-torch-bf16", "infinity-torch"}  # torch's slow corpus passes: timed in --slow-corpus-rounds rounds
+ARGS = None
+
+
+def main(argv=None) -> int:
+    global ARGS
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--singles", type=int, default=100, help="single-sentence calls per contender per round")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--slow-corpus-rounds", type=int, default=2, help="corpus rounds for the torch contenders (st-torch, st-torch-bf16, infinity-torch)")
+    p.add_argument("--variants", default="O2_cpu,int8_dynamic,int8_static", help="our variants beside fp32")
+    p.add_argument("--only", default="", help="comma-separated contender names (or prefixes) to run; ours-fp32 is always added")
+    p.add_argument("--skip", default="", help="comma-separated contender names (or prefixes) to leave out")
+    p.add_argument("--ov-ep-f32", action="store_true", help="also our embedder on the OpenVINO EP in f32")
+    p.add_argument("--ov-extra", default="{}", help="extra OpenVINO CPU properties (JSON) for our OpenVINO EP rows")
+    p.add_argument("--extra-ours", default="[]", help="more rows of ours as a JSON list (see contenders_for), for closing experiments")
+    p.add_argument("--max-sts-loss", type=float, default=1.0)
+    p.add_argument("--settle-s", type=float, default=0.2)
+    p.add_argument("--lock-wait-s", type=float, default=900)
+    p.add_argument("--start-timeout", type=float, default=900)
+    p.add_argument("--quick", action="store_true", help="a short check: 1 round, 20 single calls")
+    p.add_argument("--out", default="reports/peers_best.json")
+    args = p.parse_args(argv)
+    args.variants = [v for v in args.variants.split(",") if v]
+    args.only = [o for o in args.only.split(",") if o]
+    if args.only and "ours-fp32" not in args.only:
+        args.only.append("ours-fp32")
+    args.skip = [s for s in args.skip.split(",") if s]
+    args.ov_extra = json.loads(args.ov_extra)
+    args.extra_ours = json.loads(args.extra_ours)
+    args.variants += [x["variant"] for x in args.extra_ours if x["variant"] != "fp32" and x["variant"] not in args.variants]
+    if args.quick:
+        args.rounds, args.singles = 1, 20
+    ARGS = args
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        summary = run(args)
+    finally:
+        for c in STARTED:
+            if c.proc is not None and c.proc.poll() is None:
+                c.proc.kill()
+    print(f"\n{'contender':<24} {'class':<5} {'p50 ms':>8} {'p95 ms':>8} {'sent/s':>8} {'min cos':>9} {'STS':>7} {'loss':>6} ok")
+    for row in sorted(summary["table"], key=lambda r: (CLASSES.index(r["precision"]), not r["ours"], r["contender"])):
+        tp = row["corpus_sentences_per_s"]
+        print(f"{row['contender']:<24} {row['precision']:<5} {row['single_p50_ms']:>8.2f} {row['single_p95_ms']:>8.2f} "
+              f"{tp if tp is not None else float('nan'):>8.1f} {row['min_cosine_vs_ours_fp32']:>9.6f} {row['stsb_spearman']:>7.2f} "
+              f"{row['sts_loss_vs_fp32']:>6.2f} {'yes' if row['qualifies'] else 'NO'}")
+    for name, why in summary["skipped"].items():
+        print(f"skipped {name}: {why}")
+    out = ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, default=str))
+    headline = {k: v for k, v in summary.items() if k not in ("table", "rounds_conditions", "by_class", "envs", "peaks")}
+    headline["envs_size_mb"] = {k: v["size_mb"] for k, v in summary["envs"].items()}
+    print(json.dumps(headline, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
