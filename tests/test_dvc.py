@@ -182,7 +182,7 @@ def test_stages_run_without_an_mlflow_server(tiny_bert, tiny_sts_dir, tmp_path):
     assert sorted(r["status"] for r in records) == ["ok", "skipped"]  # CPU ran; CUDA skipped where it is absent
     assert all(r["mlflow_run_id"] is None for r in records)  # kept on disk, unlogged
     ok = next(r for r in records if r["status"] == "ok")
-    assert ok["params"]["model"] == "tiny-bert" and ok["params"]["batch_size"] == "1"
+    assert ok["params"]["model"] == "tiny-bert" and ok["params"]["bench.batch_size"] == "1"
     assert "latency.p95_ms" in ok["metrics"]
 
     decide = _stage("decide", tmp_path, env)
