@@ -183,7 +183,9 @@ def sweep_stage(study: dict[str, Any]) -> int:
     # the sweep's job logs (multirun/) and the report it decides on its parent run (reports/) stay
     # where any sweep puts them, so that the paths it prints exist; the study's own report is
     # the decide stage's (study/decision/)
+    here = Path.cwd()
     cmd = [sys.executable, "-m", "pipeline", *job_overrides(study), f"records_dir={RUNS.resolve()}", "rerun=true",
+           f"reports_dir={here / 'reports'}", f"hydra.sweep.dir={here / 'multirun'}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}",
            f"decision={study['decision']}"]  # the parent run's decision uses the study's profile too
     print("[sweep] " + " ".join(cmd[1:]), flush=True)
     code = subprocess.run(cmd, cwd=ROOT).returncode

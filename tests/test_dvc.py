@@ -193,6 +193,31 @@ def test_stages_run_without_an_mlflow_server(tiny_bert, tiny_sts_dir, tmp_path):
     assert metrics["latency_p95_ms"] == pytest.approx(ok["metrics"]["latency.p95_ms"])
     cdf = (tmp_path / "study" / "plots" / "latency_cdf.csv").read_text().splitlines()
     assert cdf[0] == "configuration,latency_ms,fraction" and cdf[-1].endswith(",1")
+    # the paths it prints exist once it is done (none under a temporary folder it deleted)
+    assert "[sweep] the study's records: study/runs/; its report: study/decision/report.md" in sweep.stdout
+    assert "pipeline-dvc-sweep-" not in sweep.stdout + sweep.stderr
+    assert list((tmp_path / "multirun").glob("*/*/0/pipeline.log"))  # each job's log, kept
+
+    # `dvc plots show`, offline: the PNGs the decide stage drew are in its page as images
+    for png in ("latency_cdf.png", "pareto.png"):
+        assert (tmp_path / "study" / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copytree(ROOT / "conf" / "sweep", tmp_path / "conf" / "sweep")  # the sweep stage's params file
+    dvc_env = {**env, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=dvc_env, check=True)
+    shutil.copytree(ROOT / ".dvc" / "plots", tmp_path / ".dvc" / "plots")
+    shown = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots"], cwd=tmp_path, env=dvc_env,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    page = (tmp_path / "dvc_plots" / "index.html").read_text()
+    for png in ("latency_cdf.png", "pareto.png"):
+        assert f"study_plots_{png}" in page or f"study/plots/{png}" in page, page[:2000]
+    assert "<img" in page
+    spec = json.loads(subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=tmp_path, env=dvc_env,
+                                     capture_output=True, text=True, timeout=120, check=True).stdout)["data"]
+    pareto = spec["study/plots/pareto.csv"][0]["content"]
+    assert pareto["encoding"]["color"]["field"] == "configuration"  # one colour per configuration
+    assert pareto["encoding"]["x"]["scale"]["zero"] is False and pareto["encoding"]["y"]["scale"]["zero"] is False
 
 
 def test_a_bad_study_parameter_is_refused_with_what_is_allowed(tmp_path):
