@@ -162,7 +162,7 @@ def job_params(cfg) -> dict[str, str]:
         "pooling": cfg.pooling.mode,
     }
     for group, choice in hydra_choices().items():
-        if group not in GROUPS:
+        if group not in GROUPS and group not in NOT_JOB_SETTINGS:
             params[group] = choice
     params.update(flatten(data))
     return {k: redact(v)[:MAX_PARAM_VALUE] for k, v in params.items()}

@@ -71,11 +71,10 @@ def test_a_sweep_reads_as_mlflow_users_expect(server, tiny_bert, tiny_sts_dir, t
             assert key in p, key
         assert "batch_size" not in p
         # the name leads with what the sweep varies; a skipped run says so first
-        lead = f"{p['provider']} b{p['bench.batch_size']} · "
-        if run in skipped:
-            assert name.startswith(f"[skipped] {lead}"), name
-        else:
-            assert name.startswith(lead), name
+        assert set(tags[rid]["sweep.varies"].split(",")) == {"bench.batch_size", "provider"}
+        assert name.startswith("[skipped] ") == (run in skipped), name
+        lead = name.removeprefix("[skipped] ").split(" · ")[0]
+        assert sorted(lead.split()) == sorted([p["provider"], f"b{p['bench.batch_size']}"]), name
     # the evaluation data set, as MLflow's run inputs
     for run in ok:
         (entry,) = run["inputs"]["dataset_inputs"]
