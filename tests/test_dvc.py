@@ -225,3 +225,33 @@ def test_a_bad_study_parameter_is_refused_with_what_is_allowed(tmp_path):
     proc = _stage("export", tmp_path, {**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert "study.sweep: got 'nosuch', allowed:" in proc.stderr and "smoke" in proc.stderr
+
+
+def test_dvc_exp_show_has_the_sweeps_settings(tmp_path):
+    """The study's sweep file is a params file of the sweep stage: what the sweep varies and its
+    benchmark settings are columns of `dvc exp show`, and they follow study.sweep."""
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "conf" / "sweep", tmp_path / "conf" / "sweep")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+    def run(*cmd: str) -> str:
+        proc = subprocess.run(list(cmd), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    run("git", "init", "-q")
+    run(sys.executable, "-m", "dvc", "init", "-q")
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "study")
+    import csv
+    import io
+
+    (workspace, *_) = list(csv.DictReader(io.StringIO(run(sys.executable, "-m", "dvc", "exp", "show", "--no-pager", "--csv"))))
+    assert workspace["study.sweep"] == "models"
+    assert workspace["hydra.sweeper.params.bench.batch_size"] == "1,32"  # what the models sweep varies
+    assert workspace["hydra.sweeper.params.+candidate"].startswith("minilm-fp32,")
+    assert workspace["bench.max_seconds"] == "5.0"  # its benchmark settings
+    Repo(tmp_path, tmp_path).set_params(sweep="smoke")
+    diff = run(sys.executable, "-m", "dvc", "params", "diff", "--md")
+    assert "conf/sweep/smoke.yaml" in diff and "hydra.sweeper.params.provider" in diff and "cpu,cuda" in diff
