@@ -33,6 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SKIPPED = 3
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+WIDTH, HEIGHT = 1600, 1000
+# the UI's own component ids (MLflow 3.x): the assistant panel's close button, a parent run's expander
+CLOSE_ASSISTANT = "[data-component-id='mlflow.assistant.chat_panel.close']"
+EXPANDER = "button[data-component-id$='runnamecellrenderer.tsx_46']"
 
 
 class Skip(RuntimeError):
@@ -57,7 +61,10 @@ def browser(chromium: str | None, chromedriver: str | None):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,1000",
                 "--hide-scrollbars", "--no-first-run", "--disable-extensions"):
         opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+    chrome = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+    # the page itself 1600x1000 (--window-size counts the window's own frame in)
+    chrome.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+    return chrome
 
 
 def _free_port() -> int:
@@ -84,6 +91,7 @@ def serve(tracking_uri: str, log: Path) -> tuple[str, subprocess.Popen | None]:
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
         stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -126,17 +134,15 @@ def _settle(driver, text: str | None, timeout: float = 30) -> None:
     time.sleep(2.5)
 
 
-def _expand_children(driver) -> int:
-    """Click every collapsed parent row's expander in the runs table; returns how many."""
+def _click_all(driver, selector: str) -> int:
+    """Click every element ``selector`` finds; returns how many took the click."""
     from selenium.webdriver.common.by import By
 
     clicked = 0
-    for button in driver.find_elements(By.CSS_SELECTOR, "button[aria-label*='xpand'], [data-testid*='expand'] button, "
-                                                         "button[data-testid*='expand']"):
+    for element in driver.find_elements(By.CSS_SELECTOR, selector):
         try:
-            if button.get_attribute("aria-expanded") in (None, "false"):
-                button.click()
-                clicked += 1
+            element.click()
+            clicked += 1
         except Exception:
             continue
     return clicked
@@ -151,6 +157,8 @@ def take(url: str, prun, children, out: Path, driver) -> list[Path]:
     def shot(name: str, route: str, wait_for: str | None, before=None) -> None:
         driver.get(f"{url}/#{route}")
         _settle(driver, wait_for)
+        if _click_all(driver, CLOSE_ASSISTANT):  # the assistant panel opens itself on a first visit
+            time.sleep(0.5)
         if before is not None:
             before()
             time.sleep(1.5)
@@ -159,7 +167,11 @@ def take(url: str, prun, children, out: Path, driver) -> list[Path]:
         shots.append(path)
         print(f"  {path}", flush=True)
 
-    shot("experiment", f"/experiments/{exp}/runs", prun.info.run_name, before=lambda: _expand_children(driver))
+    def expand() -> None:
+        if not _click_all(driver, EXPANDER):
+            print("  (no parent run to expand in the run list: this MLflow's page differs)", file=sys.stderr)
+
+    shot("experiment", f"/experiments/{exp}/runs", prun.info.run_name, before=expand)
     shot("parent", f"/experiments/{exp}/runs/{prun.info.run_id}", prun.info.run_name)
     if child is not None:
         shot("child", f"/experiments/{exp}/runs/{child.info.run_id}", child.info.run_name)

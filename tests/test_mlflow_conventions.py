@@ -56,6 +56,7 @@ def test_a_sweep_reads_as_mlflow_users_expect(server, tiny_bert, tiny_sts_dir, t
                     "env.torch", "env.transformers", "env.optimum"):
             assert t.get(key), (run["info"]["run_name"], key)
         assert t["env.onnxruntime"] == onnxruntime.__version__
+        assert t["mlflow.source.name"] == "pipeline"  # `python -m pipeline`, as its user typed it
         if head.returncode == 0:
             assert t["mlflow.source.git.commit"] == head.stdout.strip()
 
@@ -75,8 +76,9 @@ def test_a_sweep_reads_as_mlflow_users_expect(server, tiny_bert, tiny_sts_dir, t
         assert name.startswith("[skipped] ") == (run in skipped), name
         lead = name.removeprefix("[skipped] ").split(" · ")[0]
         assert sorted(lead.split()) == sorted([p["provider"], f"b{p['bench.batch_size']}"]), name
-    # the evaluation data set, as MLflow's run inputs
+    # the evaluation data set, as MLflow's run inputs; the headline metrics first on the run's page
     for run in ok:
+        assert [m["key"] for m in run["data"]["metrics"]][:3] == ["latency.p95_ms", "quality.stsb_spearman", "throughput.sentences_per_s"]
         (entry,) = run["inputs"]["dataset_inputs"]
         t = tags[run["info"]["run_id"]]
         assert entry["dataset"]["name"] == t["quality.dataset"] == "own"

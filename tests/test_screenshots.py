@@ -42,5 +42,5 @@ def test_screenshots_of_a_sweep(tiny_bert, tiny_sts_dir, tmp_path):
         path = out / f"{name}.png"
         assert path.is_file(), proc.stdout
         image = Image.open(path)
-        assert image.size == (1600, 1000)
+        assert image.size == (1600, 1000)  # the page at the size the script asks for
         assert len(set(image.convert("L").getdata())) > 20, f"{name}.png is blank"  # a rendered page, not a white one
