@@ -58,3 +58,28 @@ def test_tab_completion_through_the_console_script():
     assert "bench.batch_size=" in query.stdout.split()
     groups = _pipeline("-sc", "query=bash", env={**_env(), "COMP_LINE": "pipeline pooling=", "COMP_POINT": "17"})
     assert {"pooling=mean", "pooling=cls", "pooling=max", "pooling=last_token"} <= set(groups.stdout.split())
+
+
+def test_bash_completes_the_console_script(tmp_path):
+    """In bash itself: the script `pipeline -sc install=bash` prints, then a tab after `pipeline pool`."""
+    import shutil
+
+    if shutil.which("bash") is None:
+        import pytest
+
+        pytest.skip("no bash here")
+    bindir = tmp_path / "bin"  # the console script as pip writes it, on PATH
+    bindir.mkdir()
+    script = bindir / "pipeline"
+    script.write_text(f"#!{sys.executable}\n{CONSOLE.replace('; ', chr(10))}\n")
+    script.chmod(0o755)
+    env = {**_env(), "PATH": os.pathsep.join([str(bindir), os.environ.get("PATH", "")])}
+    bash = """
+    eval "$(pipeline -sc install=bash)"
+    COMP_LINE='pipeline pool'; COMP_POINT=${#COMP_LINE}; COMP_WORDS=(pipeline pool); COMP_CWORD=1
+    hydra_bash_completion
+    printf '%s\\n' "${COMPREPLY[@]}"
+    """
+    proc = subprocess.run(["bash", "-c", bash], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pooling=" in proc.stdout.split(), proc.stdout
