@@ -15,8 +15,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from . import quiet, records, track
 from .config import ConfigError, register_configs, to_config
 from .exitcodes import Exit
+from .job import execute
+from .sources import ChecksumMismatch
+from .sweep import config_hash, run_job
+from .sweep.callback import Composed
+from .sync import command
 
 log = logging.getLogger("pipeline")
 
@@ -35,14 +41,8 @@ def main(dcfg: DictConfig):
     global _SINGLE_EXIT
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if HydraConfig.get().mode == RunMode.MULTIRUN:  # a job of a sweep: never raises, see sweep.py
-        from .sweep import run_job
 
-        return run_job(dcfg)  # its JobRecord: what a cluster launcher hands back to the sweep
-    from . import records, track
-    from .job import execute
-    from .sources import ChecksumMismatch
-    from .sweep import config_hash
-    from .sync import command
+        return run_job(dcfg)  # its JobOutcome: what a cluster launcher hands back to the sweep
 
     track.redact_logging()
     try:
@@ -53,7 +53,8 @@ def main(dcfg: DictConfig):
         sys.exit(Exit.CONFIG)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        result = execute(cfg, dcfg, out_dir, tags={"config_hash": config_hash(dcfg)})
+        with quiet.to_log_file():  # third-party warnings: into the job's log, not the terminal
+            result = execute(cfg, dcfg, out_dir, tags={"config_hash": config_hash(dcfg)})
     except ChecksumMismatch as exc:
         print(f"config error: model.sha256: {exc}", file=sys.stderr)
         sys.exit(Exit.CONFIG)
@@ -84,8 +85,10 @@ def main(dcfg: DictConfig):
 
 
 def cli() -> int:
-    """Run :func:`main` and turn what happened into one exit code (:class:`Exit`)."""
-    from . import sweep
+    """Run :func:`main` and turn what happened into one exit code (:class:`Exit`).
+
+    A sweep's end raises SystemExit with the sweep's code when it is not 0 (1 when a job failed,
+    4 when results are only local; skipped jobs are not failures): see pipeline.sweep."""
 
     try:
         main()
@@ -93,11 +96,9 @@ def cli() -> int:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         # Hydra exits 1 for a config it cannot compose (unknown option, key typo, wrong type);
         # a callback runs only once it composed one, so an exit before that is a config error
-        if code == 1 and not sweep.COMPOSED:
+        if code == 1 and not Composed.yes:
             return Exit.CONFIG
         return code
-    if sweep.STATE is not None:
-        return sweep.exit_code()  # 1 when a job of a sweep failed (skipped jobs are not failures)
     return _SINGLE_EXIT
 
 

@@ -20,15 +20,19 @@ privileges:
 judged: it counts the benchmark's own threads, and a sweep's previous job keeps it high for a
 minute after it ends.
 
-This is a leaf module: it imports nothing from the package but :mod:`pipeline.cache`.
+This module imports nothing from the package but the leaves :mod:`pipeline.cache` and
+:mod:`pipeline.machine_lock` (one benchmark at a time on a machine).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache import write_atomic
+from .machine_lock import LOCK_NAME, MachineLock, machine_lock_path  # noqa: F401  (the benchmark's lock, re-exported)
 
 _CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
@@ -186,7 +191,6 @@ class Probe:
 
 def machine_key(threads: int) -> str:
     """What a machine baseline depends on: CPU model, cores and the thread count."""
-    import hashlib
 
     model = hashlib.sha256(cpu_model().encode()).hexdigest()[:8]
     return f"{platform.machine()}-{model}-c{os.cpu_count()}-t{threads}"
@@ -355,92 +359,15 @@ def probe_baseline(threads: int, cache_dir: str | Path | None, th: Thresholds) -
     return value, None
 
 
-# -- one benchmark at a time on this machine -----------------------------------------------------------
-LOCK_NAME = "pipeline-benchmark.lock"
-
-
-def machine_lock_path() -> Path:
-    """One lock file per machine (the system's temporary folder), shared by every checkout."""
-    import tempfile
-
-    return Path(os.environ.get("PIPELINE_MACHINE_LOCK") or Path(tempfile.gettempdir()) / LOCK_NAME)
-
-
-class MachineLock:
-    """Held while a benchmark is timed, so that two pipelines on one machine do not measure
-    each other.  A second benchmark waits up to ``wait_s`` for the first; if it is still held, the
-    measurement goes on and is marked contended, naming the holder."""
-
-    def __init__(self, wait_s: float, label: str = ""):
-        from filelock import FileLock
-
-        self.path = machine_lock_path()
-        self.wait_s = wait_s
-        self.label = label
-        self._lock = FileLock(str(self.path), mode=0o666)  # every user of the machine shares it
-        self.held = False
-        self.holder: str | None = None
-        self.waited_s = 0.0
-
-    def _owner_file(self) -> Path:
-        return self.path.with_name(self.path.name + ".owner")
-
-    def __enter__(self) -> "MachineLock":
-        from filelock import Timeout
-
-        t0 = time.perf_counter()
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            holder = self._read_owner()
-            print(f"[bench] another benchmark holds this machine ({holder}); waiting up to {self.wait_s:.0f} s", flush=True)
-            try:
-                self._lock.acquire(timeout=self.wait_s)
-            except Timeout:
-                self.holder = holder
-        except OSError as exc:  # (after Timeout, an OSError too) a lock file this user cannot open
-            print(f"[bench] the machine-wide benchmark lock {self.path} is not usable ({exc}); "
-                  "another pipeline benchmark on this machine would go unseen", flush=True)
-            return self
-        self.waited_s = time.perf_counter() - t0
-        self.held = self._lock.is_locked
-        if self.held:
-            try:
-                self._owner_file().write_text(f"pid {os.getpid()} {self.label}".strip())
-            except OSError:
-                pass
-        return self
-
-    def _read_owner(self) -> str:
-        try:
-            return self._owner_file().read_text().strip() or "unknown process"
-        except OSError:
-            return "unknown process"
-
-    @property
-    def contention(self) -> str | None:
-        """Why the measurement under this lock is contended (set on entry; None: it had the machine)."""
-        if self.holder is None:
-            return None
-        return f"another pipeline benchmark held the machine for more than {self.wait_s:.0f} s ({self.holder})"
-
-    def __exit__(self, *exc) -> None:
-        if self.held:
-            self._lock.release()
-            self.held = False
-
-
 # -- baselines measured in a fresh process ---------------------------------------------------------
 def in_fresh_process(kind: str, threads: int, precision: str, th: Thresholds):
     """Measure a machine baseline (``probe`` or ``peak``) in a fresh Python process, as the
     benchmark itself is: a long-lived process (a sweep, a test run) holds thread pools that spin
     after use and count as its own CPU, hiding other processes' time.  Returns (value, window,
     reason) as :func:`quiet_window`."""
-    import subprocess
-    import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.conditions", kind, str(threads), precision, json.dumps(asdict(th))],
+        [sys.executable, "-m", "pipeline.baselines", kind, str(threads), precision, json.dumps(asdict(th)), str(os.getpid())],
         capture_output=True, text=True, timeout=600,
     )
     if proc.returncode != 0:
@@ -449,30 +376,15 @@ def in_fresh_process(kind: str, threads: int, precision: str, th: Thresholds):
     return out["value"], Window(**out["window"]), out["reason"]
 
 
-def _main(argv: list[str]) -> int:
-    kind, threads, precision, th_json = argv
-    th = Thresholds(**json.loads(th_json))
-    if kind == "probe":
-        probe = Probe(int(threads))
-
-        def best_over_half_a_second() -> float:  # a window long enough for /proc/stat's 10 ms ticks
-            t0, best = time.perf_counter(), float("inf")
-            while time.perf_counter() - t0 < 0.5:
-                best = min(best, probe())
-            return best
-
-        value, window, reason = quiet_window(best_over_half_a_second, th)
-    elif kind == "peak":
-        from .roofline import _measure_peak
-
-        value, window, reason = quiet_window(lambda: _measure_peak(int(threads), precision=precision), th)
-    else:
-        raise SystemExit(f"unknown baseline {kind!r}")
-    print(json.dumps({"value": value, "window": asdict(window), "reason": reason}))
-    return 0
-
-
-if __name__ == "__main__":
+def die_with_parent(parent_pid: int) -> None:
+    """End this measuring process when the process that started it ends (killed included), so
+    that it never runs on beside the next job (Linux: PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
     import sys
 
-    raise SystemExit(_main(sys.argv[1:]))
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before the line above: go now
+        os._exit(1)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import time
@@ -77,7 +78,6 @@ def _freeze(python: Path) -> dict[str, str]:
 
 def _inherit_site(python: Path) -> None:
     """Append this interpreter's site-packages to the new environment's path, after its own."""
-    import site
 
     own = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True, text=True, check=True)
     Path(own.stdout.strip(), "_pipeline_inherit.pth").write_text("\n".join(site.getsitepackages()) + "\n")

@@ -12,42 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import time
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from .cache import write_atomic  # noqa: F401  (re-exported: stages import it from here)
+from .artifact import Artifact
+from .cache import MANIFEST, cached_build, verify_manifest, write_atomic, write_manifest  # noqa: F401  (re-exported)
 from .config import ModelConfig, QualityConfig, VariantConfig
 from .sources import ResolvedModel, named_model, resolve, sha256_file
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
-MANIFEST = "manifest.json"
 # files of a checkpoint folder that change the export (besides the weights)
 _MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-
-
-@dataclass(frozen=True)
-class Artifact:
-    model: str
-    variant: str
-    key: str
-    folder: Path
-    onnx_path: Path
-    cached: bool
-    seconds: float  # time spent producing it in this run (0 when it came from the cache)
-    output_name: str | None = None  # the token-embeddings output (None: the embedder finds it)
-    info: dict = field(default_factory=dict)  # what was inferred or chosen while building it
-    base: "Artifact | None" = None  # the fp32 artifact a variant derives from
-
-    @property
-    def size_mb(self) -> float:
-        total = sum(p.stat().st_size for p in self.folder.glob("*.onnx*"))
-        return total / 1e6
 
 
 def _versions() -> dict[str, str]:
@@ -79,69 +57,6 @@ def cache_key(resolved: ResolvedModel, model_cfg: ModelConfig, variant: dict, ex
     }
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
-
-
-def write_manifest(folder: Path, info: dict) -> None:
-    files = {
-        str(p.relative_to(folder)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
-    (folder / MANIFEST).write_text(json.dumps({"files": files, **info}, indent=2, sort_keys=True))
-
-
-def verify_manifest(folder: Path) -> str | None:
-    """None when every file matches the manifest, else what is wrong."""
-    mf = folder / MANIFEST
-    if not mf.is_file():
-        return "no manifest (an interrupted export)"
-    try:
-        files = json.loads(mf.read_text())["files"]
-    except (ValueError, KeyError) as exc:
-        return f"unreadable manifest ({exc})"
-    for rel, meta in files.items():
-        p = folder / rel
-        if not p.is_file():
-            return f"{rel} is missing"
-        if p.stat().st_size != meta["bytes"]:
-            return f"{rel} has {p.stat().st_size} bytes, manifest says {meta['bytes']}"
-        if sha256_file(p) != meta["sha256"]:
-            return f"{rel} does not match its sha256"
-    return None
-
-
-def cached_build(folder: Path, build, info: dict) -> tuple[bool, float]:
-    """Reuse ``folder`` if it is a complete, intact cache entry, else run ``build(tmp)``.
-
-    Returns (cached, seconds spent building).  ``build`` writes into a temporary folder
-    that is renamed into place only when complete, so a killed export leaves no entry.
-    """
-    from .cache import clean_stale
-
-    if folder.parent.is_dir():
-        clean_stale(folder.parent)  # the half-built entries of killed exports
-    if folder.is_dir():
-        problem = verify_manifest(folder)
-        if problem is None:
-            return True, 0.0
-        log.warning("cache entry %s is not trusted (%s): rebuilding it", folder, problem)
-        shutil.rmtree(folder, ignore_errors=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    t0 = time.perf_counter()
-    try:
-        build(tmp)
-        write_manifest(tmp, info)
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process finished the same entry first
-            if verify_manifest(folder) is not None:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return False, time.perf_counter() - t0
 
 
 def _export_fp32(resolved: ResolvedModel, model_cfg: ModelConfig, out: Path) -> None:
@@ -310,4 +225,14 @@ def export(
         return base
     from . import variants
 
-    return variants.build(base, model_cfg, variant_cfg, Path(cache_dir), quality_cfg)
+    texts = calibration_texts(variant_cfg, quality_cfg) if variants.needs_calibration(variant_cfg) else None
+    return variants.build(base, model_cfg, variant_cfg, Path(cache_dir), texts)
+
+
+def calibration_texts(variant: VariantConfig, quality_cfg: QualityConfig | None) -> list[str]:
+    """Calibration sentences for static quantization: the STS Benchmark *dev* split (never test)."""
+    from .quality import load_sts
+
+    if quality_cfg is None:
+        raise ValueError(f"variant {variant.name!r} (static int8) needs the quality config to find the STS dev split")
+    return load_sts(quality_cfg, split="dev").unique_sentences[: variant.calibration_samples]

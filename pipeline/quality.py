@@ -15,11 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache import write_atomic
 from .config import QualityConfig
+from .exitcodes import Exit, PipelineError
+from .vocab import Metric
 
 
-class DataError(ValueError):
+class DataError(PipelineError, ValueError):
     """A missing or malformed data-set file; the message names the file (and line)."""
+
+    exit = Exit.CONFIG
 
 
 @dataclass(frozen=True)
@@ -127,10 +132,10 @@ class QualityResult:
 
     def metrics(self) -> dict[str, float]:
         return {
-            "quality.stsb_spearman": self.stsb_spearman,
+            Metric.STSB: self.stsb_spearman,
             "quality.sim_high": self.sim_high,
             "quality.sim_low": self.sim_low,
-            "quality.separation": self.separation,
+            Metric.SEPARATION: self.separation,
             "quality.l2_norm_max_dev": self.l2_norm_max_dev,
             "quality.pairs": float(self.n_pairs),
         }
@@ -177,7 +182,6 @@ def cached_score(embed, data: StsData, cache_dir: str | Path, key_parts: dict, b
         except (ValueError, TypeError, OSError):
             path.unlink(missing_ok=True)  # unreadable: compute again
     result = score(embed, data, batch_size)
-    from .export import write_atomic
 
     write_atomic(path, json.dumps({**asdict(result), "key": key_parts}, indent=2))
     return result

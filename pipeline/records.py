@@ -17,9 +17,20 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+from .exitcodes import Exit, PipelineError
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 RECORD = "record.json"
+# tags by which records are looked up (resume, a sweep's jobs, a sweep's parent): an index of
+# <records_dir>/.index/<tag>/<value>/<record_id>, so a lookup reads the few records it names
+# instead of every record the folder has ever held
+INDEXED_TAGS = ("config_hash", "sweep.key", "sweep.parent_record")
+INDEX = ".index"
+_INDEX_COMPLETE = "complete"  # written once the index covers every record of the folder
 
 
 @dataclass
@@ -69,12 +80,65 @@ def folder(records_dir: str | Path, record_id: str) -> Path:
     return Path(records_dir) / record_id
 
 
-class RecordError(OSError):
+class RecordError(PipelineError, OSError):
     """A record that could not be written; the message names the folder and the cause."""
 
 
-class UnreadableRecord(ValueError):
+class UnreadableRecord(PipelineError, ValueError):
     """A ``record.json`` that is not a run record (truncated, damaged, foreign)."""
+
+
+def _safe(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(value))[:120] or "_"
+
+
+def _index(records_dir: Path, rec: "RunRecord") -> None:
+    """Add ``rec`` to the index of its folder (idempotent; an entry is an empty file).  The first
+    record of a new folder marks its index complete; a folder with records from before the
+    index is indexed whole on its first lookup."""
+    index = records_dir / INDEX
+    if not index.is_dir():
+        others = [p for p in records_dir.iterdir() if p.name != rec.record_id and (p / RECORD).is_file()]
+        index.mkdir(parents=True, exist_ok=True)
+        if not others:
+            (index / _INDEX_COMPLETE).touch()
+    for tag in INDEXED_TAGS:
+        value = rec.tags.get(tag)
+        if value:
+            entry = records_dir / INDEX / tag / _safe(value)
+            entry.mkdir(parents=True, exist_ok=True)
+            (entry / rec.record_id).touch()
+
+
+def _rebuild_index(records_dir: Path) -> None:
+    for sub, rec in scan(records_dir)[0]:
+        if sub.name == rec.record_id:
+            _index(records_dir, rec)
+    (records_dir / INDEX).mkdir(parents=True, exist_ok=True)
+    (records_dir / INDEX / _INDEX_COMPLETE).touch()
+
+
+def find(records_dir: str | Path, tag: str, value: str) -> list[tuple[Path, RunRecord]]:
+    """The readable records whose tag ``tag`` (one of :data:`INDEXED_TAGS`) is ``value``, oldest
+    first, read through the index (built by one scan the first time a folder is asked)."""
+    if tag not in INDEXED_TAGS:
+        raise ValueError(f"records are not indexed by {tag!r}; indexed: {', '.join(INDEXED_TAGS)}")
+    root = Path(records_dir)
+    if not root.is_dir():
+        return []
+    if not (root / INDEX / _INDEX_COMPLETE).exists():
+        _rebuild_index(root)
+    found = []
+    entry = root / INDEX / tag / _safe(value)
+    for name in (sorted(p.name for p in entry.iterdir()) if entry.is_dir() else []):
+        try:
+            rec = load(root / name)
+        except (UnreadableRecord, OSError):  # removed or damaged since: not a result
+            continue
+        if rec.tags.get(tag) == value:
+            found.append((root / name, rec))
+    found.sort(key=lambda fr: (fr[1].created, fr[1].record_id))
+    return found
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -124,6 +188,7 @@ def save(dest: Path, rec: RunRecord, artifacts_from: Path | None = None) -> None
                     if f.is_file() and f.name != RECORD:
                         shutil.copy2(f, dest / f.name)
             _write_json(dest / RECORD, asdict(rec))
+            _index(dest.parent, rec)
             return
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}"
@@ -136,6 +201,7 @@ def save(dest: Path, rec: RunRecord, artifacts_from: Path | None = None) -> None
                         shutil.copy2(f, tmp / f.name)
             _write_json(tmp / RECORD, asdict(rec))
             os.rename(tmp, dest)
+            _index(dest.parent, rec)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     except OSError as exc:
@@ -172,9 +238,9 @@ def artifacts(path: Path) -> list[Path]:
 
 
 def mark_logged(path: Path, rec: RunRecord, run_id: str, tracking_uri: str) -> None:
-    from .track import redact
-
-    rec.mlflow_run_id, rec.tracking_uri = run_id, redact(tracking_uri)  # never a credential on disk
+    """Note that ``rec`` is logged as MLflow run ``run_id`` of the store ``tracking_uri`` (which
+    the caller has redacted: never a credential on disk)."""
+    rec.mlflow_run_id, rec.tracking_uri = run_id, tracking_uri
     _write_json(Path(path) / RECORD, asdict(rec))
 
 
@@ -182,6 +248,7 @@ def write(path: Path, rec: RunRecord) -> None:
     """Rewrite ``rec`` in its folder (atomically)."""
     Path(path).mkdir(parents=True, exist_ok=True)
     _write_json(Path(path) / RECORD, asdict(rec))
+    _index(Path(path).parent, rec)
 
 
 def unlogged(records_dir: str | Path) -> list[tuple[Path, RunRecord]]:
@@ -211,3 +278,58 @@ def iter_records(records_dir: str | Path) -> Iterator[tuple[Path, RunRecord]]:
     """Every readable record under ``records_dir``, oldest first (:func:`scan` also lists the
     unreadable ones)."""
     yield from scan(records_dir)[0]
+
+
+# -- a sweep's lock on its records ------------------------------------------------------------------
+class SweepBusy(PipelineError, RuntimeError):
+    """The same sweep is running in another process on these records."""
+
+    exit = Exit.BUSY
+
+
+_HELD: dict[str, "FileLock"] = {}  # the sweep locks this process holds, by lock file
+
+
+def _sweep_lock_path(records_dir: str | Path, sweep_key: str) -> Path:
+    return Path(records_dir) / f".sweep-{sweep_key}.lock"
+
+
+def hold_sweep(records_dir: str | Path, sweep_key: str, name: str) -> "FileLock":
+    """Lock sweep ``sweep_key`` (its name and job list) on these records for this process, before
+    anything of it is looked up or created: a second run of the same sweep at the same time
+    (another user, another terminal) is refused (:class:`SweepBusy`) instead of sharing its
+    parent and measuring every job twice under the other's load.  Held until released or the
+    process ends; a lock this process held for another sweep is released."""
+    from filelock import FileLock, Timeout
+
+    path = str(_sweep_lock_path(records_dir, sweep_key))
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SweepBusy(
+            f"refused: sweep {name!r} (key {sweep_key}, records {records_dir}) is running in another process "
+            "right now; wait for it to finish, or run a different sweep"
+        ) from None
+    for other in [p for p in _HELD if p != path]:
+        _HELD.pop(other).release()
+    _HELD[path] = lock
+    return lock
+
+
+def sweep_lock_free(records_dir: str | Path, sweep_key: str) -> bool:
+    """True when no process holds the lock of sweep ``sweep_key`` on ``records_dir`` (its
+    process is gone); a sweep this process runs counts as held."""
+    from filelock import FileLock, Timeout
+
+    path = str(_sweep_lock_path(records_dir, sweep_key))
+    if path in _HELD:
+        return False
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return False
+    lock.release()
+    return True
+

@@ -18,13 +18,14 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from . import bench, records
+from . import bench, quality, records, validate
 from .config import BenchConfig, ContentionConfig, QualityConfig, RetimeConfig
+from .decision import decide, from_records
 from .decision.inputs import RETIME_FILE as FILE
+from .vocab import Metric
 
 
 def _sentences(spec: dict) -> list[str]:
-    from . import quality, validate
 
     q = spec.get("quality")
     if not q:
@@ -43,7 +44,6 @@ def _bench_config(spec: dict, settings: RetimeConfig) -> BenchConfig:
 def leaders(found: list[tuple[Path, records.RunRecord]], decision_cfg, top_k: int) -> list[tuple[str, Path]]:
     """The top ``top_k`` configurations of a first ranking of these records that can be timed
     again: quiet (not contended), passing the hard gates, with a ``bench_spec.json``."""
-    from .decision import decide, from_records
 
     inputs = from_records(found, decision_cfg.samples_artifact)
     ranked = decide(inputs, decision_cfg).ranking
@@ -79,7 +79,7 @@ def retime(targets: list[tuple[str, Path]], settings: RetimeConfig, cache_dir: s
                 "record_id": rid,
                 "round": r,
                 "contended": b.contended,
-                "metrics": {k: m[k] for k in ("latency.p50_ms", "latency.p95_ms", "latency.p99_ms", "throughput.sentences_per_s") if k in m},
+                "metrics": {k: m[k] for k in (Metric.P50_MS, Metric.P95_MS, Metric.P99_MS, Metric.THROUGHPUT) if k in m},
                 "conditions": b.conditions.metrics() if b.conditions is not None else {},
             })
     return {"settings": asdict(settings), "rounds": rows}

@@ -17,6 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import conditions
+from .cache import write_atomic
+from .embed import session_options
+
 
 def model_flops(config: dict, lengths) -> float | None:
     """Forward-pass FLOPs of a BERT-style encoder (or decoder) for sequences of these lengths.
@@ -47,7 +51,6 @@ def _matmul_session(n: int, precision: str, threads: int):
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from .embed import session_options
 
     rng = np.random.default_rng(0)
     if precision == "int8":  # what dynamic int8 runs on: u8 activations x s8 weights
@@ -107,7 +110,6 @@ def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: st
     ``bench.contention`` retries); if the machine stays busy the result carries ``contended``
     (the reason) and nothing is cached.
     """
-    from . import conditions
 
     th = conditions.Thresholds.of(thresholds)
     key = conditions.machine_key(threads) + ("" if precision == "fp32" else f"-{precision}")
@@ -124,7 +126,6 @@ def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: st
     if reason is not None:
         return {**peak, "contended": f"matmul peak not measured on a quiet machine: {reason}"}
     if path is not None:
-        from .cache import write_atomic
 
         write_atomic(path, json.dumps(peak))
     return peak

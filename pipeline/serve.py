@@ -36,18 +36,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .exitcodes import PipelineError
+
 __all__ = ["Batcher", "QueueFull", "RequestTimeout", "Closed", "BatcherStats"]
 
 
-class QueueFull(RuntimeError):
+class QueueFull(PipelineError, RuntimeError):
     """The request was refused: ``max_queue`` requests were already waiting."""
 
 
-class RequestTimeout(TimeoutError):
+class RequestTimeout(PipelineError, TimeoutError):
     """The request waited in the queue longer than its timeout and was not embedded."""
 
 
-class Closed(RuntimeError):
+class Closed(PipelineError, RuntimeError):
     """The batcher is closed (or was closed without draining while the request waited)."""
 
 

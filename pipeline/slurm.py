@@ -33,7 +33,9 @@ from typing import Any, Sequence
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _PluginSlurmLauncher
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+    SlurmLauncher as _PluginSlurmLauncher,
+)
 from omegaconf import OmegaConf
 
 TARGET = "hydra_plugins.pipeline_slurm.SlurmLauncher"  # Hydra takes plugins only from there
@@ -83,9 +85,9 @@ class SweepSlurmLauncher(_PluginSlurmLauncher):
         jobs = executor.map_array(self, *zip(*job_params))
         from . import sweep
 
-        st = sweep.STATE
+        st = sweep.current()
         for (overrides, _, idx, _, _), job in zip(job_params, jobs):
-            label = sweep._label(overrides, st.swept_keys) if st else " ".join(filter_overrides(overrides))
+            label = sweep.label(overrides, st.swept_keys) if st else " ".join(filter_overrides(overrides))
             print(f"[slurm] job {idx + 1}/{len(jobs)}: Slurm job {job.job_id} ({label})", flush=True)
         return self._wait(jobs, job_params, submitted)
 
@@ -136,12 +138,12 @@ class SweepSlurmLauncher(_PluginSlurmLauncher):
         return self._lost(jp, reason, job.job_id, submitted)
 
     def _collect(self, ret: JobReturn) -> None:
-        """The job's JobRecord (what ``run_job`` returned on the node) joins the sweep's state."""
+        """The job's JobOutcome (what ``run_job`` returned on the node) joins the sweep's state."""
         from . import records, sweep
 
-        st = sweep.STATE
+        st = sweep.current()
         rec = ret._return_value if ret.status == JobStatus.COMPLETED else None
-        if st is None or not isinstance(rec, sweep.JobRecord) or any(r.num == rec.num for r in st.records):
+        if st is None or not isinstance(rec, sweep.JobOutcome) or st.has(rec.num):
             return
         st.records.append(rec)
         if rec.record_id:
@@ -152,40 +154,28 @@ class SweepSlurmLauncher(_PluginSlurmLauncher):
 
     def _lost(self, jp: tuple, reason: str, slurm_id: str, submitted: float) -> JobReturn:
         """A failed record (and run) for a job that left none, added to the sweep's state."""
-        from . import records, sweep, track
+        from . import sweep
         from .config import TrackingConfig
+        from .sweep import resume
 
         overrides, _, num, _, _ = jp
-        st = sweep.STATE
+        st = sweep.current()
         if st is None:
             raise RuntimeError(reason)
-        mine = [r for _, r in records.iter_records(st.records_dir)
-                if r.tags.get("sweep.parent_record") == st.parent_record and r.tags.get("sweep.job") == str(num)
-                and r.created >= submitted]
+        mine = resume.job_records(st.records_dir, st.parent_record, num, since=submitted)
         if mine:  # it wrote its record before it was stopped: that is its result
-            r = mine[-1]
-            rec = sweep.JobRecord(num, overrides, sweep._label(overrides, st.swept_keys), r.status, r.mlflow_run_id,
+            r = mine[-1][1]
+            rec = sweep.JobOutcome(num, overrides, sweep.label(overrides, st.swept_keys), r.status, r.mlflow_run_id,
                                   r.reason, r.seconds, r.record_id)
         else:
-            tags = {"sweep.parent_record": st.parent_record, "sweep.key": st.sweep_key, "sweep.job": str(num),
-                    "sweep.name": st.name, "slurm.job_id": str(slurm_id)}
-            if st.parent_run_id:
-                tags["mlflow.parentRunId"] = st.parent_run_id
+            tags = {**st.job_tags(num), "slurm.job_id": str(slurm_id)}
             try:
                 tags["config_hash"] = sweep.config_hash(self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides)))
             except Exception:
                 pass
-            rec_ = records.RunRecord.new(f"{st.name}-job{num}-slurm", {}, tags)
-            rec_.status, rec_.reason = "failed", track.redact(reason)
-            folder = records.folder(st.records_dir, rec_.record_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "overrides.txt").write_text(track.redact("\n".join(overrides) + "\n"))
-            records.save(folder, rec_)
             tracking = TrackingConfig(**OmegaConf.to_container(self.config.tracking, resolve=True))
-            run_id = track.log_record(tracking, folder, rec_)
-            rec = sweep.JobRecord(num, list(overrides), sweep._label(overrides, st.swept_keys), "failed", run_id,
-                                  rec_.reason, 0.0, rec_.record_id)
-        if not any(r.num == num for r in st.records):
+            rec = sweep.failed_record(st, tracking, num, list(overrides), tags, reason, suffix="slurm")
+        if not st.has(num):
             st.records.append(rec)
         print(f"[sweep {st.name}]   job {num + 1} failed: {rec.reason}", file=sys.stderr, flush=True)
         return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=rec)

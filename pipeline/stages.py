@@ -32,10 +32,26 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .config import CONF_DIR, compose_config  # one composer for the whole project
+from . import decision as decision_pkg
+from . import records
+from .config import (  # one composer for the whole project
+    CONF_DIR,
+    ConfigError,
+    compose_config,
+    to_config,
+)
+from .decision import report
+from .exitcodes import Exit, PipelineError
+from .export import export
+from .job import JobSkipped, prepare
+from .sweep import job_list
+from .track import redact
+from .vocab import Metric
 
 ROOT = Path(__file__).resolve().parent.parent
 PARAMS = "params.yaml"
@@ -48,7 +64,7 @@ PLOTS = OUT / "plots"
 BENCH_KEYS = ("batch_size", "warmup", "iterations", "min_iterations", "max_seconds")
 
 
-class StageError(RuntimeError):
+class StageError(PipelineError, RuntimeError):
     """A study that cannot run as configured (bad parameter, no runs to decide on)."""
 
 
@@ -87,7 +103,6 @@ def job_overrides(study: dict[str, Any]) -> list[str]:
 
 def jobs(study: dict[str, Any]) -> list[list[str]]:
     """The override list of every job of the study's sweep, in the sweeper's order."""
-    from .sweep import job_list
 
     return job_list(compose_config(job_overrides(study), hydra_config=True))
 
@@ -106,9 +121,6 @@ def export_stage(study: dict[str, Any]) -> dict[str, Any]:
     A job that cannot run here (provider or model unavailable) is listed with its reason, as
     the sweep will report it skipped.  A failed export fails the stage, after the others.
     """
-    from .config import to_config
-    from .export import export
-    from .job import JobSkipped, prepare
 
     built: dict[str, dict] = {}
     skipped, failed = [], []
@@ -148,10 +160,7 @@ def tracking_problem(uri: str, timeout: float = 5.0) -> str | None:
     """Why the MLflow server at ``uri`` cannot take runs now, or None (local stores always can)."""
     if not uri.startswith(("http://", "https://")):
         return None
-    import urllib.error
-    import urllib.request
 
-    from .track import redact
 
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
@@ -170,8 +179,6 @@ def sweep_stage(study: dict[str, Any]) -> int:
     records are complete on disk, marked unlogged, and the stage succeeds.
     Returns the exit code (1 when a job failed).
     """
-    from .config import to_config
-    from .sweep import EXIT_UNSYNCED
 
     _fresh(RUNS)
     RUNS.mkdir(parents=True)
@@ -191,7 +198,7 @@ def sweep_stage(study: dict[str, Any]) -> int:
     code = subprocess.run(cmd, cwd=ROOT).returncode
     print(f"[sweep] the study's records: {RUNS}/; its report: {DECISION / 'report.md'} (the decide stage)", flush=True)
     # 4: every job ran, some results are only in the records (the stage's real output)
-    return 0 if code == EXIT_UNSYNCED else code
+    return 0 if code == Exit.UNSYNCED else code
 
 
 # -- decide -----------------------------------------------------------------------------------
@@ -201,9 +208,6 @@ def decide_stage(study: dict[str, Any]):
     import numpy as np
     import pandas as pd
 
-    from . import decision as decision_pkg
-    from . import records
-    from .decision import report
 
     found = list(records.iter_records(RUNS))
     if not found:
@@ -235,8 +239,8 @@ def decide_stage(study: dict[str, Any]):
         "rank": r.get("rank", pd.Series(dtype=int)),
         "verdict": r.get("verdict", pd.Series(dtype=str)),
         "pareto": r.get("pareto", pd.Series(dtype=bool)),
-        "latency_p95_ms": r.get("latency.p95_ms", pd.Series(np.nan, index=r.index)),
-        "stsb_spearman": r.get("quality.stsb_spearman", pd.Series(np.nan, index=r.index)),
+        "latency_p95_ms": r.get(Metric.P95_MS, pd.Series(np.nan, index=r.index)),
+        "stsb_spearman": r.get(Metric.STSB, pd.Series(np.nan, index=r.index)),
     })
     pareto.to_csv(PLOTS / "pareto.csv", index=False, float_format="%.6g")
     # the same plots as images: `dvc plots show` renders vega plots with scripts from a CDN, so
@@ -324,7 +328,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from hydra.errors import HydraException
 
-    from .config import ConfigError
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:

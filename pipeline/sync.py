@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import records, track
-from .config import TrackingConfig
+from .config import ConfigError, TrackingConfig
+from .exitcodes import Exit
 
 COMMAND = "python -m pipeline.sync"
 
@@ -55,13 +56,12 @@ def close_stale_parents(records_dir: str | Path, sweep_key: str | None = None) -
     """Close the parent records of sweeps whose process is gone (status running, their sweep
     lock free): status failed, ``sweep.complete=false``.  ``sweep_key``: only that sweep's, whose
     lock the caller holds (a sweep starting again with rerun=true)."""
-    from .sweep import sweep_lock_free
-
     closed = []
-    for folder, rec in records.iter_records(records_dir):
+    candidates = records.find(records_dir, "sweep.key", sweep_key) if sweep_key else records.iter_records(records_dir)
+    for folder, rec in candidates:
         if not rec.is_parent or rec.status != "running" or (sweep_key and rec.tags.get("sweep.key") != sweep_key):
             continue
-        if not sweep_key and not sweep_lock_free(records_dir, rec.tags.get("sweep.key", "")):
+        if not sweep_key and not records.sweep_lock_free(records_dir, rec.tags.get("sweep.key", "")):
             continue  # its sweep is still running
         rec.status = "failed"
         rec.reason = "the sweep's process ended before the sweep did (killed); its finished jobs are kept"
@@ -119,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--experiment", default=TrackingConfig.experiment)
     ap.add_argument("--artifact-location", default=TrackingConfig.artifact_location, help="artifact root of a new local store's experiment")
     args = ap.parse_args(argv)
-    from .config import ConfigError
-    from .exitcodes import Exit
 
     track.redact_logging()
     try:

@@ -386,6 +386,13 @@ def display_name(base: str, params: dict[str, str], tags: dict[str, str], status
     return name[:250]
 
 
+def client(uri: str):
+    """The MLflow client for ``uri`` (the one factory the package uses)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
 def quiet() -> None:
     """Keep MLflow's and alembic's chatter out of the terminal."""
     os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
@@ -507,7 +514,7 @@ def _log_record(tracking_cfg, folder: Path, rec, uri: str) -> str:
     run_id, have_params = None, {}
     for run in existing:
         if run.info.status in ("FINISHED", "FAILED") and run.data.tags.get("record.complete") == "true":
-            records.mark_logged(folder, rec, run.info.run_id, uri)
+            records.mark_logged(folder, rec, run.info.run_id, redact(uri))
             return run.info.run_id
         if rec.is_parent and run_id is None:
             # a sweep's parent opened at its start: its children point at it, so complete it
@@ -535,7 +542,7 @@ def _log_record(tracking_cfg, folder: Path, rec, uri: str) -> str:
         client.log_artifact(run_id, str(f))
     client.set_tag(run_id, "record.complete", "true")
     client.set_terminated(run_id, "FAILED" if rec.status == "failed" else "FINISHED", end_time=start_ms + int(rec.seconds * 1000))
-    records.mark_logged(folder, rec, run_id, uri)
+    records.mark_logged(folder, rec, run_id, redact(uri))
     return run_id
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .embed import l2_normalize, pool
+
 # sentences for the parity check: short and long, punctuation, digits, non-ASCII
 PARITY_SENTENCES = [
     "A man is playing a guitar.",
@@ -129,7 +131,6 @@ def reference_embeddings(
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from .embed import l2_normalize, pool
 
     # code shipped inside a model folder runs only when the model config says so explicitly
     model = SentenceTransformer(str(model_folder), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code)

@@ -1,7 +1,7 @@
 """Export variants: ORTOptimizer O1-O4, fp16, ORTQuantizer int8 (dynamic and static).
 
 Every variant derives from the cached fp32 export and is cached itself with
-:func:`export.cached_build`; its key is the fp32 key plus the variant's spec plus
+:func:`cache.cached_build`; its key is the fp32 key plus the variant's spec plus
 whatever else changes its bytes (the chosen instruction set, the calibration data's
 digest).  A variant folder holds ``model.onnx`` and the tokenizer files: it is a
 complete model folder for :class:`pipeline.embed.Embedder`.
@@ -17,8 +17,9 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from .config import ModelConfig, QualityConfig, VariantConfig
-from .export import MANIFEST, Artifact, cached_build
+from .artifact import Artifact
+from .cache import MANIFEST, cached_build
+from .config import ModelConfig, VariantConfig
 
 log = logging.getLogger(__name__)
 
@@ -225,20 +226,15 @@ def _quantize(src: Path, out: Path, variant: VariantConfig, isa: str, calibratio
 
 
 # -- the entry point -----------------------------------------------------------------
-def _calibration_texts(variant: VariantConfig, quality_cfg: QualityConfig | None) -> tuple[list[str], str]:
-    """Calibration sentences from the STS Benchmark *dev* split (never test) and their digest."""
-    from .quality import load_sts
-
-    if quality_cfg is None:
-        raise ValueError(f"variant {variant.name!r} (static int8) needs the quality config to find the STS dev split")
-    data = load_sts(quality_cfg, split="dev")
-    texts = data.unique_sentences[: variant.calibration_samples]
-    digest = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
-    return texts, digest
+def needs_calibration(variant: VariantConfig) -> bool:
+    """Static int8: the caller passes the calibration sentences to :func:`build`."""
+    return variant.kind == "quantize" and variant.quantization == "static"
 
 
-def build(base: Artifact, model_cfg: ModelConfig, variant: VariantConfig, cache_dir: Path, quality_cfg: QualityConfig | None = None) -> Artifact:
-    """The variant of ``base`` (an fp32 export) that ``variant`` describes, cached."""
+def build(base: Artifact, model_cfg: ModelConfig, variant: VariantConfig, cache_dir: Path,
+          calibration_texts: list[str] | None = None) -> Artifact:
+    """The variant of ``base`` (an fp32 export) that ``variant`` describes, cached.  Static int8
+    calibrates on ``calibration_texts`` (their digest is part of the cache key)."""
     spec = {k: v for k, v in asdict(variant).items() if k not in _NOT_IN_KEY}
     extra: dict = {}
     src = base
@@ -256,7 +252,10 @@ def build(base: Artifact, model_cfg: ModelConfig, variant: VariantConfig, cache_
             )
             src = build(base, model_cfg, opt, cache_dir)
         if variant.quantization == "static":
-            calibration, extra["calibration_sha256"] = _calibration_texts(variant, quality_cfg)
+            if not calibration_texts:
+                raise ValueError(f"variant {variant.name!r} (static int8) needs calibration sentences")
+            calibration = list(calibration_texts)
+            extra["calibration_sha256"] = hashlib.sha256(json.dumps(calibration).encode()).hexdigest()
     payload = json.dumps({"base": src.key, "spec": spec, **extra}, sort_keys=True).encode()
     key = hashlib.sha256(payload).hexdigest()[:20]
     folder = cache_dir / "exports" / f"{model_cfg.name}-{variant.name}-{key}"

@@ -5,7 +5,6 @@ Pure DataFrame tests of pipeline.decision (no MLflow store): made-up metrics, te
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -4,7 +4,6 @@ offline, and the decoder path (tiny Qwen3: left padding, last-token pooling, a p
 from __future__ import annotations
 
 import json
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -16,7 +15,7 @@ from onnx import helper
 
 from conftest import WORDS, _sentence_transformers_files, tiny_overrides
 from pipeline import export, sources
-from pipeline.config import ModelConfig, VariantConfig, to_config
+from pipeline.config import ModelConfig, to_config
 from pipeline.job import execute
 from pipeline.sources import ChecksumMismatch, ModelUnavailable, resolve, sha256_file
 

@@ -58,7 +58,9 @@ def test_metrics_follow_their_definitions():
     assert q.separation == pytest.approx(0.8)
     assert q.l2_norm_max_dev == pytest.approx(1.0)  # "d" has norm 2
     assert q.n_pairs == 3
-    assert 0 < q.stsb_spearman <= 100
+    # Spearman x100 = Pearson of the ranks: cosines rank [3, 1.5, 1.5] (a tie), scores [3, 2, 1];
+    # deviations [1, -.5, -.5] and [1, 0, -1]: 1.5 / sqrt(1.5 * 2)
+    assert q.stsb_spearman == pytest.approx(100 * 1.5 / np.sqrt(3.0))
 
 
 def test_cache_returns_same_result_without_embedding(tmp_path):

@@ -16,7 +16,6 @@ from mlflow.tracking import MlflowClient
 from conftest import ROOT, tiny_overrides
 from pipeline.config import to_config
 from pipeline.job import execute
-from pipeline.sources import sha256_file
 from pipeline.track import redact
 
 EVIL = '''

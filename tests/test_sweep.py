@@ -227,9 +227,14 @@ def test_a_rerun_sweep_decides_over_jobs_done_before(tiny_bert, tiny_sts_dir, tm
     parents = sorted(_parents(tmp_path), key=lambda r: r.info.start_time)
     assert len(parents) == 2
     second = _client(tmp_path).get_run(parents[1].info.run_id)
-    assert not _children(tmp_path, second.info.run_id)  # nothing was measured twice
     first_children = {r.info.run_id for r in _children(tmp_path, parents[0].info.run_id)}
-    assert second.data.tags["decision.winner_run_id"] in first_children
+    # the second parent's tree shows every job it decided on, as references: nothing measured twice
+    refs = _children(tmp_path, second.info.run_id)
+    assert {r.data.tags.get("sweep.reused_run") for r in refs} == first_children
+    assert all(r.info.run_name.startswith("reused: ") and r.data.tags["status"] == "done" for r in refs)
+    assert all(r.data.metrics["latency.p95_ms"] == _client(tmp_path).get_run(r.data.tags["sweep.reused_run"]).data.metrics["latency.p95_ms"] for r in refs)
+    assert _runs(tmp_path, "tags.status = 'ok'") and len(_runs(tmp_path, "tags.status = 'ok'")) == 2
+    assert second.data.tags["decision.winner_run_id"] in first_children  # the decision reads the runs themselves
 
 
 @pytest.mark.real_model

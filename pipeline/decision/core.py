@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import DecisionConfig
+from ..vocab import Metric
 from . import noise
 from .inputs import PARAMS, SERVING_PARAMS, runs_frame
 from .matrix import evaluate, pareto_front, winner_of
@@ -15,16 +16,16 @@ from .types import Decision, Inputs, Robustness, Winner
 
 # headline metrics copied onto the parent run as best.<name>, besides the criteria and gates
 HEADLINE_METRICS = (
-    "latency.p50_ms",
-    "latency.p95_ms",
-    "latency.p99_ms",
-    "throughput.sentences_per_s",
-    "quality.stsb_spearman",
-    "model.size_mb",
-    "memory.peak_rss_mb",
-    "parity.min_cosine",
-    "load.max_qps_at_p95_target",
-    "load.p95_ms_at_100qps",
+    Metric.P50_MS,
+    Metric.P95_MS,
+    Metric.P99_MS,
+    Metric.THROUGHPUT,
+    Metric.STSB,
+    Metric.MODEL_SIZE_MB,
+    Metric.PEAK_RSS_MB,
+    Metric.PARITY,
+    Metric.LOAD_MAX_QPS,
+    Metric.LOAD_P95_AT_100,
 )
 
 
@@ -90,9 +91,9 @@ def recommendation(ranked: pd.DataFrame, winner: Winner | None, cfg: DecisionCon
         )
     m = winner.metrics
     facts = []
-    for metric, fmt in (("latency.p95_ms", "p95 {:.2f} ms"), ("throughput.sentences_per_s", "{:.0f} sentences/s"), ("quality.stsb_spearman", "STS {:.1f}"),
-                        ("load.max_qps_at_p95_target", "sustains {:.0f} requests/s within its p95 target"),
-                        ("load.p95_ms_at_100qps", "p95 {:.1f} ms at 100 requests/s")):
+    for metric, fmt in ((Metric.P95_MS, "p95 {:.2f} ms"), (Metric.THROUGHPUT, "{:.0f} sentences/s"), (Metric.STSB, "STS {:.1f}"),
+                        (Metric.LOAD_MAX_QPS, "sustains {:.0f} requests/s within its p95 target"),
+                        (Metric.LOAD_P95_AT_100, "p95 {:.1f} ms at 100 requests/s")):
         if np.isfinite(m.get(metric, np.nan)):
             facts.append(fmt.format(m[metric]))
     head = f"{winner.label} (run {winner.run_id}, score {winner.score_pct:.1f}%: {', '.join(facts)})"

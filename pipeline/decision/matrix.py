@@ -58,6 +58,28 @@ def evaluate(candidates: pd.DataFrame, cfg: DecisionConfig, weights: dict[str, f
     cols["eligible"] = h.eligible
     cols["verdict"] = [VERDICTS[2 - t] for t in tier]
 
+    total_pct, raw_pct = _totals(frame, cfg, cols, why, h.eligible, contended, weights, bands)
+    cols["total_pct"] = total_pct
+    cols["gates_failed"] = g.failed
+    cols["gates_missed"] = g.missed
+    cols["shortfall"] = g.shortfall
+    cols["why"] = ["; ".join(r) for r in why]
+    cols["misses"] = ["; ".join(r) for r in g.misses]
+
+    order, cols["tie_group"], cols["tied"] = _order(frame, cfg, h.eligible, contended, tier, g, total_pct, raw_pct)
+    new = pd.DataFrame(cols, index=frame.index)
+    base = frame.drop(columns=[c for c in new.columns if c in frame] + (["rank"] if "rank" in frame else []))
+    out = pd.concat([pd.DataFrame({"rank": np.zeros(n, dtype=int)}, index=frame.index), base, new], axis=1)
+    out = out.iloc[order].reset_index(drop=True)
+    out["rank"] = np.arange(1, n + 1)
+    return out
+
+
+def _totals(frame, cfg: DecisionConfig, cols: dict, why: list[list[str]], eligible, contended, weights, bands):
+    """Each criterion's score (``score.<metric>`` into ``cols``, ties shared) and the weighted
+    totals in percent: with the shared scores, and without them (the best estimate in a tie)."""
+    n = len(frame)
+    sensitive = tuple(cfg.contention_sensitive)
     w = {c.metric: float(c.weight) for c in cfg.criteria}
     if weights:
         w.update(weights)
@@ -70,7 +92,7 @@ def evaluate(candidates: pd.DataFrame, cfg: DecisionConfig, weights: dict[str, f
         v = gates.values(frame, crit.metric)
         if gates.is_sensitive(crit.metric, sensitive):
             v = np.where(contended, np.nan, v)
-        ref = v[h.eligible] if h.eligible.any() else v
+        ref = v[eligible] if eligible.any() else v
         s = scores.scale(v, ref, crit)
         raw += w[crit.metric] * s
         band = scores.bands_for(v, crit, None if bands is None else bands.get(crit.metric))
@@ -80,24 +102,21 @@ def evaluate(candidates: pd.DataFrame, cfg: DecisionConfig, weights: dict[str, f
                 why[i].append(f"{crit.metric} missing: scored 0")
         cols[f"score.{crit.metric}"] = s
         total += w[crit.metric] * s
-    total_pct = 100.0 * total / wsum
-    cols["total_pct"] = total_pct
-    cols["gates_failed"] = g.failed
-    cols["gates_missed"] = g.missed
-    cols["shortfall"] = g.shortfall
-    cols["why"] = ["; ".join(r) for r in why]
-    cols["misses"] = ["; ".join(r) for r in g.misses]
+    return 100.0 * total / wsum, 100.0 * raw / wsum
 
+
+def _order(frame, cfg: DecisionConfig, eligible, contended, tier, g, total_pct, raw_pct):
+    """The rank order (see the module doc), each row's tie group, and whether it shares it."""
+    n = len(frame)
     labels = frame["label"].astype(str).to_numpy() if n else np.array([], dtype=str)
     run_ids = frame["run_id"].astype(str).to_numpy() if n else np.array([], dtype=str)
 
     def primary(i: int) -> tuple:
         if cfg.prefer_verdict:
-            return (-int(h.eligible[i]), int(contended[i]), -int(tier[i]), int(g.failed[i]), int(g.missed[i]),
+            return (-int(eligible[i]), int(contended[i]), -int(tier[i]), int(g.failed[i]), int(g.missed[i]),
                     round(float(g.shortfall[i]), 6), -round(float(total_pct[i]), 9))
-        return (-int(h.eligible[i]), int(contended[i]), -round(float(total_pct[i]), 9))
+        return (-int(eligible[i]), int(contended[i]), -round(float(total_pct[i]), 9))
 
-    raw_pct = 100.0 * raw / wsum
     order = sorted(range(n), key=lambda i: (*primary(i), -round(float(raw_pct[i]), 9), labels[i], run_ids[i]))
     tie_group, gid, prev = np.zeros(n, dtype=int), -1, None
     for i in order:
@@ -105,16 +124,8 @@ def evaluate(candidates: pd.DataFrame, cfg: DecisionConfig, weights: dict[str, f
         if key != prev:
             gid, prev = gid + 1, key
         tie_group[i] = gid
-    cols["tie_group"] = tie_group
     sizes = np.bincount(tie_group) if n else np.array([], dtype=int)
-    cols["tied"] = sizes[tie_group] > 1 if n else np.array([], dtype=bool)
-
-    new = pd.DataFrame(cols, index=frame.index)
-    base = frame.drop(columns=[c for c in new.columns if c in frame] + (["rank"] if "rank" in frame else []))
-    out = pd.concat([pd.DataFrame({"rank": np.zeros(n, dtype=int)}, index=frame.index), base, new], axis=1)
-    out = out.iloc[order].reset_index(drop=True)
-    out["rank"] = np.arange(1, n + 1)
-    return out
+    return order, tie_group, (sizes[tie_group] > 1 if n else np.array([], dtype=bool))
 
 
 def pareto_front(frame: pd.DataFrame, x: str, y: str) -> np.ndarray:

@@ -74,6 +74,8 @@ def load_children(c, parent_run_id: str) -> pd.DataFrame:
     """One row per child run (:func:`pipeline.decision.inputs.run_row`), plus the jobs the
     parent's ``jobs.json`` lists that live under another parent (reused by a resumed sweep)."""
     runs = _search_all(c, f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    # a reused job's reference under this parent (sweep.reused_run) stands for its run, read below
+    runs = [r for r in runs if not r.data.tags.get("sweep.reused_run")]
     seen = {r.info.run_id for r in runs}
     listed = (_artifact_json(c, parent_run_id, "jobs.json") or {}).get("jobs", [])
     for run_id in [j["run_id"] for j in listed if j.get("run_id")]:

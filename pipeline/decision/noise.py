@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import DecisionConfig
+from ..vocab import Metric
 from .matrix import evaluate, winner_of
 
 # the benchmark metrics a re-timing measures again
-RETIMED = ("latency.p50_ms", "latency.p95_ms", "latency.p99_ms", "throughput.sentences_per_s")
+RETIMED = (Metric.P50_MS, Metric.P95_MS, Metric.P99_MS, Metric.THROUGHPUT)
 
 
 def between_runs(candidates: pd.DataFrame, rounds: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray], pd.DataFrame]:

@@ -3,24 +3,14 @@
 
 from __future__ import annotations
 
-from ..config import ConfigError, DecisionConfig
+from ..config import DecisionConfig, typed
 
 
 def as_decision_config(node) -> DecisionConfig:
     """A DecisionConfig from a DictConfig / dict (the `decision` group) or a DecisionConfig."""
     if isinstance(node, DecisionConfig):
         return node
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(DecisionConfig), node)
-        obj = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(f"decision.{getattr(exc, 'full_key', '') or ''}".rstrip("."), str(exc).splitlines()[0]) from None
+    obj = typed(DecisionConfig, node, "decision.")
     assert isinstance(obj, DecisionConfig)
     return obj
 

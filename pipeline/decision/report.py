@@ -6,14 +6,17 @@ timestamps go into the files, so deciding the same sweep twice writes the same t
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from ..vocab import Metric
+from .figures import cdf_figure, differences_figure, pareto_figure, scores_figure
 from .types import Decision
-
-COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
 
 
 def write(decision: Decision, folder: Path) -> list[Path]:
@@ -42,8 +45,6 @@ def write(decision: Decision, folder: Path) -> list[Path]:
 def html(md: str, folder: Path, title: str) -> str:
     """The markdown report as one HTML file with its figures embedded (data URIs), so that it reads
     whole in MLflow's artifact viewer, a browser, or a mail."""
-    import base64
-    import re
 
     import markdown as md_lib
 
@@ -73,8 +74,8 @@ def note(decision: Decision, top: int = 5) -> str:
 
         t = pd.DataFrame({
             "#": r["rank"], "configuration": r["label"], "total": col("total_pct", "{:.1f}%"), "verdict": r["verdict"],
-            "p95 ms": col("latency.p95_ms", "{:.2f}"), "sentences/s": col("throughput.sentences_per_s", "{:.0f}"),
-            "STS": col("quality.stsb_spearman", "{:.2f}"),
+            "p95 ms": col(Metric.P95_MS, "{:.2f}"), "sentences/s": col(Metric.THROUGHPUT, "{:.0f}"),
+            "STS": col(Metric.STSB, "{:.2f}"),
             "measured": ["busy machine" if str(c or "") else "quiet" for c in r.get("contended", pd.Series([""] * len(r)))],
         })
         lines += [t.to_markdown(index=False), ""]
@@ -151,10 +152,13 @@ def _fmt(v, digits: int = 4) -> str:
 
 
 def markdown(decision: Decision) -> str:
-    cfg = decision.config
-    rob = decision.robustness
-    w = decision.winner
-    lines = [
+    """The report: recommendation, ranking, conditions, robustness, figures and method."""
+    sections = (_head, _winner_table, _ranking, _conditions, _between_runs, _weights, _within_run, _figures, _method)
+    return "\n".join(line for section in sections for line in section(decision))
+
+
+def _head(decision: Decision) -> list[str]:
+    return [
         f"# Decision: sweep `{decision.sweep}`",
         "",
         f"Parent run `{decision.parent_run_id}`, decision profile `{decision.profile}`, "
@@ -165,6 +169,10 @@ def markdown(decision: Decision) -> str:
         decision.recommendation.split(" Reproduce: ")[0],
         "",
     ]
+
+
+def _winner_table(decision: Decision) -> list[str]:
+    cfg, w, lines = decision.config, decision.winner, []
     if w is not None:
         lines += ["Reproduce it as a single job:", "", "```", w.command, "```", ""]
         lines += ["| metric | winner | gate | level |", "| --- | --- | --- | --- |"]
@@ -182,7 +190,12 @@ def markdown(decision: Decision) -> str:
                 rule, level = "", ""
             lines.append(f"| {m} | {_fmt(v)} | {rule} | {level} |")
         lines.append("")
-    lines += [
+    return lines
+
+
+def _ranking(decision: Decision) -> list[str]:
+    cfg = decision.config
+    lines = [
         "Verdicts: **go** when every target is met, **close** when every acceptable level is met, **no-go** otherwise; "
         "a configuration that fails a hard gate (or lacks its metric) cannot win.",
         "",
@@ -201,8 +214,11 @@ def markdown(decision: Decision) -> str:
     else:
         ex = decision.excluded[_present(decision.excluded, ["label", "status", "reason", "run_id"])]
         lines += [ex.to_markdown(index=False), ""]
+    return lines
 
-    lines += ["## Measurement conditions", ""]
+
+def _conditions(decision: Decision) -> list[str]:
+    lines = ["## Measurement conditions", ""]
     contended = decision.contended
     if contended.empty:
         lines += ["Every ranked configuration was measured on a quiet machine (no `bench.contended` reason).", ""]
@@ -211,13 +227,17 @@ def markdown(decision: Decision) -> str:
                   "the benchmark's retries. Their latencies and throughput are not comparable: they are ranked after every "
                   "quiet one, not judged on those metrics, and never a go. Measure them again on a quiet machine.", ""]
         lines += [pd.DataFrame({"configuration": contended["label"], "why": contended["contended"]}).to_markdown(index=False), ""]
-    lines += ["## Robustness", "", "### Noise between runs (the leaders re-timed in alternation)", ""]
-    between = rob.between
+    return lines
+
+
+def _between_runs(decision: Decision) -> list[str]:
+    lines = ["## Robustness", "", "### Noise between runs (the leaders re-timed in alternation)", ""]
+    between = decision.robustness.between
     if between is None or between.empty:
         lines += ["The leaders were not re-timed (fewer than two, `decision.retime.rounds=0`, or a sweep without the "
                   "re-timing): ties rest on each criterion's `tie` tolerance alone.", ""]
     else:
-        t = between[between["metric"].isin(["latency.p95_ms", "throughput.sentences_per_s"])]
+        t = between[between["metric"].isin([Metric.P95_MS, Metric.THROUGHPUT])]
         lines += ["Each value is the median of the sweep's run and the quiet re-timing rounds; the range is the noise band "
                   "a difference must clear to count.", "",
                   pd.DataFrame({"configuration": t["label"], "metric": t["metric"], "runs": t["n"], "sweep": t["sweep"].map(_fmt),
@@ -227,7 +247,12 @@ def markdown(decision: Decision) -> str:
     if ties:
         lines += [f"**Tie:** the winner cannot be told apart from {', '.join(ties)}: every difference between them lies "
                   "inside the measured noise.", ""]
-    lines += [f"### Weights moved by ±{cfg.robustness.weight_change:.0%}", ""]
+    return lines
+
+
+def _weights(decision: Decision) -> list[str]:
+    cfg, rob = decision.config, decision.robustness
+    lines = [f"### Weights moved by ±{cfg.robustness.weight_change:.0%}", ""]
     if rob.winner_stability is None:
         lines += ["Nothing to move: no ranked configuration.", ""]
     else:
@@ -239,7 +264,12 @@ def markdown(decision: Decision) -> str:
             rob.weights[["criterion", "change", "winner", "same_winner", "top"]].to_markdown(index=False),
             "",
         ]
-    lines += [f"### Noise within one run (bootstrap of p{cfg.noise_percentile:g} from the raw samples)", "",
+    return lines
+
+
+def _within_run(decision: Decision) -> list[str]:
+    cfg, rob = decision.config, decision.robustness
+    lines = [f"### Noise within one run (bootstrap of p{cfg.noise_percentile:g} from the raw samples)", "",
               "A lower bound: it resamples the calls of one run and cannot see a slow spell that lasted the whole run.", ""]
     if rob.noise.empty or rob.noise["n_samples"].sum() == 0:
         lines += ["No raw latency samples for the leading configurations: the noise was not estimated.", ""]
@@ -259,8 +289,12 @@ def markdown(decision: Decision) -> str:
         if rob.noise_stability is not None:
             lines += [f"Redrawing the p{cfg.noise_percentile:g} of these configurations from their samples "
                       f"{rob.noise_draws} times, the winner stays the winner in {rob.noise_stability:.0%} of the redraws.", ""]
+    return lines
 
-    lines += [
+
+def _figures(decision: Decision) -> list[str]:
+    cfg = decision.config
+    return [
         "## Figures",
         "",
         f"![Pareto front]({'pareto.png'})",
@@ -281,6 +315,12 @@ def markdown(decision: Decision) -> str:
         "Raw p95 latency and throughput of the leading configurations with their noise intervals "
         "(re-timing range, else the bootstrap interval): overlapping intervals are ties.",
         "",
+    ]
+
+
+def _method(decision: Decision) -> list[str]:
+    cfg = decision.config
+    lines = [
         "## How the score is computed",
         "",
         "| criterion | direction | weight | normalization |",
@@ -304,7 +344,7 @@ def markdown(decision: Decision) -> str:
               "Among configurations that miss graded gates, fewer missed acceptable levels, then fewer missed targets, "
               "then smaller misses rank higher. Values inside the noise of a better one share its score; configurations "
               "whose totals are then equal are a tie (same `tie_group`), ordered by their unshared totals and names.", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _noise_sentence(decision: Decision) -> str:
@@ -318,173 +358,3 @@ def _noise_sentence(decision: Decision) -> str:
         parts.append(f"#{int(r['rank'])} {r['label']} is {r['diff_vs_winner_ms']:+.3g} ms "
                      f"([{r['diff_ci_low_ms']:.3g}, {r['diff_ci_high_ms']:.3g}]), {verdict} the noise")
     return "p95 difference from the winner: " + "; ".join(parts) + "."
-
-
-# ---------------------------------------------------------------------------------------------
-# figures
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _empty(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _gate_lines(ax, cfg, metric: str, data_max: float, prefix: str) -> None:
-    """Vertical lines at a graded gate's target / acceptable level, when they are near the data
-    (far-away levels would squash the points: they are named in the legend instead)."""
-    for g in cfg.graded_gates:
-        if g.metric != metric:
-            continue
-        levels = [("target", g.target, "--", COLORS[2])]
-        if g.acceptable != g.target:
-            levels.append(("acceptable", g.acceptable, ":", COLORS[3]))
-        for name, value, ls, color in levels:
-            if value <= 2 * data_max:
-                ax.axvline(value, color=color, ls=ls, lw=1, label=f"{prefix}{name} {g.op} {value:g}")
-            else:
-                ax.plot([], [], color=color, ls=ls, lw=1, label=f"{prefix}{name} {g.op} {value:g} (off scale)")
-
-
-def pareto_figure(decision: Decision, path: Path) -> Path:
-    plt = _plt()
-    cfg = decision.config
-    r = decision.ranking
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    x = pd.to_numeric(r[cfg.pareto_x], errors="coerce") if cfg.pareto_x in r else pd.Series(np.nan, index=r.index)
-    y = pd.to_numeric(r[cfg.pareto_y], errors="coerce") if cfg.pareto_y in r else pd.Series(np.nan, index=r.index)
-    ok = x.notna() & y.notna()
-    if not ok.any():
-        _empty(ax, f"no configuration has both {cfg.pareto_x} and {cfg.pareto_y}")
-    else:
-        elig = r["eligible"].astype(bool)
-        ax.scatter(x[ok & ~elig], y[ok & ~elig], marker="x", color="#999999", label="fails a hard gate")
-        ax.scatter(x[ok & elig], y[ok & elig], color=COLORS[0], label="candidate")
-        front = r["pareto"].astype(bool) & ok
-        if front.any():
-            fx, fy = x[front].to_numpy(), y[front].to_numpy()
-            order = np.argsort(fx)
-            ax.step(fx[order], fy[order], where="post", color=COLORS[1], lw=1.5, label="Pareto front")
-        _gate_lines(ax, cfg, cfg.pareto_x, float(x[ok].max()), "")
-        if decision.winner is not None:
-            ax.scatter(x.iloc[:1], y.iloc[:1], marker="*", s=260, color=COLORS[1], zorder=5, label=f"winner: {decision.winner.label}")
-        for i in range(min(len(r), decision.config.robustness.top_k)):
-            if ok.iloc[i]:
-                ax.annotate(f"#{int(r['rank'].iloc[i])}", (x.iloc[i], y.iloc[i]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        ax.set_xlabel(f"{cfg.pareto_x} (lower is better)")
-        ax.set_ylabel(f"{cfg.pareto_y} (higher is better)")
-        ax.legend(fontsize=7, loc="best")
-        ax.grid(alpha=0.3)
-    ax.set_title(f"sweep {decision.sweep}: Pareto front")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def cdf_figure(decision: Decision, path: Path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    leaders = decision.ranking[decision.ranking["eligible"].astype(bool)].head(decision.config.robustness.top_k)
-    drawn = 0
-    for i, (_, row) in enumerate(leaders.iterrows()):
-        s = decision.samples_ms.get(row["label"])
-        if s is None or s.size == 0:
-            continue
-        ms = np.sort(s)
-        ax.plot(ms, np.arange(1, ms.size + 1) / ms.size, color=COLORS[i % len(COLORS)], lw=1.5,
-                label=f"#{int(row['rank'])} {row['label']} (p95 {np.percentile(ms, 95):.2f} ms, n={ms.size})")
-        drawn += 1
-    if drawn == 0:
-        _empty(ax, "no raw latency samples for the leading configurations")
-    else:
-        ax.axhline(0.95, color="#999999", ls=":", lw=1)
-        data_max = max(float(np.max(s)) for s in decision.samples_ms.values() if s is not None and s.size)
-        _gate_lines(ax, decision.config, "latency.p95_ms", data_max, "p95 ")
-        ax.set_xlabel("latency per call (ms)")
-        ax.set_ylabel("fraction of calls")
-        ax.legend(fontsize=7, loc="lower right")
-        ax.grid(alpha=0.3)
-    ax.set_title("latency CDF of the leading configurations")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def differences_figure(decision: Decision, path: Path) -> Path:
-    """The raw values of the leaders (not scores) with their noise intervals, per metric."""
-    plt = _plt()
-    cfg = decision.config
-    top = decision.ranking[decision.ranking["eligible"].astype(bool)].head(cfg.robustness.top_k)
-    metrics = [("latency.p95_ms", "p95 latency (ms), lower is better"), ("throughput.sentences_per_s", "throughput (sentences/s), higher is better")]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 1.6 + 0.55 * max(1, len(top))))
-    between = decision.robustness.between
-    noise = decision.robustness.noise.set_index("label") if not decision.robustness.noise.empty else None
-    for ax, (metric, title) in zip(axes, metrics):
-        drawn = 0
-        for i, (_, row) in enumerate(top.iterrows()):
-            v = row.get(metric)
-            if v is None or not np.isfinite(v):
-                continue
-            lo = hi = v
-            src = "single run"
-            b = between[(between["label"] == row["label"]) & (between["metric"] == metric)] if between is not None and not between.empty else None
-            if b is not None and len(b):
-                lo, hi, src = float(b["low"].iloc[0]), float(b["high"].iloc[0]), f"{int(b['n'].iloc[0])} runs"
-            elif metric == "latency.p95_ms" and noise is not None and row["label"] in noise.index and pd.notna(noise.loc[row["label"], "ci_low_ms"]):
-                lo, hi, src = float(noise.loc[row["label"], "ci_low_ms"]), float(noise.loc[row["label"], "ci_high_ms"]), "bootstrap"
-            y = len(top) - i
-            ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]], fmt="o", color=COLORS[i % len(COLORS)], capsize=4)
-            ax.annotate(f"#{int(row['rank'])} ({src})", (v, y), textcoords="offset points", xytext=(0, 6), fontsize=7, ha="center")
-            drawn += 1
-        if drawn == 0:
-            _empty(ax, f"no {metric}")
-        else:
-            ax.set_yticks(range(len(top), 0, -1))
-            ax.set_yticklabels([str(lab)[:40] for lab in top["label"]], fontsize=7)
-            ax.margins(x=0.15, y=0.25)
-            ax.grid(axis="x", alpha=0.3)
-        ax.set_title(title, fontsize=9)
-    fig.suptitle("the leaders' raw differences and noise intervals", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def scores_figure(decision: Decision, path: Path) -> Path:
-    plt = _plt()
-    cfg = decision.config
-    top = decision.ranking.head(cfg.robustness.top_k)
-    fig, ax = plt.subplots(figsize=(7.5, 4.2 + 0.25 * len(top)))
-    if top.empty:
-        _empty(ax, "no ranked configuration")
-    else:
-        names = [c.label or c.metric for c in cfg.criteria]
-        width = 0.8 / len(top)
-        xs = np.arange(len(cfg.criteria))
-        for i, (_, row) in enumerate(top.iterrows()):
-            vals = [row[f"score.{c.metric}"] for c in cfg.criteria]
-            ax.bar(xs + i * width - 0.4 + width / 2, vals, width, color=COLORS[i % len(COLORS)],
-                   label=f"#{int(row['rank'])} {row['label']} ({row['total_pct']:.1f}%)")
-        ax.set_xticks(xs)
-        ax.set_xticklabels([f"{n}\n(w {c.weight:g})" for n, c in zip(names, cfg.criteria)], fontsize=8)
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("score (1 = best)")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
-        ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"criterion scores, profile {cfg.name}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

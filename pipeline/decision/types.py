@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 
 from ..config import DecisionConfig
+from ..exitcodes import PipelineError
+from ..vocab import Metric
 
 VERDICTS = ("go", "close", "no-go")
 TIER = {"go": 2, "close": 1, "no-go": 0}
 
 
-class DecideError(RuntimeError):
+class DecideError(PipelineError, RuntimeError):
     """Nothing to decide: no such parent run, no sweep in the store."""
 
 
@@ -112,9 +114,9 @@ class Decision:
             "winner": w.label if w else None,
             "winner_run_id": w.run_id if w else None,
             "score_pct": num(w.score_pct) if w else None,
-            "latency_p95_ms": num(m.get("latency.p95_ms")),
-            "throughput_sentences_per_s": num(m.get("throughput.sentences_per_s")),
-            "stsb_spearman": num(m.get("quality.stsb_spearman")),
+            "latency_p95_ms": num(m.get(Metric.P95_MS)),
+            "throughput_sentences_per_s": num(m.get(Metric.THROUGHPUT)),
+            "stsb_spearman": num(m.get(Metric.STSB)),
             "winner_stability": num(self.robustness.winner_stability),
             "noise_stability": num(self.robustness.noise_stability),
             "winner_ties": len(w.tied_with) if w else 0,

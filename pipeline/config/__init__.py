@@ -1,0 +1,69 @@
+"""Typed configuration: the schema of every config group, registered in Hydra's ConfigStore.
+
+One module per part: ``checks`` (allowed values, :class:`ConfigError`), ``job`` (what a job
+measures), ``tracking`` (the MLflow store), ``decision`` (how a sweep is ranked) and
+``compose`` (the whole :class:`Config`, the composer, :func:`to_config`).
+
+The YAML files under ``conf/`` fill these dataclasses; a key that the schema does not
+declare, or a value of the wrong type, is refused by OmegaConf when Hydra composes the
+config.  Range checks live in ``__post_init__`` and run when the composed config is turned
+into objects (:func:`to_config`), before any stage does work.
+"""
+
+from .checks import (
+    FUSIONS,
+    INSTRUCTION_SETS,
+    MODEL_SOURCES,
+    PADDING_SIDES,
+    POOLING_MODES,
+    VARIANT_KINDS,
+    ConfigError,
+)
+from .compose import (
+    CONF_DIR,
+    Config,
+    compose_config,
+    default_cache_dir,
+    register_configs,
+    to_config,
+    typed,
+)
+from .decision import (
+    DIRECTIONS,
+    GATE_OPS,
+    NORMALIZATIONS,
+    CriterionConfig,
+    DecisionConfig,
+    GradedGateConfig,
+    HardGateConfig,
+    RetimeConfig,
+    RobustnessConfig,
+)
+from .job import (
+    BENCH_SCENARIOS,
+    BenchConfig,
+    ContentionConfig,
+    LoadConfig,
+    ModelConfig,
+    PoolingConfig,
+    ProviderConfig,
+    QualityConfig,
+    VariantConfig,
+    default_data_dir,
+)
+from .tracking import (
+    TRACKING_SCHEMES,
+    TrackingConfig,
+    has_credentials,
+    strip_credentials,
+    uri_problem,
+)
+
+__all__ = [
+    "BENCH_SCENARIOS", "CONF_DIR", "DIRECTIONS", "FUSIONS", "GATE_OPS", "INSTRUCTION_SETS", "MODEL_SOURCES",
+    "NORMALIZATIONS", "PADDING_SIDES", "POOLING_MODES", "TRACKING_SCHEMES", "VARIANT_KINDS", "BenchConfig", "Config",
+    "ConfigError", "ContentionConfig", "CriterionConfig", "DecisionConfig", "GradedGateConfig", "HardGateConfig",
+    "LoadConfig", "ModelConfig", "PoolingConfig", "ProviderConfig", "QualityConfig", "RetimeConfig",
+    "RobustnessConfig", "TrackingConfig", "VariantConfig", "compose_config", "default_cache_dir", "default_data_dir",
+    "has_credentials", "register_configs", "strip_credentials", "to_config", "typed", "uri_problem",
+]

@@ -1,0 +1,176 @@
+"""The decision's figures: the Pareto front, latency CDFs, criterion scores, and the differences
+between the leaders with their noise intervals (PNG files beside the report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..vocab import Metric
+from .types import Decision
+
+COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
+
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _gate_lines(ax, cfg, metric: str, data_max: float, prefix: str) -> None:
+    """Vertical lines at a graded gate's target / acceptable level, when they are near the data
+    (far-away levels would squash the points: they are named in the legend instead)."""
+    for g in cfg.graded_gates:
+        if g.metric != metric:
+            continue
+        levels = [("target", g.target, "--", COLORS[2])]
+        if g.acceptable != g.target:
+            levels.append(("acceptable", g.acceptable, ":", COLORS[3]))
+        for name, value, ls, color in levels:
+            if value <= 2 * data_max:
+                ax.axvline(value, color=color, ls=ls, lw=1, label=f"{prefix}{name} {g.op} {value:g}")
+            else:
+                ax.plot([], [], color=color, ls=ls, lw=1, label=f"{prefix}{name} {g.op} {value:g} (off scale)")
+
+
+def pareto_figure(decision: Decision, path: Path) -> Path:
+    plt = _plt()
+    cfg = decision.config
+    r = decision.ranking
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    x = pd.to_numeric(r[cfg.pareto_x], errors="coerce") if cfg.pareto_x in r else pd.Series(np.nan, index=r.index)
+    y = pd.to_numeric(r[cfg.pareto_y], errors="coerce") if cfg.pareto_y in r else pd.Series(np.nan, index=r.index)
+    ok = x.notna() & y.notna()
+    if not ok.any():
+        _empty(ax, f"no configuration has both {cfg.pareto_x} and {cfg.pareto_y}")
+    else:
+        elig = r["eligible"].astype(bool)
+        ax.scatter(x[ok & ~elig], y[ok & ~elig], marker="x", color="#999999", label="fails a hard gate")
+        ax.scatter(x[ok & elig], y[ok & elig], color=COLORS[0], label="candidate")
+        front = r["pareto"].astype(bool) & ok
+        if front.any():
+            fx, fy = x[front].to_numpy(), y[front].to_numpy()
+            order = np.argsort(fx)
+            ax.step(fx[order], fy[order], where="post", color=COLORS[1], lw=1.5, label="Pareto front")
+        _gate_lines(ax, cfg, cfg.pareto_x, float(x[ok].max()), "")
+        if decision.winner is not None:
+            ax.scatter(x.iloc[:1], y.iloc[:1], marker="*", s=260, color=COLORS[1], zorder=5, label=f"winner: {decision.winner.label}")
+        for i in range(min(len(r), decision.config.robustness.top_k)):
+            if ok.iloc[i]:
+                ax.annotate(f"#{int(r['rank'].iloc[i])}", (x.iloc[i], y.iloc[i]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xlabel(f"{cfg.pareto_x} (lower is better)")
+        ax.set_ylabel(f"{cfg.pareto_y} (higher is better)")
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    ax.set_title(f"sweep {decision.sweep}: Pareto front")
+    return _save(plt, fig, path)
+
+
+def cdf_figure(decision: Decision, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    leaders = decision.ranking[decision.ranking["eligible"].astype(bool)].head(decision.config.robustness.top_k)
+    drawn = 0
+    for i, (_, row) in enumerate(leaders.iterrows()):
+        s = decision.samples_ms.get(row["label"])
+        if s is None or s.size == 0:
+            continue
+        ms = np.sort(s)
+        ax.plot(ms, np.arange(1, ms.size + 1) / ms.size, color=COLORS[i % len(COLORS)], lw=1.5,
+                label=f"#{int(row['rank'])} {row['label']} (p95 {np.percentile(ms, 95):.2f} ms, n={ms.size})")
+        drawn += 1
+    if drawn == 0:
+        _empty(ax, "no raw latency samples for the leading configurations")
+    else:
+        ax.axhline(0.95, color="#999999", ls=":", lw=1)
+        data_max = max(float(np.max(s)) for s in decision.samples_ms.values() if s is not None and s.size)
+        _gate_lines(ax, decision.config, Metric.P95_MS, data_max, "p95 ")
+        ax.set_xlabel("latency per call (ms)")
+        ax.set_ylabel("fraction of calls")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+    ax.set_title("latency CDF of the leading configurations")
+    return _save(plt, fig, path)
+
+
+def differences_figure(decision: Decision, path: Path) -> Path:
+    """The raw values of the leaders (not scores) with their noise intervals, per metric."""
+    plt = _plt()
+    cfg = decision.config
+    top = decision.ranking[decision.ranking["eligible"].astype(bool)].head(cfg.robustness.top_k)
+    metrics = [(Metric.P95_MS, "p95 latency (ms), lower is better"), (Metric.THROUGHPUT, "throughput (sentences/s), higher is better")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 1.6 + 0.55 * max(1, len(top))))
+    between = decision.robustness.between
+    noise = decision.robustness.noise.set_index("label") if not decision.robustness.noise.empty else None
+    for ax, (metric, title) in zip(axes, metrics):
+        drawn = 0
+        for i, (_, row) in enumerate(top.iterrows()):
+            v = row.get(metric)
+            if v is None or not np.isfinite(v):
+                continue
+            lo = hi = v
+            src = "single run"
+            b = between[(between["label"] == row["label"]) & (between["metric"] == metric)] if between is not None and not between.empty else None
+            if b is not None and len(b):
+                lo, hi, src = float(b["low"].iloc[0]), float(b["high"].iloc[0]), f"{int(b['n'].iloc[0])} runs"
+            elif metric == Metric.P95_MS and noise is not None and row["label"] in noise.index and pd.notna(noise.loc[row["label"], "ci_low_ms"]):
+                lo, hi, src = float(noise.loc[row["label"], "ci_low_ms"]), float(noise.loc[row["label"], "ci_high_ms"]), "bootstrap"
+            y = len(top) - i
+            ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]], fmt="o", color=COLORS[i % len(COLORS)], capsize=4)
+            ax.annotate(f"#{int(row['rank'])} ({src})", (v, y), textcoords="offset points", xytext=(0, 6), fontsize=7, ha="center")
+            drawn += 1
+        if drawn == 0:
+            _empty(ax, f"no {metric}")
+        else:
+            ax.set_yticks(range(len(top), 0, -1))
+            ax.set_yticklabels([str(lab)[:40] for lab in top["label"]], fontsize=7)
+            ax.margins(x=0.15, y=0.25)
+            ax.grid(axis="x", alpha=0.3)
+        ax.set_title(title, fontsize=9)
+    fig.suptitle("the leaders' raw differences and noise intervals", fontsize=10)
+    return _save(plt, fig, path)
+
+
+def scores_figure(decision: Decision, path: Path) -> Path:
+    plt = _plt()
+    cfg = decision.config
+    top = decision.ranking.head(cfg.robustness.top_k)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2 + 0.25 * len(top)))
+    if top.empty:
+        _empty(ax, "no ranked configuration")
+    else:
+        names = [c.label or c.metric for c in cfg.criteria]
+        width = 0.8 / len(top)
+        xs = np.arange(len(cfg.criteria))
+        for i, (_, row) in enumerate(top.iterrows()):
+            vals = [row[f"score.{c.metric}"] for c in cfg.criteria]
+            ax.bar(xs + i * width - 0.4 + width / 2, vals, width, color=COLORS[i % len(COLORS)],
+                   label=f"#{int(row['rank'])} {row['label']} ({row['total_pct']:.1f}%)")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{n}\n(w {c.weight:g})" for n, c in zip(names, cfg.criteria)], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("score (1 = best)")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
+        ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"criterion scores, profile {cfg.name}")
+    return _save(plt, fig, path)

@@ -1,0 +1,29 @@
+"""Third-party warnings go to the job's log file, not to the terminal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+from pipeline import quiet
+
+
+def test_a_warning_inside_the_block_reaches_the_log_file_not_the_terminal(tmp_path, capsys):
+    log_file = tmp_path / "job.log"
+    handler = logging.FileHandler(log_file)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    before = os.environ.get("TQDM_DISABLE")
+    try:
+        with quiet.to_log_file():
+            warnings.warn("TracerWarning: converting a tensor to a Python boolean", UserWarning)
+            assert os.environ["TQDM_DISABLE"] == "1"
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    err = capsys.readouterr().err
+    assert "TracerWarning" not in err
+    assert "TracerWarning: converting a tensor" in log_file.read_text()
+    # only the block is quieted: warnings and the environment are as they were after it
+    assert logging.getLogger("py.warnings").propagate and os.environ.get("TQDM_DISABLE") == before
