@@ -52,9 +52,9 @@ class RunRecord:
     @classmethod
     def new(cls, run_name: str, params: dict, tags: dict) -> "RunRecord":
         """A record made now, in this process: it carries the context it runs in (user, source,
-        git commit, environment, Hydra overrides: :func:`pipeline.track.context_tags`); ``tags``
+        git commit, environment, Hydra overrides: :func:`pipeline.context.context_tags`); ``tags``
         given here win."""
-        from .track import context_tags
+        from .context import context_tags
 
         return cls(uuid.uuid4().hex, run_name, {k: str(v) for k, v in params.items()}, {**context_tags(), **tags})
 

@@ -8,6 +8,9 @@ import re
 import time
 from pathlib import Path
 
+from .context import system_tags
+from .names import GROUPS, MAX_PARAM_VALUE, NOT_JOB_SETTINGS, dataset_input, display_name, flatten, hydra_choices, metric_rank
+
 log = logging.getLogger(__name__)
 
 
@@ -98,52 +101,6 @@ def _experiment(mlflow, uri: str, tracking_cfg) -> str:
         return exp.experiment_id
 
 
-# config keys that are not a setting of the measured configuration (as the sweep's config hash)
-NOT_JOB_SETTINGS = ("hydra", "tracking", "decision", "cache_dir", "rerun", "reports_dir", "records_dir")
-# Hydra config groups whose choice is a param of its own (``provider=cuda``: param ``provider``)
-GROUPS = ("model", "variant", "provider", "pooling")
-MAX_PARAM_VALUE = 6000  # MLflow's limit on a param's value
-
-
-def param_value(v) -> str:
-    """A config value as a Hydra user writes it on the command line: null, true/false, [a,b]."""
-    import json
-
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, (list, tuple, dict)):
-        return json.dumps(v, default=str)
-    return str(v)
-
-
-def flatten(node, prefix: str = "") -> dict[str, str]:
-    """``{"bench": {"batch_size": 1}}`` -> ``{"bench.batch_size": "1"}`` (an empty mapping stays ``{}``)."""
-    out: dict[str, str] = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = param_value(value)
-    return out
-
-
-def hydra_choices() -> dict[str, str]:
-    """The config-group choices of the running Hydra job (``+candidate=minilm-int8``,
-    ``+serve=mb16_w0``), without Hydra's own groups; empty outside a Hydra app."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if not HydraConfig.initialized():
-            return {}
-        choices = HydraConfig.get().runtime.choices
-    except Exception:
-        return {}
-    return {k: str(v) for k, v in choices.items() if v is not None and not k.startswith("hydra/") and k not in ("sweep", "base_config")}
-
-
 def job_params(cfg) -> dict[str, str]:
     """A job's params under their Hydra keys, as a Hydra user filters on them
     (``params.bench.batch_size``, ``params.provider.threads``): the resolved config, flattened,
@@ -169,222 +126,6 @@ def job_params(cfg) -> dict[str, str]:
 
 
 # params of runs logged before the Hydra keys (read by the decision, pipeline/decision/inputs.py)
-OLD_PARAM_NAMES = {
-    "bench.batch_size": "batch_size",
-    "provider.threads": "threads",
-    "model.max_length": "max_length",
-    "bench.scenario": "scenario",
-    "bench.load.max_batch": "serve.max_batch",
-    "bench.load.max_wait_ms": "serve.max_wait_ms",
-    "bench.load.workers": "serve.workers",
-}
-
-
-def param(params: dict, key: str, default=None):
-    """The param ``key`` (a Hydra key) of a run, also from a run logged with the old short names."""
-    if key in params:
-        return params[key]
-    old = OLD_PARAM_NAMES.get(key)
-    return params.get(old, default) if old else default
-
-
-# -- who, what, where: the tags of every run --------------------------------------------------------
-_CONTEXT: dict[str, str] | None = None
-ENV_PACKAGES = ("onnxruntime", "optimum", "transformers", "torch", "sentence-transformers", "mlflow", "hydra-core")
-
-
-def system_tags() -> dict[str, str]:
-    """MLflow's own run-context tags (``mlflow.user``, ``mlflow.source.name``/``type``,
-    ``mlflow.source.git.commit``/``branch``/``repoURL``, as ``mlflow.start_run`` sets them) and the
-    environment a benchmark ran in (``env.*``: CPU model, cores, OS, Python, the versions of the
-    packages on the measured path).  The git tags describe the checkout of this package (not the
-    current folder); ``git.dirty`` says whether its tree had uncommitted changes.  Computed once
-    per process: a record carries the tags of the process that ran it, not of a later sync."""
-    global _CONTEXT
-    if _CONTEXT is not None:
-        return dict(_CONTEXT)
-    import platform
-    import sys
-    from importlib import metadata
-
-    tags: dict[str, str] = {}
-    try:
-        from mlflow.tracking.context.registry import resolve_tags
-
-        tags.update(resolve_tags())
-    except Exception as exc:  # MLflow's context providers are best effort: say why there are none
-        log.debug("mlflow run context unavailable: %s", exc)
-    tags.setdefault("mlflow.source.type", "LOCAL")
-    if "mlflow.user" not in tags:
-        import getpass
-
-        try:
-            tags["mlflow.user"] = getpass.getuser()
-        except Exception:
-            tags["mlflow.user"] = "unknown"
-    tags["mlflow.source.name"] = _source_name(tags.get("mlflow.source.name"))
-    tags.update(_git_tags(Path(__file__).resolve().parent))
-    from .conditions import cpu_model
-
-    tags.update({
-        "env.cpu_model": cpu_model(),
-        "env.cores": str(os.cpu_count() or 1),
-        "env.machine": platform.machine(),
-        "env.os": platform.platform(),
-        "env.python": platform.python_version(),
-    })
-    for pkg in ENV_PACKAGES:
-        try:
-            tags[f"env.{pkg}"] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            tags[f"env.{pkg}"] = "not installed"
-    _CONTEXT = {k: redact(str(v))[:5000] for k, v in tags.items() if v is not None}
-    return dict(_CONTEXT)
-
-
-def _source_name(default: str | None) -> str:
-    """What ran, as its user typed it: ``pipeline`` for the console script and for ``python -m
-    pipeline`` (whose argv[0] is ``.../pipeline/__main__.py``), ``pipeline.sync`` for a module of
-    the package run with -m; else MLflow's own (the main file)."""
-    import sys
-
-    main = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if main is None:
-        return default or "<console>"
-    package = Path(__file__).resolve().parent
-    try:
-        resolved = main.resolve()
-    except OSError:
-        resolved = main
-    if resolved.parent == package:
-        return "pipeline" if main.name == "__main__.py" else f"pipeline.{main.stem}"
-    if main.name == "pipeline":  # the console script
-        return "pipeline"
-    return default or str(main)
-
-
-def _git_tags(where: Path) -> dict[str, str]:
-    """The git commit, branch, remote and dirtiness of the checkout holding ``where`` ({} outside git)."""
-    try:
-        import git
-
-        repo = git.Repo(where, search_parent_directories=True)
-    except Exception:
-        return {}
-    tags = {}
-    try:
-        tags["mlflow.source.git.commit"] = repo.head.commit.hexsha
-        tags["git.dirty"] = str(repo.is_dirty(untracked_files=False)).lower()
-    except Exception:
-        return {}
-    try:
-        tags["mlflow.source.git.branch"] = repo.active_branch.name
-    except Exception:
-        pass
-    try:
-        if repo.remotes:
-            tags["mlflow.source.git.repoURL"] = next(iter(repo.remote().urls))
-    except Exception:
-        pass
-    return tags
-
-
-def hydra_tags() -> dict[str, str]:
-    """Inside a Hydra job: its overrides (``hydra.overrides``, what reruns it) and, in a multirun,
-    the Hydra keys its sweep varies (``sweep.varies``: the sweeper's params with more than one
-    value).  A sweep that knows its axes otherwise (``-m a=1,2`` on the command line) tags
-    ``sweep.varies`` itself; a tag given by the caller wins."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-        from omegaconf import OmegaConf
-
-        if not HydraConfig.initialized():
-            return {}
-        hc = HydraConfig.get()
-        tags = {"hydra.overrides": redact(" ".join(hc.overrides.task))[:5000]}
-        if hc.mode == RunMode.MULTIRUN:
-            varies = _swept_keys()
-            if varies is None:
-                sweeper = OmegaConf.select(hc, "sweeper.params") or {}
-                varies = [k.lstrip("+~") for k, v in sweeper.items() if _several(str(v))]
-            if varies:
-                tags["sweep.varies"] = ",".join(varies)
-        return tags
-    except Exception:
-        return {}
-
-
-def _swept_keys() -> list[str] | None:
-    """The keys the running sweep varies, as the sweep listed them (its state in this process, or
-    in ``$PIPELINE_SWEEP_STATE`` for a job a cluster launcher started); None when unknown."""
-    import json
-
-    try:
-        from . import sweep
-
-        state = getattr(sweep, "STATE", None)
-        if state is not None and getattr(state, "swept_keys", None) is not None:
-            return [k.lstrip("+~") for k in state.swept_keys]
-        raw = os.environ.get(getattr(sweep, "STATE_ENV", "PIPELINE_SWEEP_STATE"))
-        if raw:
-            keys = json.loads(raw).get("swept_keys")
-            return None if keys is None else [k.lstrip("+~") for k in keys]
-    except Exception:
-        pass
-    return None
-
-
-def _several(value: str) -> bool:
-    """A sweeper value that holds several values (``1,8``, ``range(1,4)``, ``choice(a,b)``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        (override,) = OverridesParser.create().parse_overrides([f"x={value}"])
-        return override.is_sweep_override()
-    except Exception:
-        return "," in value
-
-
-def context_tags() -> dict[str, str]:
-    """The tags every record gets when it is created: :func:`system_tags` and :func:`hydra_tags`."""
-    return {**system_tags(), **hydra_tags()}
-
-
-# -- run names ----------------------------------------------------------------------------------------
-_SHORT = {"bench.batch_size": "b", "provider.threads": "t", "model.max_length": "L"}
-
-
-def _short(key: str, value: str) -> str:
-    key = key.lstrip("+~")
-    if key in _SHORT:
-        return f"{_SHORT[key]}{value}"
-    if "." not in key:  # a config group: its choice says it (cuda, int8_dynamic, minilm-o2)
-        return value
-    return f"{key.rsplit('.', 1)[-1]}={value}"
-
-
-def display_name(base: str, params: dict[str, str], tags: dict[str, str], status: str | None = None) -> str:
-    """A run's name in the MLflow UI: what its sweep varies first (``cuda b8 · all-MiniLM-...``),
-    since the run list cuts long names; a skipped or failed job says so first
-    (``[skipped] cuda b8 · ...``) so that it does not read as a result."""
-    varies = [k for k in (tags.get("sweep.varies") or "").split(",") if k]
-    given = {}
-    for o in (tags.get("hydra.overrides") or "").split():
-        k, sep, v = o.partition("=")
-        if sep:
-            given[k.lstrip("+~")] = v
-    lead = []
-    for key in varies:
-        key = key.lstrip("+~")
-        value = given.get(key, param(params, key))
-        if value is not None:
-            lead.append(_short(key, str(value)))
-    name = " ".join(lead) + " · " + base if lead else base
-    if status in ("skipped", "failed"):
-        name = f"[{status}] {name}"
-    return name[:250]
-
 
 def client(uri: str):
     """The MLflow client for ``uri`` (the one factory the package uses)."""
@@ -548,22 +289,6 @@ def _log_record(tracking_cfg, folder: Path, rec, uri: str) -> str:
 
 # the order a run's metrics are logged in, which is the order of the run page's metrics table:
 # the numbers a decision rests on first, bookkeeping (bench.*, conditions.*, export.*) last
-HEADLINE_METRICS = (
-    "latency.p95_ms", "quality.stsb_spearman", "throughput.sentences_per_s", "latency.p50_ms", "latency.p99_ms",
-    "load.max_qps_at_p95_target", "load.p95_ms_at_100qps", "parity.min_cosine", "quality.stsb_delta_vs_fp32",
-    "memory.peak_rss_mb", "model.size_mb", "load.session_s", "load.first_call_ms", "roofline_fraction",
-)
-BOOKKEEPING = ("bench.", "conditions.", "export.", "usability.", "provider.nodes")
-
-
-def metric_rank(name: str) -> tuple[int, int]:
-    if name in HEADLINE_METRICS:
-        return (0, HEADLINE_METRICS.index(name))
-    if name.startswith(BOOKKEEPING):
-        return (2, 0)
-    return (1, 0)
-
-
 def run_tags(rec) -> dict[str, str]:
     """The tags a record's run gets: its own (with the context it was created in), the MLflow
     name, and, for a record made before the context tags existed, this process's context."""
@@ -572,29 +297,3 @@ def run_tags(rec) -> dict[str, str]:
     return tags
 
 
-def dataset_input(rec):
-    """The evaluation data set of a job that scored quality, as an MLflow dataset input
-    (``mlflow.log_input``: name, digest, source; context ``evaluation``), or None."""
-    import json
-
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    name, sha = rec.tags.get("quality.dataset"), rec.tags.get("quality.data_sha256")
-    if not name or not sha:
-        return None
-    split = param(rec.params, "quality.split") or "test"
-    data_dir = param(rec.params, "quality.data_dir")
-    if not name or not sha or not data_dir:  # a record from before the params had the config's keys
-        return None
-    source = param(rec.params, "quality.source") or "auto"
-    path = Path(data_dir) / "stsb" / f"stsb-en-{split}.csv"
-    if source == "local" or (source == "auto" and path.is_file()):
-        source_type, where = "local", {"uri": str(path.resolve())}
-    else:
-        source_type, where = "hugging_face", {"path": param(rec.params, "quality.hub_dataset") or "", "split": split}
-    schema = {"mlflow_colspec": [{"type": "string", "name": "sentence1"}, {"type": "string", "name": "sentence2"},
-                                 {"type": "double", "name": "score"}]}
-    profile = {"num_rows": int(rec.metrics.get("quality.pairs", 0)), "sha256": sha}
-    dataset = Dataset(name=name, digest=sha[:16], source_type=source_type, source=redact(json.dumps(where)),
-                      schema=json.dumps(schema), profile=json.dumps(profile))
-    return DatasetInput(dataset=dataset, tags=[InputTag("mlflow.data.context", "evaluation")])

@@ -8,7 +8,7 @@ import subprocess
 import pandas as pd
 
 from conftest import ROOT
-from pipeline import track
+from pipeline import context, names, track
 from pipeline.config import compose_config, to_config
 from pipeline.decision import from_search_runs, run_row, runs_frame
 
@@ -28,7 +28,7 @@ def test_params_are_logged_under_their_hydra_keys():
     assert not {"batch_size", "threads", "max_length"} & set(params)
     assert not [k for k in params if k.startswith(("tracking.", "decision.", "hydra."))]
     assert len(params) <= 100  # one log_batch call
-    assert all(len(v) <= track.MAX_PARAM_VALUE for v in params.values())
+    assert all(len(v) <= names.MAX_PARAM_VALUE for v in params.values())
 
 
 def test_the_decision_reads_new_and_old_param_names_alike():
@@ -67,17 +67,17 @@ def test_a_search_runs_frame_is_the_decisions_frame():
 def test_run_names_lead_with_what_the_sweep_varies_and_say_skipped():
     params = {"provider": "cuda", "bench.batch_size": "8", "model": "m"}
     tags = {"sweep.varies": "provider,bench.batch_size", "hydra.overrides": "provider=cuda bench.batch_size=8 model.name=m"}
-    assert track.display_name("m-fp32-cuda-mean-b8", params, tags, "ok") == "cuda b8 · m-fp32-cuda-mean-b8"
-    assert track.display_name("m-fp32-cuda-mean-b8", params, tags, "skipped").startswith("[skipped] cuda b8 · ")
-    assert track.display_name("m-fp32-cuda-mean-b8", params, {}, "failed") == "[failed] m-fp32-cuda-mean-b8"
+    assert names.display_name("m-fp32-cuda-mean-b8", params, tags, "ok") == "cuda b8 · m-fp32-cuda-mean-b8"
+    assert names.display_name("m-fp32-cuda-mean-b8", params, tags, "skipped").startswith("[skipped] cuda b8 · ")
+    assert names.display_name("m-fp32-cuda-mean-b8", params, {}, "failed") == "[failed] m-fp32-cuda-mean-b8"
     # a config group added with + (a candidate) and a field without a short form
     tags = {"sweep.varies": "+candidate,provider.graph_optimization_level",
             "hydra.overrides": "+candidate=minilm-int8 provider.graph_optimization_level=basic"}
-    assert track.display_name("x", {}, tags, "ok") == "minilm-int8 graph_optimization_level=basic · x"
+    assert names.display_name("x", {}, tags, "ok") == "minilm-int8 graph_optimization_level=basic · x"
 
 
 def test_system_tags_name_who_what_where():
-    tags = track.system_tags()
+    tags = context.system_tags()
     for key in ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "env.cpu_model", "env.cores", "env.os",
                 "env.python", "env.onnxruntime", "env.optimum", "env.transformers", "env.torch"):
         assert tags.get(key), key
