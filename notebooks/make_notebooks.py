@@ -19,49 +19,66 @@ import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import mlflow
 import numpy as np
 import pandas as pd
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-from mlflow.tracking import MlflowClient
-
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 sys.path.insert(0, str(ROOT))  # this checkout's pipeline package, also when it is not installed
 from pipeline import decide
 
 pd.set_option("display.width", 160)
 TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}"
-client = MlflowClient(TRACKING_URI)
-PARENT_RUN_ID = os.environ.get("PARENT_RUN_ID") or decide.latest_parent(client)
-parent = client.get_run(PARENT_RUN_ID)
+mlflow.set_tracking_uri(TRACKING_URI)
+
+# the sweep: PARENT_RUN_ID, else the latest parent run (a sweep's parent is tagged sweep.role=parent)
+PARENT_RUN_ID = os.environ.get("PARENT_RUN_ID") or mlflow.search_runs(
+    search_all_experiments=True, filter_string="tags.`sweep.role` = 'parent'",
+    order_by=["attributes.start_time DESC"], max_results=1,
+).run_id.iloc[0]
+parent = mlflow.get_run(PARENT_RUN_ID)
 SWEEP = parent.data.tags.get("sweep.name") or parent.data.params.get("sweep") or parent.info.run_name
+PROFILE = parent.data.tags.get("decision.profile", "default")  # the profile the sweep was decided with
 print("tracking store:", TRACKING_URI)
-print(f"sweep: {SWEEP}, parent run {PARENT_RUN_ID}, started {pd.Timestamp(parent.info.start_time, unit='ms')}")'''
+print(f"sweep: {SWEEP}, parent run {PARENT_RUN_ID}, started {pd.Timestamp(parent.info.start_time, unit='ms')}, "
+      f"decided with profile {PROFILE}")'''
 
 SWEEP_ANALYSIS = [
     new_markdown_cell(
         """# Comparing the configurations of a sweep
 
-This notebook loads one sweep's runs from MLflow into pandas and compares them: what ran and
-what was skipped, the latency distributions, quality against speed, and the decision table.
+This notebook loads one sweep's runs from MLflow into pandas with MLflow's own API
+(`mlflow.search_runs`, `mlflow.artifacts`) and compares them: what ran and what was skipped,
+the latency distributions, quality against speed, and the decision table.
 
 It reads the tracking store named by `MLFLOW_TRACKING_URI` (default: the project's
 `sqlite:///mlruns/mlflow.db`) and the sweep named by `PARENT_RUN_ID` (default: the latest
-sweep). Run a sweep first, for example `python -m pipeline +sweep=smoke` (about a minute on
+sweep). Run a sweep first, for example `pipeline +sweep=smoke` (about a minute on
 the real all-MiniLM-L6-v2), then run every cell."""
     ),
     new_code_cell(SETUP),
     new_markdown_cell(
         """## The runs
 
-One row per job of the sweep (`decide.load_children`: the parent's child runs, plus the jobs
-the sweep found already done by an earlier run). `status` is `ok`, `skipped` (the configuration
-cannot run on this machine, for example an execution provider this onnxruntime lacks) or
-`failed`; `reason` says why. Only `ok` runs are measured, so only they are compared below."""
+One row per job of the sweep: its child runs (`tags.mlflow.parentRunId`), plus the jobs an
+earlier run had already measured, which the parent's `jobs.json` lists. Params carry their Hydra
+keys (`params.bench.batch_size`, `params.provider.threads`), metrics and tags their own names.
+`tags.status` is `ok`, `skipped` (the configuration cannot run on this machine, for example an
+execution provider this onnxruntime lacks) or `failed`; `tags.reason` says why. Only `ok` runs are
+measured, so only they are compared below."""
     ),
     new_code_cell(
-        """runs = decide.load_children(client, PARENT_RUN_ID)
-print(runs["status"].value_counts().to_string())
+        """found = mlflow.search_runs(experiment_ids=[parent.info.experiment_id],
+                           filter_string=f"tags.`mlflow.parentRunId` = '{PARENT_RUN_ID}'")
+jobs = mlflow.artifacts.load_dict(f"runs:/{PARENT_RUN_ID}/jobs.json")["jobs"]
+elsewhere = sorted({j["run_id"] for j in jobs if j.get("run_id")} - set(found.run_id))
+if elsewhere:  # reused from an earlier run of the sweep
+    ids = ", ".join(f"'{r}'" for r in elsewhere)
+    found = pd.concat([found, mlflow.search_runs(search_all_experiments=True, filter_string=f"attributes.run_id IN ({ids})")],
+                      ignore_index=True)
+print(found["tags.status"].value_counts().to_string())
+runs = decide.from_search_runs(found)  # the same rows, labelled, as the decision reads them
 cols = ["label", "latency.p50_ms", "latency.p95_ms", "latency.p99_ms", "throughput.sentences_per_s",
         "quality.stsb_spearman", "parity.min_cosine", "model.size_mb", "memory.peak_rss_mb"]
 ok = runs[runs["status"] == "ok"].copy()
@@ -81,12 +98,11 @@ acceptable level of the decision profile (dashed lines). A curve that rises stee
 stable configuration; a long flat tail on the right means occasional slow calls."""
     ),
     new_code_cell(
-        """cfg = decide.compose_decision("default").decision
+        """cfg = decide.compose_decision(PROFILE).decision
 samples = {}
 for _, row in ok.iterrows():
-    ms = decide.load_samples_ms(client, row["run_id"], cfg.samples_artifact)
-    if ms is not None:
-        samples[row["label"]] = ms
+    path = mlflow.artifacts.download_artifacts(run_id=row["run_id"], artifact_path=cfg.samples_artifact)
+    samples[row["label"]] = pd.read_csv(path)["latency_ns"].to_numpy() / 1e6  # one timed call a row
 
 fig, ax = plt.subplots(figsize=(8, 4))
 for label, ms in samples.items():
@@ -152,7 +168,7 @@ plt.show()"""
     new_markdown_cell(
         """## The decision table
 
-The weighted decision matrix (profile `default`, `conf/decision/default.yaml`) ranks the
+The weighted decision matrix (the profile the sweep was decided with, `conf/decision/<PROFILE>.yaml`) ranks the
 configurations that pass the hard gates; the verdict is `go` when every target is met,
 `close` when the acceptable levels are met, else `no-go`. This recomputes it from the runs
 above, with the raw samples for the noise check, without writing or logging anything."""
@@ -177,15 +193,17 @@ rob.noise.round(3) if len(rob.noise) else "no bootstrap table\""""
     new_markdown_cell(
         """## Another profile, the same runs
 
-The profile is configuration: `latency_first` moves the weight to tail latency and throughput.
+The profile is configuration: `latency_first` moves the weight to tail latency and throughput
+(or, for a sweep decided with it, `default`).
 Deciding the same runs again shows whether the choice depends on the weights."""
     ),
     new_code_cell(
-        """other = decide.decide(runs, decide.compose_decision("latency_first").decision, samples, parent_run_id=PARENT_RUN_ID, sweep=SWEEP)
+        """OTHER = "latency_first" if PROFILE != "latency_first" else "default"
+other = decide.decide(runs, decide.compose_decision(OTHER).decision, samples, parent_run_id=PARENT_RUN_ID, sweep=SWEEP)
 pd.DataFrame({
     profile: {"winner": d.winner.label if d.winner else None, "verdict": d.verdict,
               "score %": round(d.winner.score_pct, 1) if d.winner else None}
-    for profile, d in (("default", decision), ("latency_first", other))
+    for profile, d in ((PROFILE, decision), (OTHER, other))
 }).T"""
     ),
 ]

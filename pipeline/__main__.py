@@ -34,7 +34,9 @@ register_configs()
 _SINGLE_EXIT = Exit.OK
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
+# an absolute folder: Hydra resolves a relative one against the calling module, which a console
+# script (`pipeline`, pyproject's [project.scripts]) turns into a package lookup that fails
+@hydra.main(version_base=None, config_path=str(Path(__file__).resolve().parent.parent / "conf"), config_name="config")
 def main(dcfg: DictConfig):
     global _SINGLE_EXIT
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -51,7 +51,12 @@ class RunRecord:
 
     @classmethod
     def new(cls, run_name: str, params: dict, tags: dict) -> "RunRecord":
-        return cls(uuid.uuid4().hex, run_name, {k: str(v) for k, v in params.items()}, dict(tags))
+        """A record made now, in this process: it carries the context it runs in (user, source,
+        git commit, environment, Hydra overrides: :func:`pipeline.context.context_tags`); ``tags``
+        given here win."""
+        from .context import context_tags
+
+        return cls(uuid.uuid4().hex, run_name, {k: str(v) for k, v in params.items()}, {**context_tags(), **tags})
 
     @property
     def logged(self) -> bool:

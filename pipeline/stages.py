@@ -32,7 +32,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -188,12 +187,16 @@ def sweep_stage(study: dict[str, Any]) -> int:
     if problem:
         print(f"[sweep] MLflow: {problem}. The jobs run anyway; their records are in {RUNS}, not logged "
               "(python -m pipeline.sync logs them once the server is back).", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(prefix="pipeline-dvc-sweep-") as tmp:
-        cmd = [sys.executable, "-m", "pipeline", *job_overrides(study), f"records_dir={RUNS.resolve()}", "rerun=true",
-               f"hydra.sweep.dir={tmp}/multirun", f"reports_dir={tmp}/reports",
-               f"decision={study['decision']}"]  # the parent run's decision uses the study's profile too
-        print("[sweep] " + " ".join(cmd[1:]), flush=True)
-        code = subprocess.run(cmd, cwd=ROOT).returncode
+    # the sweep's job logs (multirun/) and the report it decides on its parent run (reports/) stay
+    # where any sweep puts them, so that the paths it prints exist; the study's own report is
+    # the decide stage's (study/decision/)
+    here = Path.cwd()
+    cmd = [sys.executable, "-m", "pipeline", *job_overrides(study), f"records_dir={RUNS.resolve()}", "rerun=true",
+           f"reports_dir={here / 'reports'}", f"hydra.sweep.dir={here / 'multirun'}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}",
+           f"decision={study['decision']}"]  # the parent run's decision uses the study's profile too
+    print("[sweep] " + " ".join(cmd[1:]), flush=True)
+    code = subprocess.run(cmd, cwd=ROOT).returncode
+    print(f"[sweep] the study's records: {RUNS}/; its report: {DECISION / 'report.md'} (the decide stage)", flush=True)
     # 4: every job ran, some results are only in the records (the stage's real output)
     return 0 if code == Exit.UNSYNCED else code
 
@@ -240,10 +243,82 @@ def decide_stage(study: dict[str, Any]):
         "stsb_spearman": r.get(Metric.STSB, pd.Series(np.nan, index=r.index)),
     })
     pareto.to_csv(PLOTS / "pareto.csv", index=False, float_format="%.6g")
+    # the same plots as images: `dvc plots show` renders vega plots with scripts from a CDN, so
+    # without a network only these are readable
+    cdf_png(cdf_frame, PLOTS / "latency_cdf.png")
+    pareto_png(pareto, PLOTS / "pareto.png", study["sweep"])
     print(decision.recommendation)
     print(f"[decide] {len(decision.ranking)} ranked, {len(decision.excluded)} excluded (profile {decision.profile}); "
           f"report: {DECISION / 'report.md'}, metrics: {METRICS}", flush=True)
     return decision
+
+
+def _colours(n: int):
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20" if n > 10 else "tab10"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def cdf_png(frame, path: Path) -> Path:
+    """Latency CDF of every configuration (log x), one colour each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    labels = list(dict.fromkeys(frame["configuration"])) if len(frame) else []
+    for label, colour in zip(labels, _colours(len(labels))):
+        part = frame[frame["configuration"] == label]
+        ax.step(part["latency_ms"], part["fraction"], where="post", color=colour, lw=1.4, label=label)
+    if labels:
+        ax.set_xscale("log")
+        ax.legend(fontsize=7, loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no latency samples", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("latency per call (ms, log scale)")
+    ax.set_ylabel("fraction of calls")
+    ax.set_title("Latency per call (CDF), one line per configuration")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def pareto_png(frame, path: Path, sweep: str) -> Path:
+    """Quality against p95 latency, one colour per configuration (named in the legend), the
+    Pareto front joined, the axes fitted to the data (not from 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    data = frame.dropna(subset=["latency_p95_ms", "stsb_spearman"])
+    for (_, row), colour in zip(data.iterrows(), _colours(len(data))):
+        front = str(row.get("pareto")).lower() == "true"
+        ax.scatter(row["latency_p95_ms"], row["stsb_spearman"], color=colour, s=70 if front else 40,
+                   marker="o" if front else "s", edgecolor="black" if front else "none",
+                   label=f"#{row['rank']:g} {row['configuration']} ({row['verdict']})")
+    on_front = data[data["pareto"].astype(str).str.lower() == "true"].sort_values("latency_p95_ms")
+    if len(on_front) > 1:
+        ax.step(on_front["latency_p95_ms"], on_front["stsb_spearman"], where="post", color="#555555", lw=1, ls="--",
+                label="Pareto front")
+    if len(data):
+        ax.margins(0.08)  # fitted to the data, never from 0
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no configuration has both p95 latency and STS", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("p95 latency per call (ms, lower is better)")
+    ax.set_ylabel("STS Benchmark Spearman x100 (higher is better)")
+    ax.set_title(f"study {sweep}: quality against p95 latency (circled: on the Pareto front)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,9 @@ import re
 import time
 from pathlib import Path
 
+from .context import system_tags
+from .names import GROUPS, MAX_PARAM_VALUE, NOT_JOB_SETTINGS, dataset_input, display_name, flatten, hydra_choices, metric_rank
+
 log = logging.getLogger(__name__)
 
 
@@ -99,34 +102,31 @@ def _experiment(mlflow, uri: str, tracking_cfg) -> str:
 
 
 def job_params(cfg) -> dict[str, str]:
-    """The params design.md names, plus the session options that define a configuration."""
-    return {
+    """A job's params under their Hydra keys, as a Hydra user filters on them
+    (``params.bench.batch_size``, ``params.provider.threads``): the resolved config, flattened,
+    without what does not change the measurement (tracking, decision profile, paths); plus each
+    config group's choice under the group's name (``model``, ``variant``, ``provider``,
+    ``pooling``; ``candidate``, ``serve`` where one was picked)."""
+    from dataclasses import asdict, is_dataclass
+
+    data = asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+    for key in NOT_JOB_SETTINGS:
+        data.pop(key, None)
+    params = {
         "model": cfg.model.name,
         "variant": cfg.variant.name,
         "provider": cfg.provider.name,
         "pooling": cfg.pooling.mode,
-        "batch_size": cfg.bench.batch_size,
-        "max_length": cfg.model.max_length,
-        "threads": cfg.provider.threads,
         "precision": cfg.precision(),  # the provider's (OpenVINO bf16) or the variant's (int8, fp16), else fp32
-        "graph_optimization_level": cfg.provider.graph_optimization_level,
-        "mem_arena": cfg.provider.mem_arena,
-        "io_binding": cfg.provider.io_binding,
-        "call_cost": cfg.provider.call_cost,
-        "disabled_optimizers": "default" if cfg.provider.disabled_optimizers is None else ",".join(cfg.provider.disabled_optimizers) or "none",
-        # the load scenario's serving front (only on its runs: other runs' params are unchanged)
-        **(
-            {
-                "scenario": "load",
-                "serve.max_batch": cfg.bench.load.max_batch,
-                "serve.max_wait_ms": cfg.bench.load.max_wait_ms,
-                "serve.workers": cfg.bench.load.workers,
-            }
-            if cfg.bench.scenario == "load"
-            else {}
-        ),
     }
+    for group, choice in hydra_choices().items():
+        if group not in GROUPS and group not in NOT_JOB_SETTINGS:
+            params[group] = choice
+    params.update(flatten(data))
+    return {k: redact(v)[:MAX_PARAM_VALUE] for k, v in params.items()}
 
+
+# params of runs logged before the Hydra keys (read by the decision, pipeline/decision/inputs.py)
 
 def client(uri: str):
     """The MLflow client for ``uri`` (the one factory the package uses)."""
@@ -264,21 +264,37 @@ def _log_record(tracking_cfg, folder: Path, rec, uri: str) -> str:
             continue
         client.delete_run(run.info.run_id)  # half-logged: replace it
     start_ms = int(rec.created * 1000)
-    tags = {**rec.all_tags(), "mlflow.runName": rec.run_name}
+    tags = {k: redact(str(v)) for k, v in run_tags(rec).items()}
     if run_id is None:
         run_id = client.create_run(exp_id, start_time=start_ms, tags=tags).info.run_id
     else:
         from mlflow.entities import RunTag
 
-        client.log_batch(run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     now = int(time.time() * 1000)
-    params = [Param(k, redact(str(v))) for k, v in rec.params.items() if k not in have_params]
-    metrics = [Metric(k, float(v), now, 0) for k, v in rec.metrics.items()]
-    for i in range(0, max(len(metrics), 1), 500):  # log_batch takes at most 1000 entities
-        client.log_batch(run_id, metrics=metrics[i : i + 500], params=params if i == 0 else [])
+    params = [Param(k, redact(str(v))[:MAX_PARAM_VALUE]) for k, v in rec.params.items() if k not in have_params]
+    metrics = [Metric(k, float(v), now, 0) for k, v in sorted(rec.metrics.items(), key=lambda kv: metric_rank(kv[0]))]
+    # log_batch takes at most 1000 metrics and 100 params a call
+    for i in range(0, max(len(metrics), len(params), 1), 100):
+        client.log_batch(run_id, metrics=metrics[i : i + 100], params=params[i : i + 100])
+    dataset = dataset_input(rec)
+    if dataset is not None:
+        client.log_inputs(run_id, datasets=[dataset])
     for f in records.artifacts(folder):
         client.log_artifact(run_id, str(f))
     client.set_tag(run_id, "record.complete", "true")
     client.set_terminated(run_id, "FAILED" if rec.status == "failed" else "FINISHED", end_time=start_ms + int(rec.seconds * 1000))
     records.mark_logged(folder, rec, run_id, redact(uri))
     return run_id
+
+
+# the order a run's metrics are logged in, which is the order of the run page's metrics table:
+# the numbers a decision rests on first, bookkeeping (bench.*, conditions.*, export.*) last
+def run_tags(rec) -> dict[str, str]:
+    """The tags a record's run gets: its own (with the context it was created in), the MLflow
+    name, and, for a record made before the context tags existed, this process's context."""
+    tags = {**system_tags(), **rec.all_tags()}
+    tags["mlflow.runName"] = rec.run_name if rec.is_parent else display_name(rec.run_name, rec.params, tags, rec.status)
+    return tags
+
+

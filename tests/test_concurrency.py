@@ -54,7 +54,7 @@ def test_two_sweeps_at_once_on_one_store(tiny_bert, tiny_sts_dir, tmp_path):
             continue
         assert r.data.tags["status"] == "ok" and r.info.status == "FINISHED"
         assert "latency.p50_ms" in r.data.metrics
-        by_parent[r.data.tags["mlflow.parentRunId"]].append(r.data.params["batch_size"])
+        by_parent[r.data.tags["mlflow.parentRunId"]].append(r.data.params["bench.batch_size"])
     assert sorted(sorted(v) for v in by_parent.values()) == [["1", "2"], ["3", "4"]]  # each sweep's own jobs
     # every local record logged once, none lost
     local = [r for _, r in records.iter_records(tmp_path / "records")]

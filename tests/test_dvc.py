@@ -182,7 +182,7 @@ def test_stages_run_without_an_mlflow_server(tiny_bert, tiny_sts_dir, tmp_path):
     assert sorted(r["status"] for r in records) == ["ok", "skipped"]  # CPU ran; CUDA skipped where it is absent
     assert all(r["mlflow_run_id"] is None for r in records)  # kept on disk, unlogged
     ok = next(r for r in records if r["status"] == "ok")
-    assert ok["params"]["model"] == "tiny-bert" and ok["params"]["batch_size"] == "1"
+    assert ok["params"]["model"] == "tiny-bert" and ok["params"]["bench.batch_size"] == "1"
     assert "latency.p95_ms" in ok["metrics"]
 
     decide = _stage("decide", tmp_path, env)
@@ -193,6 +193,31 @@ def test_stages_run_without_an_mlflow_server(tiny_bert, tiny_sts_dir, tmp_path):
     assert metrics["latency_p95_ms"] == pytest.approx(ok["metrics"]["latency.p95_ms"])
     cdf = (tmp_path / "study" / "plots" / "latency_cdf.csv").read_text().splitlines()
     assert cdf[0] == "configuration,latency_ms,fraction" and cdf[-1].endswith(",1")
+    # the paths it prints exist once it is done (none under a temporary folder it deleted)
+    assert "[sweep] the study's records: study/runs/; its report: study/decision/report.md" in sweep.stdout
+    assert "pipeline-dvc-sweep-" not in sweep.stdout + sweep.stderr
+    assert list((tmp_path / "multirun").glob("*/*/0/pipeline.log"))  # each job's log, kept
+
+    # `dvc plots show`, offline: the PNGs the decide stage drew are in its page as images
+    for png in ("latency_cdf.png", "pareto.png"):
+        assert (tmp_path / "study" / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copytree(ROOT / "conf" / "sweep", tmp_path / "conf" / "sweep")  # the sweep stage's params file
+    dvc_env = {**env, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=dvc_env, check=True)
+    shutil.copytree(ROOT / ".dvc" / "plots", tmp_path / ".dvc" / "plots")
+    shown = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots"], cwd=tmp_path, env=dvc_env,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    page = (tmp_path / "dvc_plots" / "index.html").read_text()
+    for png in ("latency_cdf.png", "pareto.png"):
+        assert f"study_plots_{png}" in page or f"study/plots/{png}" in page, page[:2000]
+    assert "<img" in page
+    spec = json.loads(subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=tmp_path, env=dvc_env,
+                                     capture_output=True, text=True, timeout=120, check=True).stdout)["data"]
+    pareto = spec["study/plots/pareto.csv"][0]["content"]
+    assert pareto["encoding"]["color"]["field"] == "configuration"  # one colour per configuration
+    assert pareto["encoding"]["x"]["scale"]["zero"] is False and pareto["encoding"]["y"]["scale"]["zero"] is False
 
 
 def test_a_bad_study_parameter_is_refused_with_what_is_allowed(tmp_path):
@@ -200,3 +225,33 @@ def test_a_bad_study_parameter_is_refused_with_what_is_allowed(tmp_path):
     proc = _stage("export", tmp_path, {**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert "study.sweep: got 'nosuch', allowed:" in proc.stderr and "smoke" in proc.stderr
+
+
+def test_dvc_exp_show_has_the_sweeps_settings(tmp_path):
+    """The study's sweep file is a params file of the sweep stage: what the sweep varies and its
+    benchmark settings are columns of `dvc exp show`, and they follow study.sweep."""
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "conf" / "sweep", tmp_path / "conf" / "sweep")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+    def run(*cmd: str) -> str:
+        proc = subprocess.run(list(cmd), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    run("git", "init", "-q")
+    run(sys.executable, "-m", "dvc", "init", "-q")
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "study")
+    import csv
+    import io
+
+    (workspace, *_) = list(csv.DictReader(io.StringIO(run(sys.executable, "-m", "dvc", "exp", "show", "--no-pager", "--csv"))))
+    assert workspace["study.sweep"] == "models"
+    assert workspace["hydra.sweeper.params.bench.batch_size"] == "1,32"  # what the models sweep varies
+    assert workspace["hydra.sweeper.params.+candidate"].startswith("minilm-fp32,")
+    assert workspace["bench.max_seconds"] == "5.0"  # its benchmark settings
+    Repo(tmp_path, tmp_path).set_params(sweep="smoke")
+    diff = run(sys.executable, "-m", "dvc", "params", "diff", "--md")
+    assert "conf/sweep/smoke.yaml" in diff and "hydra.sweeper.params.provider" in diff and "cpu,cuda" in diff

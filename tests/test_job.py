@@ -16,7 +16,9 @@ DESIGN_METRICS = [
     "quality.stsb_spearman", "quality.sim_high", "quality.sim_low", "quality.separation", "quality.l2_norm_max_dev",
     "parity.min_cosine",
 ]
-DESIGN_PARAMS = ["model", "variant", "provider", "pooling", "batch_size", "max_length", "threads"]
+# the config groups by name, the rest under their Hydra keys (design.md "Names every run logs")
+DESIGN_PARAMS = ["model", "variant", "provider", "pooling", "bench.batch_size", "model.max_length", "provider.threads",
+                 "bench.warmup", "bench.iterations", "bench.max_seconds", "bench.passes", "provider.graph_optimization_level"]
 
 
 def _run(compose, tiny_bert, tiny_sts_dir, tmp_path, *extra):
@@ -36,7 +38,7 @@ def test_job_logs_every_design_name(compose, tiny_bert, tiny_sts_dir, tmp_path, 
     for name in DESIGN_PARAMS:
         assert name in run.data.params, name
     assert run.data.params["pooling"] == pooling
-    assert run.data.params["batch_size"] == "4"
+    assert run.data.params["bench.batch_size"] == "4"  # under its Hydra key
     assert run.data.tags["status"] == "ok"
     # the ONNX path pooled the same way as the PyTorch reference
     assert run.data.metrics["parity.min_cosine"] > 0.9999

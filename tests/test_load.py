@@ -218,7 +218,7 @@ def test_a_load_job_logs_the_load_metrics_params_and_figure(compose, tiny_bert, 
     run = MlflowClient(cfg.tracking.resolved_uri()).get_run(result.run_id)
     m, params = run.data.metrics, run.data.params
     assert {"load.max_qps_at_p95_target", "load.p95_ms_at_100qps", "latency.p95_ms", "load.generator.cpu_share"} <= set(m)
-    assert params["scenario"] == "load" and params["serve.max_batch"] == "16" and params["serve.max_wait_ms"] == "0.0"
+    assert params["bench.scenario"] == "load" and params["bench.load.max_batch"] == "16" and params["bench.load.max_wait_ms"] == "0.0"
     artifacts = {a.path for a in MlflowClient(cfg.tracking.resolved_uri()).list_artifacts(result.run_id)}
     assert {"load.png", "load.json", "load_latency.csv"} <= artifacts
 

@@ -58,6 +58,6 @@ def test_the_basic_launcher_runs_the_jobs_one_at_a_time(tiny_bert, tiny_sts_dir,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted((r for _, r in records.iter_records(tmp_path / "records") if not r.is_parent), key=lambda r: r.created)
-    assert [r.params["batch_size"] for r in jobs] == ["1", "2", "3"]
+    assert [r.params["bench.batch_size"] for r in jobs] == ["1", "2", "3"]
     for before, after in zip(jobs, jobs[1:]):  # each job started after the one before had ended
         assert after.created >= before.created + before.seconds - 0.05

@@ -211,7 +211,7 @@ def test_killed_sweep_rerun_does_only_the_missing_jobs(tiny_bert, tiny_sts_dir, 
     assert len(parents) == 1 and parents[0].info.run_id == parent_before[0].info.run_id  # resumed
     assert parents[0].info.status == "FINISHED"
     ok = _runs(tmp_path, "tags.status = 'ok' and attributes.status = 'FINISHED'")
-    assert sorted(r.data.params["batch_size"] for r in ok) == ["1", "2", "3", "4"]  # each exactly once
+    assert sorted(r.data.params["bench.batch_size"] for r in ok) == ["1", "2", "3", "4"]  # each exactly once
     assert finished_ids <= {r.info.run_id for r in ok}  # nothing already logged was lost or redone
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in ok)
 

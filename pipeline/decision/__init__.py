@@ -26,7 +26,7 @@ unfinished) are listed with their reason, never ranked; a run whose benchmark wa
 
 from .api import decide_sweep, write_outputs
 from .core import HEADLINE_METRICS, decide, recommendation, reproduce_command
-from .inputs import PARAMS, from_records, labels, run_row, runs_frame
+from .inputs import PARAMS, from_records, from_search_runs, labels, run_row, runs_frame
 from .matrix import evaluate, pareto_front, winner_of
 from .mlflow_io import latest_parent, load_children, load_samples_ms
 from .profile import as_decision_config, compose_decision
@@ -34,7 +34,7 @@ from .types import VERDICTS, DecideError, Decision, Inputs, Robustness, Winner
 
 __all__ = [
     "HEADLINE_METRICS", "PARAMS", "VERDICTS", "DecideError", "Decision", "Inputs", "Robustness", "Winner",
-    "as_decision_config", "compose_decision", "decide", "decide_sweep", "evaluate", "from_records", "labels",
+    "as_decision_config", "compose_decision", "decide", "decide_sweep", "evaluate", "from_records", "from_search_runs", "labels",
     "latest_parent", "load_children", "load_samples_ms", "pareto_front", "recommendation", "reproduce_command",
     "run_row", "runs_frame", "winner_of", "write_outputs",
 ]

@@ -16,6 +16,22 @@ import pandas as pd
 PARAMS = ("model", "variant", "provider", "pooling", "batch_size", "max_length", "threads", "precision")
 # params only some runs have: the load scenario's serving front
 SERVING_PARAMS = ("scenario", "serve.max_batch", "serve.max_wait_ms", "serve.workers")
+# the frame's column <- the run's param, under its Hydra key (pipeline.track.job_params); a run
+# logged before the Hydra keys has the column's own name as its param, which is read as well
+PARAM_KEYS = {
+    "model": "model", "variant": "variant", "provider": "provider", "pooling": "pooling",
+    "batch_size": "bench.batch_size", "max_length": "model.max_length", "threads": "provider.threads",
+    "scenario": "bench.scenario", "serve.max_batch": "bench.load.max_batch",
+    "serve.max_wait_ms": "bench.load.max_wait_ms", "serve.workers": "bench.load.workers",
+}
+
+
+def param_of(params: dict[str, Any] | None, column: str):
+    """The value of the frame's ``column`` in a run's params: under its Hydra key, or under the
+    short name runs were logged with before."""
+    params = params or {}
+    key = PARAM_KEYS.get(column, column)
+    return params[key] if key in params else params.get(column)
 BASE_COLUMNS = ("run_id", "record_id", "run_name", "status", "reason", "contended", "start_time", *PARAMS)
 SAMPLES_COLUMN = "latency_ns"
 RETIME_FILE = "retime.json"
@@ -48,12 +64,31 @@ def run_row(*, run_id: str, run_name: str = "", status: str | None, reason: str 
         "start_time": int(start_time or 0),
     }
     for p in PARAMS:
-        row[p] = (params or {}).get(p)
-    for p in SERVING_PARAMS:
-        if (params or {}).get(p) is not None:
-            row[p] = params[p]
+        row[p] = param_of(params, p)
+    if param_of(params, "scenario") == "load":  # the serving front: only on load runs
+        for p in SERVING_PARAMS:
+            if param_of(params, p) is not None:
+                row[p] = param_of(params, p)
     row.update({k: float(v) for k, v in (metrics or {}).items()})
     return row
+
+
+def from_search_runs(found: pd.DataFrame) -> pd.DataFrame:
+    """The runs frame from what ``mlflow.search_runs`` returns (columns ``params.*``,
+    ``metrics.*``, ``tags.*``, ``status``, ``start_time``): how a notebook that loaded runs with
+    MLflow's own API hands them to the decision."""
+    rows = []
+    for rec in found.to_dict(orient="records"):
+        def part(prefix: str) -> dict[str, Any]:
+            return {k[len(prefix):]: v for k, v in rec.items() if k.startswith(prefix) and v is not None and not (isinstance(v, float) and np.isnan(v))}
+
+        tags = part("tags.")
+        start = rec.get("start_time")
+        start_ms = int(pd.Timestamp(start).value // 1_000_000) if start is not None and not pd.isna(start) else 0
+        rows.append(run_row(run_id=rec["run_id"], run_name=tags.get("mlflow.runName", ""), status=tags.get("status"),
+                            reason=tags.get("reason", ""), start_time=start_ms, params=part("params."),
+                            metrics=part("metrics."), tags=tags, finished=rec.get("status") != "RUNNING"))
+    return runs_frame(rows)
 
 
 def runs_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
