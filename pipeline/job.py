@@ -136,7 +136,8 @@ def _export(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict, 
     # the folder a user hands to pipeline.embed.Embedder to ship this configuration
     tags["artifact.folder"] = str(artifact.folder.resolve())
     tags["artifact.onnx_file"] = artifact.onnx_path.name
-    metrics["export.seconds"] = artifact.seconds
+    if not artifact.cached:  # a cached export took no time here: no 0 s figure that reads as a fast export
+        metrics["export.seconds"] = artifact.seconds
     metrics["model.size_mb"] = artifact.size_mb
     model_config = {}
     if (artifact.folder / "config.json").is_file():
