@@ -9,6 +9,8 @@ import os
 import re
 from pathlib import Path
 
+from .redaction import redact
+
 log = logging.getLogger(__name__)
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")  # user:token@ in a remote's URL: never kept
 
@@ -165,7 +167,8 @@ def _several(value: str) -> bool:
 
 
 def context_tags() -> dict[str, str]:
-    """The tags every record gets when it is created: :func:`system_tags` and :func:`hydra_tags`."""
-    return {**system_tags(), **hydra_tags()}
+    """The tags every record gets when it is created: :func:`system_tags` and :func:`hydra_tags`,
+    secrets masked (an override may carry a token; the record is written to disk as it is)."""
+    return {k: redact(v) for k, v in {**system_tags(), **hydra_tags()}.items()}
 
 

@@ -74,7 +74,7 @@ def test_the_cycle_check_finds_a_cycle():
 
 # the leaves: they import nothing from the package but other leaves (docs/design.md)
 LEAVES = ("pipeline.cache", "pipeline.artifact", "pipeline.vocab", "pipeline.exitcodes", "pipeline.envs", "pipeline.machine_lock",
-          "pipeline.loadgen", "pipeline.quiet", "pipeline.eps", "pipeline.grouping", "pipeline.selfstats")
+          "pipeline.loadgen", "pipeline.quiet", "pipeline.eps", "pipeline.grouping", "pipeline.selfstats", "pipeline.redaction")
 
 
 @pytest.mark.parametrize("leaf", LEAVES)

@@ -15,6 +15,8 @@ def test_a_warning_inside_the_block_reaches_the_log_file_not_the_terminal(tmp_pa
     root = logging.getLogger()
     root.addHandler(handler)
     before = os.environ.get("TQDM_DISABLE")
+    pylog = logging.getLogger("py.warnings")
+    state = (pylog.propagate, list(pylog.handlers))
     try:
         with quiet.to_log_file():
             warnings.warn("TracerWarning: converting a tensor to a Python boolean", UserWarning)
@@ -26,4 +28,4 @@ def test_a_warning_inside_the_block_reaches_the_log_file_not_the_terminal(tmp_pa
     assert "TracerWarning" not in err
     assert "TracerWarning: converting a tensor" in log_file.read_text()
     # only the block is quieted: warnings and the environment are as they were after it
-    assert logging.getLogger("py.warnings").propagate and os.environ.get("TQDM_DISABLE") == before
+    assert (pylog.propagate, list(pylog.handlers)) == state and os.environ.get("TQDM_DISABLE") == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import traceback
 from dataclasses import asdict
 from datetime import datetime
@@ -203,7 +204,7 @@ def _write_parent(st: SweepState, config: DictConfig) -> bool:
     prec.metrics.update({f"sweep.jobs_{s}": float(sum(r.status == s for r in st.records)) for s in statuses})
     prec.tags["sweep.complete"] = str(missing == 0).lower()
     prec.status = Status.FAILED if (st.failed or missing > 0) else Status.OK
-    prec.seconds = __import__("time").perf_counter() - st.started
+    prec.seconds = time.perf_counter() - st.started
     try:
         write_atomic(st.parent_folder / "jobs.json", json.dumps(jobs_json, indent=2))
         records.write(st.parent_folder, prec)
