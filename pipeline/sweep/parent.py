@@ -16,7 +16,7 @@ from .. import decision as decision_pkg
 from .. import records, retime, track
 from ..cache import write_atomic
 from ..config import TrackingConfig, to_config
-from ..exitcodes import Exit
+from ..exitcodes import Exit, PipelineError
 from ..sync import close_stale_parents, command, sync
 from ..vocab import RESULT_STATUSES, Status
 from . import console, plan, resume
@@ -274,6 +274,9 @@ def finish(st: SweepState, parent_run_id: str | None, cfg: DictConfig) -> None:
         decision = decision_pkg.decide_sweep(parent_run_id, typed.decision, typed.tracking.resolved_uri(), out_dir=typed.reports_dir)
     except decision_pkg.DecideError as exc:
         print(f"[sweep] no decision: {exc}", flush=True)
+        return
+    except PipelineError as exc:  # a bad value in the sweep's own settings: one line, as everywhere
+        print(f"[sweep] no decision: {console.why(exc)}", flush=True)
         return
     except Exception as exc:  # a bug of ours, or the store went away after the sync: say which
         traceback.print_exc()
