@@ -114,7 +114,7 @@ def start(config: DictConfig) -> SweepState:
         raise plan.SweepConfigError(f"config error: {exc}") from None
     # this sweep's lock, before its records or its MLflow parent are looked up: a second run of
     # the same sweep started at the same moment finds it held and is refused (nothing is shared)
-    lock = records.hold_sweep(records_dir, key, name)
+    records.hold_sweep(records_dir, key, name)  # held by records until the process ends or another sweep starts
     tracking = _tracking(config)
     pfolder, prec, resumed, stale = _parent_record(records_dir, key, name, rerun, _params(config, name, jobs))
     parent_id, exp_id, offline = None, None, None
@@ -130,7 +130,7 @@ def start(config: DictConfig) -> SweepState:
     prec.status = Status.RUNNING
     records.write(pfolder, prec)
     st = SweepState(name, parent_id, exp_id, tracking.resolved_uri(), jobs, plan.swept_keys(jobs), rerun, records_dir,
-                    prec.record_id, key, resumed=resumed, lock=lock)
+                    prec.record_id, key, resumed=resumed)
     set_current(st)
     console.started(st, tracking.experiment, offline, _sync_command(st))
     return st
@@ -194,7 +194,7 @@ def retime_leaders(st: SweepState, config: DictConfig) -> None:
               file=sys.stderr, flush=True)
 
 
-def _write_parent(st: SweepState, config: DictConfig) -> bool:
+def _write_parent(st: SweepState) -> bool:
     """jobs.json, the job counts and the status on the parent's local record; False when the
     disk refused them (the parent run is then ended FAILED and the summary printed anyway)."""
     missing = len(st.jobs) - len(st.records)
@@ -229,7 +229,7 @@ def end(st: SweepState, config: DictConfig) -> Exit:
     collect_remote_jobs(st)
     failed = bool(st.failed) or len(st.records) < len(st.jobs)
     retime_leaders(st, config)
-    if not _write_parent(st, config):
+    if not _write_parent(st):
         return st.exit_code
     # log what MLflow does not have yet (the jobs it could not take, then the parent itself):
     # a store that was down gets one more try here

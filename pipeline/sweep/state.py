@@ -3,8 +3,7 @@
 Hydra calls the sweep's callback and its jobs as separate functions, so the state has one
 registry (:func:`current`), set when the sweep starts.  A job that a cluster launcher starts in
 another process (on another machine) rebuilds it from ``$PIPELINE_SWEEP_STATE``
-(:meth:`SweepState.to_env`).  The sweep's lock on its records (``records.hold_sweep``) is kept on
-the state too.
+(:meth:`SweepState.to_env`).  The sweep's lock on its records is held by ``records.hold_sweep``.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock
 
 from .. import records, track
 from ..exitcodes import Exit
@@ -56,7 +54,6 @@ class SweepState:
     resumed: bool = False
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # per job num, for the summary
     exit_code: Exit = Exit.OK
-    lock: FileLock | None = field(default=None, repr=False)
 
     _ENV_KEYS = ("name", "parent_run_id", "experiment_id", "tracking_uri", "jobs", "swept_keys", "rerun",
                  "records_dir", "parent_record", "sweep_key")
