@@ -242,7 +242,6 @@ def run(args) -> dict:
             "saturation_qps": r["saturation_qps"],
             "points": [p.summary() for p in sc.points],
         })
-    by = {r["contender"]: r for r in rows}
     ours_fp32 = [r for r in rows if r["contender"].startswith("ours-fp32")]
     peers = [r for r in rows if not r["contender"].startswith("ours")]
     key = lambda r: (r["max_qps_at_p95_20ms"], r["saturation_qps"])  # noqa: E731 (ties: the higher capacity)

@@ -72,7 +72,12 @@ def _read_csv(path: Path) -> StsData:
 def _read_hub(dataset: str, split: str) -> StsData:  # pragma: no cover - needs a network
     try:
         from datasets import load_dataset
-
+    except ImportError:
+        raise DataError(
+            f"STS Benchmark from the hub ({dataset}) needs the `datasets` package: pip install -e '.[hub]' "
+            "(and a network), or point quality.data_dir / PIPELINE_DATA_DIR at a folder holding stsb/stsb-en-<split>.csv"
+        ) from None
+    try:
         ds = load_dataset(dataset, split="validation" if split == "dev" else split)
     except Exception as exc:
         raise DataError(f"STS Benchmark from the hub ({dataset}) is unavailable: {exc}") from None

@@ -271,15 +271,12 @@ class BenchConfig:
 
 
 def default_data_dir() -> str:
-    """``$PIPELINE_DATA_DIR``, else the ``shared/data`` folder beside the checkout."""
+    """``$PIPELINE_DATA_DIR``, else the data the package ships (``pipeline/data``: the STS Benchmark
+    dev and test splits with their licence, ``pipeline/data/stsb/README.md``)."""
     env = os.environ.get("PIPELINE_DATA_DIR")
     if env:
         return env
-    root = Path(__file__).resolve().parent.parent.parent
-    for candidate in (root.parent / "shared" / "data", root / "shared" / "data"):
-        if candidate.is_dir():
-            return str(candidate)
-    return str(root.parent / "shared" / "data")
+    return str(Path(__file__).resolve().parent.parent / "data")
 
 
 @dataclass
