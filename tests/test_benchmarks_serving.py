@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ import serving_stats as ss  # noqa: E402
 
 
 def _pts(*pairs, lost=0):
-    return [{"offered_qps": r, "p95_ms": p, "requests": 1000, "lost": lost} for r, p in pairs]
+    return [{"offered_qps": r, "achieved_qps": r, "p95_ms": p, "requests": 1000, "lost": lost} for r, p in pairs]
 
 
 def test_max_qps_is_the_last_rate_met_before_the_first_miss():
@@ -76,3 +78,58 @@ def test_mg1_p95_is_exact_for_m_m_1_and_grows_with_load():
 
 def test_cpu_slug():
     assert ss.cpu_slug("Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz") == "intel-r-xeon-r-platinum-8481c-cpu-2-70ghz"
+
+
+def _round(points, service_ms, closed_ms=(5.0,)):
+    return {"service_ms": service_ms, "info": {}, "transports": {
+        t: {"closed_loop_ms": list(closed_ms), "points": points, "conditions": {}} for t in ("tcp", "http")}}
+
+
+def test_rows_and_the_headline_compare_our_best_front_with_the_best_peer():
+    import serving
+
+    fast = _pts((5, 3), (100, 8), (200, 15), (400, 40))  # 20 ms: 200/s, 50 ms: 400/s (limited by rates)
+    slow = _pts((5, 4), (100, 25), (200, 60))
+    for p in fast + slow:
+        p["achieved_qps"] = p["offered_qps"]
+    rows = [serving.row("ours-fp32", "per-request", t, [_round(slow, [3.0] * 10)] * 2) for t in ("tcp", "http")]
+    rows += [serving.row("ours-fp32", "batched", t, [_round(fast, [3.0] * 10)] * 2) for t in ("tcp", "http")]
+    rows += [serving.row("st-onnx", "batched", t, [_round(slow, [4.0] * 10)] * 2) for t in ("tcp", "http")]
+    rows += [serving.row("infinity-server", "own", "http", [{"service_ms": None, "info": {}, "transports": {
+        "http": {"closed_loop_ms": [6.0], "points": _pts((5, 30)), "conditions": {}}}}] * 2)]
+    r = rows[2]
+    assert r["max_qps_p95_20ms"]["qps"] == 200 and r["max_qps_p95_50ms"]["limited_by_rates"]
+    assert [m["offered_qps"] for m in r["mg1"]] == [5, 100, 200, 400] and r["mg1"][0]["mg1_p95_ms"] == pytest.approx(3.0, abs=0.05)
+    assert rows[-1]["service_from"].startswith("closed-loop") and rows[-1]["max_qps_p95_20ms"]["below_lowest"]
+    h = serving.headline(rows)
+    assert h["http@20ms"]["ours"] == "ours-fp32/batched" and h["http@20ms"]["best_peer"] == "st-onnx/batched"
+    assert h["http@20ms"]["ratio"] == pytest.approx(200 / 5) and h["http@20ms"]["kind"] == "exact"  # st-onnx met only 5/s
+    assert h["process@50ms"]["kind"] == "at_least"  # ours met 50 ms at the highest rate tried
+    assert "process@20ms" in h and set(h) == {f"{t}@{x:g}ms" for t in ("process", "http") for x in ss.TARGETS_MS}
+
+
+def test_one_generator_drives_a_server_process_over_tcp_and_http(tiny_bert, tmp_path):
+    import serving
+
+    from pipeline.config import ModelConfig, VariantConfig
+    from pipeline.export import export
+    from pipeline.sources import resolve
+
+    cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
+    art = export(resolve(cfg), cfg, VariantConfig(), tmp_path / "cache")
+    sentences = tmp_path / "sentences.json"
+    sentences.write_text(json.dumps([f"the dog number {i} runs" for i in range(50)]))
+    spec = {"kind": "ours", "folder": str(art.folder), "onnx_file": art.onnx_path.name, "threads": 1, "max_length": 64, "service_calls": 20}
+    srv = serving.Server("tiny-batched", Path(sys.executable), spec, {"max_batch": 8, "max_wait_ms": 2}, tmp_path, sentences).start(300)
+    gen = serving.Generator(sentences)
+    try:
+        assert len(srv.service["service_ms"]) == 20 and srv.service["dim"] == 32
+        for transport, port in (("tcp", srv.tcp_port), ("http", srv.http_port)):
+            gen.ask({"op": "target", "transport": transport, "port": port, "path": "/v1/embeddings", "model": "tiny"})
+            assert len(gen.ask({"op": "closed", "requests": 5})["ms"]) == 5
+            p = gen.ask({"op": "point", "rate": 40, "requests": 40, "seed": 1, "timeout_s": 30})
+            assert p["ok"] == 40 and p["lost"] == p["failed"] == 0 and len(p["latencies_ms"]) == 40, (transport, p)
+            assert 0 < p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"]
+    finally:
+        gen.close()
+        srv.stop()
