@@ -2,7 +2,7 @@
 request's scheduled arrival (so queueing and the generator's own lateness count: no
 "coordinated omission"), and the search for the highest rate within a p95 target.
 
-Imports only numpy: it drives servers in other environments too (benchmarks/_serving_peer.py).
+Imports only numpy, so it can drive servers in other environments too.
 :mod:`pipeline.load` is the stage that runs it against the embedder.
 """
 
@@ -185,7 +185,7 @@ class Scenario:
 
     ``measure(rate, seconds) -> Point`` runs one rate (a :class:`Driver`).  The steps are
     public (:meth:`scan`, :meth:`search_step`) so that several servers can be measured
-    interleaved, point by point (benchmarks/serving.py); :meth:`run` does them all.
+    interleaved, point by point; :meth:`run` does them all.
     """
 
     def __init__(self, measure, settings: dict):
