@@ -76,9 +76,8 @@ def ratio(ours: dict, peer: dict) -> dict:
         if o <= 0:
             return {"ratio": None, "kind": "unknown", "why": "neither met the target at the lowest rate tried"}
         return {"ratio": o / peer["lowest"], "kind": "at_least", "why": f"the peer missed the target at {peer['lowest']:g}/s"}
-    if o <= 0:
-        return {"ratio": 0.0 if not ours["below_lowest"] else None, "kind": "at_most" if ours["below_lowest"] else "exact",
-                "why": "ours missed the target at the lowest rate tried" if ours["below_lowest"] else ""}
+    if o <= 0:  # ours missed even the lowest rate (the peer met it): below lowest / peer
+        return {"ratio": ours["lowest"] / p, "kind": "at_most", "why": f"ours missed the target at {ours['lowest']:g}/s"}
     r = o / p
     if ours["limited_by_rates"] and peer["limited_by_rates"]:
         return {"ratio": None, "kind": "unknown", "why": "both met the target at the highest rate tried"}

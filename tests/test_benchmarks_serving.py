@@ -49,6 +49,7 @@ def test_ratio_exact_and_its_bounds():
     assert ss.ratio(_fig(400, limited=True), _fig(100))["kind"] == "at_least"
     assert ss.ratio(_fig(100), _fig(400, limited=True))["kind"] == "at_most"
     assert ss.ratio(_fig(0, below=True), _fig(0, below=True))["ratio"] is None
+    assert ss.ratio(_fig(0, below=True), _fig(50)) == {"ratio": 0.1, "kind": "at_most", "why": "ours missed the target at 5/s"}
     assert ss.ratio(_fig(400, limited=True), _fig(400, limited=True))["kind"] == "unknown"
 
 
