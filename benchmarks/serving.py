@@ -90,7 +90,8 @@ class Server:
         env.pop("PYTHONPATH", None)
         if self.spec is None:  # infinity's own server
             cmd = [str(self.python.parent / "infinity_emb"), "v2", "--model-id", self.front["folder"], "--engine", "optimum",
-                   "--device", "cpu", "--batch-size", str(self.front["max_batch"]), "--port", str(self.http_port), "--host", "127.0.0.1"]
+                   "--device", "cpu", "--batch-size", str(self.front["max_batch"]), "--port", str(self.http_port), "--host", "127.0.0.1",
+                   "--served-model-name", self.front["served"]]
             ready = f"http://127.0.0.1:{self.http_port}/health"
         else:
             out = self.work / f"{self.name}.service.json"
@@ -203,7 +204,7 @@ def series_of(cands: dict, args) -> list[dict]:
     for name, (python, spec) in cands.items():
         if spec is None:  # infinity's own server: its own batching, over HTTP only
             out.append({"contender": name, "front": "own", "python": python, "spec": None, "transports": ["http"] if "http" in args.transports else [],
-                        "front_settings": {"max_batch": args.max_batch, "folder": os.environ["INFINITY_FOLDER"]}})
+                        "front_settings": {"max_batch": args.max_batch, "folder": os.environ["INFINITY_FOLDER"], "served": name}})
             continue
         for f in args.fronts:
             out.append({"contender": name, "front": f, "python": python, "spec": spec, "transports": list(args.transports), "front_settings": fronts[f]})
