@@ -230,7 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("what to serve (default: the winner of --decision)")
     src.add_argument("--decision", default="reports/latest/decision.json", help="a decision.json (default: %(default)s)")
     src.add_argument("--run-id", help="one run's configuration: its record in --records-dir, else MLflow")
-    src.add_argument("--folder", help="an exported model folder, with the settings below")
+    src.add_argument("--folder", help="an exported model folder, with the settings below (which also override a run's)")
     src.add_argument("--onnx-file", default=None)
     src.add_argument("--pooling", default=None, choices=["mean", "cls", "max", "last_token"])
     src.add_argument("--max-length", type=int, default=None)
@@ -257,9 +257,15 @@ def target_of(args) -> Target:
     if args.folder:
         return explicit(args.folder, onnx_file=args.onnx_file, pooling=args.pooling, max_length=args.max_length,
                         threads=args.threads, provider=args.provider)
-    if args.run_id:
-        return from_run(args.run_id, args.records_dir, args.tracking_uri)
-    return from_decision(args.decision, args.records_dir, args.tracking_uri)
+    t = from_run(args.run_id, args.records_dir, args.tracking_uri) if args.run_id else from_decision(args.decision, args.records_dir,
+                                                                                                       args.tracking_uri)
+    given = {"onnx_file": args.onnx_file, "pooling": args.pooling, "max_length": args.max_length, "threads": args.threads,
+             "provider": args.provider}
+    over = {k: v for k, v in given.items() if v is not None}
+    if over:  # explicit settings win over the run's, and the line says so
+        t.embedder.update(over)
+        t.source += " with " + ", ".join(f"{k}={v}" for k, v in over.items())
+    return t
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ import pytest
 
 from conftest import ROOT, WORDS
 from pipeline.exitcodes import Exit
-from pipeline.server import Front, Limits, create_app, main
+from pipeline.server import Front, Limits, _parser, create_app, main, target_of
 from pipeline.server_target import TargetError, from_decision
 
 uvicorn = pytest.importorskip("uvicorn")
@@ -329,6 +329,9 @@ def test_the_decision_s_winner_is_what_is_served(exported, tmp_path):
     assert t.embedder["model_dir"] == str(exported) and t.embedder["pooling"] == "cls" and t.embedder["max_length"] == 64
     line = t.describe()
     assert "tiny/fp32/cls" in line and "p50 1.50 ms" in line and "p95 4.00 ms" in line and "STS 80.10" in line
+    args = _parser().parse_args(["--decision", str(decision), "--records-dir", str(records), "--threads", "3"])
+    over = target_of(args)  # explicit settings override the run's
+    assert over.embedder["threads"] == 3 and over.embedder["pooling"] == "cls" and "threads=3" in over.describe()
     decision.write_text(json.dumps({"verdict": "no-go", "winner": None}))
     with pytest.raises(TargetError, match="no winner"):
         from_decision(decision, records)
