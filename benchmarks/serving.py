@@ -1,26 +1,31 @@
-"""Serving under load, side by side: the requests per second each server sustains within p95 20 ms.
+"""Serving under load, fairly: each contender a server in its own process, one load generator.
 
-    python benchmarks/serving.py [--threads 2] [--seconds 3] [--skip-infinity]
+    python benchmarks/serving.py --quick                  # minutes: shows it works, figures not kept
+    python benchmarks/serving.py                          # the full run (see docs/serving.md)
 
-Every contender serves the same all-MiniLM-L6-v2 at the same intra-op thread count, and is
-driven by the same open-loop generator (pipeline/load.py) with the same Poisson schedules
-and the same STS Benchmark sentences at each offered rate; latency counts from each
-request's scheduled arrival.  Contenders:
+Every contender serves the same all-MiniLM-L6-v2 at the same intra-op thread count, in its own
+process (and its own environment where its packages cannot share ours, through pipeline.envs),
+behind the same fronts: ``per-request`` (the micro-batching front with max_batch 1: one call per
+request) and ``batched`` (max_batch / max_wait_ms as given, the same for all).  Each server
+process (benchmarks/_serving_server.py) answers over HTTP (pipeline.server: FastAPI + uvicorn,
+OpenAI's /v1/embeddings) and over a bare TCP protocol into the same front (the process-level
+variant).  One load generator process (benchmarks/_serving_load.py) drives them all: open-loop
+Poisson arrivals, latency from each request's scheduled arrival, ``--requests`` per point, rates
+ascending from 5/s until the p95 passes the largest target or the server saturates, ``--rounds``
+rounds (the contenders' order reversed every other round).  infinity-emb's own HTTP server
+(``infinity_emb v2``, its optimum engine) is driven over HTTP with its own batching.
 
-- ours-fp32-per-request: pipeline.serve.Batcher(max_batch=1) over our Embedder (fp32 export);
-- ours-fp32-batched: the same with micro-batching (max_batch 16, no wait);
-- ours-int8-per-request, ours-int8-batched: the int8_dynamic export, the same two ways
-  (listed; not in the headline, whose peers run fp32 weights);
-- st-per-request: sentence-transformers (torch) called once per request behind a FIFO
-  worker, the way a simple service calls it;
-- infinity: infinity-emb's engine (dynamic batching), in its own virtual environment
-  (it pins numpy<2 and sentence-transformers<4), created by this script under
-  .cache/serving/infinity-venv with the torch CPU build this environment uses; it runs in
-  its own process (benchmarks/_serving_peer.py), driven by the same generator code.
+Contenders: ours-fp32, ours-int8 (listed, not in the fp32 headline), st-onnx and st-openvino
+(sentence-transformers' ONNX and OpenVINO backends on our fp32 export), optimum-ort (Optimum's
+ORTModelForFeatureExtraction), infinity-optimum (infinity-emb's optimum engine behind our
+fronts), infinity-server (its own server).  One that cannot run here is listed with its reason.
 
-The contenders are measured interleaved, one rate at a time in rotating order, so that the
-machine's drift hits them alike.  The last line printed is one JSON object; the headline is
-``max_qps_at_p95_20ms_ratio_vs_best_peer`` (our best fp32 server over the best peer).
+Per contender, front and transport: the single-call service time (measured in its process), the
+p95 measured at each rate beside the p95 an M/G/1 queue predicts from that service time
+(benchmarks/serving_stats.py), max QPS within p95 20, 30 and 50 ms (median over rounds); per
+transport and target, ours over the best peer.  The machine lock (pipeline.machine_lock) is held
+throughout; the results (rows, per-round points with their latency percentiles, conditions, CPU
+model, load average, versions) go to benchmarks/results/<cpu-slug>/serving.json.
 """
 
 from __future__ import annotations
@@ -28,276 +33,384 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-INFINITY_PIN = "infinity-emb[torch]==0.0.78"
-VENV = ROOT / ".cache" / "serving" / "infinity-venv"
+import serving_stats as ss  # noqa: E402
 
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
+RATES = (5, 10, 20, 40, 60, 80, 100, 130, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1300, 1600, 2000)
+INFINITY_SERVER = lambda: (("infinity-emb[torch,optimum,server]==0.0.78",), True, ())  # noqa: E731
+PEERS = ("st-onnx", "st-openvino", "optimum-ort", "infinity-optimum", "infinity-server")
+OURS = ("ours-fp32", "ours-int8")
 
 
-# -- the infinity environment -------------------------------------------------------------------
-def infinity_python(venv: Path) -> tuple[Path | None, str]:
-    """The infinity venv's python (created on first use), or None and exactly why not."""
-    py = venv / "bin" / "python"
-    check = [str(py), "-c", "import infinity_emb, numpy, sentence_transformers; print(infinity_emb.__version__, numpy.__version__, sentence_transformers.__version__)"]
-    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return py, ""
-    import torch
-
-    torch_pin = f"torch=={torch.__version__}"  # the CPU build this environment has (pip's find-links)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
-        proc = subprocess.run([str(py), "-m", "pip", "install", "-q", INFINITY_PIN, torch_pin], capture_output=True, text=True, timeout=1800)
-    except (subprocess.SubprocessError, OSError) as exc:
-        return None, f"creating {venv} failed: {type(exc).__name__}: {exc}"
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
-        return None, f"pip install {INFINITY_PIN} {torch_pin} failed (exit {proc.returncode}): {tail}"
-    ok = subprocess.run(check, capture_output=True, text=True)
-    if ok.returncode != 0:
-        return None, f"infinity_emb does not import in {venv}: {ok.stderr.strip().splitlines()[-1:]}"
-    return py, ""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-class Remote:
-    """A server in another process (benchmarks/_serving_peer.py), driven point by point over stdin/stdout."""
+def wait_http(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited ({proc.returncode}): {log.read_text()[-600:] if log.exists() else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout_s:.0f} s")
 
-    def __init__(self, python: Path, spec: dict):
+
+class Server:
+    """One contender's server process: ours or a peer behind our front, or infinity's own."""
+
+    def __init__(self, name: str, python: Path, spec: dict | None, front: dict | None, work: Path, sentences: Path):
+        self.name, self.python, self.spec, self.front, self.work, self.sentences = name, python, spec, front, work, sentences
+        self.proc: subprocess.Popen | None = None
+        self.service: dict = {}
+
+    def start(self, timeout_s: float = 900) -> "Server":
+        self.http_port, self.tcp_port = free_port(), free_port()
+        log = self.work / f"{self.name}.log"
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", INFINITY_ANONYMOUS_USAGE_STATS="0", DO_NOT_TRACK="1")
         env.pop("PYTHONPATH", None)
-        self.proc = subprocess.Popen(
-            [str(python), str(ROOT / "benchmarks" / "_serving_peer.py")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(ROOT / ".cache" / "serving" / "peer.log", "w"), text=True, env=env,
-        )
-        self.ask({"op": "start", **spec})
+        if self.spec is None:  # infinity's own server
+            cmd = [str(self.python.parent / "infinity_emb"), "v2", "--model-id", self.front["folder"], "--engine", "optimum",
+                   "--device", "cpu", "--batch-size", str(self.front["max_batch"]), "--port", str(self.http_port), "--host", "127.0.0.1",
+                   "--served-model-name", self.front["served"]]
+            ready = f"http://127.0.0.1:{self.http_port}/health"
+        else:
+            out = self.work / f"{self.name}.service.json"
+            spec = {**self.spec, "root": str(ROOT), "name": self.name, "front": self.front, "http_port": self.http_port,
+                    "tcp_port": self.tcp_port, "sentences": str(self.sentences), "service_out": str(out)}
+            (self.work / f"{self.name}.spec.json").write_text(json.dumps(spec))
+            cmd = [str(self.python), str(ROOT / "benchmarks" / "_serving_server.py"), str(self.work / f"{self.name}.spec.json")]
+            ready = f"http://127.0.0.1:{self.http_port}/ready"
+        self.proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        wait_http(ready, self.proc, timeout_s, log)
+        if self.spec is not None:
+            self.service = json.loads(out.read_text())
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class Generator:
+    """The load generator process (benchmarks/_serving_load.py)."""
+
+    def __init__(self, sentences: Path):
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "_serving_load.py")], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.ask({"op": "texts", "file": str(sentences)})
 
     def ask(self, msg: dict) -> dict:
         self.proc.stdin.write(json.dumps(msg) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the peer process ended (exit {self.proc.poll()}); see .cache/serving/peer.log")
+            raise RuntimeError(f"the load generator ended (exit {self.proc.poll()})")
         reply = json.loads(line)
         if "error" in reply:
             raise RuntimeError(reply["error"])
         return reply
 
-    def __call__(self, rate: float, seconds: float):
-        from pipeline.load import Point
-
-        d = self.ask({"op": "point", "rate": rate, "seconds": seconds})
-        d.pop("lost", None)
-        return Point(**d)
-
     def close(self) -> None:
         try:
-            self.ask({"op": "stop"})
-        except Exception:
-            pass
-        try:
+            self.proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
+            self.proc.stdin.flush()
             self.proc.wait(30)
-        except subprocess.TimeoutExpired:
+        except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
 
 
-# -- in-process contenders ----------------------------------------------------------------------
-def model_files(variant: str):
-    from pipeline import export, sources
-    from pipeline.config import to_config
-    from pipeline.stages import compose_config
+# -- the contenders -------------------------------------------------------------------------------
+def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped: dict) -> dict[str, tuple[Path, dict | None]]:
+    """name -> (python, builder spec of _peer_worker.py; None for infinity's own server)."""
+    import peers_best as pb
 
-    cfg = to_config(compose_config([f"variant={variant}"]))
-    resolved = sources.resolve(cfg.model)
-    art = export.export(resolved, cfg.model, cfg.variant, cfg.cache_dir)
-    return cfg, resolved, art
+    want = [n for n in (*OURS, *PEERS) if (not args.only or n in args.only) and n not in args.skip]
+    main_py, th = Path(sys.executable), args.threads
+    cfg, resolved, fp32 = pb.load_artifact("fp32")
+    ml = cfg.model.max_length
+    out: dict[str, tuple[Path, dict | None]] = {}
+    arts = {"ours-fp32": fp32}
+    if "ours-int8" in want:
+        try:
+            arts["ours-int8"] = pb.load_artifact(args.int8_variant)[2]
+        except Exception as exc:
+            skipped["ours-int8"] = f"{args.int8_variant} export failed: {type(exc).__name__}: {exc}"
+    for n, a in arts.items():
+        if n in want:
+            out[n] = (main_py, {"kind": "ours", "folder": str(a.folder), "onnx_file": a.onnx_path.name, "threads": th, "max_length": ml})
+    st_folder = None
+    if any(n in want for n in ("st-onnx", "infinity-optimum", "infinity-server")):
+        try:
+            st_folder = pb.st_onnx_folder(resolved, fp32, peers_root)
+        except Exception as exc:
+            for n in ("st-onnx", "infinity-optimum", "infinity-server"):
+                skipped[n] = f"preparing the ONNX checkpoint folder failed: {type(exc).__name__}: {exc}"
+    if "st-onnx" in want and st_folder is not None:
+        out["st-onnx"] = (main_py, {"kind": "st-onnx", "folder": str(st_folder), "file_name": "onnx/model.onnx", "threads": th})
+    if "optimum-ort" in want:
+        out["optimum-ort"] = (main_py, {"kind": "optimum", "folder": str(fp32.folder), "onnx_file": fp32.onnx_path.name,
+                                        "tokenizer_folder": str(fp32.folder), "threads": th, "max_length": ml})
+    if "st-openvino" in want:
+        env = pb.make_env("st-openvino", *pb.ST_OPENVINO()[:2], env_root, env_report, pb.ST_OPENVINO()[2])
+        if env.ok:
+            out["st-openvino"] = (env.python, {"kind": "st", "backend": "openvino", "folder": str(resolved.folder), "threads": th,
+                                               "model_kwargs": {"ov_config": {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": th}}})
+        else:
+            skipped["st-openvino"] = f"environment not made: {env.reason}"
+    if st_folder is not None and any(n in want for n in ("infinity-optimum", "infinity-server")):
+        pk, inh, pa = INFINITY_SERVER()
+        env = pb.make_env("infinity-emb-server", pk, inh, env_root, env_report, pa)
+        for n in ("infinity-optimum", "infinity-server"):
+            if n in want and not env.ok:
+                skipped[n] = f"environment not made: {env.reason}"
+            elif n == "infinity-optimum" and n in want:
+                out[n] = (env.python, {"kind": "infinity", "engine": "optimum", "folder": str(st_folder), "threads": th, "batch_size": args.max_batch})
+            elif n in want:
+                out[n] = (env.python, None)
+        os.environ["INFINITY_FOLDER"] = str(st_folder)
+    return out
 
 
-def ours(art, cfg, threads: int):
-    from pipeline.embed import Embedder
+def series_of(cands: dict, args) -> list[dict]:
+    """Each (contender, front): the server process to start, and the transports to drive it over."""
+    fronts = {"per-request": {"max_batch": 1, "max_wait_ms": 0.0}, "batched": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms}}
+    out = []
+    for name, (python, spec) in cands.items():
+        if spec is None:  # infinity's own server: its own batching, over HTTP only
+            out.append({"contender": name, "front": "own", "python": python, "spec": None, "transports": ["http"] if "http" in args.transports else [],
+                        "front_settings": {"max_batch": args.max_batch, "folder": os.environ["INFINITY_FOLDER"], "served": name}})
+            continue
+        for f in args.fronts:
+            out.append({"contender": name, "front": f, "python": python, "spec": spec, "transports": list(args.transports), "front_settings": fronts[f]})
+    return [s for s in out if s["transports"]]
 
-    return Embedder(art.folder, onnx_file=art.onnx_path.name, pooling="mean", threads=threads, max_length=cfg.model.max_length)
+
+# -- measuring ------------------------------------------------------------------------------------
+def ladder(gen: Generator, args, seed: int) -> list[dict]:
+    """Rates ascending until the p95 passes the largest target twice running, or the server saturates."""
+    points, misses = [], 0
+    for i, rate in enumerate(args.rates):
+        n = args.requests if not args.max_point_s else max(50, min(args.requests, int(rate * args.max_point_s)))
+        p = gen.ask({"op": "point", "rate": rate, "requests": n, "seed": seed + i, "timeout_s": args.timeout_s})
+        lat = p.pop("latencies_ms")
+        p["latency_percentiles_ms"] = [round(float(x), 3) for x in np.percentile(lat, np.arange(101))]
+        points.append(p)
+        print(f"  {rate:g}/s: p95 {p['p95_ms']:.1f} ms, achieved {p['achieved_qps']:.0f}/s, lost {p['lost']}, failed {p['failed']}",
+              file=sys.stderr, flush=True)
+        misses = misses + 1 if not ss.met(p, max(ss.TARGETS_MS)) else 0
+        if misses >= 2 or p["achieved_qps"] < 0.8 * rate:
+            break
+    return points
 
 
-def st_model(resolved, threads: int):
-    import torch
-    from sentence_transformers import SentenceTransformer
+def run_series(s: dict, gen: Generator, args, work: Path, sentences: Path, rnd: int) -> dict:
+    """Start the series' server, drive it over each transport, stop it: this round's measurements."""
+    from pipeline.conditions import Mark
 
-    torch.set_num_threads(threads)
-    model = SentenceTransformer(str(resolved.folder), device="cpu", local_files_only=True)
+    srv = Server(f"{s['contender']}-{s['front']}-r{rnd}", s["python"], s["spec"], s["front_settings"], work, sentences).start()
+    out = {"service_ms": srv.service.get("service_ms"), "info": srv.service.get("info"), "transports": {}}
+    try:
+        for t in s["transports"]:
+            print(f"round {rnd}: {s['contender']} / {s['front']} / {t}", file=sys.stderr, flush=True)
+            port = srv.http_port if t == "http" else srv.tcp_port
+            path = "/embeddings" if s["spec"] is None else "/v1/embeddings"
+            gen.ask({"op": "target", "transport": "http" if t == "http" else "tcp", "port": port, "path": path, "model": s["contender"]})
+            a = (Mark.now(), ss_cpu(srv, gen))
+            closed = gen.ask({"op": "closed", "requests": args.closed_requests})["ms"]
+            points = ladder(gen, args, seed=1000 * rnd)
+            b = (Mark.now(), ss_cpu(srv, gen))
+            out["transports"][t] = {"closed_loop_ms": closed, "points": points, "conditions": window(a, b)}
+    finally:
+        srv.stop()
+    return out
 
-    def embed(texts):
-        with torch.inference_mode():
-            return model.encode(list(texts), batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
 
-    return embed
+def ss_cpu(srv: Server, gen: Generator) -> float:
+    import peers_best as pb
+
+    return sum(pb.proc_cpu_s(p.pid) for p in (srv.proc, gen.proc) if p is not None)
+
+
+def window(a, b) -> dict:
+    """Conditions of one measured stretch: load average, and the CPU share of processes not ours."""
+    from dataclasses import replace
+
+    from pipeline.conditions import Window
+
+    ma, mb = replace(a[0], own_cpu=a[0].own_cpu + a[1]), replace(b[0], own_cpu=b[0].own_cpu + b[1])
+    w = Window.between(ma, mb)
+    return {"seconds": round(mb.wall - ma.wall, 1), "other_cpu_share": w.other_cpu_share, "loadavg": os.getloadavg()}
+
+
+# -- results --------------------------------------------------------------------------------------
+def row(contender: str, front: str, transport: str, rounds: list[dict]) -> dict:
+    """One contender/front/transport over the rounds: figures at each target, service time, M/G/1 beside measured."""
+    per = [r["transports"][transport] for r in rounds]
+    service = [x for r in rounds for x in (r["service_ms"] or [])]
+    closed = [x for p in per for x in p["closed_loop_ms"]]
+    basis = service or closed  # infinity's own server: only the closed-loop time over HTTP is known
+    out = {"contender": contender, "front": front, "transport": transport, "peer": contender not in OURS,
+           "service_ms_p50": float(np.median(basis)), "service_ms_mean": float(np.mean(basis)),
+           "service_from": "in-process single calls" if service else "closed-loop requests over HTTP",
+           "closed_loop_ms_p50": float(np.median(closed)),
+           "saturation_qps": float(np.median([max(p["achieved_qps"] for p in x["points"]) for x in per])),
+           "rounds": per, "info": rounds[0].get("info")}
+    for t in ss.TARGETS_MS:
+        out[f"max_qps_p95_{t:g}ms"] = ss.median_over_rounds([ss.max_qps_at(x["points"], t) for x in per])
+    out["mg1"] = [{"offered_qps": p["offered_qps"], "p95_ms": p["p95_ms"], "mg1_p95_ms": ss.mg1_p95_ms(p["offered_qps"], basis)}
+                  for p in per[0]["points"]]
+    return out
+
+
+def headline(rows: list[dict]) -> dict:
+    """Per transport and target: our best fp32 front over the best peer (any front)."""
+    out = {}
+    for transport in ("tcp", "http"):
+        for t in ss.TARGETS_MS:
+            key = f"max_qps_p95_{t:g}ms"
+            ours = {f"{r['contender']}/{r['front']}": {**r[key], "saturation_qps": r["saturation_qps"]}
+                    for r in rows if r["transport"] == transport and r["contender"] == "ours-fp32"}
+            peers = {f"{r['contender']}/{r['front']}": {**r[key], "saturation_qps": r["saturation_qps"]}
+                     for r in rows if r["transport"] == transport and r["peer"]}
+            if not ours or not peers:
+                continue
+            o, p = ss.best_peer(ours), ss.best_peer(peers)
+            out[f"{'process' if transport == 'tcp' else 'http'}@{t:g}ms"] = {
+                "ours": o, "ours_qps": ours[o]["qps"], "best_peer": p, "peer_qps": peers[p]["qps"], **ss.ratio(ours[o], peers[p])}
+    return out
+
+
+def conditions_of(started: float, lock, versions: dict) -> dict:
+    from pipeline.conditions import cpu_model
+
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "loadavg_end": os.getloadavg(), "seconds": round(time.time() - started, 1),
+            "lock": {"path": str(lock.path), "held": lock.held, "contended": lock.contention, "waited_s": round(lock.waited_s, 1)},
+            "python": sys.version.split()[0], "versions": versions}
+
+
+def versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for n in ("onnxruntime", "numpy", "tokenizers", "fastapi", "uvicorn", "sentence-transformers", "optimum", "torch"):
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
 
 
 def run(args) -> dict:
-    from pipeline.config import LoadConfig, QualityConfig
-    from pipeline.load import Driver, Scenario, settings_of
+    from pipeline.conditions import cpu_model
+    from pipeline.config import QualityConfig
+    from pipeline.machine_lock import MachineLock
     from pipeline.quality import load_sts
-    from pipeline.serve import Batcher
 
-    threads = args.threads
-    settings = settings_of(LoadConfig(
-        rates=[float(r) for r in args.rates.split(",")], seconds_per_rate=args.seconds, min_requests=args.min_requests,
-        search_steps=args.search_steps, warmup_seconds=1.0, timeout_ms=1000.0,
-    ))
+    started = time.time()
+    cache = Path(os.environ.get("PIPELINE_CACHE_DIR") or ROOT / ".cache" / "pipeline")
+    work = Path(tempfile.mkdtemp(prefix="serving-"))
     sentences = list(load_sts(QualityConfig(split="test")).unique_sentences)
     import random
 
     random.Random(0).shuffle(sentences)
-    cfg, resolved, fp32 = model_files("fp32")
-    skipped: dict[str, str] = {}
-    servers: dict[str, object] = {}  # name -> measure(rate, seconds)
-    closers = []
+    (work / "sentences.json").write_text(json.dumps(sentences))
+    skipped, env_report = {}, {}
+    cands = contenders(args, cache / "envs", cache / "peers", env_report, skipped)
+    series = series_of(cands, args)
+    for n, why in skipped.items():
+        print(f"{n} skipped: {why}", file=sys.stderr, flush=True)
+    measured: dict[tuple[str, str], list[dict]] = {}
+    with MachineLock(args.lock_wait_s, "benchmarks/serving.py") as lock:
+        gen = Generator(work / "sentences.json")
+        try:
+            for rnd in range(1, args.rounds + 1):
+                for s in (series if rnd % 2 else series[::-1]):
+                    key = (s["contender"], s["front"])
+                    try:
+                        measured.setdefault(key, []).append(run_series(s, gen, args, work, work / "sentences.json", rnd))
+                    except Exception as exc:
+                        skipped[f"{s['contender']}/{s['front']}"] = f"round {rnd}: {type(exc).__name__}: {exc}"
+                        print(f"{s['contender']}/{s['front']} failed: {exc}", file=sys.stderr, flush=True)
+        finally:
+            gen.close()
+        cond = conditions_of(started, lock, versions())
+    rows = [row(c, f, t, rs) for (c, f), rs in measured.items() for t in rs[0]["transports"] if all(t in r["transports"] for r in rs)]
+    return {"benchmark": "serving", "cpu_slug": ss.cpu_slug(cpu_model()), "threads": args.threads, "rates": list(args.rates),
+            "requests_per_point": args.requests, "max_point_s": args.max_point_s, "rounds": args.rounds, "front": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
+            "targets_ms": list(ss.TARGETS_MS), "quick": args.quick, "headline": headline(rows), "skipped": skipped,
+            "envs": env_report, "conditions": cond, "logs": str(work), "rows": rows}
 
-    emb32 = ours(fp32, cfg, threads)
-    emb32.embed(sentences[:16])
-    for name, kw in (("ours-fp32-per-request", dict(max_batch=1)), ("ours-fp32-batched", dict(max_batch=16, max_wait_ms=0.0))):
-        b = Batcher(emb32, timeout_ms=settings["timeout_ms"], **kw)
-        servers[name] = Driver.for_batcher(b, sentences, settings)
-        closers.append(b.close)
-    try:
-        _, _, int8 = model_files(args.int8_variant)
-        emb8 = ours(int8, cfg, threads)
-        emb8.embed(sentences[:16])
-        for name, kw in (("ours-int8-per-request", dict(max_batch=1)), ("ours-int8-batched", dict(max_batch=16, max_wait_ms=0.0))):
-            b = Batcher(emb8, timeout_ms=settings["timeout_ms"], **kw)
-            servers[name] = Driver.for_batcher(b, sentences, settings)
-            closers.append(b.close)
-    except Exception as exc:
-        skipped["ours-int8"] = f"{type(exc).__name__}: {exc}"
-    try:
-        st = st_model(resolved, threads)
-        st(sentences[:16])
-        b = Batcher(st, max_batch=1, timeout_ms=settings["timeout_ms"])
-        servers["st-per-request"] = Driver.for_batcher(b, sentences, settings)
-        closers.append(b.close)
-    except Exception as exc:
-        skipped["st-per-request"] = f"{type(exc).__name__}: {exc}"
-    if args.skip_infinity:
-        skipped["infinity"] = "--skip-infinity"
-    else:
-        py, why = infinity_python(Path(args.infinity_venv))
-        if py is None:
-            skipped["infinity"] = why
-        else:
-            try:
-                remote = Remote(py, {"model": str(resolved.folder), "threads": threads, "batch_size": 16, "root": str(ROOT),
-                                     "sentences": sentences, "settings": settings})
-                servers["infinity"] = remote
-                closers.append(remote.close)
-            except Exception as exc:
-                skipped["infinity"] = f"{type(exc).__name__}: {exc}"
-    for name, why in skipped.items():
-        print(f"{name} skipped: {why}", file=sys.stderr, flush=True)
 
-    # interleaved: each rate (then each search step) for every contender, in rotating order
-    scs = {name: Scenario(measure, settings) for name, measure in servers.items()}
-    names = list(scs)
-    loads = [loadavg()]
-    for sc in scs.values():
-        sc.warmup()
-    for i, rate in enumerate(scs[names[0]].rates):
-        order = names[i % len(names):] + names[: i % len(names)]
-        for name in order:
-            scs[name].scan(rate)
-        print(f"rate {rate:g}/s done ({', '.join(f'{n} p95 {scs[n].kept()[-1].p95_ms:.1f}' for n in names if scs[n].points)}) load {loadavg()}", file=sys.stderr, flush=True)
-        if all(sc.done_scanning for sc in scs.values()):
-            break
-    for sc in scs.values():
-        sc.begin_search()
-    step = 0
-    active = list(names)
-    while active:
-        order = active[step % len(active):] + active[: step % len(active)]
-        active = [n for n in order if scs[n].search_step()]
-        step += 1
-    loads.append(loadavg())
-    for close in closers:
-        close()
-
-    rows = []
-    for name, sc in scs.items():
-        r = sc.result()
-        rows.append({
-            "contender": name,
-            "max_qps_at_p95_20ms": r["max_qps_at_p95_target"],
-            "limited_by_rates": r["limited_by_rates"],
-            "p95_ms_at_100qps": r["at_qps"]["p95_ms"],
-            "p99_ms_at_100qps": r["at_qps"]["p99_ms"],
-            "saturation_qps": r["saturation_qps"],
-            "points": [p.summary() for p in sc.points],
-        })
-    ours_fp32 = [r for r in rows if r["contender"].startswith("ours-fp32")]
-    peers = [r for r in rows if not r["contender"].startswith("ours")]
-    key = lambda r: (r["max_qps_at_p95_20ms"], r["saturation_qps"])  # noqa: E731 (ties: the higher capacity)
-    best_ours = max(ours_fp32, key=key)
-    best_peer = max(peers, key=key) if peers else None
-    ratio = None  # no peer, or no peer met the target at any rate tried (then see the lower bound)
-    ratio_at_least = None  # every peer missed even the lowest rate tried: their figure is below it
-    if best_peer is not None and best_peer["max_qps_at_p95_20ms"] > 0:
-        ratio = best_ours["max_qps_at_p95_20ms"] / best_peer["max_qps_at_p95_20ms"]
-    elif best_peer is not None:
-        ratio_at_least = best_ours["max_qps_at_p95_20ms"] / min(settings["rates"])
-    return {
-        "threads": threads,
-        "rates": settings["rates"],
-        "seconds_per_rate": settings["seconds_per_rate"],
-        "loadavg_start": loads[0],
-        "loadavg_end": loads[-1],
-        "ours": best_ours["contender"],
-        "best_peer": best_peer["contender"] if best_peer else None,
-        "max_qps_at_p95_20ms_ratio_vs_best_peer": ratio,
-        "max_qps_at_p95_20ms_ratio_vs_best_peer_at_least": ratio_at_least,
-        # the rate each server carries at all (achieved, whatever the latency): defined even on a
-        # machine so loaded that nobody meets the target
-        "saturation_qps_ratio_vs_best_peer": best_ours["saturation_qps"] / max(r["saturation_qps"] for r in peers) if peers else None,
-        "max_qps_at_p95_20ms": {r["contender"]: r["max_qps_at_p95_20ms"] for r in rows},
-        "saturation_qps": {r["contender"]: round(r["saturation_qps"], 1) for r in rows},
-        "p95_ms_at_100qps": {r["contender"]: r["p95_ms_at_100qps"] for r in rows},
-        "limited_by_rates": {r["contender"]: r["limited_by_rates"] for r in rows},
-        "skipped": skipped,
-        "table": rows,
-    }
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rates", default=",".join(map(str, RATES)), help="offered rates (/s), ascending")
+    p.add_argument("--requests", type=int, default=1000, help="requests per point")
+    p.add_argument("--max-point-s", type=float, default=0,
+                   help="cap a point at this many scheduled seconds (fewer than --requests at low rates; 0: no cap)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--closed-requests", type=int, default=200, help="one-at-a-time requests per transport (service time over it)")
+    p.add_argument("--timeout-s", type=float, default=2.0)
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--max-wait-ms", type=float, default=2.0)
+    p.add_argument("--fronts", default="per-request,batched")
+    p.add_argument("--transports", default="tcp,http")
+    p.add_argument("--only", default="", help=f"contenders, comma-separated (of {', '.join((*OURS, *PEERS))})")
+    p.add_argument("--skip", default="")
+    p.add_argument("--int8-variant", default="int8_dynamic")
+    p.add_argument("--lock-wait-s", type=float, default=1800)
+    p.add_argument("--quick", action="store_true", help="a short run that shows it works (its figures are not kept)")
+    p.add_argument("--out", default=None, help="default: benchmarks/results/<cpu-slug>/serving.json (quick: serving-quick.json)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rates, args.requests, args.rounds, args.closed_requests = "5,50,200", 100, 1, 30
+        args.only = args.only or "ours-fp32,st-onnx"
+    args.rates = [float(r) for r in str(args.rates).split(",")]
+    args.fronts, args.transports = args.fronts.split(","), args.transports.split(",")
+    args.only, args.skip = [n for n in args.only.split(",") if n], [n for n in args.skip.split(",") if n]
+    return args
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rates", default="50,100,200,400,800,1600")
-    p.add_argument("--seconds", type=float, default=3.0, help="scheduled seconds per rate")
-    p.add_argument("--min-requests", type=int, default=200)
-    p.add_argument("--search-steps", type=int, default=3)
-    p.add_argument("--int8-variant", default="int8_dynamic")
-    p.add_argument("--skip-infinity", action="store_true")
-    p.add_argument("--infinity-venv", default=str(VENV))
-    p.add_argument("--out", default="reports/serving.json")
-    args = p.parse_args(argv)
+    args = parse(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     summary = run(args)
-    print(f"\n{'contender':<24} {'max qps p95<=20ms':>18} {'p95 ms @100/s':>14} {'p99 ms @100/s':>14} {'saturation /s':>14}")
-    for r in summary["table"]:
-        print(f"{r['contender']:<24} {r['max_qps_at_p95_20ms']:>17.0f}{'+' if r['limited_by_rates'] else ' '} "
-              f"{r['p95_ms_at_100qps']:>14.2f} {r['p99_ms_at_100qps']:>14.2f} {r['saturation_qps']:>14.0f}")
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "benchmarks" / "results" / summary["cpu_slug"] / ("serving-quick.json" if args.quick else "serving.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: v for k, v in summary.items() if k != "table"}))
+    out.write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    print(f"\n{'contender':<18} {'front':<12} {'transport':<9} {'service ms':>10} " + " ".join(f"{'QPS@' + format(t, 'g') + 'ms':>10}" for t in ss.TARGETS_MS)
+          + f" {'saturation':>10}")
+    for r in summary["rows"]:
+        print(f"{r['contender']:<18} {r['front']:<12} {r['transport']:<9} {r['service_ms_p50']:>10.2f} "
+              + " ".join(f"{r[f'max_qps_p95_{t:g}ms']['qps']:>10.0f}" for t in ss.TARGETS_MS) + f" {r['saturation_qps']:>10.0f}")
+    print(json.dumps({"headline": summary["headline"], "skipped": summary["skipped"], "out": str(out)}, indent=1))
     return 0
 
 

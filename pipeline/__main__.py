@@ -85,11 +85,15 @@ def main(dcfg: DictConfig):
 
 
 def cli() -> int:
-    """Run :func:`main` and turn what happened into one exit code (:class:`Exit`).
+    """``pipeline serve ...``: :func:`pipeline.server.main`.  Else run :func:`main` and turn what happened into one exit code (:class:`Exit`).
 
     A sweep's end raises SystemExit with the sweep's code when it is not 0 (1 when a job failed,
     4 when results are only local; skipped jobs are not failures): see pipeline.sweep."""
 
+    if sys.argv[1:2] == ["serve"]:  # `pipeline serve ...`: the server's own options, not Hydra's
+        from .server import main as serve
+
+        return serve(sys.argv[2:])
     try:
         main()
     except SystemExit as exc:

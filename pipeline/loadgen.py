@@ -2,7 +2,7 @@
 request's scheduled arrival (so queueing and the generator's own lateness count: no
 "coordinated omission"), and the search for the highest rate within a p95 target.
 
-Imports only numpy: it drives servers in other environments too (benchmarks/_serving_peer.py).
+Imports only numpy, so it can drive servers in other environments too.
 :mod:`pipeline.load` is the stage that runs it against the embedder.
 """
 
@@ -79,10 +79,10 @@ def drive(submit, texts: list[str], offsets: np.ndarray, timeout_s: float, start
     status = np.zeros(n, dtype=np.int8)
     pc = time.perf_counter
 
-    def mark(i: int, fut) -> None:  # runs in the worker thread, when the result is set
+    def mark(i: int, fut) -> None:  # runs when the result is set (a Batcher's: on its callback thread)
         if fut.cancelled():  # given up on below: stays pending, counted as timed out
             return
-        done[i] = pc()
+        done[i] = getattr(fut, "settled_at", None) or pc()  # a Batcher stamps the moment it settled it
         exc = fut.exception()
         status[i] = OK if exc is None else (TIMED_OUT if isinstance(exc, TimeoutError) else FAILED)
 
@@ -102,12 +102,14 @@ def drive(submit, texts: list[str], offsets: np.ndarray, timeout_s: float, start
             status[i], done[i] = DROPPED, sent[i]
             continue
         f.add_done_callback(partial(mark, i))
-        futs.append(f)
-    wait(futs, timeout=timeout_s + 1.0)
+        futs.append((i, f))
+    wait([f for _, f in futs], timeout=timeout_s + 1.0)
     end = pc()
     cpu = time.process_time() - cpu0
-    for f in futs:  # still running after the grace period: give up on them
-        f.cancel()
+    for i, f in futs:
+        if f.done() and status[i] == PENDING:  # settled, its callback not run yet (it may run on another thread)
+            mark(i, f)
+        f.cancel()  # still running after the grace period: give up on it
     return _point(offsets, sched, sent, done, status, timeout_s, t0, end, cpu)
 
 
@@ -183,7 +185,7 @@ class Scenario:
 
     ``measure(rate, seconds) -> Point`` runs one rate (a :class:`Driver`).  The steps are
     public (:meth:`scan`, :meth:`search_step`) so that several servers can be measured
-    interleaved, point by point (benchmarks/serving.py); :meth:`run` does them all.
+    interleaved, point by point; :meth:`run` does them all.
     """
 
     def __init__(self, measure, settings: dict):

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.serve import Batcher, Closed, QueueFull, RequestTimeout
+from pipeline.serve import Batcher, Closed, QueueFull, RequestTimeout, WorkerDied
 
 
 class Fake:
@@ -211,3 +211,145 @@ def test_over_a_real_embedder_the_vectors_are_the_embedder_s(tiny_bert, tmp_path
     want = np.stack([emb.embed([t])[0] for t in texts])
     assert got.shape == (20, emb.dim)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+# -- issue 28, breaks 13-16: deadlines, worker death, re-entrant callbacks, bad timeouts ----------
+
+
+def _blocked(b: Batcher, fake: Fake) -> None:
+    """Wait until the worker is inside a call of ``fake``."""
+    deadline = time.time() + 30
+    while not fake.calls and time.time() < deadline:
+        time.sleep(0.001)
+    assert fake.calls
+
+
+def test_a_queued_request_fails_at_its_deadline_while_a_call_runs():
+    gate = threading.Event()
+    fake = Fake(gate=gate)
+    b = Batcher(fake, max_batch=1)
+    try:
+        first = b.submit("1")
+        _blocked(b, fake)
+        late = b.submit("2", timeout_ms=100)
+        t0 = time.perf_counter()
+        with pytest.raises(RequestTimeout):
+            late.result(timeout=10)  # the call in front never ends while we wait
+        assert time.perf_counter() - t0 < 5
+        running = b.submit("3", timeout_ms=100)  # queued, then failed: never embedded
+        with pytest.raises(RequestTimeout):
+            running.result(timeout=10)
+        assert not first.done()
+    finally:
+        gate.set()
+        b.close(timeout=10)
+    assert first.result(timeout=10)[0] == 1
+    assert fake.calls == [["1"]] and b.stats.timed_out == 2
+
+
+def test_a_running_request_fails_at_its_deadline():
+    gate = threading.Event()
+    fake = Fake(gate=gate)
+    b = Batcher(fake, max_batch=1)
+    try:
+        fut = b.submit("1", timeout_ms=100)
+        with pytest.raises(RequestTimeout):
+            fut.result(timeout=10)
+    finally:
+        gate.set()
+        b.close(timeout=10)
+    assert b.stats.embedded == 0 and b.stats.timed_out == 1
+    assert isinstance(fut.exception(), RequestTimeout)  # the late vector did not replace the error
+
+
+def test_an_embedder_short_of_rows_on_the_retry_fails_the_requests_and_the_worker_lives():
+    def short(texts):
+        if len(texts) > 1:
+            raise ValueError("batch refused")
+        return np.zeros((0, 2), dtype=np.float32)  # fewer rows than texts
+
+    b = Batcher(short, max_batch=4, max_wait_ms=200)
+    try:
+        futs = [b.submit(str(i)) for i in range(3)]
+        for f in futs:
+            with pytest.raises(RuntimeError, match="0 rows for 1"):
+                f.result(timeout=10)
+        with pytest.raises(RuntimeError):  # still served (and still failing) afterwards
+            b.submit("x").result(timeout=10)
+    finally:
+        b.close(timeout=10)
+
+
+def test_a_worker_dying_on_a_base_exception_fails_its_requests_and_submit_refuses():
+    gate = threading.Event()
+
+    def exits(texts):
+        assert gate.wait(30)
+        raise SystemExit(3)
+
+    b = Batcher(exits, max_batch=1)
+    try:
+        first = b.submit("1")
+        queued = b.submit("2")
+        gate.set()
+        for f in (first, queued):
+            with pytest.raises(WorkerDied, match="SystemExit"):
+                f.result(timeout=10)
+        with pytest.raises(WorkerDied):
+            b.submit("3")
+        assert isinstance(WorkerDied("x"), Closed) and not b.alive
+    finally:
+        b.close(timeout=10)
+
+
+def test_a_done_callback_that_calls_embed_does_not_deadlock():
+    fake = Fake()
+    b = Batcher(fake, max_batch=4, max_wait_ms=1)
+    got: list = []
+    done = threading.Event()
+
+    def callback(fut):
+        got.append(float(b.embed("2")[0]))
+        done.set()
+
+    try:
+        first = b.submit("1")
+        first.add_done_callback(callback)
+        assert first.result(timeout=10)[0] == 1
+        assert done.wait(10) and got == [2.0]
+        assert b.submit("3").result(timeout=10)[0] == 3  # unrelated requests are served
+    finally:
+        b.close(timeout=10)
+
+
+@pytest.mark.parametrize("bad", [0, -5, float("nan"), float("inf"), -float("inf"), True, "10"])
+def test_a_bad_per_request_timeout_is_refused_like_the_constructor_s(bad):
+    with pytest.raises(ValueError):
+        Batcher(Fake(), timeout_ms=bad)
+    with Batcher(Fake(), max_batch=2) as b:
+        with pytest.raises(ValueError):
+            b.submit("1", timeout_ms=bad)
+        assert b.queued() == 0 and b.stats.requests == 0
+
+
+def test_a_timeout_shorter_than_max_wait_on_an_idle_batcher_is_embedded():
+    fake = Fake()
+    with Batcher(fake, max_batch=8, max_wait_ms=2000) as b:
+        t0 = time.perf_counter()
+        vec = b.embed("7", timeout_ms=600)  # the batch does not wait 2 s for company
+        assert vec[0] == 7 and time.perf_counter() - t0 < 0.6
+    assert fake.calls == [["7"]] and b.stats.timed_out == 0
+
+
+def test_embed_many_of_nothing_has_the_embedder_s_width():
+    class WithDim:
+        dim = 5
+
+        def embed(self, texts):
+            return np.ones((len(texts), 5), dtype=np.float32)
+
+    with Batcher(WithDim()) as b:
+        assert b.embed_many([]).shape == (0, 5)
+    with Batcher(Fake()) as b:  # a bare callable: the width of what it embedded
+        b.embed("1")
+        assert b.embed_many([]).shape == (0, 2)

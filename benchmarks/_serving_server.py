@@ -1,0 +1,112 @@
+"""One contender of benchmarks/serving.py as a server in its own process (and environment).
+
+    python benchmarks/_serving_server.py SPEC.json
+
+SPEC: ``{"kind": <a builder of _peer_worker.py>, ...its settings, "root": REPO, "name": NAME,
+"front": {"max_batch": 16, "max_wait_ms": 2}, "http_port": P, "tcp_port": Q,
+"sentences": FILE, "service_calls": 300, "service_out": FILE}``.
+
+It builds the contender's ``embed(texts)``, times ``service_calls`` single-text calls (the
+service time, written to ``service_out``), then serves it through the project's server
+(pipeline.server: FastAPI + uvicorn, the micro-batching front with the given ``max_batch`` /
+``max_wait_ms``) on 127.0.0.1:P, and through the same front's batcher over a bare TCP protocol
+on 127.0.0.1:Q (the process-level variant: no HTTP stack):
+
+    request:  !II  (id, n) + n bytes of UTF-8 text
+    reply:    !IIB (id, n, status 0 ok / 1 error) + n bytes (the float32 vector, or the error text)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+REQ, REP = struct.Struct("!II"), struct.Struct("!IIB")
+
+
+class Contender:
+    """``embed(texts) -> (n, dim)`` over a builder of _peer_worker.py."""
+
+    def __init__(self, spec: dict):
+        from _peer_worker import BUILDERS
+
+        self.fn, self.info = BUILDERS[spec["kind"]](spec)
+        self.dim = int(self.fn(["probe"], 1).shape[1])
+
+    def embed(self, texts):
+        return np.asarray(self.fn(list(texts), len(texts)), dtype=np.float32)
+
+
+def build(spec: dict) -> Contender:
+    c = Contender(spec)
+    sentences = json.loads(Path(spec["sentences"]).read_text())
+    for t in sentences[:20]:
+        c.embed([t])
+    ms = []
+    for t in sentences[: int(spec.get("service_calls", 300))]:
+        t0 = time.perf_counter_ns()
+        c.embed([t])
+        ms.append((time.perf_counter_ns() - t0) / 1e6)
+    Path(spec["service_out"]).write_text(json.dumps({"service_ms": ms, "info": c.info, "dim": c.dim}))
+    return c
+
+
+async def tcp_front(app, port: int):
+    state = app.state.server
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        def reply(rid: int, fut) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                body, status = repr(None if fut.cancelled() else fut.exception()).encode(), 1
+            else:
+                body, status = np.asarray(fut.result(), dtype="<f4").tobytes(), 0
+            writer.write(REP.pack(rid, len(body), status) + body)
+
+        try:
+            while True:
+                rid, n = REQ.unpack(await reader.readexactly(REQ.size))
+                text = (await reader.readexactly(n)).decode()
+                try:
+                    fut = asyncio.wrap_future(state.batcher.submit(text))
+                except Exception as exc:
+                    body = repr(exc).encode()
+                    writer.write(REP.pack(rid, len(body), 1) + body)
+                    continue
+                fut.add_done_callback(lambda f, rid=rid: reply(rid, f))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
+async def serve(spec: dict) -> None:
+    import uvicorn
+
+    sys.path.insert(0, spec["root"])
+    from pipeline.server import Front, Limits, create_app
+
+    f = spec["front"]
+    app = create_app(lambda: build(spec), name=spec["name"], front=Front(int(f["max_batch"]), float(f["max_wait_ms"])),
+                     limits=Limits(max_texts=64, max_queue=1_000_000, timeout_ms=float(spec.get("timeout_ms", 60_000))))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(spec["http_port"]), log_level="warning",
+                                           backlog=4096, timeout_keep_alive=600))
+    tcp = await tcp_front(app, int(spec["tcp_port"]))
+    async with tcp:
+        await server.serve()
+
+
+def main() -> int:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    asyncio.run(serve(spec))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

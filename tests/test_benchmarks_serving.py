@@ -1,0 +1,136 @@
+"""The serving benchmark's logic (benchmarks/serving_stats.py) on hand-made inputs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import serving_stats as ss  # noqa: E402
+
+
+def _pts(*pairs, lost=0):
+    return [{"offered_qps": r, "achieved_qps": r, "p95_ms": p, "requests": 1000, "lost": lost} for r, p in pairs]
+
+
+def test_max_qps_is_the_last_rate_met_before_the_first_miss():
+    pts = _pts((5, 3), (50, 8), (100, 19), (200, 25), (400, 18))  # 400 met again: noise after a miss does not count
+    r = ss.max_qps_at(pts, 20)
+    assert r["qps"] == 100 and r["first_miss"] == 200 and not r["below_lowest"] and not r["limited_by_rates"]
+    assert ss.max_qps_at(pts, 30)["qps"] == 400 and ss.max_qps_at(pts, 30)["limited_by_rates"]
+    low = ss.max_qps_at(pts, 2)
+    assert low["qps"] == 0 and low["below_lowest"] and low["lowest"] == 5
+
+
+def test_a_point_with_lost_requests_misses_whatever_its_p95():
+    assert ss.max_qps_at(_pts((5, 3), (50, 4)) + _pts((100, 5), lost=3), 20)["qps"] == 50
+
+
+def test_best_peer_is_the_highest_and_ties_go_to_capacity():
+    rows = {"a": {"qps": 100, "saturation_qps": 300}, "b": {"qps": 100, "saturation_qps": 500}, "c": {"qps": 50, "saturation_qps": 900}}
+    assert ss.best_peer(rows) == "b"
+    assert ss.best_peer({}) is None
+
+
+def _fig(qps, below=False, limited=False, lowest=5.0):
+    return {"qps": qps, "below_lowest": below, "limited_by_rates": limited, "lowest": lowest}
+
+
+def test_ratio_exact_and_its_bounds():
+    assert ss.ratio(_fig(300), _fig(100)) == {"ratio": 3.0, "kind": "exact", "why": ""}
+    r = ss.ratio(_fig(300), _fig(0, below=True))  # the peer missed even 5/s: its figure is below 5
+    assert r["kind"] == "at_least" and r["ratio"] == 60.0
+    assert ss.ratio(_fig(400, limited=True), _fig(100))["kind"] == "at_least"
+    assert ss.ratio(_fig(100), _fig(400, limited=True))["kind"] == "at_most"
+    assert ss.ratio(_fig(0, below=True), _fig(0, below=True))["ratio"] is None
+    assert ss.ratio(_fig(0, below=True), _fig(50)) == {"ratio": 0.1, "kind": "at_most", "why": "ours missed the target at 5/s"}
+    assert ss.ratio(_fig(400, limited=True), _fig(400, limited=True))["kind"] == "unknown"
+
+
+def test_median_over_rounds():
+    rounds = [ss.max_qps_at(_pts((5, 3), (50, 8), (100, 30)), 20), ss.max_qps_at(_pts((5, 3), (50, 30)), 20),
+              ss.max_qps_at(_pts((5, 3), (50, 8), (100, 9)), 20)]
+    m = ss.median_over_rounds(rounds)
+    assert m["qps"] == 50 and m["rounds"] == [50, 5, 100] and m["limited_by_rates"] and not m["below_lowest"]
+
+
+def test_pollaczek_khinchine_mean_wait():
+    # M/D/1, S = 10 ms, lam = 50/s: rho 0.5, Wq = lam S^2 / (2 (1 - rho)) = 50 * 1e-4 / 1 = 5 ms
+    assert ss.mg1_wait_mean_s(50, [0.01] * 10) == pytest.approx(0.005)
+    assert ss.mg1_wait_mean_s(100, [0.01]) == float("inf")
+
+
+def test_mg1_p95_is_exact_for_m_m_1_and_grows_with_load():
+    # M/M/1: the response time is exponential with rate mu - lam: p95 = ln(20) / (mu - lam)
+    rng = np.random.default_rng(0)
+    s_ms = rng.exponential(10.0, 200_000)  # mu = 100/s
+    lam = 50.0
+    assert ss.mg1_p95_ms(lam, s_ms) == pytest.approx(1e3 * np.log(20) / (100 - lam), rel=0.03)
+    light, heavy = ss.mg1_p95_ms(5, [4.0] * 50), ss.mg1_p95_ms(200, [4.0] * 50)
+    assert light == pytest.approx(4.0, abs=0.05) and heavy > 2 * light  # idle: the service time; loaded: queueing
+    assert ss.mg1_p95_ms(300, [4.0]) == float("inf")
+
+
+def test_cpu_slug():
+    assert ss.cpu_slug("Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz") == "intel-r-xeon-r-platinum-8481c-cpu-2-70ghz"
+
+
+def _round(points, service_ms, closed_ms=(5.0,)):
+    return {"service_ms": service_ms, "info": {}, "transports": {
+        t: {"closed_loop_ms": list(closed_ms), "points": points, "conditions": {}} for t in ("tcp", "http")}}
+
+
+def test_rows_and_the_headline_compare_our_best_front_with_the_best_peer():
+    import serving
+
+    fast = _pts((5, 3), (100, 8), (200, 15), (400, 40))  # 20 ms: 200/s, 50 ms: 400/s (limited by rates)
+    slow = _pts((5, 4), (100, 25), (200, 60))
+    for p in fast + slow:
+        p["achieved_qps"] = p["offered_qps"]
+    rows = [serving.row("ours-fp32", "per-request", t, [_round(slow, [3.0] * 10)] * 2) for t in ("tcp", "http")]
+    rows += [serving.row("ours-fp32", "batched", t, [_round(fast, [3.0] * 10)] * 2) for t in ("tcp", "http")]
+    rows += [serving.row("st-onnx", "batched", t, [_round(slow, [4.0] * 10)] * 2) for t in ("tcp", "http")]
+    rows += [serving.row("infinity-server", "own", "http", [{"service_ms": None, "info": {}, "transports": {
+        "http": {"closed_loop_ms": [6.0], "points": _pts((5, 30)), "conditions": {}}}}] * 2)]
+    r = rows[2]
+    assert r["max_qps_p95_20ms"]["qps"] == 200 and r["max_qps_p95_50ms"]["limited_by_rates"]
+    assert [m["offered_qps"] for m in r["mg1"]] == [5, 100, 200, 400] and r["mg1"][0]["mg1_p95_ms"] == pytest.approx(3.0, abs=0.05)
+    assert rows[-1]["service_from"].startswith("closed-loop") and rows[-1]["max_qps_p95_20ms"]["below_lowest"]
+    h = serving.headline(rows)
+    assert h["http@20ms"]["ours"] == "ours-fp32/batched" and h["http@20ms"]["best_peer"] == "st-onnx/batched"
+    assert h["http@20ms"]["ratio"] == pytest.approx(200 / 5) and h["http@20ms"]["kind"] == "exact"  # st-onnx met only 5/s
+    assert h["process@50ms"]["kind"] == "at_least"  # ours met 50 ms at the highest rate tried
+    assert "process@20ms" in h and set(h) == {f"{t}@{x:g}ms" for t in ("process", "http") for x in ss.TARGETS_MS}
+
+
+def test_one_generator_drives_a_server_process_over_tcp_and_http(tiny_bert, tmp_path):
+    import serving
+
+    from pipeline.config import ModelConfig, VariantConfig
+    from pipeline.export import export
+    from pipeline.sources import resolve
+
+    cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
+    art = export(resolve(cfg), cfg, VariantConfig(), tmp_path / "cache")
+    sentences = tmp_path / "sentences.json"
+    sentences.write_text(json.dumps([f"the dog number {i} runs" for i in range(50)]))
+    spec = {"kind": "ours", "folder": str(art.folder), "onnx_file": art.onnx_path.name, "threads": 1, "max_length": 64, "service_calls": 20}
+    srv = serving.Server("tiny-batched", Path(sys.executable), spec, {"max_batch": 8, "max_wait_ms": 2}, tmp_path, sentences).start(300)
+    gen = serving.Generator(sentences)
+    try:
+        assert len(srv.service["service_ms"]) == 20 and srv.service["dim"] == 32
+        for transport, port in (("tcp", srv.tcp_port), ("http", srv.http_port)):
+            gen.ask({"op": "target", "transport": transport, "port": port, "path": "/v1/embeddings", "model": "tiny"})
+            assert len(gen.ask({"op": "closed", "requests": 5})["ms"]) == 5
+            p = gen.ask({"op": "point", "rate": 40, "requests": 40, "seed": 1, "timeout_s": 30})
+            assert p["ok"] == 40 and p["lost"] == p["failed"] == 0 and len(p["latencies_ms"]) == 40, (transport, p)
+            assert 0 < p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"]
+    finally:
+        gen.close()
+        srv.stop()
