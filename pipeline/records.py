@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from . import ownership
 from .exitcodes import Exit, PipelineError
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def find(records_dir: str | Path, tag: str, value: str) -> list[tuple[Path, RunR
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = ownership.temp_file(path)
     try:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
         tmp.replace(path)  # atomic: a reader never sees half a record
@@ -194,12 +195,13 @@ def save(dest: Path, rec: RunRecord, artifacts_from: Path | None = None) -> None
         tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            tmp.mkdir()
+            ownership.make_temp_dir(tmp)  # marked: only this host's cleanup may remove it, once this process is gone
             if artifacts_from is not None:
                 for f in Path(artifacts_from).iterdir():
                     if f.is_file() and f.name != RECORD:
                         shutil.copy2(f, tmp / f.name)
             _write_json(tmp / RECORD, asdict(rec))
+            ownership.unmark(tmp)
             os.rename(tmp, dest)
             _index(dest.parent, rec)
         finally:

@@ -1,0 +1,73 @@
+"""Issue 28: nothing lost, nothing leaked, nothing false, round three.  One test (or more) per
+numbered break of the issue (13-16 belong to the server's tests); each failed on the code before
+the fix.  The number of the break is in each test's comment."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+from conftest import ROOT
+from pipeline import bench, cache, ownership, records
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def _marked(folder: Path, host: str, pid: int, start: float) -> Path:
+    folder.mkdir(parents=True)
+    (folder / ownership.MARKER).write_text(json.dumps({"host": host, "pid": pid, "start": start}))
+    return folder
+
+
+# -- 1. a normal job deletes a user's folders in the temp directory --------------------------------
+def test_bench_cleanup_leaves_a_users_bench_folder_alone(tmp_path):
+    user = tmp_path / "bench-2025-12-01"
+    user.mkdir()
+    (user / "r.csv").write_text("d")
+    ours = _marked(tmp_path / "bench-123-abc", ownership.host(), os.getpid(), 1.0)  # the pid was reused: ours, gone
+    removed = bench.clean_stale_temps(tmp_path)
+    assert (user / "r.csv").read_text() == "d"
+    assert removed == [ours] and not ours.exists()
+
+
+# -- 3. a shared cache or records folder: another host's temporaries are never removed by pid -------
+def test_another_hosts_export_in_progress_is_not_removed(tmp_path):
+    other = _marked(tmp_path / ".tmp-model-fp32-abc-27412", "another-host", 27412, time.time())
+    (other / "tokenizer.json").write_text("{}")
+    dead_here = _marked(tmp_path / ".tmp-model-fp32-def-1", ownership.host(), os.getpid(), 1.0)
+    cache.clean_stale(tmp_path)
+    records.clean_stale(tmp_path)
+    assert (other / "tokenizer.json").exists()
+    assert not dead_here.exists()
+
+
+def test_another_hosts_temporary_file_is_not_removed(tmp_path):
+    name = ownership.temp_file(tmp_path / "record.json").name
+    mine_dead = tmp_path / name.replace(f".{os.getpid()}-", ".1-")  # pid 1 never started at our start time
+    mine_dead.write_text("half")
+    theirs = tmp_path / name.replace(f"-{ownership._slug(ownership.host())}.tmp", "-another_host.tmp")
+    theirs.write_text("half")
+    legacy = tmp_path / ".record.json.27412.tmp"  # no host in its name: cannot be proven ours
+    legacy.write_text("half")
+    cache.clean_stale(tmp_path)
+    assert not mine_dead.exists() and theirs.exists() and legacy.exists()
+
+
+def test_a_records_save_leaves_no_marker_and_no_temporary(tmp_path):
+    rec = records.RunRecord.new("r", {}, {})
+    records.save(tmp_path / rec.record_id, rec)
+    assert sorted(p.name for p in (tmp_path / rec.record_id).iterdir()) == [records.RECORD]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_a_live_process_of_this_host_keeps_its_folder(tmp_path):
+    live = _marked(tmp_path / "bench-x", ownership.host(), os.getpid(), ownership.process_identity()["start"])
+    assert bench.clean_stale_temps(tmp_path) == [] and live.exists()
