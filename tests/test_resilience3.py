@@ -71,3 +71,19 @@ def test_a_records_save_leaves_no_marker_and_no_temporary(tmp_path):
 def test_a_live_process_of_this_host_keeps_its_folder(tmp_path):
     live = _marked(tmp_path / "bench-x", ownership.host(), os.getpid(), ownership.process_identity()["start"])
     assert bench.clean_stale_temps(tmp_path) == [] and live.exists()
+
+
+# -- 6. NaN is a failed measurement, not a missing one ------------------------------------------------
+def test_a_nan_metric_fails_a_gate_that_passes_a_missing_one():
+    from pipeline.config.decision import HardGateConfig
+    from pipeline.decision import gates
+    from pipeline.decision.inputs import run_row, runs_frame
+
+    gate = HardGateConfig(metric="quality.stsb_delta_vs_fp32", op=">=", value=-1.0, if_missing="pass")
+    rows = [run_row(run_id=name, status="ok", params={"model": "m", "variant": name}, metrics=metrics)
+            for name, metrics in (("int8", {"quality.stsb_delta_vs_fp32": float("nan")}),
+                                  ("honest", {"quality.stsb_delta_vs_fp32": -1.5}),
+                                  ("fp32", {}))]
+    result = gates.hard(runs_frame(rows), [gate])
+    verdict = dict(zip(runs_frame(rows)["run_id"], result.columns[f"gate.{gate.name}"]))
+    assert verdict == {"int8": "fail", "honest": "fail", "fp32": "pass"}
