@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+import pytest
 
 
 from conftest import ROOT
@@ -87,3 +91,34 @@ def test_a_nan_metric_fails_a_gate_that_passes_a_missing_one():
     result = gates.hard(runs_frame(rows), [gate])
     verdict = dict(zip(runs_frame(rows)["run_id"], result.columns[f"gate.{gate.name}"]))
     assert verdict == {"int8": "fail", "honest": "fail", "fp32": "pass"}
+
+
+# -- 5. the machine-wide benchmark lock does not follow $TMPDIR -----------------------------------------
+def test_the_machine_lock_is_one_path_whatever_the_temp_folder(tmp_path):
+    script = "from pipeline.machine_lock import machine_lock_path; print(machine_lock_path())"
+    env = {k: v for k, v in _env().items() if k != "PIPELINE_MACHINE_LOCK"}
+    seen = set()
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        out = subprocess.run([sys.executable, "-c", script], env={**env, "TMPDIR": str(tmp_path / sub)},
+                             capture_output=True, text=True, check=True).stdout.strip()
+        seen.add(out)
+    assert len(seen) == 1 and not seen.pop().startswith(str(tmp_path))
+
+
+def test_two_benchmarks_with_different_temp_folders_share_one_lock(tmp_path, monkeypatch):
+    from filelock import FileLock, Timeout
+
+    from pipeline.machine_lock import machine_lock_path
+
+    monkeypatch.delenv("PIPELINE_MACHINE_LOCK", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    first = machine_lock_path()
+    held = FileLock(str(first))
+    held.acquire()
+    try:
+        monkeypatch.setenv("TMPDIR", "/")
+        with pytest.raises(Timeout):
+            FileLock(str(machine_lock_path())).acquire(timeout=0)
+    finally:
+        held.release()
