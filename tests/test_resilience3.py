@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -122,3 +123,25 @@ def test_two_benchmarks_with_different_temp_folders_share_one_lock(tmp_path, mon
             FileLock(str(machine_lock_path())).acquire(timeout=0)
     finally:
         held.release()
+
+
+# -- 7. left padding on a graph that numbers positions itself -------------------------------------------
+@pytest.fixture(scope="module")
+def onnx_dir(tiny_bert, tmp_path_factory):
+    from pipeline.config import ModelConfig, VariantConfig
+    from pipeline.export import export
+    from pipeline.sources import resolve
+
+    cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
+    return export(resolve(cfg), cfg, VariantConfig(), tmp_path_factory.mktemp("cache")).folder
+
+
+def test_left_padding_is_refused_on_a_graph_without_position_ids(onnx_dir):
+    from pipeline.embed import Embedder
+
+    with pytest.raises(ValueError, match="position_ids"):
+        Embedder(onnx_dir, padding_side="left")
+    right = Embedder(onnx_dir, padding_side="right")  # the default still works, batch-independent
+    alone = right.embed(["a dog runs"])[0]
+    batched = right.embed(["a dog runs", "two cats are playing with a red ball on the big field"])[0]
+    assert float(alone @ batched / (np.linalg.norm(alone) * np.linalg.norm(batched))) > 0.999
