@@ -145,3 +145,50 @@ def test_left_padding_is_refused_on_a_graph_without_position_ids(onnx_dir):
     alone = right.embed(["a dog runs"])[0]
     batched = right.embed(["a dog runs", "two cats are playing with a red ball on the big field"])[0]
     assert float(alone @ batched / (np.linalg.norm(alone) * np.linalg.norm(batched))) > 0.999
+
+
+# -- 10. a token in the query string of a URI ---------------------------------------------------------
+TOKEN = "tk-9f8e7d6c5b"
+
+
+@pytest.mark.parametrize("text", [
+    f"http://host:5000/?token={TOKEN}",
+    f"postgresql://mlflow@127.0.0.1:5432/mlflow?sslmode=disable&password={TOKEN}",
+    f"tracking.uri=http\\:\\/\\/host\\:5000\\/?token\\={TOKEN}",  # as Hydra escapes an override
+    f"http%3A%2F%2Fhost%2F%3Faccess_token%3D{TOKEN}%26a%3D1",
+    f"MLflow (http://host/?api_key={TOKEN}) did not take this run",
+])
+def test_redact_masks_secret_query_parameters(text):
+    from pipeline.redaction import redact
+
+    out = redact(text)
+    assert TOKEN not in out and "***" in out
+
+
+def test_the_sync_command_carries_no_query_token(tmp_path):
+    from pipeline import sync
+
+    line = sync.command(tmp_path, f"http://host:5000/?token={TOKEN}")
+    assert TOKEN not in line and "token=***" in line
+
+
+def test_redact_leaves_harmless_query_parameters():
+    from pipeline.redaction import redact
+
+    assert redact("http://host/?experiment=7&page=2") == "http://host/?experiment=7&page=2"
+
+
+# -- 11. secret-looking environment names ---------------------------------------------------------------
+@pytest.mark.parametrize("name", ["DB_PASS", "OPENAI_KEY", "HF_HUB_KEY", "PRIVATE_KEY", "SLACK_WEBHOOK_URL", "GITHUB_TOKEN"])
+def test_redact_masks_the_values_of_secret_looking_names(name, monkeypatch):
+    from pipeline.redaction import redact
+
+    monkeypatch.setenv(name, "v4lue-0f-" + name.lower())
+    assert redact(f"failed with v4lue-0f-{name.lower()} in it") == "failed with *** in it"
+
+
+def test_redact_leaves_the_current_folder_alone(monkeypatch, tmp_path):
+    from pipeline.redaction import redact
+
+    monkeypatch.setenv("PWD", str(tmp_path))
+    assert redact(f"wrote {tmp_path}/x") == f"wrote {tmp_path}/x"
