@@ -192,3 +192,25 @@ def test_redact_leaves_the_current_folder_alone(monkeypatch, tmp_path):
 
     monkeypatch.setenv("PWD", str(tmp_path))
     assert redact(f"wrote {tmp_path}/x") == f"wrote {tmp_path}/x"
+
+
+# -- 8. the notebook prints no credentials ---------------------------------------------------------------
+def test_the_notebooks_setup_cell_prints_no_credentials(tmp_path):
+    sys.path.insert(0, str(ROOT / "notebooks"))
+    try:
+        import make_notebooks
+    finally:
+        sys.path.remove(str(ROOT / "notebooks"))
+    # a stand-in for mlflow: the setup cell's own output is what is checked, not a store
+    (tmp_path / "mlflow.py").write_text(
+        "import types\n"
+        "def set_tracking_uri(uri): pass\n"
+        "def get_run(run_id):\n"
+        "    return types.SimpleNamespace(data=types.SimpleNamespace(tags={'sweep.name': 's'}, params={}),\n"
+        "                                 info=types.SimpleNamespace(start_time=0, run_name='s'))\n")
+    pw = "s3cr3t-pa55w0rd"
+    env = _env(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]), PARENT_RUN_ID="r1",
+               MLFLOW_TRACKING_URI=f"http://alice:{pw}@127.0.0.1:5000")
+    proc = subprocess.run([sys.executable, "-c", make_notebooks.SETUP], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "tracking store: http://***@127.0.0.1:5000" in proc.stdout and pw not in proc.stdout
