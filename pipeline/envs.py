@@ -122,6 +122,8 @@ def ensure(
     packages = tuple(packages)
     root = Path(root)
     path = root / f"{name}-{key(packages, inherit=inherit)}"
+    if path.parent != root or not path.name or name.startswith(".") or "/" in name:
+        raise ValueError(f"environment name {name!r} would leave {root}")
     found = read(path)
     if found is not None:
         return found

@@ -92,10 +92,20 @@ def env_root(cache_dir: str | Path) -> Path:
 
 
 def env_name(packages: list[str] | tuple[str, ...]) -> str:
-    """The environment's name: its first package's distribution name (``onnxruntime-openvino``)."""
+    """The environment's name: its first package's distribution name (``onnxruntime-openvino``);
+    for a local wheel or a URL, the name its file begins with.  Always one plain folder name
+    (letters, digits, ``_ . -``), so the environment stays inside the envs folder."""
     import re
 
-    return re.split(r"[<>=!~\[; ]", packages[0], maxsplit=1)[0].strip().lower() if packages else "env"
+    if not packages:
+        return "env"
+    first = str(packages[0]).strip()
+    if re.match(r"^[A-Za-z0-9_.\-\[\], ]+@", first):  # name @ URL
+        first = first.split("@", 1)[0]
+    if "/" in first or "\\" in first:  # a path or a URL: its last part (name-version-...whl)
+        first = re.split(r"[/\\]", first.split("#")[0].split("?")[0].rstrip("/\\"))[-1].split("-")[0]
+    name = re.split(r"[<>=!~\[; @]", first, maxsplit=1)[0].strip().lower()
+    return re.sub(r"[^a-z0-9_.-]", "_", name).lstrip(".") or "env"
 
 
 def _nvidia_gpu() -> str | None:

@@ -214,3 +214,39 @@ def test_the_notebooks_setup_cell_prints_no_credentials(tmp_path):
     proc = subprocess.run([sys.executable, "-c", make_notebooks.SETUP], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "tracking store: http://***@127.0.0.1:5000" in proc.stdout and pw not in proc.stdout
+
+
+# -- 12. provider package lists are package specs --------------------------------------------------------
+@pytest.mark.parametrize("packages", [["-r", "/etc/secrets.txt"], ["--index-url=http://x/simple", "onnxruntime"],
+                                      ["/tmp/wheels/onnxruntime_gpu-1.20.0-cp311-cp311-linux_x86_64.whl"],
+                                      ["https://example.org/onnxruntime-1.0.tar.gz"], ["ort @ file:///tmp/ort.whl"]])
+def test_provider_packages_refuse_pip_options_paths_and_urls(packages, tmp_path):
+    from pipeline.config import ConfigError
+    from pipeline.config.job import ProviderConfig
+
+    secret = tmp_path / "req.txt"
+    secret.write_text("db_password=hunter2\n")
+    with pytest.raises(ConfigError, match="provider.packages") as err:
+        ProviderConfig(packages=[p.replace("/etc/secrets.txt", str(secret)) for p in packages])
+    assert "hunter2" not in str(err.value)
+
+
+def test_provider_packages_take_specs_and_explicitly_allowed_wheels():
+    from pipeline.config.job import ProviderConfig
+
+    ProviderConfig(packages=["onnxruntime-openvino>=1.20; sys_platform == 'linux'", "numpy<2", "tokenizers[x]"])
+    ProviderConfig(packages=["/tmp/wheels/ort-1.20.0-py3-none-any.whl"], allow_local_packages=True)
+
+
+# -- 20. a local wheel's environment stays inside cache_dir/envs -----------------------------------------
+def test_a_local_wheels_environment_is_made_inside_the_envs_folder(tmp_path):
+    from pipeline import envs
+    from pipeline.providers import env_name
+
+    wheel_dir = tmp_path / "wheels"
+    wheel_dir.mkdir()
+    wheel = wheel_dir / "ort_fake-1.0-py3-none-any.whl"
+    name = env_name([str(wheel)])
+    assert name == "ort_fake"
+    env = envs.ensure([], tmp_path / "envs", name=name)  # no package: a bare environment, no pip
+    assert env.path.parent == tmp_path / "envs" and not list(wheel_dir.iterdir())
