@@ -40,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import ownership
 from .cluster_daemons import (  # noqa: F401  (re-exported: the cluster's names)
     CLUSTER_NAME,
     DB_USER,
@@ -111,8 +112,12 @@ class LocalCluster(SlurmDaemons, TrackingServer):
 
     @property
     def db_uri(self) -> str:
-        s = self.state
-        return f"postgresql+psycopg2://mlflow:{s['pg_password']}@127.0.0.1:{s['ports']['postgres']}/mlflow"
+        """The MLflow server's backend store, without its password: that goes through the
+        environment (:meth:`db_env`), never a command line every local user sees in ``ps``."""
+        return f"postgresql+psycopg2://mlflow@127.0.0.1:{self.state['ports']['postgres']}/mlflow"
+
+    def db_env(self) -> dict[str, str]:
+        return {"PGPASSWORD": self.state["pg_password"]}  # libpq reads it when the URI has no password
 
     @property
     def artifacts(self) -> Path:
@@ -184,10 +189,19 @@ class LocalCluster(SlurmDaemons, TrackingServer):
                                 start_new_session=True, env={**os.environ, **(env or {})}, cwd=self.root, **kw)
         logf.close()
         self.state["pids"][name] = proc.pid
+        self._remember(name, proc.pid)
         self._save()
         self._procs = getattr(self, "_procs", {})
         self._procs[name] = proc  # reaped by stop_daemon (no zombie left behind in this process)
         return proc.pid
+
+    def _remember(self, name: str, pid: int) -> None:
+        """Record who ``pid`` is (start time, command line): :meth:`stop_daemon` signals it only
+        while it is still that process (after a crash or a reboot the pid may be another's)."""
+        try:
+            self.state.setdefault("identity", {})[name] = ownership.process_identity(pid)
+        except Exception:  # noqa: BLE001  (gone already: _wait reports it)
+            self.state.setdefault("identity", {}).pop(name, None)
 
     def _wait(self, name: str, ready, timeout: float) -> None:
         deadline = time.time() + timeout
@@ -221,9 +235,14 @@ class LocalCluster(SlurmDaemons, TrackingServer):
             self._save()
             return
         pid = self.state.get("pids", {}).pop(name, None)
+        identity = self.state.get("identity", {}).pop(name, None)
         proc = getattr(self, "_procs", {}).pop(name, None)
         self._save()
         if pid is None:
+            return
+        if proc is None and (identity is None or not ownership.same_process(identity)):
+            print(f"[cluster] {name}: pid {pid} is no longer the {name} this cluster started "
+                  "(it exited, or the machine restarted): not signalled", flush=True)
             return
         try:
             os.killpg(pid, sig)  # each daemon leads its own session (mlflow's workers included)
@@ -250,6 +269,7 @@ class LocalCluster(SlurmDaemons, TrackingServer):
                 self.stop_daemon(name)
         if self.state:
             self.state["pids"] = {}
+            self.state["identity"] = {}
             self._save()
 
 

@@ -250,3 +250,50 @@ def test_a_local_wheels_environment_is_made_inside_the_envs_folder(tmp_path):
     assert name == "ort_fake"
     env = envs.ensure([], tmp_path / "envs", name=name)  # no package: a bare environment, no pip
     assert env.path.parent == tmp_path / "envs" and not list(wheel_dir.iterdir())
+
+
+# -- 2. cluster stop signals only the processes the cluster started --------------------------------------
+def _own_session_sleeper() -> subprocess.Popen:
+    return subprocess.Popen(["sleep", "60"], start_new_session=True)
+
+
+def test_cluster_stop_does_not_signal_a_process_that_reuses_a_daemons_pid(tmp_path):
+    from pipeline.cluster import LocalCluster
+
+    stranger = _own_session_sleeper()  # the pid cluster.json names now belongs to someone else
+    try:
+        ident = ownership.process_identity(stranger.pid)
+        (tmp_path / "cluster.json").write_text(json.dumps({
+            "pids": {"slurmd": stranger.pid, "mlflow": stranger.pid},
+            "identity": {"slurmd": {**ident, "start": ident["start"] - 3600}},  # started an hour before: not it
+        }))
+        LocalCluster(tmp_path).stop()
+        time.sleep(0.3)
+        assert stranger.poll() is None, "cluster stop killed an unrelated process"
+        assert json.loads((tmp_path / "cluster.json").read_text())["pids"] == {}
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_cluster_stop_still_stops_its_own_daemon(tmp_path):
+    from pipeline.cluster import LocalCluster
+
+    daemon = _own_session_sleeper()
+    try:
+        (tmp_path / "cluster.json").write_text(json.dumps({
+            "pids": {"slurmd": daemon.pid}, "identity": {"slurmd": ownership.process_identity(daemon.pid)}}))
+        LocalCluster(tmp_path).stop()
+        assert daemon.wait(10) is not None
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+
+
+# -- 9. the database password is not on the MLflow server's command line ---------------------------------
+def test_the_tracking_servers_store_uri_carries_no_password(tmp_path):
+    from pipeline.cluster import LocalCluster
+
+    c = LocalCluster(tmp_path)
+    c.state = {"ports": {"postgres": 5432}, "pg_password": "0123456789abcdef"}
+    assert "0123456789abcdef" not in c.db_uri and c.db_env() == {"PGPASSWORD": "0123456789abcdef"}
