@@ -297,3 +297,43 @@ def test_the_tracking_servers_store_uri_carries_no_password(tmp_path):
     c = LocalCluster(tmp_path)
     c.state = {"ports": {"postgres": 5432}, "pg_password": "0123456789abcdef"}
     assert "0123456789abcdef" not in c.db_uri and c.db_env() == {"PGPASSWORD": "0123456789abcdef"}
+
+
+# -- 18. a damaged records index --------------------------------------------------------------------------
+def _record(tmp_path: Path, key: str = "k1") -> records.RunRecord:
+    rec = records.RunRecord.new("r", {}, {"config_hash": key})
+    records.save(tmp_path / rec.record_id, rec)
+    return rec
+
+
+@pytest.mark.parametrize("damage", ["index_is_a_file", "tag_is_a_file"])
+def test_a_damaged_index_neither_fails_a_save_nor_a_lookup(tmp_path, damage):
+    first = _record(tmp_path)
+    index = tmp_path / records.INDEX
+    if damage == "index_is_a_file":
+        import shutil
+
+        shutil.rmtree(index)
+        index.write_text("garbage")
+    else:
+        import shutil
+
+        shutil.rmtree(index / "config_hash")
+        (index / "config_hash").write_text("garbage")
+    second = _record(tmp_path)  # no RecordError: the record is written, the index is rebuilt later
+    assert (tmp_path / second.record_id / records.RECORD).is_file()
+    found = [r.record_id for _, r in records.find(tmp_path, "config_hash", "k1")]
+    assert sorted(found) == sorted([first.record_id, second.record_id])
+
+
+# -- 19. a record copied in from another records folder -----------------------------------------------------
+def test_a_record_copied_in_from_elsewhere_is_found(tmp_path):
+    import shutil
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    mine = _record(here)
+    assert [r.record_id for _, r in records.find(here, "config_hash", "k1")] == [mine.record_id]  # index complete
+    theirs = _record(there)
+    shutil.copytree(there / theirs.record_id, here / theirs.record_id)
+    found = [r.record_id for _, r in records.find(here, "config_hash", "k1")]
+    assert sorted(found) == sorted([mine.record_id, theirs.record_id])
