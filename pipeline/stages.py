@@ -32,8 +32,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +48,7 @@ from .exitcodes import Exit, PipelineError
 from .export import export
 from .job import JobSkipped, prepare
 from .sweep import job_list
-from .track import redact
+from .track import redact, tracking_problem  # noqa: F401  (re-exported)
 from .vocab import Metric
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,21 +154,6 @@ def export_stage(study: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- sweep ------------------------------------------------------------------------------------
-def tracking_problem(uri: str, timeout: float = 5.0) -> str | None:
-    """Why the MLflow server at ``uri`` cannot take runs now, or None (local stores always can)."""
-    if not uri.startswith(("http://", "https://")):
-        return None
-
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-            return None
-    except urllib.error.HTTPError as exc:  # it answers: a proxy or an older server without /health
-        return None if exc.code < 500 else f"{redact(uri)} answers HTTP {exc.code}"
-    except (OSError, ValueError) as exc:
-        return f"{redact(uri)} cannot be reached ({type(exc).__name__}: {exc})"
-
-
 def sweep_stage(study: dict[str, Any]) -> int:
     """Run the sweep (``python -m pipeline +sweep=NAME``) with its records in ``study/runs``.
 

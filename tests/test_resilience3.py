@@ -337,3 +337,13 @@ def test_a_record_copied_in_from_elsewhere_is_found(tmp_path):
     shutil.copytree(there / theirs.record_id, here / theirs.record_id)
     found = [r.record_id for _, r in records.find(here, "config_hash", "k1")]
     assert sorted(found) == sorted([mine.record_id, theirs.record_id])
+
+
+# -- 22. decide against a server that cannot be reached ---------------------------------------------------
+@pytest.mark.parametrize("parent", [["--parent", "abc123"], []])
+def test_decide_says_the_server_cannot_be_reached(parent, capsys):
+    from pipeline.decision.cli import main
+
+    rc = main(["--tracking-uri", "http://127.0.0.1:9", "--no-log", *parent])
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot be reached" in err and "no run" not in err and "Traceback" not in err
