@@ -142,7 +142,26 @@ def runtime(p, cache_dir: str | Path, log=None) -> Runtime:
                       inherit=p.inherit, log=log)
     if not env.ok:
         raise Unavailable(f"{p.ep} ({p.name}): its environment could not be made: {env.reason}")
-    return Runtime(str(env.python), env.path.name, tuple(env.packages), dict(env.versions), env.created_s, env.size_mb)
+    rt = Runtime(str(env.python), env.path.name, tuple(env.packages), dict(env.versions), env.created_s, env.size_mb)
+    lacking = missing_modules(rt)
+    if lacking:
+        raise Unavailable(f"{p.ep} ({p.name}): its environment {env.path.name} has no {', '.join(lacking)}, which the "
+                          "measurements need: add them to provider.packages (or set provider.inherit=true)")
+    return rt
+
+
+NEEDED_MODULES = ("numpy", "onnxruntime", "tokenizers")  # what pipeline.worker and pipeline.bench import there
+_CHECKED: dict[str, tuple[str, ...]] = {}
+
+
+def missing_modules(rt: Runtime) -> tuple[str, ...]:
+    """The modules of :data:`NEEDED_MODULES` that the runtime's interpreter cannot import (found
+    without importing them; checked once per interpreter and process)."""
+    if rt.python not in _CHECKED:
+        code = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
+        proc = subprocess.run([rt.python, "-c", code, *NEEDED_MODULES], capture_output=True, text=True, env=rt.process_env(), timeout=120)
+        _CHECKED[rt.python] = tuple(proc.stdout.split()) if proc.returncode == 0 else NEEDED_MODULES
+    return _CHECKED[rt.python]
 
 
 @dataclass(frozen=True)

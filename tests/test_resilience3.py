@@ -347,3 +347,19 @@ def test_decide_says_the_server_cannot_be_reached(parent, capsys):
     rc = main(["--tracking-uri", "http://127.0.0.1:9", "--no-log", *parent])
     err = capsys.readouterr().err
     assert rc == 1 and "cannot be reached" in err and "no run" not in err and "Traceback" not in err
+
+
+# -- 21. a provider environment without numpy -------------------------------------------------------------
+def test_a_provider_environment_without_numpy_is_unavailable_in_one_line(tmp_path):
+    from test_envs import make_wheel
+
+    from pipeline import providers
+    from pipeline.config.job import ProviderConfig
+
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "tinyort", "0.3")
+    p = ProviderConfig(name="bare", ep="CPUExecutionProvider", packages=["tinyort==0.3"],
+                       pip_args=["--no-index", "--find-links", str(wheels)])
+    with pytest.raises(providers.Unavailable) as err:
+        providers.runtime(p, tmp_path / "cache")
+    assert "has no numpy, onnxruntime, tokenizers" in str(err.value) and "Traceback" not in str(err.value)
