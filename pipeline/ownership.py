@@ -72,6 +72,18 @@ def same_process(identity: dict) -> bool:
         return True  # it exists and we cannot tell more: never treat it as gone
 
 
+def dies_with_parent() -> None:
+    """A ``preexec_fn`` for :mod:`subprocess`: the child is killed when the process that started it
+    ends, killed included (Linux: PR_SET_PDEATHSIG), so that a pip, or a sweep, of a killed stage
+    does not write on into the folder the next run rebuilds."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+
+
 def mark(folder: str | Path) -> None:
     """Write the marker that makes ``folder`` provably this process's temporary."""
     ident = process_identity()

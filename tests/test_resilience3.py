@@ -363,3 +363,48 @@ def test_a_provider_environment_without_numpy_is_unavailable_in_one_line(tmp_pat
     with pytest.raises(providers.Unavailable) as err:
         providers.runtime(p, tmp_path / "cache")
     assert "has no numpy, onnxruntime, tokenizers" in str(err.value) and "Traceback" not in str(err.value)
+
+
+# -- 17. pip dies with the pipeline that started it ---------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def test_pip_does_not_outlive_a_killed_pipeline(tmp_path):
+    import signal
+    import socket
+
+    import psutil
+
+    silent = socket.socket()  # an index that accepts connections and never answers: pip waits on it
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    script = (f"from pipeline import envs; envs.ensure(['tinypkg'], {str(tmp_path / 'envs')!r}, name='t', "
+              f"pip_args=['--index-url', 'http://127.0.0.1:{port}/simple', '--timeout', '120', '--retries', '0'])")
+    parent = subprocess.Popen([sys.executable, "-c", script], env=_env())
+    try:
+        pip = None
+        deadline = time.time() + 120
+        while pip is None and time.time() < deadline and parent.poll() is None:
+            for pid in _children(parent.pid):
+                try:
+                    if "pip" in psutil.Process(pid).cmdline():
+                        pip = psutil.Process(pid)
+                except psutil.NoSuchProcess:
+                    pass
+            time.sleep(0.2)
+        assert pip is not None, "pip did not start"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        gone, alive = psutil.wait_procs([pip], timeout=10)
+        assert not alive, "pip outlived the pipeline that started it"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        silent.close()
