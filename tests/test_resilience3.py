@@ -408,3 +408,52 @@ def test_pip_does_not_outlive_a_killed_pipeline(tmp_path):
         if parent.poll() is None:
             parent.kill()
         silent.close()
+
+
+# -- 4. dvc repro killed, then run again ----------------------------------------------------------------------
+def test_the_decide_stage_refuses_records_another_run_wrote(tmp_path, monkeypatch):
+    from pipeline import stages
+
+    monkeypatch.chdir(tmp_path)
+    stages.RUNS.mkdir(parents=True)
+    (stages.RUNS / stages.STAGE_RUN).write_text("this-run")
+    for run in ("this-run", "this-run", "killed-run"):  # the last: an orphan of the killed run wrote it
+        rec = records.RunRecord.new("j", {"model": "m"}, {"stage.run": run})
+        rec.status = "ok"
+        records.save(stages.RUNS / rec.record_id, rec)
+    with pytest.raises(stages.StageError, match="1 record\\(s\\) .* not written by the sweep stage's last run"):
+        stages.decide_stage({"sweep": "smoke", "decision": "default"})
+
+
+def test_records_carry_the_stage_run_that_started_them(monkeypatch):
+    monkeypatch.setenv("PIPELINE_STAGE_RUN", "run-42")
+    assert records.RunRecord.new("j", {}, {}).tags["stage.run"] == "run-42"
+
+
+def test_the_sweep_dies_with_a_killed_sweep_stage(tmp_path):
+    import signal
+
+    import psutil
+
+    fake = tmp_path / "python"  # stands for the sweep: a process that would run on for a minute
+    fake.write_text("#!/bin/sh\nexec sleep 60\n")
+    fake.chmod(0o755)
+    study = {"sweep": "smoke", "decision": "default", "bench": {}, "overrides": []}
+    script = ("import sys; from pipeline import stages; "
+              f"stages.sys.executable = {str(fake)!r}; stages.sweep_stage({study!r})")
+    stage = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db"))
+    try:
+        sweep = None
+        deadline = time.time() + 120
+        while sweep is None and time.time() < deadline and stage.poll() is None:
+            kids = [psutil.Process(p) for p in _children(stage.pid)]
+            sweep = next((k for k in kids if "sleep" in " ".join(k.cmdline())), None)
+            time.sleep(0.2)
+        assert sweep is not None, "the stage did not start its sweep"
+        stage.send_signal(signal.SIGKILL)
+        stage.wait()
+        gone, alive = psutil.wait_procs([sweep], timeout=10)
+        assert not alive, "the sweep outlived the stage that started it"
+    finally:
+        if stage.poll() is None:
+            stage.kill()
