@@ -99,7 +99,11 @@ class LocalCluster(SlurmDaemons, TrackingServer):
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
         self.state_file = self.root / "cluster.json"
-        self.state: dict = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        try:
+            self.state: dict = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"{self.state_file} cannot be read ({type(exc).__name__}: {exc}): stop its daemons by hand "
+                               f"(their pids are in {self.root / 'slurm'}/*.pid and {self.root / 'pg' / 'data' / 'postmaster.pid'})") from None
 
     # -- paths and addresses ------------------------------------------------------------------
     @property
@@ -310,7 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dir or not (Path(args.dir) / "cluster.json").exists():
         print("cluster: --dir must name a cluster folder (one `start` made)", file=sys.stderr)
         return 1
-    cluster = LocalCluster(args.dir)
+    try:
+        cluster = LocalCluster(args.dir)
+    except ClusterError as exc:
+        print(f"cluster: {exc}", file=sys.stderr)
+        return 1
     if args.action == "env":
         print(_exports(cluster))
     else:

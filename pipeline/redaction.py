@@ -4,8 +4,9 @@ What is a secret (docs/design.md, "Secrets"):
 
 - credentials inside a URL (``scheme://user:pw@``), as written, as Hydra escapes an override and
   percent-encoded;
-- the value of a URL query parameter whose name is secret-looking (``?token=``, ``&password=``,
-  ``?X-Amz-Signature=``...);
+- the value of a URL query or fragment parameter whose name is secret-looking (``?token=``,
+  ``&password=``, ``#access_token=``, ``?X-Amz-Signature=``...);
+- the credential after ``Bearer``, ``Basic`` or ``Token`` (an HTTP Authorization header);
 - the value (6 characters or more) of every environment variable whose name is secret-looking;
 - the passwords of tracking URIs seen in this process (:func:`add_secret`).
 
@@ -29,14 +30,16 @@ _SECRET_PARTS = {"PASS", "PWD", "KEY", "AUTH", "SIG", "SIGNATURE", "DSN", "COOKI
 _NOT_SECRET = {"PWD", "OLDPWD"}
 # a query parameter: ?name=value / &name=value (also Hydra-escaped \= and percent-encoded)
 _QUERY_PARAM = re.compile(
-    r"(?P<pre>(?:[?&;]|%3[fF]|%26)(?P<name>[A-Za-z0-9_.\-]+)(?:\\*=|%3[dD]))(?P<value>(?:(?!%26)[^&#\s'\"\\,;)\]}])+)"
+    r"(?P<pre>(?:[?&;#]|%3[fF]|%26|%23)(?P<name>[A-Za-z0-9_.\-]+)(?:\\*=|%3[dD]))(?P<value>(?:(?!%26)[^&#\s'\"\\,;)\]}])+)"
 )
 # credentials inside a URL, as written (scheme://user:pw@), as Hydra escapes an override
 # (scheme\:\/\/user\:pw@) and percent-encoded (scheme%3A%2F%2Fuser%3Apw%40)
 _URL_CREDENTIALS = re.compile(
     r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*(?:\\*:|%3[aA])(?:\\*/|%2[fF]){2})"
-    r"(?P<userinfo>(?:(?!%40)[^/@\s])+?)(?P<at>@|%40)"
+    r"(?P<userinfo>(?:(?!%40)[^/\s])+)(?P<at>@|%40)"  # greedy: a password may hold an @
 )
+# a credential after an HTTP auth scheme (an "Authorization: Bearer ..." header quoted in an error)
+_AUTH_HEADER = re.compile(r"(?P<scheme>\b(?:Bearer|Basic|Token)\s+)(?P<cred>[A-Za-z0-9._~+/=-]{8,})", re.I)
 _SECRETS: set[str] = set()  # values known to be secret in this process (a URI's password)
 
 
@@ -70,6 +73,7 @@ def redact(text: str) -> str:
     URLs, secret-looking query parameters, the passwords of tracking URIs seen in this process,
     and the value of every environment variable with a secret-looking name."""
     text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***{m.group('at')}", text)
+    text = _AUTH_HEADER.sub(lambda m: m.group("scheme") + "***", text)
     text = _QUERY_PARAM.sub(lambda m: m.group("pre") + ("***" if secret_name(m.group("name")) else m.group("value")), text)
     secrets = set(_SECRETS)
     for name, value in os.environ.items():

@@ -457,3 +457,22 @@ def test_the_sweep_dies_with_a_killed_sweep_stage(tmp_path):
     finally:
         if stage.poll() is None:
             stage.kill()
+
+
+# -- this round's own attacks that broke (docs/resilience.md) ----------------------------------------------
+@pytest.mark.parametrize("text,secret", [
+    ("http://u:p@ssw0rdX@h:5000/", "ssw0rdX"),  # an @ inside the password
+    ("401 Unauthorized: Authorization: Bearer eyJhbGciOiJIUzI1", "eyJhbGciOiJIUzI1"),
+    ("https://h/cb#access_token=frag-secret1&x=1", "frag-secret1"),
+])
+def test_redact_masks_what_this_rounds_attacks_leaked(text, secret):
+    from pipeline.redaction import redact
+
+    assert secret not in redact(text)
+
+
+def test_cluster_stop_with_a_damaged_state_file_says_so_in_one_line(tmp_path):
+    (tmp_path / "cluster.json").write_text("{not json")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cluster", "stop", "--dir", str(tmp_path)], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "cluster.json cannot be read" in proc.stderr
