@@ -476,3 +476,11 @@ def test_cluster_stop_with_a_damaged_state_file_says_so_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipeline.cluster", "stop", "--dir", str(tmp_path)], env=_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "cluster.json cannot be read" in proc.stderr
+
+
+@pytest.mark.parametrize("rate", [0, float("nan"), float("inf"), -5])
+def test_a_load_schedule_refuses_a_rate_that_is_not_a_positive_number(rate):
+    from pipeline.loadgen import poisson_offsets
+
+    with pytest.raises(ValueError, match="rate must be"):
+        poisson_offsets(rate, 5)
