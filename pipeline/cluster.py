@@ -12,6 +12,12 @@ root, a system account ``pipeline-db`` is created for PostgreSQL (which refuses 
 It needs the Debian packages ``slurm-wlm slurmdbd munge mariadb-server postgresql`` (``.ci/run``
 installs them) and is meant to run as root, like Slurm's own daemons (in a container or a VM).
 
+It is for ONE TRUSTED MACHINE: the daemons bind to 127.0.0.1 (slurmctld and slurmd with
+``CommunicationParameters=NoInAddrAny``), but the MLflow server answers any local user without
+authentication.  The database password reaches the MLflow server through ``PGPASSWORD``, never
+its command line; ``stop`` signals a daemon only while its pid, start time and command line are
+those ``start`` recorded (after a crash or a reboot the pid may be another process's).
+
 The daemons, in start order:
 
 - ``munged`` with a key generated for this cluster (Slurm's authentication);
