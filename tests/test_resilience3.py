@@ -107,24 +107,6 @@ def test_the_machine_lock_is_one_path_whatever_the_temp_folder(tmp_path):
     assert len(seen) == 1 and not seen.pop().startswith(str(tmp_path))
 
 
-def test_two_benchmarks_with_different_temp_folders_share_one_lock(tmp_path, monkeypatch):
-    from filelock import FileLock, Timeout
-
-    from pipeline.machine_lock import machine_lock_path
-
-    monkeypatch.delenv("PIPELINE_MACHINE_LOCK", raising=False)
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    first = machine_lock_path()
-    held = FileLock(str(first))
-    held.acquire()
-    try:
-        monkeypatch.setenv("TMPDIR", "/")
-        with pytest.raises(Timeout):
-            FileLock(str(machine_lock_path())).acquire(timeout=0)
-    finally:
-        held.release()
-
-
 # -- 7. left padding on a graph that numbers positions itself -------------------------------------------
 @pytest.fixture(scope="module")
 def onnx_dir(tiny_bert, tmp_path_factory):
