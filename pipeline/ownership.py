@@ -16,6 +16,7 @@ A leaf module (it imports nothing from the package).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -84,11 +85,19 @@ def dies_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
 
 
+@functools.lru_cache(maxsize=8)
+def _start_of(pid: int) -> float:
+    return psutil.Process(pid).create_time()
+
+
+def _own() -> dict:
+    """This process's host, pid and start time (cached per pid: a forked child is another)."""
+    return {"host": host(), "pid": os.getpid(), "start": _start_of(os.getpid())}
+
+
 def mark(folder: str | Path) -> None:
     """Write the marker that makes ``folder`` provably this process's temporary."""
-    ident = process_identity()
-    ident.pop("cmdline")
-    (Path(folder) / MARKER).write_text(json.dumps(ident))
+    (Path(folder) / MARKER).write_text(json.dumps(_own()))
 
 
 def unmark(folder: str | Path) -> None:
@@ -119,7 +128,7 @@ def stale_dir(folder: str | Path) -> bool:
 def temp_file(path: str | Path) -> Path:
     """The name of this process's temporary file for ``path`` (in the same folder)."""
     path = Path(path)
-    ident = process_identity()
+    ident = _own()
     return path.with_name(f".{path.name}.{ident['pid']}-{int(ident['start'] * 1000)}-{_slug(host())}.tmp")
 
 
