@@ -27,6 +27,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 sys.path.insert(0, str(ROOT))  # this checkout's pipeline package, also when it is not installed
 from pipeline import decide
+from pipeline.redaction import redact
 
 pd.set_option("display.width", 160)
 TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}"
@@ -40,7 +41,7 @@ PARENT_RUN_ID = os.environ.get("PARENT_RUN_ID") or mlflow.search_runs(
 parent = mlflow.get_run(PARENT_RUN_ID)
 SWEEP = parent.data.tags.get("sweep.name") or parent.data.params.get("sweep") or parent.info.run_name
 PROFILE = parent.data.tags.get("decision.profile", "default")  # the profile the sweep was decided with
-print("tracking store:", TRACKING_URI)
+print("tracking store:", redact(TRACKING_URI))  # the URI may carry credentials
 print(f"sweep: {SWEEP}, parent run {PARENT_RUN_ID}, started {pd.Timestamp(parent.info.start_time, unit='ms')}, "
       f"decided with profile {PROFILE}")'''
 

@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import conditions, roofline
-from .cache import pid_alive
+from . import conditions, ownership, roofline
 from .exitcodes import PipelineError
 from .selfstats import _peak_rss_mb, timer_overhead_ns  # noqa: F401  (re-exported)
 
@@ -319,6 +318,7 @@ def _attempt(embedder, sentences: list[str], bench_cfg, timeout_s: float, th, ba
     clean_stale_temps()
     with conditions.MachineLock(th.wait_for_other_s if th.enabled else 0.0, label) as lock, \
             tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
+        ownership.mark(tmp)  # what proves to a later cleanup that the pipeline made this folder
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         if runtime is not None and runtime.own:  # no onnx there to make the probe's graph
             (Path(tmp) / "probe.onnx").write_bytes(conditions.probe_model_bytes())
@@ -360,19 +360,10 @@ TEMP_PREFIX = "bench-"  # bench-<pid of the process that made it>-<random>, in t
 
 
 def clean_stale_temps(root: str | Path | None = None) -> list[Path]:
-    """Remove the ``bench-<pid>-*`` folders that a killed benchmark's parent left behind
-    (their pid is gone); returns what was removed."""
-    import re
-    import shutil
-
-    root = Path(root or tempfile.gettempdir())
-    removed = []
-    for p in root.glob(f"{TEMP_PREFIX}*-*"):
-        m = re.fullmatch(rf"{TEMP_PREFIX}(\d+)-.+", p.name)
-        if m and p.is_dir() and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    return removed
+    """Remove the ``bench-*`` folders that a killed benchmark's parent on this host left behind:
+    only those whose marker proves the pipeline made them (:mod:`pipeline.ownership`); a user's
+    ``bench-2025-12-01/`` is never touched.  Returns what was removed."""
+    return ownership.clean_stale(root or tempfile.gettempdir(), prefix=TEMP_PREFIX)
 
 
 def _main(argv: list[str]) -> int:

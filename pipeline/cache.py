@@ -13,13 +13,11 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 
-# the temporaries of this project's writers: .tmp-<name>-<pid> folders, .<name>.<pid>.tmp files
-_STALE = re.compile(r"^(?:\.tmp-.+-(?P<dpid>\d+)|\..+\.(?P<fpid>\d+)\.tmp)$")
+from . import ownership
 
 
 def pid_alive(pid: int) -> bool:
@@ -33,26 +31,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def clean_stale(folder: str | Path) -> list[Path]:
-    """Remove the temporaries a killed process left in ``folder``: ``.tmp-<name>-<pid>`` folders
-    and ``.<name>.<pid>.tmp`` files whose process is gone (a live one may still be writing)."""
-    removed = []
-    try:
-        entries = list(Path(folder).iterdir())
-    except OSError:
-        return removed
-    for p in entries:
-        m = _STALE.match(p.name)
-        if not m:
-            continue
-        pid = int(m.group("dpid") or m.group("fpid"))
-        if pid == os.getpid() or pid_alive(pid):
-            continue
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-        removed.append(p)
-    return removed
+    """Remove the temporaries a killed process of this host left in ``folder``: marked
+    ``.tmp-*`` folders and ``.<name>.<pid>-<start>-<host>.tmp`` files whose process is gone,
+    by the one policy of :mod:`pipeline.ownership` (another host's, a live writer's, and
+    anything unmarked are left)."""
+    return ownership.clean_stale(folder, prefix=".")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -61,7 +44,7 @@ def write_atomic(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path.parent)  # what a killed writer left
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = ownership.temp_file(path)
     try:
         tmp.write_text(text)
         tmp.replace(path)
@@ -129,10 +112,11 @@ def cached_build(folder: Path, build, info: dict) -> tuple[bool, float]:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    ownership.make_temp_dir(tmp)  # marked: only this host's cleanup may remove it, once this process is gone
     t0 = time.perf_counter()
     try:
         build(tmp)
+        ownership.unmark(tmp)
         write_manifest(tmp, info)
         try:
             os.rename(tmp, folder)

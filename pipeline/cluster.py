@@ -12,6 +12,12 @@ root, a system account ``pipeline-db`` is created for PostgreSQL (which refuses 
 It needs the Debian packages ``slurm-wlm slurmdbd munge mariadb-server postgresql`` (``.ci/run``
 installs them) and is meant to run as root, like Slurm's own daemons (in a container or a VM).
 
+It is for ONE TRUSTED MACHINE: the daemons bind to 127.0.0.1 (slurmctld and slurmd with
+``CommunicationParameters=NoInAddrAny``), but the MLflow server answers any local user without
+authentication.  The database password reaches the MLflow server through ``PGPASSWORD``, never
+its command line; ``stop`` signals a daemon only while its pid, start time and command line are
+those ``start`` recorded (after a crash or a reboot the pid may be another process's).
+
 The daemons, in start order:
 
 - ``munged`` with a key generated for this cluster (Slurm's authentication);
@@ -40,6 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import ownership
 from .cluster_daemons import (  # noqa: F401  (re-exported: the cluster's names)
     CLUSTER_NAME,
     DB_USER,
@@ -98,7 +105,11 @@ class LocalCluster(SlurmDaemons, TrackingServer):
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
         self.state_file = self.root / "cluster.json"
-        self.state: dict = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        try:
+            self.state: dict = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise ClusterError(f"{self.state_file} cannot be read ({type(exc).__name__}: {exc}): stop its daemons by hand "
+                               f"(their pids are in {self.root / 'slurm'}/*.pid and {self.root / 'pg' / 'data' / 'postmaster.pid'})") from None
 
     # -- paths and addresses ------------------------------------------------------------------
     @property
@@ -111,8 +122,12 @@ class LocalCluster(SlurmDaemons, TrackingServer):
 
     @property
     def db_uri(self) -> str:
-        s = self.state
-        return f"postgresql+psycopg2://mlflow:{s['pg_password']}@127.0.0.1:{s['ports']['postgres']}/mlflow"
+        """The MLflow server's backend store, without its password: that goes through the
+        environment (:meth:`db_env`), never a command line every local user sees in ``ps``."""
+        return f"postgresql+psycopg2://mlflow@127.0.0.1:{self.state['ports']['postgres']}/mlflow"
+
+    def db_env(self) -> dict[str, str]:
+        return {"PGPASSWORD": self.state["pg_password"]}  # libpq reads it when the URI has no password
 
     @property
     def artifacts(self) -> Path:
@@ -184,10 +199,19 @@ class LocalCluster(SlurmDaemons, TrackingServer):
                                 start_new_session=True, env={**os.environ, **(env or {})}, cwd=self.root, **kw)
         logf.close()
         self.state["pids"][name] = proc.pid
+        self._remember(name, proc.pid)
         self._save()
         self._procs = getattr(self, "_procs", {})
         self._procs[name] = proc  # reaped by stop_daemon (no zombie left behind in this process)
         return proc.pid
+
+    def _remember(self, name: str, pid: int) -> None:
+        """Record who ``pid`` is (start time, command line): :meth:`stop_daemon` signals it only
+        while it is still that process (after a crash or a reboot the pid may be another's)."""
+        try:
+            self.state.setdefault("identity", {})[name] = ownership.process_identity(pid)
+        except Exception:  # noqa: BLE001  (gone already: _wait reports it)
+            self.state.setdefault("identity", {}).pop(name, None)
 
     def _wait(self, name: str, ready, timeout: float) -> None:
         deadline = time.time() + timeout
@@ -221,9 +245,14 @@ class LocalCluster(SlurmDaemons, TrackingServer):
             self._save()
             return
         pid = self.state.get("pids", {}).pop(name, None)
+        identity = self.state.get("identity", {}).pop(name, None)
         proc = getattr(self, "_procs", {}).pop(name, None)
         self._save()
         if pid is None:
+            return
+        if proc is None and (identity is None or not ownership.same_process(identity)):
+            print(f"[cluster] {name}: pid {pid} is no longer the {name} this cluster started "
+                  "(it exited, or the machine restarted): not signalled", flush=True)
             return
         try:
             os.killpg(pid, sig)  # each daemon leads its own session (mlflow's workers included)
@@ -250,6 +279,7 @@ class LocalCluster(SlurmDaemons, TrackingServer):
                 self.stop_daemon(name)
         if self.state:
             self.state["pids"] = {}
+            self.state["identity"] = {}
             self._save()
 
 
@@ -290,7 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dir or not (Path(args.dir) / "cluster.json").exists():
         print("cluster: --dir must name a cluster folder (one `start` made)", file=sys.stderr)
         return 1
-    cluster = LocalCluster(args.dir)
+    try:
+        cluster = LocalCluster(args.dir)
+    except ClusterError as exc:
+        print(f"cluster: {exc}", file=sys.stderr)
+        return 1
     if args.action == "env":
         print(_exports(cluster))
     else:

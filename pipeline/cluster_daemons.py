@@ -115,6 +115,8 @@ class SlurmDaemons:
             "JobCompType=jobcomp/none\n"
             "SchedulerType=sched/backfill\nSelectType=select/cons_tres\nSelectTypeParameters=CR_Core\n"
             "MpiDefault=none\nReturnToService=2\n"
+            # slurmctld and slurmd bind to their addresses below (127.0.0.1), not to every interface
+            "CommunicationParameters=NoInAddrAny\n"
             # a stopped slurmd is noticed within a minute; a cancelled job is killed 5 s after SIGTERM
             "SlurmdTimeout=30\nSlurmctldTimeout=30\nKillWait=5\nMinJobAge=600\n"
             "SchedulerParameters=batch_sched_delay=1\n"
@@ -233,7 +235,7 @@ class TrackingServer:
         port = self.state["ports"]["mlflow"]
         self._spawn("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.db_uri,
                                "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1",
-                               "--port", str(port), "--workers", "1"])
+                               "--port", str(port), "--workers", "1"], env=self.db_env())
 
         def ready() -> bool:
             with urllib.request.urlopen(f"{self.tracking_uri}/health", timeout=2) as r:

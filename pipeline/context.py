@@ -168,7 +168,10 @@ def _several(value: str) -> bool:
 
 def context_tags() -> dict[str, str]:
     """The tags every record gets when it is created: :func:`system_tags` and :func:`hydra_tags`,
-    secrets masked (an override may carry a token; the record is written to disk as it is)."""
-    return {k: redact(v) for k, v in {**system_tags(), **hydra_tags()}.items()}
+    secrets masked (an override may carry a token; the record is written to disk as it is), and
+    ``stage.run``: the run of the DVC stage that started this process (``$PIPELINE_STAGE_RUN``),
+    by which the decide stage keeps only the records of its own run."""
+    stage = {"stage.run": os.environ["PIPELINE_STAGE_RUN"]} if os.environ.get("PIPELINE_STAGE_RUN") else {}
+    return {k: redact(v) for k, v in {**system_tags(), **hydra_tags(), **stage}.items()}
 
 

@@ -247,11 +247,19 @@ class Embedder:
         if got != provider:  # onnxruntime fell back: refuse rather than measure the wrong thing
             raise ProviderFallback(f"asked for {provider}, onnxruntime gave {got} (it fell back)")
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self._check_padding(onnx_file)
         self.output_name = output_name or self._token_output()
         out = next(o for o in self.session.get_outputs() if o.name == self.output_name)
         self.dim = out.shape[-1] if isinstance(out.shape[-1], int) else self._config_dim()
 
     # -- setup helpers -------------------------------------------------------------
+    def _check_padding(self, onnx_file: str) -> None:
+        if self.padding_side == "left" and "position_ids" not in self.input_names:
+            # the graph numbers positions from the first slot, pads included: a text's vector would
+            # then depend on how long its batch-mates are
+            raise ValueError(f"padding_side='left' needs a graph that takes position_ids; {onnx_file} takes only "
+                             f"{', '.join(self.input_names)}: use padding_side='right' for this model")
+
     def _setup_tokenizer(self, onnx_file: str, tokenizer_dir, max_length: int | None) -> None:
         from tokenizers import Tokenizer
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from . import ownership
+
 MARKER = "pipeline-env.json"
 
 
@@ -122,6 +124,8 @@ def ensure(
     packages = tuple(packages)
     root = Path(root)
     path = root / f"{name}-{key(packages, inherit=inherit)}"
+    if path.parent != root or not path.name or name.startswith(".") or "/" in name:
+        raise ValueError(f"environment name {name!r} would leave {root}")
     found = read(path)
     if found is not None:
         return found
@@ -136,11 +140,14 @@ def ensure(
         t0 = time.perf_counter()
         python = path / "bin" / "python"
         try:
-            subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, capture_output=True, text=True)
+            subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, capture_output=True, text=True,
+                           preexec_fn=ownership.dies_with_parent)
             if inherit:
                 _inherit_site(python)
             cmd = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pip_args, *packages]
-            proc = subprocess.run(cmd if packages else ["true"], capture_output=True, text=True, timeout=timeout_s)
+            # pip dies with this process: a killed pipeline leaves no pip writing into the folder
+            proc = subprocess.run(cmd if packages else ["true"], capture_output=True, text=True, timeout=timeout_s,
+                                  preexec_fn=ownership.dies_with_parent)
         except subprocess.CalledProcessError as exc:
             return Env(packages, path, None, f"python -m venv failed: {_tail(exc.stderr or exc.stdout)}")
         except (subprocess.SubprocessError, OSError) as exc:

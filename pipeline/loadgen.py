@@ -23,6 +23,10 @@ def poisson_offsets(rate: float, n: int, seed: int = 0) -> np.ndarray:
     """``n`` arrival times (seconds from the start) of a Poisson process of ``rate`` per second,
     conditioned on its count: the ``n`` arrivals span exactly ``n / rate`` seconds, so every
     schedule offers its nominal rate (an unconditioned sample of 300 is off by ~6%)."""
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+        raise ValueError(f"rate must be a finite number of requests per second > 0, got {rate!r}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.exponential(1.0 / rate, size=n + 1))
     return t[:-1] * ((n / rate) / t[-1])

@@ -6,17 +6,30 @@ A leaf module (it imports nothing from the package).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
 LOCK_NAME = "pipeline-benchmark.lock"
 
 
-def machine_lock_path() -> Path:
-    """One lock file per machine (the system's temporary folder), shared by every checkout."""
+# where the lock lives: the first of these folders that this user can write in (or that already
+# holds a lock file this user can open).  None of them follows $TMPDIR, which per-user and per-job
+# temp folders (pam_tmpdir, systemd PrivateTmp, Slurm's per-job TMPDIR) make private.
+LOCK_DIRS = ("/run/lock", "/var/lock", "/dev/shm", "/tmp")
 
-    return Path(os.environ.get("PIPELINE_MACHINE_LOCK") or Path(tempfile.gettempdir()) / LOCK_NAME)
+
+def machine_lock_path() -> Path:
+    """One lock file per machine, shared by every checkout, user and job: ``$PIPELINE_MACHINE_LOCK``
+    if set, else ``pipeline-benchmark.lock`` in the first usable folder of :data:`LOCK_DIRS`
+    (never ``$TMPDIR``)."""
+    override = os.environ.get("PIPELINE_MACHINE_LOCK")
+    if override:
+        return Path(override)
+    for folder in LOCK_DIRS:
+        path = Path(folder) / LOCK_NAME
+        if os.access(path, os.R_OK | os.W_OK) or (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
+            return path
+    return Path(LOCK_DIRS[-1]) / LOCK_NAME
 
 
 class MachineLock:

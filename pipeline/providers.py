@@ -92,10 +92,20 @@ def env_root(cache_dir: str | Path) -> Path:
 
 
 def env_name(packages: list[str] | tuple[str, ...]) -> str:
-    """The environment's name: its first package's distribution name (``onnxruntime-openvino``)."""
+    """The environment's name: its first package's distribution name (``onnxruntime-openvino``);
+    for a local wheel or a URL, the name its file begins with.  Always one plain folder name
+    (letters, digits, ``_ . -``), so the environment stays inside the envs folder."""
     import re
 
-    return re.split(r"[<>=!~\[; ]", packages[0], maxsplit=1)[0].strip().lower() if packages else "env"
+    if not packages:
+        return "env"
+    first = str(packages[0]).strip()
+    if re.match(r"^[A-Za-z0-9_.\-\[\], ]+@", first):  # name @ URL
+        first = first.split("@", 1)[0]
+    if "/" in first or "\\" in first:  # a path or a URL: its last part (name-version-...whl)
+        first = re.split(r"[/\\]", first.split("#")[0].split("?")[0].rstrip("/\\"))[-1].split("-")[0]
+    name = re.split(r"[<>=!~\[; @]", first, maxsplit=1)[0].strip().lower()
+    return re.sub(r"[^a-z0-9_.-]", "_", name).lstrip(".") or "env"
 
 
 def _nvidia_gpu() -> str | None:
@@ -132,7 +142,26 @@ def runtime(p, cache_dir: str | Path, log=None) -> Runtime:
                       inherit=p.inherit, log=log)
     if not env.ok:
         raise Unavailable(f"{p.ep} ({p.name}): its environment could not be made: {env.reason}")
-    return Runtime(str(env.python), env.path.name, tuple(env.packages), dict(env.versions), env.created_s, env.size_mb)
+    rt = Runtime(str(env.python), env.path.name, tuple(env.packages), dict(env.versions), env.created_s, env.size_mb)
+    lacking = missing_modules(rt)
+    if lacking:
+        raise Unavailable(f"{p.ep} ({p.name}): its environment {env.path.name} has no {', '.join(lacking)}, which the "
+                          "measurements need: add them to provider.packages (or set provider.inherit=true)")
+    return rt
+
+
+NEEDED_MODULES = ("numpy", "onnxruntime", "tokenizers")  # what pipeline.worker and pipeline.bench import there
+_CHECKED: dict[str, tuple[str, ...]] = {}
+
+
+def missing_modules(rt: Runtime) -> tuple[str, ...]:
+    """The modules of :data:`NEEDED_MODULES` that the runtime's interpreter cannot import (found
+    without importing them; checked once per interpreter and process)."""
+    if rt.python not in _CHECKED:
+        code = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
+        proc = subprocess.run([rt.python, "-c", code, *NEEDED_MODULES], capture_output=True, text=True, env=rt.process_env(), timeout=120)
+        _CHECKED[rt.python] = tuple(proc.stdout.split()) if proc.returncode == 0 else NEEDED_MODULES
+    return _CHECKED[rt.python]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ let the DVC stages and the decision matrix work without any MLflow store.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -19,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from . import ownership
 from .exitcodes import Exit, PipelineError
 
 if TYPE_CHECKING:
@@ -30,7 +33,9 @@ RECORD = "record.json"
 # instead of every record the folder has ever held
 INDEXED_TAGS = ("config_hash", "sweep.key", "sweep.parent_record")
 INDEX = ".index"
-_INDEX_COMPLETE = "complete"  # written once the index covers every record of the folder
+log = logging.getLogger(__name__)
+_INDEX_COMPLETE = "complete"
+_ALL = "_all"  # .index/_all/<record_id>: every record the index covers  # written once the index covers every record of the folder
 
 
 @dataclass
@@ -95,12 +100,14 @@ def _safe(value: str) -> str:
 def _index(records_dir: Path, rec: "RunRecord") -> None:
     """Add ``rec`` to the index of its folder (idempotent; an entry is an empty file).  The first
     record of a new folder marks its index complete; a folder with records from before the
-    index is indexed whole on its first lookup."""
+    index is indexed whole on its first lookup.  ``.index/_all`` names every record indexed, so
+    a record copied in from elsewhere is noticed by the next lookup."""
     index = records_dir / INDEX
     if not index.is_dir():
         others = [p for p in records_dir.iterdir() if p.name != rec.record_id and (p / RECORD).is_file()]
         index.mkdir(parents=True, exist_ok=True)
         if not others:
+            (index / _ALL).mkdir(exist_ok=True)
             (index / _INDEX_COMPLETE).touch()
     for tag in INDEXED_TAGS:
         value = rec.tags.get(tag)
@@ -108,26 +115,59 @@ def _index(records_dir: Path, rec: "RunRecord") -> None:
             entry = records_dir / INDEX / tag / _safe(value)
             entry.mkdir(parents=True, exist_ok=True)
             (entry / rec.record_id).touch()
+    (index / _ALL).mkdir(exist_ok=True)
+    (index / _ALL / rec.record_id).touch()
+
+
+def _index_after_write(records_dir: Path, rec: "RunRecord") -> None:
+    """Index a record already on disk.  The index only speeds lookups up: if it cannot be
+    written (damaged, a file in its place), it is dropped, and the next lookup rebuilds it; the
+    record stays written."""
+    try:
+        _index(records_dir, rec)
+    except OSError as exc:
+        log.warning("the records index %s could not take %s (%s): it is rebuilt on the next lookup",
+                    records_dir / INDEX, rec.record_id, exc)
+        with contextlib.suppress(OSError):
+            _drop_index(records_dir)
+
+
+def _drop_index(records_dir: Path) -> None:
+    index = records_dir / INDEX
+    if index.is_dir() and not index.is_symlink():
+        shutil.rmtree(index, ignore_errors=True)
+    elif index.exists() or index.is_symlink():
+        index.unlink()
 
 
 def _rebuild_index(records_dir: Path) -> None:
     for sub, rec in scan(records_dir)[0]:
         if sub.name == rec.record_id:
             _index(records_dir, rec)
-    (records_dir / INDEX).mkdir(parents=True, exist_ok=True)
+    (records_dir / INDEX / _ALL).mkdir(parents=True, exist_ok=True)
     (records_dir / INDEX / _INDEX_COMPLETE).touch()
 
 
-def find(records_dir: str | Path, tag: str, value: str) -> list[tuple[Path, RunRecord]]:
-    """The readable records whose tag ``tag`` (one of :data:`INDEXED_TAGS`) is ``value``, oldest
-    first, read through the index (built by one scan the first time a folder is asked)."""
-    if tag not in INDEXED_TAGS:
-        raise ValueError(f"records are not indexed by {tag!r}; indexed: {', '.join(INDEXED_TAGS)}")
-    root = Path(records_dir)
-    if not root.is_dir():
-        return []
-    if not (root / INDEX / _INDEX_COMPLETE).exists():
+def _refresh_index(root: Path) -> None:
+    """Make the index cover every record of ``root``: rebuilt when incomplete, else the record
+    folders it does not name yet (copied in from another records folder) are added (a listing of
+    names: no record is read unless it is new)."""
+    if not (root / INDEX / _INDEX_COMPLETE).exists() or not (root / INDEX / _ALL).is_dir():
         _rebuild_index(root)
+        return
+    known = set(os.listdir(root / INDEX / _ALL))
+    for sub in root.iterdir():
+        if sub.name in known or sub.name.startswith(".") or not (sub / RECORD).is_file():
+            continue
+        try:
+            rec = load(sub)
+        except (UnreadableRecord, OSError):
+            continue
+        if rec.record_id == sub.name:
+            _index(root, rec)
+
+
+def _lookup(root: Path, tag: str, value: str) -> list[tuple[Path, "RunRecord"]]:
     found = []
     entry = root / INDEX / tag / _safe(value)
     for name in (sorted(p.name for p in entry.iterdir()) if entry.is_dir() else []):
@@ -137,12 +177,36 @@ def find(records_dir: str | Path, tag: str, value: str) -> list[tuple[Path, RunR
             continue
         if rec.tags.get(tag) == value:
             found.append((root / name, rec))
+    return found
+
+
+def find(records_dir: str | Path, tag: str, value: str) -> list[tuple[Path, RunRecord]]:
+    """The readable records whose tag ``tag`` (one of :data:`INDEXED_TAGS`) is ``value``, oldest
+    first, read through the index (built by one scan the first time a folder is asked; a damaged
+    index is rebuilt, and if it cannot be, the records are scanned)."""
+    if tag not in INDEXED_TAGS:
+        raise ValueError(f"records are not indexed by {tag!r}; indexed: {', '.join(INDEXED_TAGS)}")
+    root = Path(records_dir)
+    if not root.is_dir():
+        return []
+    try:
+        try:
+            _refresh_index(root)
+            found = _lookup(root, tag, value)
+        except OSError as exc:
+            log.warning("the records index %s is damaged (%s): rebuilding it", root / INDEX, exc)
+            _drop_index(root)
+            _rebuild_index(root)
+            found = _lookup(root, tag, value)
+    except OSError as exc:
+        log.warning("the records index %s cannot be rebuilt (%s): scanning the records", root / INDEX, exc)
+        found = [(p, r) for p, r in scan(root)[0] if r.tags.get(tag) == value]
     found.sort(key=lambda fr: (fr[1].created, fr[1].record_id))
     return found
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = ownership.temp_file(path)
     try:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
         tmp.replace(path)  # atomic: a reader never sees half a record
@@ -188,20 +252,21 @@ def save(dest: Path, rec: RunRecord, artifacts_from: Path | None = None) -> None
                     if f.is_file() and f.name != RECORD:
                         shutil.copy2(f, dest / f.name)
             _write_json(dest / RECORD, asdict(rec))
-            _index(dest.parent, rec)
+            _index_after_write(dest.parent, rec)
             return
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            tmp.mkdir()
+            ownership.make_temp_dir(tmp)  # marked: only this host's cleanup may remove it, once this process is gone
             if artifacts_from is not None:
                 for f in Path(artifacts_from).iterdir():
                     if f.is_file() and f.name != RECORD:
                         shutil.copy2(f, tmp / f.name)
             _write_json(tmp / RECORD, asdict(rec))
+            ownership.unmark(tmp)
             os.rename(tmp, dest)
-            _index(dest.parent, rec)
+            _index_after_write(dest.parent, rec)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     except OSError as exc:
@@ -248,7 +313,7 @@ def write(path: Path, rec: RunRecord) -> None:
     """Rewrite ``rec`` in its folder (atomically)."""
     Path(path).mkdir(parents=True, exist_ok=True)
     _write_json(Path(path) / RECORD, asdict(rec))
-    _index(Path(path).parent, rec)
+    _index_after_write(Path(path).parent, rec)
 
 
 def unlogged(records_dir: str | Path) -> list[tuple[Path, RunRecord]]:

@@ -32,13 +32,12 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 from . import decision as decision_pkg
-from . import records
+from . import ownership, records
 from .config import (  # one composer for the whole project
     CONF_DIR,
     ConfigError,
@@ -50,7 +49,7 @@ from .exitcodes import Exit, PipelineError
 from .export import export
 from .job import JobSkipped, prepare
 from .sweep import job_list
-from .track import redact
+from .track import redact, tracking_problem  # noqa: F401  (re-exported)
 from .vocab import Metric
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +57,7 @@ PARAMS = "params.yaml"
 OUT = Path("study")
 EXPORTS = OUT / "exports.json"
 RUNS = OUT / "runs"
+STAGE_RUN = ".stage-run"  # in RUNS: the id of the sweep stage's run that wrote it (each record carries it too)
 DECISION = OUT / "decision"
 METRICS = OUT / "metrics.json"
 PLOTS = OUT / "plots"
@@ -156,21 +156,6 @@ def export_stage(study: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- sweep ------------------------------------------------------------------------------------
-def tracking_problem(uri: str, timeout: float = 5.0) -> str | None:
-    """Why the MLflow server at ``uri`` cannot take runs now, or None (local stores always can)."""
-    if not uri.startswith(("http://", "https://")):
-        return None
-
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-            return None
-    except urllib.error.HTTPError as exc:  # it answers: a proxy or an older server without /health
-        return None if exc.code < 500 else f"{redact(uri)} answers HTTP {exc.code}"
-    except (OSError, ValueError) as exc:
-        return f"{redact(uri)} cannot be reached ({type(exc).__name__}: {exc})"
-
-
 def sweep_stage(study: dict[str, Any]) -> int:
     """Run the sweep (``python -m pipeline +sweep=NAME``) with its records in ``study/runs``.
 
@@ -195,13 +180,34 @@ def sweep_stage(study: dict[str, Any]) -> int:
            f"reports_dir={here / 'reports'}", f"hydra.sweep.dir={here / 'multirun'}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}",
            f"decision={study['decision']}"]  # the parent run's decision uses the study's profile too
     print("[sweep] " + " ".join(cmd[1:]), flush=True)
-    code = subprocess.run(cmd, cwd=ROOT).returncode
+    run_id = uuid.uuid4().hex
+    (RUNS / STAGE_RUN).write_text(run_id)
+    # the sweep dies with this stage (DVC kills it: no orphan writes on into the next run's folder),
+    # and stamps its records with this run's id (the decide stage reads no other)
+    code = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PIPELINE_STAGE_RUN": run_id}, preexec_fn=ownership.dies_with_parent).returncode
     print(f"[sweep] the study's records: {RUNS}/; its report: {DECISION / 'report.md'} (the decide stage)", flush=True)
     # 4: every job ran, some results are only in the records (the stage's real output)
     return 0 if code == Exit.UNSYNCED else code
 
 
 # -- decide -----------------------------------------------------------------------------------
+def _this_runs_records() -> list:
+    """The records of ``study/runs``, refused unless every one was written by the sweep stage's
+    last run (an orphan of a killed run, or a record copied in, would be counted as a result)."""
+    found = list(records.iter_records(RUNS))
+    if not found:
+        raise StageError(f"no run records in {RUNS}: run the sweep stage first (dvc repro)")
+    try:
+        run_id = (RUNS / STAGE_RUN).read_text().strip()
+    except OSError:
+        raise StageError(f"{RUNS} was not written by the sweep stage (no {STAGE_RUN}): run it again (dvc repro -f)") from None
+    foreign = [f.name for f, r in found if r.tags.get("stage.run") != run_id]
+    if foreign:
+        raise StageError(f"{len(foreign)} record(s) in {RUNS} were not written by the sweep stage's last run "
+                         f"(an orphan of a killed run?): {', '.join(sorted(foreign)[:5])}; run it again (dvc repro -f)")
+    return found
+
+
 def decide_stage(study: dict[str, Any]):
     """Rank the records of ``study/runs`` with the study's decision profile; write the report,
     ``metrics.json`` and the plot data.  Reads no MLflow store and logs nothing."""
@@ -209,9 +215,7 @@ def decide_stage(study: dict[str, Any]):
     import pandas as pd
 
 
-    found = list(records.iter_records(RUNS))
-    if not found:
-        raise StageError(f"no run records in {RUNS}: run the sweep stage first (dvc repro)")
+    found = _this_runs_records()
     parents = [f for f, r in found if r.is_parent]
     cfg = decision_pkg.compose_decision(study["decision"]).decision
     inputs = decision_pkg.from_records(found, cfg.samples_artifact, parents[-1] if parents else None, sweep=study["sweep"])

@@ -66,6 +66,22 @@ def _unreachable(exc: BaseException) -> bool:
     return False
 
 
+def tracking_problem(uri: str, timeout: float = 5.0) -> str | None:
+    """Why the MLflow server at ``uri`` cannot be reached now, or None (local stores always can)."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError as exc:  # it answers: a proxy or an older server without /health
+        return None if exc.code < 500 else f"{redact(uri)} answers HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"{redact(uri)} cannot be reached ({type(exc).__name__}: {redact(str(exc))})"
+
+
 def setup(tracking_cfg) -> str:
     """Point MLflow at the configured store and experiment; returns the experiment id."""
     import mlflow

@@ -60,6 +60,26 @@ def cluster():
     shutil.rmtree(root, ignore_errors=True)
 
 
+def test_the_daemons_listen_on_loopback_and_no_password_is_on_a_command_line(cluster):
+    """Issue 28, breaks 9 and 23: the local cluster is for one trusted machine: nothing listens
+    beyond loopback, and no local user reads the database password in ``ps``."""
+    import psutil
+
+    procs = []
+    for pid in cluster.state["pids"].values():
+        try:
+            p = psutil.Process(pid)
+            procs += [p, *p.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    pids = {p.pid for p in procs}
+    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert listening and all(c.laddr.ip in ("127.0.0.1", "::1") for c in listening), listening
+    for p in psutil.process_iter(["cmdline"]):
+        line = " ".join(p.info["cmdline"] or [])
+        assert cluster.state["pg_password"] not in line and cluster.state["db_password"] not in line, line
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cluster-cache")  # the tiny model's export, shared by the sweeps

@@ -94,18 +94,16 @@ def test_truncation_at_max_length(onnx_dir):
     np.testing.assert_allclose(emb.embed([long_a]), emb.embed([long_b]), atol=1e-6)
 
 
-def test_left_padding_gives_same_vectors_for_every_pooling(onnx_dir):
+def test_right_padding_gives_batch_independent_vectors_for_every_pooling(onnx_dir):
     texts = ["a dog", "two people are playing music in the field", "sky"]
     for mode in ("mean", "max", "last_token", "cls"):
         right = Embedder(onnx_dir, pooling=mode, padding_side="right").embed(texts)
-        if mode == "cls":
-            continue  # CLS is position 0: only meaningful with right padding
-        left = Embedder(onnx_dir, pooling=mode, padding_side="left").embed(texts)
         # BERT uses absolute positions: compare each text alone (no padding) with the batch
         for i, t in enumerate(texts):
             alone = Embedder(onnx_dir, pooling=mode, padding_side="right").embed([t])[0]
             np.testing.assert_allclose(right[i], alone, atol=1e-5)
-        assert left.shape == right.shape
+    # left padding on a graph without position_ids would shift every position: refused (issue 28, 7);
+    # a decoder graph that takes position_ids is tested with left padding in test_models
 
 
 def test_pooling_modes_are_mask_aware():

@@ -5,6 +5,7 @@ decision rewrite and are tested there."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shlex
 import shutil
@@ -416,12 +417,20 @@ def _dead_pid() -> int:
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
+    from pipeline import ownership
+
+    def marked(name: str, pid: int, start: float) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ownership.MARKER).write_text(json.dumps({"host": ownership.host(), "pid": pid, "start": start}))
+
     dead = _dead_pid()
-    (tmp_path / f".tmp-entry-{dead}").mkdir()
-    (tmp_path / f".x.json.{dead}.tmp").write_text("half")
-    (tmp_path / f".tmp-entry-{os.getpid()}").mkdir()  # a live writer's: kept
-    (tmp_path / f"bench-{dead}-abc").mkdir()
-    (tmp_path / f"bench-{os.getppid()}-abc").mkdir()
+    me = ownership.process_identity()
+    marked(f".tmp-entry-{dead}", dead, 1.0)
+    half = ownership.temp_file(tmp_path / "x.json").name.replace(f".{me['pid']}-", f".{dead}-")
+    (tmp_path / half).write_text("half")
+    marked(f".tmp-entry-{os.getpid()}", os.getpid(), me["start"])  # a live writer's: kept
+    marked(f"bench-{dead}-abc", dead, 1.0)
+    marked(f"bench-{os.getppid()}-abc", os.getppid(), ownership.process_identity(os.getppid())["start"])
     records.clean_stale(tmp_path)
     bench.clean_stale_temps(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".tmp-entry-{os.getpid()}", f"bench-{os.getppid()}-abc"])
@@ -431,7 +440,11 @@ def test_a_killed_export_leaves_no_cache_temporary(tiny_bert, tmp_path):
     cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
     exports = tmp_path / "cache" / "exports"
     exports.mkdir(parents=True)
-    (exports / f".tmp-tiny-bert-fp32-x-{_dead_pid()}").mkdir()
+    from pipeline import ownership
+
+    left = exports / f".tmp-tiny-bert-fp32-x-{_dead_pid()}"
+    left.mkdir()
+    (left / ownership.MARKER).write_text(json.dumps({"host": ownership.host(), "pid": os.getpid(), "start": 1.0}))
     export(resolve(cfg), cfg, VariantConfig(), tmp_path / "cache")
     assert not list(exports.glob(".tmp-*"))
 

@@ -146,6 +146,9 @@ class ProviderConfig:
     # (execution providers ship as rival builds of the one onnxruntime module)
     packages: list[str] = field(default_factory=list)
     pip_args: list[str] = field(default_factory=list)  # for pip install, e.g. [--no-index, --find-links, DIR]
+    # packages are requirement specs (name, extras, versions); a local path (a wheel) or a URL is
+    # taken only when this is true, and a pip option (-r FILE) never (it belongs in pip_args)
+    allow_local_packages: bool = False
     inherit: bool = False  # the environment sees this one's packages after its own (pipeline.envs)
     # a plugin EP: "module:function" (in its environment) returning the path of its shared library
     plugin: str | None = None
@@ -166,6 +169,28 @@ class ProviderConfig:
             self.graph_optimization_level,
             ("disable", "basic", "extended", "all"),
         )
+        for spec in self.packages:
+            _package_spec(spec, self.allow_local_packages)
+
+
+def _package_spec(spec, allow_local: bool) -> None:
+    """Refuse what is not a package: a pip option, and (unless ``allow_local``) a path or a URL.
+    The reason quotes no more than the spec itself (a file named after -r is never read)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    spec = str(spec).strip()
+    if spec.startswith("-"):
+        raise ConfigError("provider.packages", f"{spec!r} is a pip option, not a package: put pip options in provider.pip_args")
+    local = "/" in spec or "\\" in spec or spec.startswith(".") or spec.endswith((".whl", ".tar.gz", ".zip")) or "://" in spec
+    try:
+        req = Requirement(spec)
+    except InvalidRequirement:
+        req = None
+    if (local or (req is not None and req.url)) and not allow_local:
+        raise ConfigError("provider.packages", f"{spec!r} is a local path or a URL, not a package spec: "
+                          "set provider.allow_local_packages=true to install it")
+    if req is None and not local:
+        raise ConfigError("provider.packages", f"{spec!r} is not a package spec (name[extras] versions; markers)")
 
 
 @dataclass

@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from .. import track
 from ..config import ConfigError
 from . import mlflow_io
 from .api import decide_sweep
@@ -21,6 +22,17 @@ from .types import DecideError
 
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.0%}"
+
+
+def _latest_parent(uri: str) -> str:
+    try:
+        return mlflow_io.latest_parent(mlflow_io.client(uri))
+    except DecideError:
+        raise
+    except Exception as exc:  # the store answered, but not with runs (a damaged database, a proxy's page)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise DecideError(f"the tracking store {track.redact(uri)} could not be searched: {type(exc).__name__}: "
+                          f"{track.redact(first)[:300]}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     uri = args.tracking_uri or cfg.tracking.resolved_uri()
+    problem = track.tracking_problem(uri)
+    if problem:  # said as it is: not "no run X in this store", not a traceback
+        print(f"decide: the tracking store {problem}", file=sys.stderr)
+        return 1
     try:
-        parent = args.parent or mlflow_io.latest_parent(mlflow_io.client(uri))
+        parent = args.parent or _latest_parent(uri)
         decision = decide_sweep(parent, cfg.decision, uri, out_dir=args.out, log_to_parent=not args.no_log)
     except (DecideError, ConfigError) as exc:
         print(f"decide: {exc}", file=sys.stderr)

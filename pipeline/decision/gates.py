@@ -20,6 +20,13 @@ def values(frame: pd.DataFrame, metric: str) -> np.ndarray:
     return pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=np.float64)
 
 
+def failed_measurement(frame: pd.DataFrame, metric: str) -> np.ndarray:
+    """Per row: whether the run logged ``metric`` as NaN/inf (a failed measurement: never "missing")."""
+    if "failed_metrics" not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    return np.array([metric in str(f or "").split() for f in frame["failed_metrics"]], dtype=bool)
+
+
 def is_sensitive(metric: str, prefixes) -> bool:
     """A metric a busy machine makes meaningless (``decision.contention_sensitive``)."""
     return any(metric.startswith(p) for p in prefixes)
@@ -44,9 +51,13 @@ def hard(frame: pd.DataFrame, gates) -> HardResult:
             if param in frame:
                 exempt |= frame[param].astype(str).isin([str(x) for x in allowed]).to_numpy()
         verdicts = []
+        bad = failed_measurement(frame, gate.metric)
         for i, x in enumerate(v):
             if exempt[i]:
                 verdicts.append("n/a")
+            elif bad[i]:
+                verdicts.append("fail")
+                why[i].append(f"{gate.name}: the measurement failed ({x})")
             elif not np.isfinite(x):
                 verdicts.append("pass" if gate.if_missing == "pass" else "fail")
                 if gate.if_missing != "pass":
@@ -93,10 +104,11 @@ def graded(frame: pd.DataFrame, gates, not_comparable: np.ndarray, sensitive: tu
         v = values(frame, gate.metric)
         nc = not_comparable & is_sensitive(gate.metric, sensitive)
         verdicts = []
+        bad = failed_measurement(frame, gate.metric)
         for i, x in enumerate(v):
             if nc[i]:
                 verdicts.append(NOT_COMPARABLE)
-            elif not np.isfinite(x) and gate.if_missing == "skip":
+            elif not np.isfinite(x) and gate.if_missing == "skip" and not bad[i]:
                 verdicts.append("n/a")
             elif not np.isfinite(x):
                 verdicts.append("fail")

@@ -34,6 +34,7 @@ def param_of(params: dict[str, Any] | None, column: str):
     return params[key] if key in params else params.get(column)
 BASE_COLUMNS = ("run_id", "record_id", "run_name", "status", "reason", "contended", "start_time", *PARAMS)
 SAMPLES_COLUMN = "latency_ns"
+FAILED_METRICS = "failed_metrics"  # the metrics a run logged as NaN/inf, space-separated
 RETIME_FILE = "retime.json"
 
 
@@ -70,6 +71,8 @@ def run_row(*, run_id: str, run_name: str = "", status: str | None, reason: str 
             if param_of(params, p) is not None:
                 row[p] = param_of(params, p)
     row.update({k: float(v) for k, v in (metrics or {}).items()})
+    # a metric logged as NaN or infinite is a failed measurement, not a missing one: the gates fail it
+    row[FAILED_METRICS] = " ".join(sorted(k for k, v in (metrics or {}).items() if v is not None and not np.isfinite(float(v))))
     return row
 
 

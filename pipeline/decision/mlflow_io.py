@@ -112,7 +112,12 @@ def load_inputs(c, parent_run_id: str, cfg) -> Inputs:
     try:
         parent = c.get_run(parent_run_id)
     except Exception as exc:
-        raise DecideError(f"no run {parent_run_id!r} in this store: {type(exc).__name__}") from None
+        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            raise DecideError(f"no run {parent_run_id!r} in this store") from None
+        from ..redaction import redact
+
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise DecideError(f"the run {parent_run_id!r} could not be read: {type(exc).__name__}: {redact(first)[:300]}") from None
     tags = parent.data.tags
     sweep = tags.get("sweep.name") or tags.get("sweep") or parent.info.run_name or parent_run_id
     runs = load_children(c, parent_run_id)
