@@ -20,7 +20,8 @@ def _main(argv: list[str]) -> int:
         die_with_parent(int(argv[4]))
     th = Thresholds(**json.loads(th_json))
     if kind == "calibrate":
-        value, window, reason = quiet_window(lambda: readings(int(threads)), th)
+        # one try: on a busy machine the job goes on uncalibrated (its direct signals judge it) and the next job tries again
+        value, window, reason = quiet_window(lambda: readings(int(threads)), th, attempts=1)
     elif kind == "peak":
         value, window, reason = quiet_window(lambda: _measure_peak(int(threads), precision=precision), th)
     else:

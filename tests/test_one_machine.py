@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import pytest
 
 from pipeline.decide import compose_decision
 from pipeline.decision import decide
@@ -38,3 +38,31 @@ def test_the_decision_never_ranks_two_machines_timings_together():
     # one machine: all ranked
     same = decide(Inputs(runs=runs_frame([r for r in rows if r["machine"] == "epyc01"])), _cfg())
     assert len(same.ranking) == 2 and same.excluded.empty
+
+
+def test_a_contended_job_quiet_when_retimed_is_ranked_with_its_quiet_figures():
+    # the Xeon: int8 b1 was falsely flagged and the decision shipped the slower O2
+    rows = [_row("o2", "o2", 3.96, "m1", "cpu", 1000), _row("int8", "int8", 2.02, "m1", "cpu", 2000, contended="probe 1.68x")]
+    runs = runs_frame(rows)
+    before = decide(Inputs(runs=runs), _cfg())
+    assert before.ranking["run_id"].iloc[0] == "o2"  # contended: ranked after every quiet one
+    quiet_rounds = rounds_frame({"rounds": [
+        {"record_id": "int8", "round": 0, "contended": None, "metrics": {"latency.p95_ms": 2.10, "latency.p50_ms": 1.7}},
+        {"record_id": "int8", "round": 1, "contended": None, "metrics": {"latency.p95_ms": 2.06, "latency.p50_ms": 1.7}},
+        {"record_id": "o2", "round": 0, "contended": None, "metrics": {"latency.p95_ms": 3.9, "latency.p50_ms": 3.1}},
+    ]})
+    after = decide(Inputs(runs=runs, rounds=quiet_rounds), _cfg())
+    top = after.ranking.iloc[0]
+    assert top["run_id"] == "int8" and top["contended"] == "" and top["retimed_from_contended"] == "probe 1.68x"
+    assert top["latency.p95_ms"] == pytest.approx(2.08)  # the median of its quiet rounds: the busy 2.02 is not folded in
+    assert "busy machine" not in after.recommendation
+
+
+def test_a_contended_job_that_stays_contended_when_retimed_stays_out():
+    rows = [_row("o2", "o2", 3.96, "m1", "cpu", 1000), _row("int8", "int8", 2.02, "m1", "cpu", 2000, contended="probe 1.68x")]
+    busy_rounds = rounds_frame({"rounds": [
+        {"record_id": "int8", "round": 0, "contended": "CPU pressure 30%", "metrics": {"latency.p95_ms": 2.5}},
+        {"record_id": "int8", "round": 1, "contended": "CPU pressure 40%", "metrics": {"latency.p95_ms": 2.6}},
+    ]})
+    d = decide(Inputs(runs=runs_frame(rows), rounds=busy_rounds), _cfg())
+    assert d.ranking["run_id"].iloc[0] == "o2" and d.ranking.set_index("run_id").loc["int8", "contended"] == "probe 1.68x"
