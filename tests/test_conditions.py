@@ -140,3 +140,21 @@ def test_a_burner_marks_a_job_contended_and_its_run_cannot_be_a_go(compose, tiny
     cfg = compose_decision("default", ["decision.robustness.bootstrap=0"]).decision
     d = decide(from_records(found, cfg.samples_artifact), cfg)
     assert d.verdict == "no-go" and "busy machine" in d.recommendation
+
+
+BURST = ("import os, time\nos.sched_setaffinity(0, {{0}})\nend = time.time() + {s}\n"
+         "while time.time() < end:\n    t = time.time()\n    while time.time() - t < 0.2: pass\n    time.sleep(0.8)\n")
+
+
+def test_a_bursty_burner_pinned_to_one_core_marks_the_job_contended(tiny_export, tmp_path):
+    """200 ms of every second on core 0 (10% of a 2-core machine, which the old share limit forgave):
+    seen as other processes' cores (or PSI, where it shares the benchmark's core)."""
+    p = subprocess.Popen([sys.executable, "-c", BURST.format(s=60)], stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        result = _until_contended(lambda: _bench(tiny_export, tmp_path))
+    finally:
+        p.kill()
+        p.wait()
+    assert result.contended is not None, result.conditions.metrics()
+    assert any(k in result.contended for k in ("cores", "CPU pressure", "preempted", "probe")), result.contended
