@@ -185,6 +185,7 @@ class ContentionConfig:
     max_other_cores: float = 0.05  # other processes' CPU time / timed wall time: in cores
     max_cpu_pressure: float = 0.05  # PSI 'some': share of the window a task waited for a CPU (floor)
     max_involuntary_cs_per_s: float = 100.0  # the benchmark's own preemptions (floor)
+    pressure_needs_other_cores: float = 0.02  # PSI and preemptions are judged only while others used this many cores
     max_steal_share: float = 0.05
     calibration_margin: float = 0.25  # a reading this far above its highest quiet reading is contended
     max_pass_spread: float = 0.25  # (slowest - fastest) / fastest pass over the same calls
@@ -194,7 +195,7 @@ class ContentionConfig:
     wait_for_other_s: float = 300.0  # wait this long for another pipeline benchmark on the machine
 
     def __post_init__(self) -> None:
-        for name in ("max_other_cpu_share", "max_other_cores", "max_cpu_pressure", "max_involuntary_cs_per_s", "max_steal_share",
+        for name in ("max_other_cpu_share", "max_other_cores", "max_cpu_pressure", "max_involuntary_cs_per_s", "pressure_needs_other_cores", "max_steal_share",
                      "calibration_margin", "max_pass_spread", "retry_wait_s", "wait_for_other_s"):
             _positive(f"bench.contention.{name}", getattr(self, name), allow_zero=True)
         _positive("bench.contention.retries", self.retries, allow_zero=True)
