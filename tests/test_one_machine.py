@@ -66,3 +66,22 @@ def test_a_contended_job_that_stays_contended_when_retimed_stays_out():
     ]})
     d = decide(Inputs(runs=runs_frame(rows), rounds=busy_rounds), _cfg())
     assert d.ranking["run_id"].iloc[0] == "o2" and d.ranking.set_index("run_id").loc["int8", "contended"] == "probe 1.68x"
+
+
+def test_only_the_contended_jobs_that_could_reach_the_top_are_retimed(tmp_path):
+    from pipeline import retime
+    from pipeline.records import RunRecord
+
+    def rec(rid: str, variant: str, p95: float, contended: str = "false", stsb: float = 80.0):
+        r = RunRecord(rid, rid, {"model": "m", "variant": variant, "provider": "cpu", "pooling": "mean", "bench.batch_size": "1"},
+                      {"bench.contended": contended, "machine.fingerprint": "m1"}, {**_metrics(p95), "quality.stsb_spearman": stsb},
+                      status="ok")
+        folder = tmp_path / rid
+        folder.mkdir()
+        (folder / "bench_spec.json").write_text("{}")
+        return folder, r
+
+    found = [rec("quiet-a", "fp32", 4.0), rec("quiet-b", "o2", 3.9), rec("fast-busy", "int8", 2.0, "PSI 40%"),
+             rec("slow-busy", "int8s", 25.0, "PSI 40%", stsb=61.0)]
+    got = retime.contended_contenders(found, _cfg(), top_k=2)
+    assert [(rid, why) for rid, why, _ in got] == [("fast-busy", "PSI 40%")]  # slow-busy could not reach the top 2
