@@ -3,6 +3,7 @@
     python benchmarks/stability.py                 # +sweep=stability (12 jobs, all-MiniLM-L6-v2): ~25 min on 2 cores
     python benchmarks/stability.py --quick         # 4 jobs, shorter: shows that it works (~8 min), proves nothing
     python benchmarks/stability.py --cache /work/main/.cache/pipeline --out /tmp/stability
+    python benchmarks/stability.py --sweep models --kinds ""   # +sweep=models twice on a quiet machine: no flag, same winner
 
 1. Quiet: the sweep runs twice (``rerun=true``, a fresh store each time, one shared export
    cache).  Before each run the machine is checked quiet by the detector's own direct signals
@@ -51,7 +52,7 @@ KINDS = {
                         "a = np.ones(32 << 20); b = np.empty_like(a)\n" + _LOOP + "while time.time() < end: np.copyto(b, a)\n", "one"),
 }
 QUICK = ["+candidate=minilm-fp32,minilm-o2-cpu", "bench.batch_size=1,8", "provider.threads=1", "bench.max_seconds=1.0",
-         "decision.retime.max_seconds=1.0"]
+         "decision.retime.max_seconds=1.0", "decision.retime.rounds=1", "bench.contention.retries=0"]
 
 
 @contextmanager
@@ -78,7 +79,7 @@ def machine_check(seconds: float) -> dict:
     a = Mark.now()
     time.sleep(seconds)
     w = Window.between(a, Mark.now())
-    why = window_reasons(w, Thresholds(), judge_cs=False)
+    why = [r.replace("during the timed calls", f"over {seconds:g} s") for r in window_reasons(w, Thresholds(), judge_cs=False)]
     return {"quiet": not why, "why": "; ".join(why), "other_cores": w.other_cores, "cpu_pressure": w.cpu_pressure,
             "load": w.load_after}
 
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     t0 = time.perf_counter()
     print(f"[stability] warming the export cache and timing one sweep ({args.sweep}{', quick' if args.quick else ''})", flush=True)
-    warm = sweep(args.sweep, root / "warm", cache, [*extra, "decision.retime.rounds=0"])
+    warm = sweep(args.sweep, root / "warm", cache, [*extra, "decision.retime.rounds=0", "bench.contention.retries=0"])
     estimate = warm["seconds"] * (2 + len(kinds)) * 1.3  # quiet runs re-time their leaders; busy ones run slower
     print(f"[stability] one sweep took {warm['seconds']:.0f} s ({len(warm['jobs'])} jobs); the rest will take about "
           f"{estimate / 60:.0f} min", flush=True)
@@ -250,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     full = {**result, "runs": {"warm": warm, "quiet": quiet, "checks": checks, "kinds": busy}}
     (root / "stability.json").write_text(json.dumps(full, indent=2, default=str))
     if not args.quick:
-        dest = Path(args.results) / cpu_slug(result["environment"]["machine"]["cpu_model"]) / "stability.json"
+        file = "stability.json" if args.sweep == "stability" and len(kinds) == len(KINDS) else f"stability-{args.sweep}-{len(kinds)}kinds.json"
+        dest = Path(args.results) / cpu_slug(result["environment"]["machine"]["cpu_model"]) / file
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(json.dumps(full, indent=2, default=str))
         print(f"[stability] full result: {dest}", flush=True)
