@@ -130,9 +130,9 @@ def retime_sweep(parent_folder: Path, found: list[tuple[Path, records.RunRecord]
     flagged = contended_contenders(found, decision_cfg, max(settings.top_k, 1))
     if len(targets) < 2 and not flagged:
         return None
+    what = f"the {len(targets)} leading configurations" + (f" and {len(flagged)} contended in the sweep" if flagged else "")
     targets += [(rid, folder) for rid, _, folder in flagged]
-    progress(f"[retime] {len(targets)} configurations ({len(flagged)} of them contended in the sweep), {settings.rounds} rounds "
-             f"in alternation ({settings.max_seconds:g} s each): the noise between runs")
+    progress(f"[retime] {what}, {settings.rounds} rounds in alternation ({settings.max_seconds:g} s each): the noise between runs")
     payload = retime(targets, settings, cache_dir, progress)
     payload["contended_retimed"] = [{"record_id": rid, "contended": why} for rid, why, _ in flagged]
     (Path(parent_folder) / FILE).write_text(json.dumps(payload, indent=2))
