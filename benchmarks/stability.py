@@ -95,8 +95,6 @@ def _job(rec) -> dict:
 
 def sweep(name: str, folder: Path, cache: Path, extra: list[str]) -> dict:
     """One sweep in its own store; returns its jobs (from the local records), its decision and its re-timing."""
-    from pipeline import records
-
     folder.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -108,6 +106,14 @@ def sweep(name: str, folder: Path, cache: Path, extra: list[str]) -> dict:
     )
     seconds = time.perf_counter() - t0
     (folder / "sweep.log").write_text(proc.stdout + "\n" + proc.stderr)
+    return {"exit": proc.returncode, "seconds": round(seconds, 1), "load_before": round(load_before, 2),
+            "load_after": round(os.getloadavg()[0], 2), **collect(folder)}
+
+
+def collect(folder: Path) -> dict:
+    """A finished sweep's jobs (its local records), decision and quiet re-timings, from its store."""
+    from pipeline import records
+
     jobs, retimed_quiet = [], set()
     for f, rec in records.iter_records(folder / "records"):
         if rec.is_parent:
@@ -119,8 +125,7 @@ def sweep(name: str, folder: Path, cache: Path, extra: list[str]) -> dict:
     decision_file = folder / "reports" / "latest" / "decision.json"
     decision = json.loads(decision_file.read_text()) if decision_file.is_file() else {}
     winner = decision.get("winner") or {}
-    return {"exit": proc.returncode, "seconds": round(seconds, 1), "load_before": round(load_before, 2),
-            "load_after": round(os.getloadavg()[0], 2), "jobs": jobs, "winner": winner.get("label"),
+    return {"jobs": jobs, "winner": winner.get("label"),
             "winner_run_id": winner.get("run_id"), "verdict": decision.get("verdict"), "recommendation": decision.get("recommendation"),
             "retimed_quiet": sorted(retimed_quiet)}
 
@@ -223,6 +228,11 @@ def _args(argv):
     return ap.parse_args(argv)
 
 
+def _partial(root: Path, warm: dict, quiet: list, checks: list, busy: dict) -> None:
+    """What has run so far, after each sweep (a run cut short still leaves its sweeps' figures)."""
+    (root / "stability-partial.json").write_text(json.dumps({"warm": warm, "quiet": quiet, "checks": checks, "kinds": busy}, default=str))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     root = Path(args.out or tempfile.mkdtemp(prefix="stability-"))
@@ -240,11 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         checks.append(machine_check(args.check_seconds))
         print(f"[stability] quiet run {i}: machine {'quiet' if checks[-1]['quiet'] else 'NOT quiet: ' + checks[-1]['why']}", flush=True)
         quiet.append(sweep(args.sweep, root / f"quiet{i}", cache, extra))
+        _partial(root, warm, quiet, checks, {})
     busy = {}
     for kind in kinds:
         print(f"[stability] interference: {kind} (at most {args.kind_seconds:g} s)", flush=True)
         with interference(kind, args.kind_seconds) as pids:
             busy[kind] = {**sweep(args.sweep, root / kind, cache, [*extra, "bench.contention.retries=0"]), "pids": pids}
+        _partial(root, warm, quiet, checks, busy)
     result = verdict(quiet, busy, checks, min_jobs=1 if args.quick else 10)
     result.update({"sweep": args.sweep, "quick": args.quick, "seconds": round(time.perf_counter() - t0, 1), "folder": str(root),
                    "environment": environment()})
