@@ -131,7 +131,7 @@ def machine_key(threads: int) -> str:
 def machine() -> dict:
     fp = fingerprint()
     return {"cpu_model": fp["cpu_model"], "cores": os.cpu_count() or 1, "governor": governor(), "machine": platform.machine(),
-            "fingerprint": fp["id"], "kernel": fp["kernel"], "host": fp["host"]}
+            "fingerprint": fp["id"], "kind": fp["kind"], "kernel": fp["kernel"], "host": fp["host"]}
 
 
 # passes shorter than this (a tiny model's few calls) vary by the scheduler's quantum alone:
@@ -270,7 +270,8 @@ class Conditions:
 
     def tags(self) -> dict[str, str]:
         return {"conditions.cpu_model": str(self.machine.get("cpu_model")), "conditions.governor": str(self.machine.get("governor") or "unknown"),
-                "machine.fingerprint": str(self.machine.get("fingerprint") or fingerprint()["id"])}
+                "machine.fingerprint": str(self.machine.get("fingerprint") or fingerprint()["id"]),
+                "machine.kind": str(self.machine.get("kind") or fingerprint()["kind"])}
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -23,7 +23,8 @@ def _metrics(p95: float) -> dict[str, float]:
 def _row(rid: str, variant: str, p95: float, machine: str, cpu: str, start: int, contended: str = "false") -> dict:
     return run_row(run_id=rid, status="ok", start_time=start, params={"model": "m", "variant": variant, "provider": "cpu",
                    "pooling": "mean", "bench.batch_size": "1"}, metrics=_metrics(p95),
-                   tags={"machine.fingerprint": machine, "conditions.cpu_model": cpu, "bench.contended": contended})
+                   tags={"machine.kind": machine, "machine.fingerprint": machine + "-host", "conditions.cpu_model": cpu,
+                         "bench.contended": contended})
 
 
 def test_the_decision_never_ranks_two_machines_timings_together():
@@ -85,3 +86,12 @@ def test_only_the_contended_jobs_that_could_reach_the_top_are_retimed(tmp_path):
              rec("slow-busy", "int8s", 25.0, "PSI 40%", stsb=61.0)]
     got = retime.contended_contenders(found, _cfg(), top_k=2)
     assert [(rid, why) for rid, why, _ in got] == [("fast-busy", "PSI 40%")]  # slow-busy could not reach the top 2
+
+
+def test_identical_nodes_of_a_cluster_are_ranked_together():
+    params = {"model": "m", "provider": "cpu", "pooling": "mean", "bench.batch_size": "1"}
+    rows = [run_row(run_id=rid, status="ok", start_time=t, params={**params, "variant": v}, metrics=_metrics(p95),
+                    tags={"machine.kind": "epyc", "machine.fingerprint": host, "bench.contended": "false"})
+            for rid, v, p95, host, t in (("a", "fp32", 4.0, "node-1", 1000), ("b", "o2", 3.8, "node-2", 2000))]
+    d = decide(Inputs(runs=runs_frame(rows)), _cfg())
+    assert len(d.ranking) == 2 and d.excluded.empty

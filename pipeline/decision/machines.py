@@ -1,10 +1,11 @@
 """One machine per decision: timings from two machines are never ranked together.
 
-Every job records the fingerprint of the machine that timed it (tag ``machine.fingerprint``;
-:func:`pipeline.signals.fingerprint`).  When the ok runs of a sweep come from more than one
-machine (a records folder or tracking server shared between hosts), the decision ranks the
-timings of one machine, the one that timed the latest ok run, and excludes the others with a
-reason that names their machine (status ``other-machine``); the report lists them.
+Every job records the machine that timed it (tags ``machine.kind``, the hardware: CPU model,
+cores, architecture, and ``machine.fingerprint``, the host; :func:`pipeline.signals.fingerprint`).
+When the ok runs of a sweep come from more than one kind of machine (a records folder or tracking
+server shared between hosts, a Slurm cluster with mixed nodes), the decision ranks the timings of
+one kind, that of the latest ok run, and excludes the others with a reason that names their CPU
+(status ``other-machine``); the report lists them.  Identical nodes of a cluster share a kind.
 """
 
 from __future__ import annotations

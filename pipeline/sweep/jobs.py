@@ -128,7 +128,9 @@ def run_job(dcfg: DictConfig) -> JobOutcome:
         tags["slurm.job_id"] = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
     try:
         chash = tags["config_hash"] = plan.config_hash(dcfg)
-        machine = tags["machine.fingerprint"] = fingerprint()["id"]  # a timing belongs to its machine
+        fp = fingerprint()
+        machine = tags["machine.fingerprint"] = fp["id"]  # a timing belongs to its machine
+        tags["machine.kind"] = fp["kind"]
         cfg = to_config(dcfg)
         if not st.rerun:
             run_id, where, record_id = _reused(st, num, chash, machine)
