@@ -4,33 +4,30 @@ A latency taken while another process shares the cores is not the configuration'
 This module measures what can be read about that from inside a Linux process, with no extra
 privileges:
 
-- the load average (``/proc/loadavg``) before and after;
-- the CPU time *other* processes used during the timed window: the machine's busy time from
-  ``/proc/stat`` minus this process's own CPU time, as a share of the window's capacity
-  (wall time x cores), and the steal time a hypervisor took (``steal``);
-- this process's involuntary context switches (``getrusage``): its threads were preempted;
-- the machine: CPU model, cores, the frequency governor where ``/sys`` exposes it;
-- a calibration probe: a fixed small matrix product at the benchmark's thread count, timed
-  before and after the job, against this machine's quiet baseline for that thread count;
+- the direct signals of :mod:`pipeline.signals` over the timed window: the CPU other processes
+  used (in cores, and as a share of the machine), CPU pressure (PSI), steal time, this
+  process's involuntary context switches; the load average is recorded, never judged;
+- two probes, timed before and after the job at the benchmark's thread count: a small matrix
+  product (in L2: a shared core) and a streaming copy of 64 MiB (beyond the caches: a memory
+  or cache thrasher), against this machine's quiet *distribution* of their readings
+  (:mod:`pipeline.calibration`);
 - stability in the manner of ``pyperf check``: the spread between passes over the very same
   calls and their coefficient of variation.
 
-:func:`verdict` turns these into a reason (``None``: not contended) using the thresholds of
-``conf/bench/default.yaml`` (``bench.contention``).  The load average is recorded, never
-judged: it counts the benchmark's own threads, and a sweep's previous job keeps it high for a
-minute after it ends.
+:meth:`Conditions.verdict` turns these into a reason (``None``: not contended) using the stated
+thresholds of ``conf/bench/default.yaml`` (``bench.contention``) and the calibrated limits (a
+quiet reading's highest value times ``1 + calibration_margin``).  docs/measuring.md says
+what each kind of interference looks like here.
 
-This module imports nothing from the package but the leaves :mod:`pipeline.cache` and
+This module imports nothing from the package but the leaves :mod:`pipeline.signals` and
 :mod:`pipeline.machine_lock` (one benchmark at a time on a machine).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -39,105 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import write_atomic
 from .machine_lock import LOCK_NAME, MachineLock, machine_lock_path  # noqa: F401  (the benchmark's lock, re-exported)
-
-_CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def governor() -> str | None:
-    try:
-        return Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
-    except OSError:
-        return None
-
-
-def loadavg() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:  # pragma: no cover - not on Linux
-        return float("nan")
-
-
-def _proc_stat() -> dict[str, float] | None:
-    """Whole-machine CPU times in seconds (the ``cpu`` line of /proc/stat), or None."""
-    try:
-        with open("/proc/stat") as f:
-            parts = f.readline().split()
-    except OSError:
-        return None
-    if not parts or parts[0] != "cpu":
-        return None
-    tick = os.sysconf("SC_CLK_TCK")
-    vals = [int(x) / tick for x in parts[1 : 1 + len(_CPU_FIELDS)]]
-    return dict(zip(_CPU_FIELDS, vals))
-
-
-@dataclass
-class Mark:
-    """What is read at one instant; two marks make a :class:`Window`."""
-
-    wall: float
-    stat: dict[str, float] | None
-    own_cpu: float  # this process's user + system CPU seconds (all threads)
-    nivcsw: int
-    load: float
-
-    @classmethod
-    def now(cls, children: bool = False) -> "Mark":
-        """``children``: count the CPU of this process's finished children as its own (a window
-        around a subprocess that is waited for; elsewhere a child reaped inside the window would
-        hide other processes' time)."""
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        own = ru.ru_utime + ru.ru_stime
-        if children:
-            ch = resource.getrusage(resource.RUSAGE_CHILDREN)
-            own += ch.ru_utime + ch.ru_stime
-        return cls(
-            wall=time.perf_counter(),
-            stat=_proc_stat(),
-            own_cpu=own,
-            nivcsw=ru.ru_nivcsw,
-            load=loadavg(),
-        )
-
-
-@dataclass
-class Window:
-    """What happened on the machine between two marks."""
-
-    seconds: float
-    other_cpu_share: float | None  # other processes' CPU time / (seconds x cores)
-    steal_share: float | None
-    involuntary_cs_per_s: float
-    load_before: float
-    load_after: float
-
-    @classmethod
-    def between(cls, a: Mark, b: Mark) -> "Window":
-        dt = max(b.wall - a.wall, 1e-9)
-        cores = os.cpu_count() or 1
-        other = steal = None
-        if a.stat is not None and b.stat is not None:
-            busy = sum(b.stat[k] - a.stat[k] for k in _CPU_FIELDS if k not in ("idle", "iowait", "steal"))
-            own = b.own_cpu - a.own_cpu
-            # /proc/stat counts whole ticks (10 ms) per core: each of the two readings may be off
-            # by one tick a core, so that much busy time is not held against a short window
-            slack = 2 * cores / os.sysconf("SC_CLK_TCK")
-            other = max(0.0, (busy - own - slack) / (dt * cores))
-            steal = max(0.0, (b.stat["steal"] - a.stat["steal"]) / (dt * cores))
-        return cls(dt, other, steal, (b.nivcsw - a.nivcsw) / dt, a.load, b.load)
-
+from .signals import Mark, Window, cpu_model, fingerprint, governor, loadavg  # noqa: F401  (re-exported)
 
 # -- the calibration probe -------------------------------------------------------------------------
 PROBE_N = 256  # a 256^3 product: ~0.2 ms on a quiet core, long enough to see a shared core
@@ -187,9 +87,12 @@ class Probe:
         for _ in range(5):  # warm-up: thread pool up, pages touched
             self._sess.run(None, self._feeds)
 
-    def __call__(self, repeats: int = PROBE_REPEATS) -> float:
+    def __call__(self, repeats: int = PROBE_REPEATS, ramp_s: float = 0.02) -> float:
         pc = time.perf_counter_ns
         run, feeds = self._sess.run, self._feeds
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < ramp_s:  # idle cores clock down: let them come back up first
+            run(None, feeds)
         d = []
         for _ in range(repeats):
             t = pc()
@@ -198,15 +101,37 @@ class Probe:
         return float(np.median(d)) / 1e6
 
 
-def machine_key(threads: int) -> str:
-    """What a machine baseline depends on: CPU model, cores and the thread count."""
+class MemProbe:
+    """A streaming copy of ``MEM_MB`` MiB (beyond L2 and most L3s): the median time of one copy, in
+    ms.  A cache or memory-bandwidth thrasher slows it where the matrix probe, in L2, does not see it."""
 
-    model = hashlib.sha256(cpu_model().encode()).hexdigest()[:8]
-    return f"{platform.machine()}-{model}-c{os.cpu_count()}-t{threads}"
+    def __init__(self, mb: int = 64):
+        n = mb * (1 << 20) // 8
+        self._src = np.arange(n, dtype=np.float64)
+        self._dst = np.empty_like(self._src)
+        for _ in range(2):
+            np.copyto(self._dst, self._src)
+
+    def __call__(self, repeats: int = 9) -> float:
+        pc = time.perf_counter_ns
+        d = []
+        for _ in range(repeats):
+            t = pc()
+            np.copyto(self._dst, self._src)
+            d.append(pc() - t)
+        return float(np.median(d)) / 1e6
+
+
+def machine_key(threads: int) -> str:
+    """What a machine baseline depends on: the machine's fingerprint (CPU model, cores, kernel,
+    host, machine id) and the thread count."""
+    return f"{platform.machine()}-{fingerprint()['id']}-c{os.cpu_count()}-t{threads}"
 
 
 def machine() -> dict:
-    return {"cpu_model": cpu_model(), "cores": os.cpu_count() or 1, "governor": governor(), "machine": platform.machine()}
+    fp = fingerprint()
+    return {"cpu_model": fp["cpu_model"], "cores": os.cpu_count() or 1, "governor": governor(), "machine": platform.machine(),
+            "fingerprint": fp["id"], "kind": fp["kind"], "kernel": fp["kernel"], "host": fp["host"]}
 
 
 # passes shorter than this (a tiny model's few calls) vary by the scheduler's quantum alone:
@@ -217,13 +142,18 @@ MIN_PASS_S = 0.05
 # -- thresholds and the verdict ------------------------------------------------------------------
 @dataclass
 class Thresholds:
-    """``bench.contention`` (see conf/bench/default.yaml for the measured defaults)."""
+    """``bench.contention`` (see conf/bench/default.yaml for the stated defaults)."""
 
     enabled: bool = True
     max_other_cpu_share: float = 0.10
+    max_other_cores: float = 0.05
+    max_cpu_pressure: float = 0.05
+    max_involuntary_cs_per_s: float = 100.0
+    pressure_needs_other_cores: float = 0.02
     max_steal_share: float = 0.05
-    max_probe_slowdown: float = 1.5
+    calibration_margin: float = 0.25
     max_pass_spread: float = 0.25
+    baseline_max_age_h: float = 24.0
     retries: int = 2
     retry_wait_s: float = 5.0
     wait_for_other_s: float = 300.0
@@ -237,6 +167,39 @@ class Thresholds:
         get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
         return cls(**{k: get(k, v) for k, v in asdict(cls()).items()})
 
+    def limit(self, name: str, quiet: dict | None) -> float:
+        """The limit of a direct signal: its stated floor, or the machine's quiet highest reading
+        times ``1 + calibration_margin`` where that is higher."""
+        floor = {"cpu_pressure": self.max_cpu_pressure, "involuntary_cs_per_s": self.max_involuntary_cs_per_s}[name]
+        high = (quiet or {}).get(name)
+        return max(floor, high * (1 + self.calibration_margin)) if high is not None else floor
+
+
+def window_reasons(w: Window | None, th: Thresholds, quiet: dict | None = None, judge_cs: bool = True) -> list[str]:
+    """Why a window was contended, by the direct signals (empty: quiet).  ``quiet``: the calibrated
+    highest quiet readings of the signals (:mod:`pipeline.calibration`)."""
+    if w is None:
+        return []
+    why = []
+    if w.other_cores is not None and w.other_cores > th.max_other_cores:
+        why.append(f"other processes used {w.other_cores:.2f} cores during the timed calls (limit {th.max_other_cores:g})")
+    elif w.other_cpu_share is not None and w.other_cpu_share > th.max_other_cpu_share:
+        why.append(f"other processes used {w.other_cpu_share:.0%} of the CPU during the timed calls (limit {th.max_other_cpu_share:.0%})")
+    if w.steal_share is not None and w.steal_share > th.max_steal_share:
+        why.append(f"steal time {w.steal_share:.0%} (limit {th.max_steal_share:.0%})")
+    # PSI and preemptions also count the benchmark's own threads waiting for each other (a quiet
+    # batch-8 job with ONNX Runtime's spinning pool and the tokenizer was preempted 999 times/s):
+    # they are judged only while other processes ran too (``pressure_needs_other_cores``)
+    if w.other_cores is not None and w.other_cores < th.pressure_needs_other_cores:
+        return why
+    lim = th.limit("cpu_pressure", quiet)
+    if w.cpu_pressure is not None and w.cpu_pressure > lim:
+        why.append(f"CPU pressure: a task waited for a CPU {w.cpu_pressure:.0%} of the time (PSI some; limit {lim:.0%})")
+    lim = th.limit("involuntary_cs_per_s", quiet)
+    if judge_cs and w.involuntary_cs_per_s > lim:
+        why.append(f"the benchmark was preempted {w.involuntary_cs_per_s:.0f} times/s (limit {lim:.0f}/s)")
+    return why
+
 
 @dataclass
 class Conditions:
@@ -245,7 +208,12 @@ class Conditions:
     window: Window | None = None
     probe_before_ms: float | None = None
     probe_after_ms: float | None = None
-    probe_baseline_ms: float | None = None
+    probe_baseline_ms: float | None = None  # the quiet median of the probe
+    probe_limit_ms: float | None = None  # the quiet highest reading x (1 + margin)
+    mem_before_ms: float | None = None
+    mem_after_ms: float | None = None
+    mem_limit_ms: float | None = None
+    quiet: dict | None = None  # the calibrated highest quiet readings of the direct signals
     pass_spread: float | None = None  # (slowest pass - fastest pass) / fastest pass
     shortest_pass_s: float = 0.0  # passes shorter than MIN_PASS_S are too short to judge
     pass_cv: float | None = None  # std / mean of the pass times
@@ -261,21 +229,25 @@ class Conditions:
         seen = [p for p in (self.probe_before_ms, self.probe_after_ms) if p is not None]
         return max(seen) / self.probe_baseline_ms if seen else None
 
+    def probe_reasons(self) -> list[str]:
+        """The probes read outside their quiet distribution (by the calibration margin)."""
+        # the lower of the two readings: a probe judges what lasts across the job (one slow reading
+        # alone is a spell the direct signals judge over the timed window itself)
+        why = []
+        for name, readings, limit in (("calibration probe", (self.probe_before_ms, self.probe_after_ms), self.probe_limit_ms),
+                                      ("memory probe", (self.mem_before_ms, self.mem_after_ms), self.mem_limit_ms)):
+            seen = [r for r in readings if r is not None]
+            if limit and seen and min(seen) > limit:
+                why.append(f"{name} {min(seen):.3g} ms before and after the job, outside its quiet distribution (limit {limit:.3g} ms)")
+        return why
+
     def verdict(self, th: Thresholds) -> str | None:
         """Why this measurement is contended (several reasons joined by '; '), or None."""
         if not th.enabled:
             return None
-        why = []
-        if self.other_benchmark:
-            why.append(self.other_benchmark)
-        w = self.window
-        if w is not None and w.other_cpu_share is not None and w.other_cpu_share > th.max_other_cpu_share:
-            why.append(f"other processes used {w.other_cpu_share:.0%} of the CPU during the timed calls (limit {th.max_other_cpu_share:.0%})")
-        if w is not None and w.steal_share is not None and w.steal_share > th.max_steal_share:
-            why.append(f"steal time {w.steal_share:.0%} (limit {th.max_steal_share:.0%})")
-        slow = self.probe_slowdown
-        if slow is not None and slow > th.max_probe_slowdown:
-            why.append(f"calibration probe {slow:.2f}x its quiet baseline (limit {th.max_probe_slowdown:g}x)")
+        why = [self.other_benchmark] if self.other_benchmark else []
+        why += window_reasons(self.window, th, self.quiet)
+        why += self.probe_reasons()
         if self.pass_spread is not None and self.pass_spread > th.max_pass_spread and self.shortest_pass_s >= MIN_PASS_S:
             why.append(f"passes over the same calls differ by {self.pass_spread:.0%} (limit {th.max_pass_spread:.0%})")
         return "; ".join(why) or None
@@ -284,29 +256,22 @@ class Conditions:
         m: dict[str, float] = {"conditions.threads": float(self.threads), "conditions.cores": float(self.machine.get("cores") or 0)}
         w = self.window
         if w is not None:
-            m["conditions.load_before"] = w.load_before
-            m["conditions.load_after"] = w.load_after
-            m["conditions.involuntary_cs_per_s"] = w.involuntary_cs_per_s
-            if w.other_cpu_share is not None:
-                m["conditions.other_cpu_share"] = w.other_cpu_share
-            if w.steal_share is not None:
-                m["conditions.steal_share"] = w.steal_share
-        for name, v in (
-            ("conditions.probe_before_ms", self.probe_before_ms),
-            ("conditions.probe_after_ms", self.probe_after_ms),
-            ("conditions.probe_baseline_ms", self.probe_baseline_ms),
-            ("conditions.probe_slowdown", self.probe_slowdown),
-            ("conditions.pass_spread", self.pass_spread),
-            ("conditions.pass_cv", self.pass_cv),
-            ("conditions.latency_cv", self.latency_cv),
-        ):
+            for name in ("load_before", "load_after", "involuntary_cs_per_s", "other_cpu_share", "steal_share", "other_cores", "cpu_pressure"):
+                if getattr(w, name, None) is not None:
+                    m[f"conditions.{name}"] = float(getattr(w, name))
+            if w.core_busy:
+                m["conditions.busiest_core"] = float(max(w.core_busy))
+        for name in ("probe_before_ms", "probe_after_ms", "probe_baseline_ms", "probe_limit_ms", "probe_slowdown", "mem_before_ms",
+                     "mem_after_ms", "mem_limit_ms", "pass_spread", "pass_cv", "latency_cv"):
+            v = getattr(self, name)
             if v is not None and np.isfinite(v):
-                m[name] = float(v)
+                m[f"conditions.{name}"] = float(v)
         return m
 
     def tags(self) -> dict[str, str]:
-        t = {"conditions.cpu_model": str(self.machine.get("cpu_model")), "conditions.governor": str(self.machine.get("governor") or "unknown")}
-        return t
+        return {"conditions.cpu_model": str(self.machine.get("cpu_model")), "conditions.governor": str(self.machine.get("governor") or "unknown"),
+                "machine.fingerprint": str(self.machine.get("fingerprint") or fingerprint()["id"]),
+                "machine.kind": str(self.machine.get("kind") or fingerprint()["kind"])}
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -326,23 +291,23 @@ def stability(pass_ns: list[int], samples_ns: list[int]) -> tuple[float | None, 
     return spread, cv, lat_cv
 
 
-# -- the quiet baseline of the probe ---------------------------------------------------------------
+# -- quiet windows, and baselines measured in a fresh process ---------------------------------------
 def quiet_window(fn, th: Thresholds, attempts: int | None = None):
-    """Run ``fn()`` until a run's window is quiet; returns (result, window, reason): reason is
-    None for a quiet run, else why the last attempt was contended (its result is not to be cached)."""
+    """Run ``fn()`` until a run's window is quiet by the direct signals' stated floors; returns
+    (result, window, reason): reason is None for a quiet run, else why the last attempt was
+    contended (its result is not to be cached).  With detection off every run is 'contended'
+    (``detection is off``): nothing measured then is trusted as a baseline."""
     attempts = (th.retries + 1) if attempts is None else attempts
     result = window = reason = None
     for i in range(max(1, attempts)):
         a = Mark.now()
         result = fn()
         window = Window.between(a, Mark.now())
-        share = window.other_cpu_share
-        steal = window.steal_share
-        reason = None
-        if th.enabled and share is not None and share > th.max_other_cpu_share:
-            reason = f"other processes used {share:.0%} of the CPU (limit {th.max_other_cpu_share:.0%})"
-        elif th.enabled and steal is not None and steal > th.max_steal_share:
-            reason = f"steal time {steal:.0%} (limit {th.max_steal_share:.0%})"
+        if not th.enabled:
+            return result, window, "contention detection is off (bench.contention.enabled=false)"
+        # the baseline's own thread pools are woken many times a second: their switches are not judged
+        why = window_reasons(window, th, judge_cs=False)
+        reason = "; ".join(why) or None
         if reason is None:
             break
         if i + 1 < attempts:
@@ -350,25 +315,6 @@ def quiet_window(fn, th: Thresholds, attempts: int | None = None):
     return result, window, reason
 
 
-def probe_baseline(threads: int, cache_dir: str | Path | None, th: Thresholds) -> tuple[float | None, str | None]:
-    """This machine's quiet probe time at ``threads`` (ms), cached per CPU model, cores and
-    threads; (None, why) when it could only be measured on a busy machine (then nothing is cached
-    and the next job tries again)."""
-    path = Path(cache_dir) / "machine" / f"probe-{machine_key(threads)}.json" if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            return float(json.loads(path.read_text())["probe_ms"]), None
-        except (ValueError, KeyError, TypeError):
-            path.unlink(missing_ok=True)
-    value, window, reason = in_fresh_process("probe", threads, "fp32", th)
-    if reason is not None:
-        return None, f"no quiet baseline for the probe: {reason}"
-    if path is not None:
-        write_atomic(path, json.dumps({"probe_ms": value, "threads": threads, **machine(), "window": asdict(window)}))
-    return value, None
-
-
-# -- baselines measured in a fresh process ---------------------------------------------------------
 def in_fresh_process(kind: str, threads: int, precision: str, th: Thresholds):
     """Measure a machine baseline (``probe`` or ``peak``) in a fresh Python process, as the
     benchmark itself is: a long-lived process (a sweep, a test run) holds thread pools that spin
@@ -397,3 +343,4 @@ def die_with_parent(parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died before the line above: go now
         os._exit(1)
+

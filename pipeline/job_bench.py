@@ -48,7 +48,7 @@ def benchmark(cfg, spec, rt, sentences: list[str], model_config: dict, with_qual
 def load_scenario(cfg, spec, sentences: list[str], out_dir: Path, metrics: dict, tags: dict) -> None:
     """load scenario: open-loop arrivals through the micro-batching front (fresh process)."""
     from . import load
-    from .conditions import MachineLock, Mark, Thresholds, Window
+    from .conditions import MachineLock, Mark, Thresholds, Window, window_reasons
 
     lc = cfg.bench.load
     log.info("load: max_batch %d, max_wait %g ms, rates %s", lc.max_batch, lc.max_wait_ms, list(lc.rates))
@@ -61,9 +61,11 @@ def load_scenario(cfg, spec, sentences: list[str], out_dir: Path, metrics: dict,
     # the load run's own conditions (the generator shares the cores: its own CPU is not "other")
     if window.other_cpu_share is not None:
         metrics["load.conditions.other_cpu_share"] = window.other_cpu_share
-    why = lock.contention or (
-        f"other processes used {window.other_cpu_share:.0%} of the CPU during the load run (limit {th.max_other_cpu_share:.0%})"
-        if th.enabled and window.other_cpu_share is not None and window.other_cpu_share > th.max_other_cpu_share else None)
+    if window.other_cores is not None:
+        metrics["load.conditions.other_cores"] = window.other_cores
+    # the same direct signals as the benchmark's (the generator's preemptions are its own: not judged)
+    why = lock.contention or ("; ".join(window_reasons(window, th, judge_cs=False)).replace("the timed calls", "the load run") or None
+                              if th.enabled else None)
     if why and tags.get("bench.contended", "false") == "false":
         tags["bench.contended"] = why
         metrics["bench.contended"] = 1.0

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import bench, quality, records, validate
 from .config import BenchConfig, ContentionConfig, QualityConfig, RetimeConfig
 from .decision import decide, from_records
+from .decision.matrix import evaluate
 from .decision.inputs import RETIME_FILE as FILE
 from .vocab import Metric
 
@@ -39,6 +40,26 @@ def _bench_config(spec: dict, settings: RetimeConfig) -> BenchConfig:
     cfg = BenchConfig(**{**raw, "contention": contention})
     cfg.max_seconds = settings.max_seconds
     return cfg
+
+
+def contended_contenders(found: list[tuple[Path, records.RunRecord]], decision_cfg, top_k: int) -> list[tuple[str, str, Path]]:
+    """The contended configurations that could change the decision: those that, ranked as if
+    they had been measured quietly, reach the top ``top_k`` (passing the hard gates, with a
+    ``bench_spec.json``).  Returns (record id, why it was contended, folder)."""
+    inputs = from_records(found, decision_cfg.samples_artifact)
+    runs = inputs.runs
+    if runs.empty or not (runs["contended"].astype(str) != "").any():
+        return []
+    ok = runs[runs["status"] == "ok"].reset_index(drop=True)
+    ranked = evaluate(ok.assign(contended=""), decision_cfg)  # as if every one were quiet
+    why = dict(zip(ok["record_id"], ok["contended"].astype(str)))
+    folders = {r.record_id: f for f, r in found}
+    out = []
+    for _, row in ranked[ranked["eligible"]].head(top_k).iterrows():
+        folder = folders.get(row["record_id"])
+        if why.get(row["record_id"]) and folder is not None and (folder / "bench_spec.json").is_file():
+            out.append((row["record_id"], why[row["record_id"]], folder))
+    return out
 
 
 def leaders(found: list[tuple[Path, records.RunRecord]], decision_cfg, top_k: int) -> list[tuple[str, Path]]:
@@ -102,13 +123,30 @@ def retime_sweep(parent_folder: Path, found: list[tuple[Path, records.RunRecord]
 
     None when there is nothing to compare (fewer than two leaders, or re-timing switched off)."""
     settings = decision_cfg.retime
-    if settings.rounds <= 0 or settings.top_k < 2:
+    if settings.rounds <= 0:
         return None
-    targets = leaders(found, decision_cfg, settings.top_k)
-    if len(targets) < 2:
+    targets = leaders(found, decision_cfg, settings.top_k) if settings.top_k >= 2 else []
+    # contended jobs that could reach the top group: measured again, in the same alternation
+    flagged = contended_contenders(found, decision_cfg, max(settings.top_k, 1))
+    if len(targets) < 2 and not flagged:
         return None
-    progress(f"[retime] the {len(targets)} leading configurations, {settings.rounds} rounds in alternation "
-             f"({settings.max_seconds:g} s each): the noise between runs")
+    what = f"the {len(targets)} leading configurations" + (f" and {len(flagged)} contended in the sweep" if flagged else "")
+    targets += [(rid, folder) for rid, _, folder in flagged]
+    progress(f"[retime] {what}, {settings.rounds} rounds in alternation ({settings.max_seconds:g} s each): the noise between runs")
     payload = retime(targets, settings, cache_dir, progress)
+    payload["contended_retimed"] = [{"record_id": rid, "contended": why} for rid, why, _ in flagged]
     (Path(parent_folder) / FILE).write_text(json.dumps(payload, indent=2))
+    _say_what_changed(payload, flagged, progress)
     return payload
+
+
+def _say_what_changed(payload: dict, flagged: list, progress) -> None:
+    """One line per contended job re-timed: quiet now (its quiet p95), or still contended (kept out)."""
+    for rid, why, _ in flagged:
+        mine = [r for r in payload["rounds"] if r["record_id"] == rid]
+        quiet = [r["metrics"].get(Metric.P95_MS) for r in mine if not r["contended"]]
+        if quiet:
+            progress(f"[retime] {rid[:8]} was contended ({why}); quiet in {len(quiet)} of {len(mine)} rounds: ranked with "
+                     f"its quiet figures (p95 {min(quiet):.3g}-{max(quiet):.3g} ms)")
+        else:
+            progress(f"[retime] {rid[:8]} was contended ({why}) and stayed contended in all {len(mine)} rounds: not comparable")

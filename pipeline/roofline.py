@@ -101,31 +101,55 @@ def _measure_peak(threads: int, n: int = 1024, repeats: int = 8, precision: str 
 
 def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: str = "fp32", thresholds=None) -> dict:
     """This machine's matrix-product peak at ``threads`` threads (0: all cores), cached per
-    CPU model, cores, thread count and precision: for fp32 the best of ONNX Runtime's MatMul
+    machine fingerprint, thread count and precision: for fp32 the best of ONNX Runtime's MatMul
     (MLAS, what the models run on) and numpy's BLAS in GFLOP/s; for int8 ONNX Runtime's
     MatMulInteger (u8 x s8, what dynamic int8 runs on) in GOP/s.
 
-    The peak is a baseline every later ``roofline_fraction`` divides by, so it is never taken
-    from a contended measurement: while other processes use the CPU it is measured again (the
-    ``bench.contention`` retries); if the machine stays busy the result carries ``contended``
-    (the reason) and nothing is cached.
+    The peak is a baseline every later ``roofline_fraction`` divides by, so it is measured under
+    the machine lock and cached only from a quiet window: while other processes use the CPU it is
+    measured again (the ``bench.contention`` retries); if the machine stays busy the result
+    carries ``contended`` (the reason) and nothing is cached.  With detection off the peak is
+    measured and used, never cached (nobody looked whether the machine was quiet).  A cached peak
+    older than ``baseline_max_age_h`` is measured again.
     """
 
     th = conditions.Thresholds.of(thresholds)
     key = conditions.machine_key(threads) + ("" if precision == "fp32" else f"-{precision}")
     path = Path(cache_dir) / "machine" / f"matmul-peak-{key}.json" if cache_dir else None
-    if path is not None and path.is_file():
-        try:
-            cached = json.loads(path.read_text())
-            if "peak_gflops" in cached and not cached.get("contended"):
-                return cached
-        except ValueError:
-            pass
-    peak, window, reason = conditions.in_fresh_process("peak", threads, precision, th)
-    peak = {**peak, **conditions.machine(), "threads": threads, "other_cpu_share": window.other_cpu_share}
+    cached = _cached_peak(path, th.baseline_max_age_h)
+    if cached is not None:
+        return cached
+    with conditions.MachineLock(th.wait_for_other_s if th.enabled else 0.0, "matmul peak") as lock:
+        peak, window, reason = conditions.in_fresh_process("peak", threads, precision, th)
+    reason = lock.contention or reason
+    peak = {**peak, **conditions.machine(), "threads": threads, "other_cpu_share": window.other_cpu_share, "created": time.time()}
+    if not th.enabled:
+        return {**peak, "not_cached": "contention detection is off: a peak nobody checked for quiet is not kept"}
     if reason is not None:
         return {**peak, "contended": f"matmul peak not measured on a quiet machine: {reason}"}
     if path is not None:
-
         write_atomic(path, json.dumps(peak))
     return peak
+
+
+def _cached_peak(path: Path | None, max_age_h: float) -> dict | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        cached = json.loads(path.read_text())
+    except ValueError:
+        return None
+    if "peak_gflops" not in cached or cached.get("contended") or time.time() - float(cached.get("created", 0)) > max_age_h * 3600:
+        return None
+    return cached
+
+
+def for_benchmark(model_config, token_lengths, best_pass_s: float, threads: int, cache_dir, precision: str, th):
+    """(achieved GFLOP/s, the machine's peak, why there is none): the peak only from a quiet machine."""
+    flops = model_flops(model_config or {}, token_lengths)
+    if flops is None:
+        return None, None, None
+    got = matmul_peak(threads, cache_dir, precision, th)
+    if got.get("contended"):
+        return None, None, got["contended"]
+    return flops / best_pass_s / 1e9, got["peak_gflops"], None

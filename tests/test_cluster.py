@@ -205,8 +205,10 @@ def test_sweep_on_slurm_with_a_postgres_tracking_server(cluster, tiny_bert, tiny
 
 def test_a_job_cancelled_mid_run_is_a_failed_job_and_the_rerun_measures_only_it(cluster, tiny_bert, tiny_sts_dir, tmp_path, cache):
     # long enough benchmarks that the job is still measuring when Slurm kills it (KillWait=5 s)
+    # detection off: the rerun's reuse of job 2 must not hang on whether the test machine was busy
+    # (a contended timing is never reused)
     cmd = _args(tiny_bert, tiny_sts_dir, tmp_path, cache, "scancel", "provider=cpu", "bench.iterations=1000000",
-                "bench.max_seconds=8")
+                "bench.max_seconds=8", "bench.contention.enabled=false")
     cancelled: list[str] = []
 
     def cancel_job1_once_it_runs(out: str) -> None:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 
 from conftest import tiny_overrides
-from pipeline import bench, conditions, roofline
+from pipeline import bench, calibration, conditions, roofline, signals
 from pipeline.config import BenchConfig, ContentionConfig, ModelConfig, VariantConfig, to_config
 from pipeline.export import export
 from pipeline.sources import resolve
@@ -31,10 +31,12 @@ def burners(seconds: float = 60.0):
     procs = [subprocess.Popen([sys.executable, "-c", BURN.format(s=seconds)], cwd=tempfile.gettempdir(),
                               stdin=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2 * (os.cpu_count() or 1))]
     try:
-        time.sleep(0.8)
+        deadline = time.monotonic() + 5.0  # a machine already busy gives each burner its share slowly
         for p in procs:
             assert p.poll() is None, f"burner {p.pid} exited {p.returncode}: {p.stderr.read().decode()[-500:]}"
             info = psutil.Process(p.pid)
+            while sum(info.cpu_times()[:2]) <= 0.2 and time.monotonic() < deadline:
+                time.sleep(0.1)
             cpu = info.cpu_times()
             assert cpu.user + cpu.system > 0.2, f"burner {p.pid} is not burning: {cpu}, status {info.status()}, nice {info.nice()}, cpus {info.cpu_affinity()}"
         yield procs
@@ -90,12 +92,14 @@ def test_another_pipeline_benchmark_on_the_machine_is_waited_for_then_named(tiny
     with conditions.MachineLock(1.0, "the other sweep") as held:
         assert held.held
         t0 = time.perf_counter()
-        result = _bench(tiny_export, tmp_path, wait_for_other_s=0.5, max_other_cpu_share=1.0, max_pass_spread=100.0)
+        result = _bench(tiny_export, tmp_path, wait_for_other_s=0.5, max_other_cpu_share=1.0, max_pass_spread=100.0, max_other_cores=100.0,
+                         max_cpu_pressure=1.0, max_involuntary_cs_per_s=1e9)
         assert time.perf_counter() - t0 >= 0.5
     assert "another pipeline benchmark held the machine" in result.contended
     assert "the other sweep" in result.contended
     # free again: the next one takes it at once
-    free = _bench(tiny_export, tmp_path, wait_for_other_s=0.5, max_other_cpu_share=1.0, max_pass_spread=100.0, max_probe_slowdown=100.0)
+    free = _bench(tiny_export, tmp_path, wait_for_other_s=0.5, max_other_cpu_share=1.0, max_pass_spread=100.0, calibration_margin=100.0,
+                  max_other_cores=100.0, max_cpu_pressure=1.0, max_involuntary_cs_per_s=1e9)
     assert free.contended is None
 
 
@@ -103,16 +107,19 @@ def test_the_machine_baselines_are_never_taken_on_a_busy_machine(tmp_path):
     th = conditions.Thresholds(retries=0, retry_wait_s=0.0)
     with burners():
         peak = _until_contended(lambda: roofline.matmul_peak(1, tmp_path, "fp32", th))
-        probe, why = conditions.probe_baseline(1, tmp_path, th)
-    assert "contended" in peak and probe is None and "no quiet baseline" in why
+        cal, why = calibration.calibrate(1, tmp_path, th)
+    assert "contended" in peak and cal is None and "no quiet calibration" in why
     assert not list((tmp_path / "machine").glob("*.json")) if (tmp_path / "machine").exists() else True
 
 
-def test_the_baseline_is_keyed_on_cpu_model_cores_and_threads(monkeypatch):
+def test_the_baseline_is_keyed_on_the_machine_fingerprint_and_threads(monkeypatch):
     k1 = conditions.machine_key(1)
     assert k1 != conditions.machine_key(2)
-    monkeypatch.setattr(conditions, "cpu_model", lambda: "Another CPU 9000")
-    assert conditions.machine_key(1) != k1
+    monkeypatch.setattr(signals, "cpu_model", lambda: "Another CPU 9000")
+    k2 = conditions.machine_key(1)
+    assert k2 != k1
+    monkeypatch.setattr(signals.platform, "node", lambda: "another-host")
+    assert conditions.machine_key(1) not in (k1, k2)
 
 
 def test_a_burner_marks_a_job_contended_and_its_run_cannot_be_a_go(compose, tiny_bert, tiny_sts_dir, tmp_path):
@@ -133,3 +140,21 @@ def test_a_burner_marks_a_job_contended_and_its_run_cannot_be_a_go(compose, tiny
     cfg = compose_decision("default", ["decision.robustness.bootstrap=0"]).decision
     d = decide(from_records(found, cfg.samples_artifact), cfg)
     assert d.verdict == "no-go" and "busy machine" in d.recommendation
+
+
+BURST = ("import os, time\nos.sched_setaffinity(0, {{0}})\nend = time.time() + {s}\n"
+         "while time.time() < end:\n    t = time.time()\n    while time.time() - t < 0.2: pass\n    time.sleep(0.8)\n")
+
+
+def test_a_bursty_burner_pinned_to_one_core_marks_the_job_contended(tiny_export, tmp_path):
+    """200 ms of every second on core 0 (10% of a 2-core machine, which the old share limit forgave):
+    seen as other processes' cores (or PSI, where it shares the benchmark's core)."""
+    p = subprocess.Popen([sys.executable, "-c", BURST.format(s=60)], stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        result = _until_contended(lambda: _bench(tiny_export, tmp_path))
+    finally:
+        p.kill()
+        p.wait()
+    assert result.contended is not None, result.conditions.metrics()
+    assert any(k in result.contended for k in ("cores", "CPU pressure", "preempted", "probe")), result.contended

@@ -177,7 +177,10 @@ def test_a_failing_job_is_logged_and_the_sweep_goes_on(tiny_bert, tiny_sts_dir, 
 
 
 def test_killed_sweep_rerun_does_only_the_missing_jobs(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
-    args = ["-m", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache), "bench.batch_size=1,2,3,4"]
+    # detection off: what is resumed must not hang on whether the test machine was busy (a
+    # contended timing is never reused: test_a_resumed_sweep_measures_again_what_another_machine_timed)
+    args = ["-m", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache), "bench.batch_size=1,2,3,4",
+            "bench.contention.enabled=false"]
     log = tmp_path / "killed.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -234,7 +237,8 @@ def test_single_run_stays_plain_and_rerun_forces_a_job(tiny_bert, tiny_sts_dir, 
 
 def test_a_rerun_sweep_decides_over_jobs_done_before(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
     """A sweep whose jobs were all done earlier still ranks them (from the parent's jobs.json)."""
-    args = ["-m", "bench.batch_size=1,2", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache)]
+    args = ["-m", "bench.batch_size=1,2", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
+            "bench.contention.enabled=false"]  # reused whether or not the test machine was busy
     assert _pipeline(args, tmp_path).returncode == 0
     again = _pipeline([*args, "decision=latency_first"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -272,6 +276,35 @@ def test_smoke_sweep_on_the_real_model(tmp_path):
         assert r.data.metrics["parity.min_cosine"] > 0.999
         assert r.data.metrics["quality.stsb_spearman"] > 75  # the real model, not a random one
         assert r.data.metrics["usability.coreml_oversize_dims"] >= 1  # the 30,522-row embedding table
+
+
+def test_a_resumed_sweep_measures_again_what_another_machine_or_a_busy_one_timed(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
+    """A store shared between machines: a timing taken on another machine (another fingerprint), or
+    a contended one, is not reused; it is measured again here (the export and quality come from the cache)."""
+    from pipeline import records
+
+    args = ["-m", "bench.batch_size=1,2", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
+            "bench.contention.enabled=false"]
+    assert _pipeline(args, tmp_path).returncode == 0
+    first = {r.info.run_id: r for r in _runs(tmp_path, "tags.status = 'ok'")}
+    assert len(first) == 2 and all(r.data.tags["machine.fingerprint"] for r in first.values())
+    client = _client(tmp_path)
+    (b1,) = [r for r in first.values() if r.data.params["bench.batch_size"] == "1"]
+    (b2,) = [r for r in first.values() if r.data.params["bench.batch_size"] == "2"]
+    client.set_tag(b1.info.run_id, "machine.fingerprint", "0123456789ab")  # as if a Xeon elsewhere had timed it
+    client.set_tag(b2.info.run_id, "bench.contended", "CPU pressure 40% (limit 5%)")  # timed on a busy machine
+    for folder, rec in records.iter_records(tmp_path / "records"):
+        if rec.mlflow_run_id == b1.info.run_id:
+            rec.tags["machine.fingerprint"] = "0123456789ab"
+        elif rec.mlflow_run_id == b2.info.run_id:
+            rec.tags["bench.contended"] = "CPU pressure 40% (limit 5%)"
+        records.write(folder, rec)
+    again = _pipeline(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already done: " not in again.stdout
+    new = [r for r in _runs(tmp_path, "tags.status = 'ok'") if r.info.run_id not in first]
+    assert sorted(r.data.params["bench.batch_size"] for r in new) == ["1", "2"]  # both measured again
+    assert all(r.data.tags["quality.cached"] == "true" for r in new)  # what does not depend on the machine is reused
 
 
 def test_the_leaders_are_retimed_in_alternation_and_the_decision_uses_it(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):

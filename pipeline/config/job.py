@@ -207,19 +207,24 @@ class ContentionConfig:
 
     enabled: bool = True
     max_other_cpu_share: float = 0.10  # other processes' CPU time / (timed wall time x cores)
+    max_other_cores: float = 0.05  # other processes' CPU time / timed wall time: in cores
+    max_cpu_pressure: float = 0.05  # PSI 'some': share of the window a task waited for a CPU (floor)
+    max_involuntary_cs_per_s: float = 100.0  # the benchmark's own preemptions (floor)
+    pressure_needs_other_cores: float = 0.02  # PSI and preemptions are judged only while others used this many cores
     max_steal_share: float = 0.05
-    max_probe_slowdown: float = 1.5  # calibration probe against its quiet baseline
+    calibration_margin: float = 0.25  # a reading this far above its highest quiet reading is contended
     max_pass_spread: float = 0.25  # (slowest - fastest) / fastest pass over the same calls
+    baseline_max_age_h: float = 24.0  # the calibration and the matmul peak are measured again after this
     retries: int = 2  # a contended benchmark is measured again this many times at most
     retry_wait_s: float = 5.0
     wait_for_other_s: float = 300.0  # wait this long for another pipeline benchmark on the machine
 
     def __post_init__(self) -> None:
-        for name in ("max_other_cpu_share", "max_steal_share", "max_pass_spread", "retry_wait_s", "wait_for_other_s"):
+        for name in ("max_other_cpu_share", "max_other_cores", "max_cpu_pressure", "max_involuntary_cs_per_s", "pressure_needs_other_cores", "max_steal_share",
+                     "calibration_margin", "max_pass_spread", "retry_wait_s", "wait_for_other_s"):
             _positive(f"bench.contention.{name}", getattr(self, name), allow_zero=True)
         _positive("bench.contention.retries", self.retries, allow_zero=True)
-        if self.max_probe_slowdown < 1:
-            raise ConfigError("bench.contention.max_probe_slowdown", f"got {self.max_probe_slowdown!r}, must be >= 1")
+        _positive("bench.contention.baseline_max_age_h", self.baseline_max_age_h)
 
 
 @dataclass

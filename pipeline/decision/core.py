@@ -11,6 +11,7 @@ from ..config import DecisionConfig
 from ..vocab import Metric
 from . import noise
 from .inputs import PARAMS, SERVING_PARAMS, runs_frame
+from .machines import one_machine
 from .matrix import evaluate, pareto_front, winner_of
 from .types import Decision, Inputs, Robustness, Winner
 
@@ -128,6 +129,7 @@ def decide(inputs: Inputs | pd.DataFrame, cfg: DecisionConfig, samples_ms: dict[
         runs = runs_frame(runs.to_dict(orient="records"))
     if "contended" not in runs:
         runs = runs.assign(contended="")
+    runs, _ = one_machine(runs)  # never two machines' timings in one ranking
     ok = runs["status"] == "ok" if len(runs) else pd.Series([], dtype=bool)
     candidates = runs[ok].reset_index(drop=True)
     excluded = runs[~ok].reset_index(drop=True)

@@ -63,6 +63,9 @@ def run_row(*, run_id: str, run_name: str = "", status: str | None, reason: str 
         "reason": reason or "",
         "contended": contended,
         "start_time": int(start_time or 0),
+        # the hardware that timed it (decision/machines.py); runs logged before machine.kind: their host
+        "machine": tags.get("machine.kind") or tags.get("machine.fingerprint", ""),
+        "cpu_model": tags.get("conditions.cpu_model", ""),
     }
     for p in PARAMS:
         row[p] = param_of(params, p)

@@ -20,12 +20,15 @@ def between_runs(candidates: pd.DataFrame, rounds: pd.DataFrame) -> tuple[pd.Dat
     For each re-timed configuration and metric, the values are its sweep measurement and every
     quiet re-timing round.  The candidate's value becomes their median (its sweep value stays
     in ``measured.<metric>``) and its noise band their range (max - min).  Contended rounds are
-    left out.  Returns (candidates, bands per metric aligned with the candidates, a table with
-    one row per (configuration, metric)).
+    left out.  A configuration contended in the sweep that has quiet rounds is ranked with its
+    quiet figures alone: its contended sweep value is left out, its ``contended`` reason is
+    cleared and kept in ``retimed_from_contended``; one with no quiet round stays contended.
+    Returns (candidates, bands per metric aligned with the candidates, a table with one row per
+    (configuration, metric)).
     """
     cand = candidates.reset_index(drop=True).copy()
     bands: dict[str, np.ndarray] = {m: np.full(len(cand), np.nan) for m in RETIMED}
-    cols = ["label", "run_id", "metric", "n", "sweep", "median", "low", "high", "rounds"]
+    cols = ["label", "run_id", "metric", "n", "sweep", "median", "low", "high", "rounds", "was_contended"]
     if rounds is None or rounds.empty or cand.empty or "record_id" not in cand:
         return cand, bands, pd.DataFrame(columns=cols)
     quiet = rounds[rounds["contended"].fillna("").astype(str) == ""] if "contended" in rounds else rounds
@@ -34,19 +37,25 @@ def between_runs(candidates: pd.DataFrame, rounds: pd.DataFrame) -> tuple[pd.Dat
         mine = quiet[quiet["record_id"] == row["record_id"]]
         if mine.empty:
             continue
+        was = str(row.get("contended") or "")
         for m in RETIMED:
             if m not in cand or m not in mine:
                 continue
-            vals = [row[m], *pd.to_numeric(mine[m], errors="coerce").tolist()]
+            retimed = pd.to_numeric(mine[m], errors="coerce").tolist()
+            vals = retimed if was else [row[m], *retimed]  # a busy machine's figure is never folded in
             vals = np.asarray([v for v in vals if v is not None and np.isfinite(v)], dtype=np.float64)
-            if vals.size < 2:
+            if vals.size < (1 if was else 2):
                 continue
             med, lo, hi = float(np.median(vals)), float(vals.min()), float(vals.max())
             cand.at[i, f"measured.{m}"] = row[m]
             cand.at[i, m] = med
             bands[m][i] = hi - lo
             rows.append({"label": row["label"], "run_id": row["run_id"], "metric": m, "n": int(vals.size), "sweep": float(row[m]),
-                         "median": med, "low": lo, "high": hi, "rounds": ", ".join(f"{v:.4g}" for v in vals[1:])})
+                         "median": med, "low": lo, "high": hi, "rounds": ", ".join(f"{v:.4g}" for v in (vals if was else vals[1:])),
+                         "was_contended": was})
+        if was and any(r["run_id"] == row["run_id"] for r in rows):
+            cand.at[i, "retimed_from_contended"] = was
+            cand.at[i, "contended"] = ""
     return cand, bands, pd.DataFrame(rows, columns=cols)
 
 

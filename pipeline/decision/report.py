@@ -248,6 +248,11 @@ def _between_runs(decision: Decision) -> list[str]:
                   pd.DataFrame({"configuration": t["label"], "metric": t["metric"], "runs": t["n"], "sweep": t["sweep"].map(_fmt),
                                 "median": t["median"].map(_fmt), "range": [f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(t["low"], t["high"])],
                                 "rounds": t["rounds"]}).to_markdown(index=False), ""]
+    was = between[between["was_contended"].fillna("").astype(str) != ""] if between is not None and "was_contended" in between else None
+    if was is not None and not was.empty:
+        lines += ["Measured on a busy machine in the sweep, then quiet when re-timed at its end (ranked with the quiet rounds "
+                  "alone; a configuration still contended in every round stays contended):", "",
+                  *[f"- {lab}: was contended ({why})" for lab, why in dict(zip(was["label"], was["was_contended"])).items()], ""]
     ties = decision.winner.tied_with if decision.winner else []
     if ties:
         lines += [f"**Tie:** the winner cannot be told apart from {', '.join(ties)}: every difference between them lies "

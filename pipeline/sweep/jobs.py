@@ -14,6 +14,7 @@ from .. import quiet, records, track
 from ..config import TrackingConfig, to_config
 from ..exitcodes import PipelineError
 from ..job import execute
+from ..signals import fingerprint
 from ..vocab import Status
 from . import console, plan, resume
 from .state import JobOutcome, SweepState, current
@@ -35,17 +36,18 @@ def failed_record(st: SweepState, tracking: TrackingConfig, num: int, overrides:
     return JobOutcome(num, list(overrides), plan.label(overrides, st.swept_keys), Status.FAILED, run_id, rec.reason, 0.0, rec.record_id)
 
 
-def _reused(st: SweepState, num: int, chash: str) -> tuple[str | None, str | None, str | None]:
-    """(run id, where, record id) of an earlier run with this config hash, or Nones."""
+def _reused(st: SweepState, num: int, chash: str, machine: str) -> tuple[str | None, str | None, str | None]:
+    """(run id, where, record id) of an earlier run with this config hash, timed quietly on this
+    machine (fingerprint ``machine``), or Nones."""
     if st.parent_run_id is not None and not track.is_down(st.tracking_uri):  # MLflow answered at the start
         try:
-            found = resume.find_done(st.client(), st.experiment_id, chash)
+            found = resume.find_done(st.client(), st.experiment_id, chash, machine)
             if found is not None:
                 return found.info.run_id, f"run {found.info.run_id}", None
         except Exception as exc:
             track.mark_down(st.tracking_uri, exc)
             print(f"[sweep {st.name}]   MLflow did not answer ({console.why(exc)}); looking in the local records", flush=True)
-    local = resume.find_done_locally(st.records_dir, chash, st.tracking_uri)
+    local = resume.find_done_locally(st.records_dir, chash, st.tracking_uri, machine)
     if local is None:
         return None, None, None
     st.metrics[num] = dict(local.metrics)
@@ -126,9 +128,12 @@ def run_job(dcfg: DictConfig) -> JobOutcome:
         tags["slurm.job_id"] = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
     try:
         chash = tags["config_hash"] = plan.config_hash(dcfg)
+        fp = fingerprint()
+        machine = tags["machine.fingerprint"] = fp["id"]  # a timing belongs to its machine
+        tags["machine.kind"] = fp["kind"]
         cfg = to_config(dcfg)
         if not st.rerun:
-            run_id, where, record_id = _reused(st, num, chash)
+            run_id, where, record_id = _reused(st, num, chash, machine)
             if where is not None:
                 rec = JobOutcome(num, overrides, label, Status.DONE, run_id, reason=None, seconds=0.0, record_id=record_id)
                 print(f"[sweep {st.name}]   already done: {where} (rerun=true runs it again)", flush=True)
