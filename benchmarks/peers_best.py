@@ -95,8 +95,8 @@ ST_OPENVINO = lambda: (("optimum-intel==2.2.0", "optimum==2.3.0", "openvino==202
                         "openvino-telemetry==2025.2.0", "nncf==3.4.0", "ninja==1.13.2"), True, ("--no-deps",))
 FASTEMBED = lambda: (("fastembed==0.9.1",), False, ())  # noqa: E731  its own onnxruntime, as a user gets it
 CTRANSLATE2 = lambda: (("ctranslate2==4.8.5",), True, ())  # noqa: E731  the converter needs transformers + torch
-# pins numpy<2, sentence-transformers<4; [optimum]: its ONNX engine beside the torch one
-INFINITY = lambda: (("infinity-emb[torch,optimum]==0.0.78",), True, ())  # noqa: E731
+# pins numpy<2, sentence-transformers<4; [optimum]: its ONNX engine beside the torch one; [server]: its HTTP server
+INFINITY = lambda: (("infinity-emb[torch,optimum,server]==0.0.78",), True, ())  # noqa: E731  (the set benchmarks/serving.py uses: one environment)
 
 
 def loadavg() -> list[float]:
