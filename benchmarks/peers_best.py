@@ -466,7 +466,7 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
 
     if want("infinity"):
         pk, inh, pa = INFINITY()
-        env = make_env("infinity-emb", pk, inh, env_root, env_report, pa)
+        env = make_env("infinity-emb-server", pk, inh, env_root, env_report, pa)
         # its torch engine on the checkpoint; its optimum (ONNX Runtime) engine on the folder whose onnx/ holds our fp32
         # export and sentence-transformers' qint8 file (it picks the file itself: recorded in info)
         engines = [("infinity-torch", "torch", resolved.folder)] + ([("infinity-optimum", "optimum", st_folder)] if st_folder else [])
