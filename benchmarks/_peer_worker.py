@@ -7,9 +7,15 @@ Reads one JSON command per line on stdin and answers one JSON line on stdout:
     {"op": "texts", "name": "corpus", "file": PATH}   a JSON list of sentences, kept by name
     {"op": "single", "texts": NAME, "n": 100, "warm": 5}
         -> {"ms": [...]}                           one sentence per call, timed here
+    {"op": "batches", "name": "equal", "file": PATH}  a JSON list of index lists, kept by name
     {"op": "corpus", "texts": NAME, "batch_size": 32, "save": PATH | null}
-        -> {"s": seconds}                          all sentences in one embed call; the
+        -> {"s": seconds}                          as shipped: all sentences in one embed call
+                                                   (the library batches them its own way); the
                                                    embeddings go to PATH (.npy) when asked
+    {"op": "corpus", "texts": NAME, "batches": NAME, "save": ...}
+        -> {"s": seconds}                          the same batches for every contender: one
+                                                   embed call per given batch, vectors put back
+                                                   in input order
     {"op": "stop"}
 
 Timing happens inside this process (no pipe in the timed part).  Each builder imports only
@@ -228,6 +234,7 @@ def main() -> int:
     sys.stdout = sys.stderr
     embed = None
     texts: dict[str, list[str]] = {}
+    batches: dict[str, list[list[int]]] = {}
     pc = time.perf_counter_ns
     for line in sys.stdin:
         msg = json.loads(line)
@@ -253,11 +260,25 @@ def main() -> int:
                     embed([t], 1)
                     ms.append((pc() - t0) / 1e6)
                 reply = {"ms": ms}
+            elif op == "batches":
+                with open(msg["file"], encoding="utf-8") as f:
+                    batches[msg["name"]] = json.load(f)
+                reply = {"ok": True, "n": len(batches[msg["name"]])}
             elif op == "corpus":
                 corpus = texts[msg["texts"]]
-                t0 = time.perf_counter()
-                vecs = embed(corpus, msg["batch_size"])
-                seconds = time.perf_counter() - t0
+                if msg.get("batches"):
+                    plan = batches[msg["batches"]]
+                    parts = [[corpus[i] for i in b] for b in plan]
+                    t0 = time.perf_counter()
+                    outs = [embed(part, len(part)) for part in parts]
+                    seconds = time.perf_counter() - t0
+                    vecs = np.empty((len(corpus), outs[0].shape[1]), dtype=np.float32)
+                    for b, out in zip(plan, outs):
+                        vecs[b] = out
+                else:
+                    t0 = time.perf_counter()
+                    vecs = embed(corpus, msg["batch_size"])
+                    seconds = time.perf_counter() - t0
                 if vecs.shape[0] != len(corpus):
                     raise RuntimeError(f"{vecs.shape[0]} vectors for {len(corpus)} sentences")
                 if msg.get("save"):

@@ -11,20 +11,30 @@ its own process and, where its dependencies conflict with ours, in its own envir
 - ours (pipeline.embed.Embedder): fp32, O2_cpu, int8_dynamic, int8_static on the CPU provider;
   bf16 through onnxruntime-openvino's OpenVINO execution provider (INFERENCE_PRECISION_HINT
   bf16 in ``load_config``), in the environment issue 18's provider config shares;
-- sentence-transformers: torch fp32 and bf16, onnx, onnx qint8 (its own
-  ``export_dynamic_quantized_onnx_model(..., "avx512_vnni")``), openvino f32 and bf16, openvino
-  int8 weight-only (optimum-intel ``load_in_8bit``);
-- fastembed; Optimum ``ORTModelForFeatureExtraction`` (fp32, and on the qint8 file);
+- sentence-transformers: torch fp32 and bf16, onnx, its own O2 and O3 exports
+  (``export_optimized_onnx_model``), onnx qint8 (``export_dynamic_quantized_onnx_model(...,
+  "avx512_vnni")``), openvino f32 and bf16, openvino int8 weight-only (optimum-intel ``load_in_8bit``);
+- fastembed; Optimum ``ORTModelForFeatureExtraction`` on the fp32 graph, on its own O2 graph and on
+  O2 plus its own dynamic int8 quantization (the recipe of our O2_cpu and int8_dynamic: the same
+  files), and on sentence-transformers' qint8 file;
 - CTranslate2 ``Encoder``: every compute type this CPU supports among float32, int8,
   int8_float32, bfloat16, int8_bfloat16;
-- infinity-emb's engine (torch), offline on the local checkpoint.
+- infinity-emb's engines, torch and optimum (ONNX Runtime), offline on local files.
 
 Same model (all-MiniLM-L6-v2), same sentences (the STS Benchmark test split's unique
-sentences), same intra-op thread count.  Each round visits every contender in a rotating
-order, first for single-sentence calls (p50, p95), then for the whole corpus in batches of
-32 (throughput); the timing happens inside each contender's process.  The first corpus pass
+sentences), same intra-op thread count.  Each round visits every contender in an order that
+rotates a seeded shuffle by n/rounds places a round (``peerstats.round_order``: every contender's
+positions spread over the round), first for single-sentence calls (p50, p95), then for the whole
+corpus twice, back to back: with **the same batches for all** (the headline, ``"batching":
+"equal"``: the batches our embedder makes of the corpus, sorted by length and cut by
+``pipeline.grouping``, one library call per batch) and **as shipped** (the corpus in input order in
+one call with batch size 32: each library batches it its own way; those ratios are under
+``as_shipped.*``). The timing happens inside each contender's process.  The first corpus pass
 (untimed) gives the embeddings for parity (min cosine against our fp32) and for STS Spearman.
 A contender counts only if its STS loss against our fp32 is at most --max-sts-loss points.
+Peers that run our fp32 file keep onnxruntime's SkipLayerNormFusion, which our embedder turns off
+(``pipeline.embed``; ``benchmarks/fusions.py`` measures it): a product choice any onnxruntime user
+could make too. The full result goes to ``benchmarks/results/<cpu>/peers_best.json`` (committed).
 
 The timed part holds the machine-wide benchmark lock; the load average and the CPU share
 other processes took (the machine's busy time less ours and our workers') are recorded per
@@ -35,6 +45,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import select
@@ -53,7 +64,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 WORKER = ROOT / "benchmarks" / "_peer_worker.py"
-CLASSES = ("fp32", "int8", "bf16")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import peerstats  # noqa: E402  (benchmarks/peerstats.py: the arithmetic, tested on its own)
+
+CLASSES = peerstats.CLASSES
 
 
 def ov_ep_packages() -> tuple[str, ...]:
@@ -81,7 +95,8 @@ ST_OPENVINO = lambda: (("optimum-intel==2.2.0", "optimum==2.3.0", "openvino==202
                         "openvino-telemetry==2025.2.0", "nncf==3.4.0", "ninja==1.13.2"), True, ("--no-deps",))
 FASTEMBED = lambda: (("fastembed==0.9.1",), False, ())  # noqa: E731  its own onnxruntime, as a user gets it
 CTRANSLATE2 = lambda: (("ctranslate2==4.8.5",), True, ())  # noqa: E731  the converter needs transformers + torch
-INFINITY = lambda: (("infinity-emb[torch]==0.0.78",), True, ())  # noqa: E731  pins numpy<2, sentence-transformers<4
+# pins numpy<2, sentence-transformers<4; [optimum]: its ONNX engine beside the torch one; [server]: its HTTP server
+INFINITY = lambda: (("infinity-emb[torch,optimum,server]==0.0.78",), True, ())  # noqa: E731  (the set benchmarks/serving.py uses: one environment)
 
 
 def loadavg() -> list[float]:
@@ -116,7 +131,8 @@ class Contender:
     single_p50: list[float] = field(default_factory=list)  # per round
     single_p95: list[float] = field(default_factory=list)
     single_all: list[float] = field(default_factory=list)
-    corpus_s: list[float] = field(default_factory=list)  # per round (NaN: not timed that round)
+    corpus_s: list[float] = field(default_factory=list)  # per round, as shipped (NaN: not timed that round)
+    corpus_eq_s: list[float] = field(default_factory=list)  # per round, the same batches for all
     min_cosine: float = float("nan")
     sts: float = float("nan")
 
@@ -159,17 +175,23 @@ class Contender:
         except subprocess.TimeoutExpired:
             self.proc.kill()
 
-    def row(self, n_corpus: int, ref_sts: float) -> dict:
-        timed = [s for s in self.corpus_s if s == s]
-        loss = ref_sts - self.sts
+    def result(self, equal: bool) -> peerstats.Result:
+        return peerstats.Result(self.name, self.precision, self.ours, self.sts, list(self.single_p50),
+                                list(self.corpus_eq_s if equal else self.corpus_s))
+
+    def row(self, n_corpus: int, ref_sts: float, max_sts_loss: float) -> dict:
+        timed, timed_eq = peerstats.timed(self.corpus_s), peerstats.timed(self.corpus_eq_s)
         return {
             "contender": self.name, "precision": self.precision, "library": self.library, "ours": self.ours,
             "env": self.env, "single_p50_ms": statistics.median(self.single_p50),
             "single_p95_ms": statistics.median(self.single_p95),
-            "corpus_sentences_per_s": n_corpus / statistics.median(timed) if timed else None,
-            "corpus_rounds": len(timed), "min_cosine_vs_ours_fp32": self.min_cosine,
-            "stsb_spearman": self.sts, "sts_loss_vs_fp32": loss, "qualifies": bool(loss <= ARGS.max_sts_loss),
-            "single_p50_ms_per_round": self.single_p50, "corpus_s_per_round": self.corpus_s,
+            "corpus_sentences_per_s": n_corpus / statistics.median(timed_eq) if timed_eq else None,
+            "corpus_sentences_per_s_as_shipped": n_corpus / statistics.median(timed) if timed else None,
+            "corpus_rounds": len(timed_eq), "min_cosine_vs_ours_fp32": self.min_cosine,
+            "stsb_spearman": self.sts, "sts_loss_vs_fp32": ref_sts - self.sts,
+            "qualifies": peerstats.qualifies(self.result(True), ref_sts, max_sts_loss),
+            "single_p50_ms_per_round": self.single_p50, "single_p95_ms_per_round": self.single_p95,
+            "corpus_s_per_round": self.corpus_eq_s, "corpus_s_per_round_as_shipped": self.corpus_s,
             "note": self.note, "info": self.info,
         }
 
@@ -207,6 +229,21 @@ def st_onnx_folder(resolved, fp32_art, root: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
+
+
+def st_optimized(st_folder: Path, level: str) -> str:
+    """sentence-transformers' own ``export_optimized_onnx_model`` of our fp32 export at ``level``
+    (O2, O3, O4: Optimum's ORTOptimizer presets), written beside it once; returns the file name."""
+    fname = f"model_{level}.onnx"
+    if (st_folder / "onnx" / fname).is_file():
+        return fname
+    from sentence_transformers import SentenceTransformer, export_optimized_onnx_model
+
+    model = SentenceTransformer(str(st_folder), backend="onnx", device="cpu", local_files_only=True, model_kwargs={"file_name": "onnx/model.onnx"})
+    export_optimized_onnx_model(model, level, str(st_folder))
+    if not (st_folder / "onnx" / fname).is_file():
+        raise RuntimeError(f"export_optimized_onnx_model wrote {sorted(p.name for p in (st_folder / 'onnx').iterdir())}, not {fname}")
+    return fname
 
 
 def optimum_qint8_folder(st_folder: Path, fp32_art, root: Path) -> Path:
@@ -317,11 +354,11 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
         out.append((Contender("st-torch-bf16", "bf16", "sentence-transformers", "main",
                               {"kind": "st", "backend": "torch", "folder": str(resolved.folder), "threads": th, "model_kwargs": {"torch_dtype": "bfloat16"}}), main_py))
     st_folder = None
-    if any(want(n) for n in ("st-onnx", "st-onnx-qint8", "optimum-ort-qint8")):
+    if any(want(n) for n in ("st-onnx", "st-onnx-qint8", "optimum-ort-qint8", "st-onnx-O2", "st-onnx-O3")):
         try:
             st_folder = st_onnx_folder(resolved, fp32, peers_root)
         except Exception as exc:
-            for n in ("st-onnx", "st-onnx-qint8", "optimum-ort-qint8"):
+            for n in ("st-onnx", "st-onnx-qint8", "optimum-ort-qint8", "st-onnx-O2", "st-onnx-O3"):
                 skipped[n] = f"preparing the sentence-transformers ONNX folder failed: {type(exc).__name__}: {exc}"
     if st_folder is not None:
         if want("st-onnx"):
@@ -333,6 +370,33 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
     if want("optimum-ort"):
         out.append((Contender("optimum-ort", "fp32", "optimum", "main",
                               {"kind": "optimum", "folder": str(fp32.folder), "onnx_file": fp32.onnx_path.name, "tokenizer_folder": str(fp32.folder), "threads": th, "max_length": ml}), main_py))
+    # Optimum on the graphs its own ORTOptimizer (O2) and ORTQuantizer (O2 + dynamic int8) make: the
+    # recipe our O2_cpu and int8_dynamic variants are, so the Optimum peer runs on its fastest path too
+    for name, variant, prec in (("optimum-ort-O2", "O2_cpu", "fp32"), ("optimum-ort-int8-O2", "int8_dynamic", "int8")):
+        if not want(name):
+            continue
+        if variant not in arts:
+            skipped[name] = f"the {variant} file was not built"
+            continue
+        a = arts[variant]
+        out.append((Contender(name, prec, "optimum", "main",
+                              {"kind": "optimum", "folder": str(a.folder), "onnx_file": a.onnx_path.name, "tokenizer_folder": str(fp32.folder),
+                               "threads": th, "max_length": ml},
+                              note=f"Optimum's {variant} recipe (the same file as ours-{variant}), run through ORTModelForFeatureExtraction"), main_py))
+    if want("st-onnx-O4"):
+        skipped["st-onnx-O4"] = "O4 is O3 with fp16 weights, which Optimum's ORTOptimizer makes for the GPU only"
+    for level in ("O2", "O3"):
+        name = f"st-onnx-{level}"
+        if not want(name) or st_folder is None:
+            continue
+        try:
+            fname = st_optimized(st_folder, level)
+        except Exception as exc:
+            skipped[name] = f"export_optimized_onnx_model({level}) failed: {type(exc).__name__}: {exc}"
+            continue
+        out.append((Contender(name, "fp32", "sentence-transformers", "main",
+                              {"kind": "st-onnx", "folder": str(st_folder), "file_name": f"onnx/{fname}", "threads": th},
+                              note=f"export_optimized_onnx_model(model, '{level}')"), main_py))
     if want("optimum-ort-qint8") and st_folder is not None:
         q = optimum_qint8_folder(st_folder, fp32, peers_root)
         out.append((Contender("optimum-ort-qint8", "int8", "optimum", "main",
@@ -341,6 +405,10 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
 
     # sentence-transformers with OpenVINO (optimum-intel), its own environment
     ov_names = ("st-openvino-f32", "st-openvino-bf16", "st-openvino-int8wo")
+    if want("st-openvino-int8-static"):
+        skipped["st-openvino-int8-static"] = ("not run yet: export_static_quantized_openvino_model calibrates on a data set that "
+                                              "datasets.load_dataset loads by name (default glue/sst2 from the hub); a local folder of STS "
+                                              "dev sentences could stand in, but this peer's environment has no `datasets`")
     if any(want(n) for n in ov_names):
         pk, inh, pa = ST_OPENVINO()
         env = make_env("st-openvino", pk, inh, env_root, env_report, pa)
@@ -398,12 +466,18 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
 
     if want("infinity"):
         pk, inh, pa = INFINITY()
-        env = make_env("infinity-emb", pk, inh, env_root, env_report, pa)
-        if env.ok:
-            out.append((Contender("infinity-torch", "fp32", "infinity-emb", env.path.name,
-                                  {"kind": "infinity", "engine": "torch", "folder": str(resolved.folder), "threads": th, "batch_size": 32}), env.python))
-        else:
-            skipped["infinity-torch"] = f"environment not made: {env.reason}"
+        env = make_env("infinity-emb-server", pk, inh, env_root, env_report, pa)
+        # its torch engine on the checkpoint; its optimum (ONNX Runtime) engine on the folder whose onnx/ holds our fp32
+        # export and sentence-transformers' qint8 file (it picks the file itself: recorded in info)
+        engines = [("infinity-torch", "torch", resolved.folder)] + ([("infinity-optimum", "optimum", st_folder)] if st_folder else [])
+        for name, engine, folder in engines:
+            if not want(name):
+                continue
+            if env.ok:
+                out.append((Contender(name, "fp32", "infinity-emb", env.path.name,
+                                      {"kind": "infinity", "engine": engine, "folder": str(folder), "threads": th, "batch_size": args.batch_size}), env.python))
+            else:
+                skipped[name] = f"environment not made: {env.reason}"
     return out
 
 
@@ -448,6 +522,24 @@ def run(args) -> dict:
     logdir.mkdir(parents=True, exist_ok=True)
     (run_dir / "corpus.json").write_text(json.dumps(corpus))
     (run_dir / "singles.json").write_text(json.dumps(singles))
+    # equal batching: the batches our embedder makes of the corpus (sorted by length, cut where
+    # padding plus per-call cost is least), given to every contender, so all compute the same shapes
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(fp32.folder / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(cfg.model.max_length)
+    lengths = [len(e.ids) for e in tok.encode_batch(corpus)]
+    equal = peerstats.length_sorted_batches(lengths, args.batch_size, args.call_cost)
+    (run_dir / "equal.json").write_text(json.dumps(equal))
+    batching = {"equal": {"policy": f"pipeline.grouping.length_groups(batch_size={args.batch_size}, call_cost={args.call_cost}), "
+                                    "one library call per batch", "batches": len(equal),
+                          "padded_tokens": peerstats.padded_tokens(lengths, equal)},
+                "as_shipped": {"policy": f"the corpus in input order in one library call with batch_size={args.batch_size}: "
+                                         "each library batches it its own way (sentence-transformers sorts by length inside encode; "
+                                         "fastembed, Optimum and CTranslate2 wrappers cut it in input order; ours sorts and groups)",
+                               "padded_tokens_input_order": peerstats.padded_tokens(lengths, peerstats.input_order_batches(len(corpus), args.batch_size))},
+                "real_tokens": sum(lengths)}
 
     env_report: dict = {}
     pairs = contenders_for(args, cfg, resolved, arts, peers_root, env_root, env_report, SKIPPED)
@@ -459,6 +551,7 @@ def run(args) -> dict:
             c.start(python, logdir, args.start_timeout)
             c.ask({"op": "texts", "name": "corpus", "file": str(run_dir / "corpus.json")})
             c.ask({"op": "texts", "name": "singles", "file": str(run_dir / "singles.json")})
+            c.ask({"op": "batches", "name": "equal", "file": str(run_dir / "equal.json")})
             contenders.append(c)
         except Exception as exc:
             SKIPPED[c.name] = f"{type(exc).__name__}: {exc}"
@@ -474,13 +567,16 @@ def run(args) -> dict:
         # the untimed first pass: embeddings for parity and STS (and every contender warm)
         for c in contenders:
             try:
-                c.ask({"op": "corpus", "texts": "corpus", "batch_size": args.batch_size, "save": str(run_dir / f"{c.name}.npy")})
+                c.ask({"op": "corpus", "texts": "corpus", "batches": "equal", "save": str(run_dir / f"{c.name}.npy")})
             except Exception as exc:
                 SKIPPED[c.name] = f"first corpus pass failed: {type(exc).__name__}: {exc}"
         contenders = [c for c in contenders if c.name not in SKIPPED]
         a_all = mark(contenders)
+        by_name = {c.name: c for c in contenders}
+        orders = []
         for r in range(args.rounds):
-            order = contenders[r % len(contenders):] + contenders[: r % len(contenders)]
+            order = [by_name[n] for n in peerstats.round_order([c.name for c in contenders], r, args.rounds, seed=args.seed)]
+            orders.append([c.name for c in order])
             a = mark(contenders)
             for c in order:
                 time.sleep(args.settle_s)  # the previous contender's spinning threads wind down
@@ -488,11 +584,13 @@ def run(args) -> dict:
                 c.single_p50.append(float(np.percentile(ms, 50)))
                 c.single_p95.append(float(np.percentile(ms, 95)))
                 c.single_all.extend(ms)
-            for c in order:
+            for c in order:  # each contender's two corpus passes back to back: the same batches for all, then as shipped
                 if c.name in SLOW and r >= args.slow_corpus_rounds:
+                    c.corpus_eq_s.append(float("nan"))
                     c.corpus_s.append(float("nan"))
                     continue
                 time.sleep(args.settle_s)
+                c.corpus_eq_s.append(c.ask({"op": "corpus", "texts": "corpus", "batches": "equal", "save": None})["s"])
                 c.corpus_s.append(c.ask({"op": "corpus", "texts": "corpus", "batch_size": args.batch_size, "save": None})["s"])
             b = mark(contenders)
             rounds_conditions.append({"round": r + 1, "seconds": round(b.wall - a.wall, 1), "other_cpu_share": other_share(a, b), "loadavg": loadavg()})
@@ -516,46 +614,12 @@ def run(args) -> dict:
         c.sts = score(lambda s, batch_size, v=v: v, data).stsb_spearman
     ref_sts = next(c.sts for c in contenders if c.name == "ours-fp32")
     n = len(corpus)
-    rows = [c.row(n, ref_sts) for c in contenders]
+    rows = [c.row(n, ref_sts, args.max_sts_loss) for c in contenders]
     by = {c.name: c for c in contenders}
-
-    def pick(cands, key, best):
-        cands = [c for c in cands if c is not None]
-        return best(cands, key=key) if cands else None
-
-    def ratios(classes):
-        ok = [c for c in contenders if c.precision in classes and (ref_sts - c.sts) <= args.max_sts_loss]
-        our = [c for c in ok if c.ours]
-        peer = [c for c in ok if not c.ours]
-        o1 = pick(our, lambda c: statistics.median(c.single_p50), min)
-        p1 = pick(peer, lambda c: statistics.median(c.single_p50), min)
-        timed = lambda c: [s for s in c.corpus_s if s == s]  # noqa: E731
-        o2 = pick([c for c in our if timed(c)], lambda c: statistics.median(timed(c)), min)
-        p2 = pick([c for c in peer if timed(c)], lambda c: statistics.median(timed(c)), min)
-        out = {"ours_single": o1.name if o1 else None, "peer_single": p1.name if p1 else None,
-               "ours_corpus": o2.name if o2 else None, "peer_corpus": p2.name if p2 else None}
-        out["single_p50_ratio"] = (statistics.median([x / y for x, y in zip(o1.single_p50, p1.single_p50)]) if o1 and p1 else None)
-        if o2 and p2:  # throughput ratio = peer time / our time, in the rounds both were timed
-            pairs_ = [(x, y) for x, y in zip(o2.corpus_s, p2.corpus_s) if x == x and y == y]
-            out["corpus_throughput_ratio"] = statistics.median([y / x for x, y in pairs_]) if pairs_ else (
-                statistics.median(timed(p2)) / statistics.median(timed(o2)))
-        else:
-            out["corpus_throughput_ratio"] = None
-        # the same from the medians of each (less robust to drift between rounds; shown beside)
-        out["single_p50_ratio_of_medians"] = statistics.median(o1.single_p50) / statistics.median(p1.single_p50) if o1 and p1 else None
-        out["corpus_throughput_ratio_of_medians"] = statistics.median(timed(p2)) / statistics.median(timed(o2)) if o2 and p2 else None
-        return out
-
-    overall = ratios(CLASSES)
-    per_class = {k: ratios((k,)) for k in CLASSES}
+    equal_results = [c.result(True) for c in contenders]
+    per_class = {k: peerstats.class_ratios(equal_results, (k,), ref_sts, args.max_sts_loss) for k in CLASSES}
 
     # roofline of our best fp32 and int8 corpus runs, each against its precision's peak
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(fp32.folder / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(cfg.model.max_length)
-    lengths = [len(e.ids) for e in tok.encode_batch(corpus)]
     flops = roofline.model_flops(json.loads((fp32.folder / "config.json").read_text()), lengths)
     roof = {}
     for prec in ("fp32", "int8"):
@@ -563,22 +627,19 @@ def run(args) -> dict:
         if best is None:
             roof[prec] = None
             continue
-        s = statistics.median([x for x in by[best].corpus_s if x == x])
+        s = statistics.median(peerstats.timed(by[best].corpus_eq_s))
         roof[prec] = {"contender": best, "achieved_gops": flops / s / 1e9, "peak_gops": peaks[prec]["peak_gflops"],
                       "fraction": flops / s / (peaks[prec]["peak_gflops"] * 1e9), "peak_contended": peaks[prec]["contended"]}
 
     summary = {
         "threads": args.threads, "rounds": args.rounds, "sentences_single": len(singles), "sentences_corpus": n,
         "batch_size": args.batch_size, "max_sts_loss": args.max_sts_loss, "fp32_stsb_spearman": ref_sts,
-        "best_single_p50_ratio_vs_best_peer": overall["single_p50_ratio"],
-        "best_corpus_throughput_ratio_vs_best_peer": overall["corpus_throughput_ratio"],
-        "ours_single": overall["ours_single"], "best_single_peer": overall["peer_single"],
-        "ours_corpus": overall["ours_corpus"], "best_corpus_peer": overall["peer_corpus"],
+        "batching": "equal",  # the headline: every contender given the same batches
+        **peerstats.headline(equal_results, ref_sts, args.max_sts_loss),
+        # each library batching the corpus its own way, under their own keys
+        **peerstats.headline([c.result(False) for c in contenders], ref_sts, args.max_sts_loss, prefix="as_shipped."),
     }
-    for k in CLASSES:
-        summary[f"{k}_single_p50_ratio_vs_best_peer"] = per_class[k]["single_p50_ratio"]
-        summary[f"{k}_corpus_throughput_ratio_vs_best_peer"] = per_class[k]["corpus_throughput_ratio"]
-    summary.update({
+    summary.update({"batching_detail": batching, "round_orders": orders,
         "by_class": per_class,
         "roofline_fraction_fp32": roof["fp32"]["fraction"] if roof.get("fp32") else None,
         "roofline_fraction_int8": roof["int8"]["fraction"] if roof.get("int8") else None,
@@ -601,17 +662,21 @@ def load_model_all(args):
 
 SKIPPED: dict[str, str] = {}
 STARTED: list[Contender] = []  # every worker process, ended on any exit
-SLOW = {"st-torch", "st-torch-bf16", "infinity-torch"}  # torch's slow corpus passes: timed in --slow-corpus-rounds rounds
-ARGS = None
+SLOW = {"st-torch", "st-torch-bf16", "infinity-torch", "infinity-optimum"}  # torch's slow corpus passes: timed in --slow-corpus-rounds rounds
 
 
 def main(argv=None) -> int:
-    global ARGS
+    from pipeline.conditions import cpu_model
+    from pipeline.embed import Embedder
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--singles", type=int, default=100, help="single-sentence calls per contender per round")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--call-cost", type=int, default=inspect.signature(Embedder).parameters["call_cost"].default,
+                   help="the per-call cost (padded tokens) of the equal batches: our embedder's default")
+    p.add_argument("--seed", type=int, default=0, help="the seed of the rounds' base visiting order")
     p.add_argument("--slow-corpus-rounds", type=int, default=2, help="corpus rounds for the torch contenders (st-torch, st-torch-bf16, infinity-torch)")
     p.add_argument("--variants", default="O2_cpu,int8_dynamic,int8_static", help="our variants beside fp32")
     p.add_argument("--only", default="", help="comma-separated contender names (or prefixes) to run; ours-fp32 is always added")
@@ -623,8 +688,8 @@ def main(argv=None) -> int:
     p.add_argument("--settle-s", type=float, default=0.2)
     p.add_argument("--lock-wait-s", type=float, default=900)
     p.add_argument("--start-timeout", type=float, default=900)
-    p.add_argument("--quick", action="store_true", help="a short check: 1 round, 20 single calls")
-    p.add_argument("--out", default="reports/peers_best.json")
+    p.add_argument("--quick", action="store_true", help="a short check: 1 round, 20 single calls (written to reports/, not committed)")
+    p.add_argument("--out", default=None, help="the result file (default: benchmarks/results/<cpu>/peers_best.json, committed)")
     args = p.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
     args.only = [o for o in args.only.split(",") if o]
@@ -636,7 +701,6 @@ def main(argv=None) -> int:
     args.variants += [x["variant"] for x in args.extra_ours if x["variant"] != "fp32" and x["variant"] not in args.variants]
     if args.quick:
         args.rounds, args.singles = 1, 20
-    ARGS = args
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import signal
 
@@ -655,7 +719,8 @@ def main(argv=None) -> int:
               f"{row['sts_loss_vs_fp32']:>6.2f} {'yes' if row['qualifies'] else 'NO'}")
     for name, why in summary["skipped"].items():
         print(f"skipped {name}: {why}")
-    out = ROOT / args.out
+    # the full run is committed (README tables are generated from it); a --quick check is not a result
+    out = ROOT / args.out if args.out else (ROOT / "reports" / "peers_best.quick.json" if args.quick else peerstats.results_path(cpu_model(), "peers_best.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, default=str))
     headline = {k: v for k, v in summary.items() if k not in ("table", "rounds_conditions", "by_class", "envs", "peaks")}
