@@ -30,6 +30,7 @@ import numpy as np
 from . import conditions, roofline
 from .cache import pid_alive
 from .exitcodes import PipelineError
+from .grouping import token_figures
 from .selfstats import _peak_rss_mb, timer_overhead_ns  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ class BenchResult:
     contended: str | None = None  # why the measurement is not comparable (None: it is)
     attempts: int = 1  # benchmark processes run (contended attempts are measured again)
     notes: list[str] = field(default_factory=list)  # what could not be measured, and why
+    tokens_per_s: float | None = None  # real (unpadded) tokens per second in the best pass
+    padding_share: float | None = None  # padded positions over real tokens, as the embedder cut the timed calls
 
     @property
     def roofline_fraction(self) -> float | None:
@@ -111,6 +114,8 @@ class BenchResult:
             "bench.iterations": float(self.iterations),
             "bench.contended": float(self.contended is not None),
             "bench.attempts": float(self.attempts),
+            **({"throughput.tokens_per_s": self.tokens_per_s} if self.tokens_per_s is not None else {}),
+            **({"bench.padding_share": self.padding_share} if self.padding_share is not None else {}),
             **(self.conditions.metrics() if self.conditions is not None else {}),
             **(
                 {
@@ -160,7 +165,8 @@ def measure(spec: dict) -> dict:
     samples, pass_ns = _timed_passes(embed, timed, passes, bs)
     window = conditions.Window.between(mark, conditions.Mark.now())
     # the real (unpadded, truncated) token counts of one pass, for the FLOP count
-    lengths = [n for batch in timed for n in emb.token_counts(batch)]
+    per_batch = [emb.token_counts(batch) for batch in timed]
+    lengths = [n for counts in per_batch for n in counts]
     # the embedder's idle threads spin for a while after its last call: let them go before the
     # probe runs again, or the probe measures them (a 1.8x "slowdown" on a quiet machine)
     del emb, embed
@@ -173,6 +179,7 @@ def measure(spec: dict) -> dict:
         "calls_per_pass": per_pass,
         "texts_per_pass": sum(len(batch) for batch in timed),  # the texts actually embedded, not bs * calls
         "token_lengths": lengths,
+        "batch_token_lengths": per_batch,  # per timed call: the padding share at this batch size
         "session_s": session_s,
         "first_call_ms": first_call_ns / 1e6,
         "peak_rss_mb": _peak_rss_mb(),
@@ -267,12 +274,11 @@ def run(
         print(f"[bench] contended ({why}); measuring again in {th.retry_wait_s:g} s "
               f"(attempt {attempts + 1} of {th.retries + 1})", flush=True)
         time.sleep(th.retry_wait_s)
-    lat = Latency.from_samples(raw["samples_ns"])
     best_pass_s = min(raw["pass_ns"]) / 1e9
     per_pass_sentences = raw["texts_per_pass"]  # the texts embedded, not batch_size x calls
     achieved, peak, peak_why = _roofline(model_config, raw["token_lengths"], best_pass_s, threads, cache_dir, precision, th)
     return BenchResult(
-        latency=lat,
+        latency=Latency.from_samples(raw["samples_ns"]),
         batch_size=bench_cfg.batch_size,
         throughput=per_pass_sentences / best_pass_s,
         session_s=raw["session_s"],
@@ -288,6 +294,7 @@ def run(
         contended=why,
         attempts=attempts,
         notes=[n for n in (baseline_why, f"roofline: {peak_why}" if peak_why else None) if n],
+        **token_figures(raw.get("batch_token_lengths"), best_pass_s, bench_cfg.batch_size, embedder.call_cost),
     )
 
 

@@ -120,6 +120,8 @@ def job_params(cfg) -> dict[str, str]:
         "pooling": cfg.pooling.mode,
         "precision": cfg.precision(),  # the provider's (OpenVINO bf16) or the variant's (int8, fp16), else fp32
     }
+    if getattr(cfg, "workload", None) is not None:  # the texts measured (conf/workload/)
+        params["workload"] = cfg.workload.name
     for group, choice in hydra_choices().items():
         if group not in GROUPS and group not in NOT_JOB_SETTINGS:
             params[group] = choice
