@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -126,6 +127,10 @@ def job_params(cfg) -> dict[str, str]:
         if group not in GROUPS and group not in NOT_JOB_SETTINGS:
             params[group] = choice
     params.update(flatten(data))
+    if "workload" in params:  # one param for its name, one for its weights (MLflow takes 100 params a call)
+        params.pop("workload.name", None)
+        weights = {k.rsplit(".", 1)[1]: params.pop(k) for k in [k for k in params if k.startswith("workload.weights.")]}
+        params["workload.weights"] = json.dumps(weights, sort_keys=True) if weights else params.get("workload.weights", "{}")
     return {k: redact(v)[:MAX_PARAM_VALUE] for k, v in params.items()}
 
 

@@ -185,7 +185,7 @@ def build(wcfg, model, tokenizer_file: Path, sentences: list[str], limit: int | 
             return [model.query_prefix + s for s in sentences], []
         texts, targets = [], []
         for n in lengths:
-            got = prose_texts(tok, model.document_prefix, n, wcfg.texts_per_length, wcfg.seed)
+            got = prose_texts(tok, model.document_prefix, n, wcfg.texts_per_length)
             texts += got
             targets += [n] * len(got)
         return texts, targets
@@ -201,7 +201,7 @@ def _mixed(wcfg, pools: dict[str, tuple[list[str], list[int]]]) -> Workload:
     total_w = sum(wcfg.weights.values())
     shares = {k: w / total_w for k, w in wcfg.weights.items()}
     n = min(int(len(pools[k][0]) / shares[k]) for k in shares)
-    rng = random.Random(wcfg.seed)
+    rng = random.Random(0)  # the same texts every time
     parts, targets = {}, {}
     for k, share in shares.items():
         texts, lens = pools[k]

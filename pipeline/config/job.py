@@ -292,7 +292,6 @@ class WorkloadConfig:
     model_limit: bool = False  # also the model's own limit (its positions)
     texts_per_length: int = 48  # passages or lengths: distinct texts per target length
     weights: dict[str, float] = field(default_factory=dict)  # mixed: part -> share of the texts
-    seed: int = 0
 
     def __post_init__(self) -> None:
         _one_of("workload.name", self.name, WORKLOADS)
