@@ -149,3 +149,23 @@ def test_a_job_whose_workload_exceeds_the_positions_is_skipped_with_the_reason(c
     result = execute(to_config(dcfg), dcfg, tmp_path / "out")
     assert result.status == "skipped"
     assert "[512] tokens, but the model has 128 positions" in result.reason
+
+
+def test_peers_best_passage_workload_times_prose_and_keeps_sts_on_the_sentences(tiny_bert):
+    """benchmarks/peers_best.py --workload passages: the texts every contender is timed on."""
+    import sys
+    from types import SimpleNamespace
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import peers_best
+
+    cfg = SimpleNamespace(model=ModelConfig(max_length=100, document_prefix=DOC))
+    args = SimpleNamespace(workload="passages", passages_per_length=5)
+    texts, sts, tags = peers_best.workload_texts(args, cfg, SimpleNamespace(folder=tiny_bert), SENTENCES)
+    tok = _tok(tiny_bert)
+    assert sorted(len(tok.encode(t).ids) for t in texts) == [64] * 5  # 128 and 256 exceed max_length 100: left out
+    assert all(t.startswith(DOC) for t in texts) and sts == SENTENCES and tags["lengths"] == [64]
+    same, none, _ = peers_best.workload_texts(SimpleNamespace(workload="sentences"), cfg, None, SENTENCES)
+    assert same == SENTENCES and none is None
