@@ -142,6 +142,12 @@ def test_a_passage_job_measures_its_workload_and_logs_it(compose, tiny_bert, tin
     rec = json.loads((result.record / "record.json").read_text())
     assert rec["params"]["workload"] == "passages"
     assert rec["tags"]["workload"] == "passages" and "pydoc_data" in rec["tags"]["workload.source"]
+    # a re-timing at the sweep's end times the same passages, not the STS sentences
+    from pipeline.retime import _sentences
+
+    spec = json.loads((tmp_path / "out" / "bench_spec.json").read_text())
+    texts = _sentences(spec)
+    assert len(texts) == 16 and all(t.startswith("passage: ") for t in texts)
 
 
 def test_a_job_whose_workload_exceeds_the_positions_is_skipped_with_the_reason(compose, tiny_bert, tiny_sts_dir, tmp_path):
