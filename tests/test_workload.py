@@ -175,3 +175,23 @@ def test_peers_best_passage_workload_times_prose_and_keeps_sts_on_the_sentences(
     assert all(t.startswith(DOC) for t in texts) and sts == SENTENCES and tags["lengths"] == [64]
     same, none, _ = peers_best.workload_texts(SimpleNamespace(workload="sentences"), cfg, None, SENTENCES)
     assert same == SENTENCES and none is None
+
+
+def test_a_length_sweep_reports_its_curve(tiny_bert, tiny_sts_dir, tmp_path):
+    """`-m workload=lengths workload.lengths=[16],[40]` on the tiny model: one job per length, and the
+    sweep's report draws latency and throughput against length (reports/latest/workloads.md)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "pipeline", "-m", "workload=lengths", "workload.lengths=[16],[40]", "bench.batch_size=4",
+            "workload.texts_per_length=8", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path)]
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "reports" / "latest" / "workloads.json").read_text())
+    assert sorted(r["workload.length"] for r in doc["length_curve"]) == [16, 40]
+    assert all(r["bench.padding_share"] == 0 for r in doc["length_curve"])  # one length per job: nothing padded
+    assert (tmp_path / "reports" / "latest" / "length_curve.png").is_file()
