@@ -195,3 +195,16 @@ def test_a_length_sweep_reports_its_curve(tiny_bert, tiny_sts_dir, tmp_path):
     assert sorted(r["workload.length"] for r in doc["length_curve"]) == [16, 40]
     assert all(r["bench.padding_share"] == 0 for r in doc["length_curve"])  # one length per job: nothing padded
     assert (tmp_path / "reports" / "latest" / "length_curve.png").is_file()
+
+
+def test_the_default_workload_leaves_the_config_hash_of_earlier_runs_as_it_was(compose):
+    """A sweep run before workloads resumes: the default workload (and no provider max_sequence) hash as nothing."""
+    from omegaconf import OmegaConf
+
+    from pipeline.sweep.plan import config_hash
+
+    now = OmegaConf.to_container(compose(["bench.batch_size=4"]), resolve=True)
+    before = {k: v for k, v in now.items() if k != "workload"}
+    before["provider"] = {k: v for k, v in before["provider"].items() if k != "max_sequence"}
+    assert config_hash(now) == config_hash(before)
+    assert config_hash(OmegaConf.to_container(compose(["bench.batch_size=4", "workload=passages"]), resolve=True)) != config_hash(before)
