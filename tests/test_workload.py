@@ -208,3 +208,22 @@ def test_the_default_workload_leaves_the_config_hash_of_earlier_runs_as_it_was(c
     before["provider"] = {k: v for k, v in before["provider"].items() if k != "max_sequence"}
     assert config_hash(now) == config_hash(before)
     assert config_hash(OmegaConf.to_container(compose(["bench.batch_size=4", "workload=passages"]), resolve=True)) != config_hash(before)
+
+
+def test_a_graph_with_a_fixed_sequence_axis_refuses_longer_texts_with_the_reason(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    def graph(batch, seq):
+        x = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [batch, seq])
+        y = helper.make_tensor_value_info("out", TensorProto.INT64, [batch, seq])
+        path = tmp_path / f"m{batch}_{seq}.onnx"
+        onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["input_ids"], ["out"])], "g", [x], [y])), path)
+        return path
+
+    wl = workload.Workload("passages", {"passages": ["x"] * 3}, prefixed=True, targets={"passages": [64, 64, 128]})
+    with pytest.raises(workload.WorkloadRefused, match="fixed sequence axis of 64; the workload needs 128"):
+        workload.check_shapes(graph("batch", 64), wl, 1)
+    with pytest.raises(workload.WorkloadRefused, match="fixed batch axis of 1, the job asks for 32"):
+        workload.check_shapes(graph(1, "seq"), wl, 32)
+    workload.check_shapes(graph("batch", "seq"), wl, 32)  # dynamic axes: anything goes
