@@ -509,9 +509,9 @@ def run(args) -> dict:
         except Exception as exc:
             SKIPPED[f"ours-{v}"] = f"variant not built: {type(exc).__name__}: {exc}"
     data = load_sts(QualityConfig(split="test"))
-    corpus = data.unique_sentences
+    corpus, sts_texts, workload_tags = workload_texts(args, cfg, fp32, data.unique_sentences)
     rng = np.random.default_rng(0)
-    singles = [corpus[i] for i in rng.choice(len(corpus), size=args.singles, replace=False)]
+    singles = [corpus[i] for i in rng.choice(len(corpus), size=min(args.singles, len(corpus)), replace=False)]
 
     cache = Path(cfg.cache_dir).resolve()
     peers_root = cache / "peers"
@@ -532,6 +532,10 @@ def run(args) -> dict:
     lengths = [len(e.ids) for e in tok.encode_batch(corpus)]
     equal = peerstats.length_sorted_batches(lengths, args.batch_size, args.call_cost)
     (run_dir / "equal.json").write_text(json.dumps(equal))
+    if sts_texts is not None:  # the STS sentences, embedded apart from the passages for the quality check
+        (run_dir / "sts.json").write_text(json.dumps(sts_texts))
+        sts_lengths = [len(e.ids) for e in tok.encode_batch(sts_texts)]
+        (run_dir / "equal_sts.json").write_text(json.dumps(peerstats.length_sorted_batches(sts_lengths, args.batch_size, args.call_cost)))
     batching = {"equal": {"policy": f"pipeline.grouping.length_groups(batch_size={args.batch_size}, call_cost={args.call_cost}), "
                                     "one library call per batch", "batches": len(equal),
                           "padded_tokens": peerstats.padded_tokens(lengths, equal)},
@@ -552,6 +556,9 @@ def run(args) -> dict:
             c.ask({"op": "texts", "name": "corpus", "file": str(run_dir / "corpus.json")})
             c.ask({"op": "texts", "name": "singles", "file": str(run_dir / "singles.json")})
             c.ask({"op": "batches", "name": "equal", "file": str(run_dir / "equal.json")})
+            if sts_texts is not None:
+                c.ask({"op": "texts", "name": "sts", "file": str(run_dir / "sts.json")})
+                c.ask({"op": "batches", "name": "equal_sts", "file": str(run_dir / "equal_sts.json")})
             contenders.append(c)
         except Exception as exc:
             SKIPPED[c.name] = f"{type(exc).__name__}: {exc}"
@@ -568,6 +575,8 @@ def run(args) -> dict:
         for c in contenders:
             try:
                 c.ask({"op": "corpus", "texts": "corpus", "batches": "equal", "save": str(run_dir / f"{c.name}.npy")})
+                if sts_texts is not None:
+                    c.ask({"op": "corpus", "texts": "sts", "batches": "equal_sts", "save": str(run_dir / f"{c.name}.sts.npy")})
             except Exception as exc:
                 SKIPPED[c.name] = f"first corpus pass failed: {type(exc).__name__}: {exc}"
         contenders = [c for c in contenders if c.name not in SKIPPED]
@@ -610,8 +619,9 @@ def run(args) -> dict:
     ref = np.load(run_dir / "ours-fp32.npy")
     for c in contenders:
         v = np.load(run_dir / f"{c.name}.npy")
-        c.min_cosine = float((v * ref).sum(axis=1).min())
-        c.sts = score(lambda s, batch_size, v=v: v, data).stsb_spearman
+        c.min_cosine = float((v * ref).sum(axis=1).min())  # on the workload's texts (passages: the cosine floor there)
+        sv = v if sts_texts is None else np.load(run_dir / f"{c.name}.sts.npy")
+        c.sts = score(lambda s, batch_size, sv=sv: sv, data).stsb_spearman
     ref_sts = next(c.sts for c in contenders if c.name == "ours-fp32")
     n = len(corpus)
     rows = [c.row(n, ref_sts, args.max_sts_loss) for c in contenders]
@@ -632,6 +642,7 @@ def run(args) -> dict:
                       "fraction": flops / s / (peaks[prec]["peak_gflops"] * 1e9), "peak_contended": peaks[prec]["contended"]}
 
     summary = {
+        "workload": args.workload, "workload_detail": workload_tags,
         "threads": args.threads, "rounds": args.rounds, "sentences_single": len(singles), "sentences_corpus": n,
         "batch_size": args.batch_size, "max_sts_loss": args.max_sts_loss, "fp32_stsb_spearman": ref_sts,
         "batching": "equal",  # the headline: every contender given the same batches
@@ -654,6 +665,25 @@ def run(args) -> dict:
     })
     shutil.rmtree(run_dir, ignore_errors=True)
     return summary
+
+
+PASSAGE_LENGTHS = (64, 128, 256)  # up to the model's max_length: every library keeps the whole text (none truncates)
+
+
+def workload_texts(args, cfg, fp32, sentences: list[str]) -> tuple[list[str], list[str] | None, dict]:
+    """(the texts timed, the STS sentences when those are other texts, the workload's tags).
+    ``--workload passages``: real prose cut to 64/128/256 tokens (pipeline/workload.py), the
+    model's document prefix included; the STS quality is then measured on the sentences apart."""
+    if args.workload == "sentences":
+        return sentences, None, {"workload": "sentences"}
+    from pipeline import workload
+    from pipeline.config import WorkloadConfig
+    from pipeline.embed import position_limit
+
+    lengths = [n for n in PASSAGE_LENGTHS if n <= cfg.model.max_length]
+    wcfg = WorkloadConfig(name="passages", lengths=lengths, texts_per_length=args.passages_per_length)
+    wl = workload.build(wcfg, cfg.model, fp32.folder / "tokenizer.json", sentences, position_limit(fp32.folder))
+    return wl.texts, sentences, {**wl.tags(), "lengths": lengths, "texts_per_length": args.passages_per_length}
 
 
 def load_model_all(args):
@@ -689,6 +719,9 @@ def main(argv=None) -> int:
     p.add_argument("--lock-wait-s", type=float, default=900)
     p.add_argument("--start-timeout", type=float, default=900)
     p.add_argument("--quick", action="store_true", help="a short check: 1 round, 20 single calls (written to reports/, not committed)")
+    p.add_argument("--workload", choices=("sentences", "passages"), default="sentences",
+                   help="the texts timed: the STS sentences, or real prose passages of 64/128/256 tokens (docs/workloads.md)")
+    p.add_argument("--passages-per-length", type=int, default=64, help="--workload passages: distinct passages per length")
     p.add_argument("--out", default=None, help="the result file (default: benchmarks/results/<cpu>/peers_best.json, committed)")
     args = p.parse_args(argv)
     args.variants = [v for v in args.variants.split(",") if v]
@@ -720,7 +753,7 @@ def main(argv=None) -> int:
     for name, why in summary["skipped"].items():
         print(f"skipped {name}: {why}")
     # the full run is committed (README tables are generated from it); a --quick check is not a result
-    out = ROOT / args.out if args.out else (ROOT / "reports" / "peers_best.quick.json" if args.quick else peerstats.results_path(cpu_model(), "peers_best.json"))
+    out = ROOT / args.out if args.out else (ROOT / "reports" / f"peers_best{'' if args.workload == 'sentences' else '_' + args.workload}.quick.json" if args.quick else peerstats.results_path(cpu_model(), "peers_best.json" if args.workload == "sentences" else f"peers_best_{args.workload}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, default=str))
     headline = {k: v for k, v in summary.items() if k not in ("table", "rounds_conditions", "by_class", "envs", "peaks")}

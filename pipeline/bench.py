@@ -29,6 +29,7 @@ import numpy as np
 
 from . import calibration, conditions, ownership, roofline
 from .exitcodes import PipelineError
+from .grouping import token_figures
 from .selfstats import _peak_rss_mb, timer_overhead_ns  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class BenchResult:
     contended: str | None = None  # why the measurement is not comparable (None: it is)
     attempts: int = 1  # benchmark processes run (contended attempts are measured again)
     notes: list[str] = field(default_factory=list)  # what could not be measured, and why
+    tokens_per_s: float | None = None  # real (unpadded) tokens per second in the best pass
+    padding_share: float | None = None  # padded positions over real tokens, as the embedder cut the timed calls
 
     @property
     def roofline_fraction(self) -> float | None:
@@ -110,6 +113,8 @@ class BenchResult:
             "bench.iterations": float(self.iterations),
             "bench.contended": float(self.contended is not None),
             "bench.attempts": float(self.attempts),
+            **({"throughput.tokens_per_s": self.tokens_per_s} if self.tokens_per_s is not None else {}),
+            **({"bench.padding_share": self.padding_share} if self.padding_share is not None else {}),
             **(self.conditions.metrics() if self.conditions is not None else {}),
             **(
                 {
@@ -159,7 +164,8 @@ def measure(spec: dict) -> dict:
     samples, pass_ns = _timed_passes(embed, timed, passes, bs)
     window = conditions.Window.between(mark, conditions.Mark.now())
     # the real (unpadded, truncated) token counts of one pass, for the FLOP count
-    lengths = [n for batch in timed for n in emb.token_counts(batch)]
+    per_batch = [emb.token_counts(batch) for batch in timed]
+    lengths = [n for counts in per_batch for n in counts]
     # the embedder's idle threads spin for a while after its last call: let them go before the
     # probe runs again, or the probe measures them (a 1.8x "slowdown" on a quiet machine)
     del emb, embed
@@ -172,6 +178,7 @@ def measure(spec: dict) -> dict:
         "calls_per_pass": per_pass,
         "texts_per_pass": sum(len(batch) for batch in timed),  # the texts actually embedded, not bs * calls
         "token_lengths": lengths,
+        "batch_token_lengths": per_batch,  # per timed call: the padding share at this batch size
         "session_s": session_s,
         "first_call_ms": first_call_ns / 1e6,
         "peak_rss_mb": _peak_rss_mb(),
@@ -257,12 +264,11 @@ def run(
     threads = embedder.threads
     cal, cal_why = calibration.calibrate(threads, cache_dir, th) if th.enabled else (None, None)
     raw, cond, why, attempts = _until_quiet(embedder, sentences, bench_cfg, timeout_s, th, cal, runtime, cache_dir)
-    lat = Latency.from_samples(raw["samples_ns"])
     best_pass_s = min(raw["pass_ns"]) / 1e9
     per_pass_sentences = raw["texts_per_pass"]  # the texts embedded, not batch_size x calls
     achieved, peak, peak_why = roofline.for_benchmark(model_config, raw["token_lengths"], best_pass_s, threads, cache_dir, precision, th)
     return BenchResult(
-        latency=lat,
+        latency=Latency.from_samples(raw["samples_ns"]),
         batch_size=bench_cfg.batch_size,
         throughput=per_pass_sentences / best_pass_s,
         session_s=raw["session_s"],
@@ -278,6 +284,7 @@ def run(
         contended=why,
         attempts=attempts,
         notes=[n for n in (cal_why, f"roofline: {peak_why}" if peak_why else None) if n],
+        **token_figures(raw.get("batch_token_lengths"), best_pass_s, bench_cfg.batch_size, embedder.call_cost),
     )
 
 

@@ -55,3 +55,34 @@ def length_groups(lengths: Sequence[int], max_rows: int, call_cost: int) -> list
         groups.append((cut[j], j))
         j = cut[j]
     return groups[::-1]
+
+
+def padded_tokens(lengths: Sequence[int], max_rows: int, call_cost: int) -> tuple[int, int]:
+    """(token positions the embedder computes for one ``embed`` call of texts of these token
+    counts, the real tokens among them), cut as :meth:`pipeline.embed.Embedder.embed` cuts them:
+    one text alone is not padded; otherwise sorted and split by :func:`length_groups`, each group
+    padded to its longest (one group: the whole call padded to the longest)."""
+    real = int(sum(lengths))
+    n = len(lengths)
+    if n <= 1:
+        return real, real
+    ordered = sorted(int(x) for x in lengths)
+    groups = length_groups(ordered, max_rows, call_cost)
+    return sum((stop - start) * ordered[stop - 1] for start, stop in groups), real
+
+
+def padding_share(batches: Sequence[Sequence[int]], max_rows: int, call_cost: int) -> float:
+    """Padded positions over real tokens, over these calls (each a list of token counts)."""
+    computed = real = 0
+    for batch in batches:
+        c, r = padded_tokens(batch, max_rows, call_cost)
+        computed, real = computed + c, real + r
+    return (computed - real) / real if real else 0.0
+
+
+def token_figures(batches: Sequence[Sequence[int]] | None, pass_s: float, max_rows: int, call_cost: int) -> dict[str, float]:
+    """``tokens_per_s`` (real tokens of one pass of these calls over its time) and ``padding_share``;
+    empty without the calls' token counts."""
+    if not batches:
+        return {}
+    return {"tokens_per_s": sum(sum(b) for b in batches) / pass_s, "padding_share": padding_share(batches, max_rows, call_cost)}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from . import export, job_bench, placement, providers, quality, records, track, validate
+from . import export, job_bench, job_workload, placement, providers, quality, records, track, validate, workload
 from .config import Config, ConfigError
 from .embed import available_providers, session_options
 from .eps import ProviderFallback, ProviderUnavailable, option_strings
@@ -72,6 +72,10 @@ def prepare(cfg: Config) -> ResolvedModel:
     limit = position_limit(resolved.folder)
     if limit is not None and cfg.model.max_length > limit:
         raise ConfigError("model.max_length", f"got {cfg.model.max_length}, but {cfg.model.name} has {limit} positions; must be <= {limit}")
+    try:  # the workload's lengths against the model's positions and the provider's limits
+        workload.check_limits(cfg.workload, limit, cfg.provider)
+    except workload.WorkloadRefused as exc:
+        raise JobSkipped(str(exc)) from None
     return resolved
 
 
@@ -113,9 +117,10 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
         **({"prefix": cfg.model.query_prefix} if cfg.model.query_prefix else {}),
     }
     _validate_parity(cfg, resolved, report, emb, artifact, qkey, out_dir, metrics, tags)
-    job_bench.benchmark(cfg, spec, rt, sentences, model_config, data is not None, out_dir, metrics, tags)
+    spec, texts = _workload(cfg, resolved, artifact, spec, rt, emb, sentences, metrics, tags)
+    job_bench.benchmark(cfg, spec, rt, texts, model_config, data is not None, out_dir, metrics, tags)
     if cfg.bench.scenario == "load":
-        job_bench.load_scenario(cfg, spec, sentences, out_dir, metrics, tags)
+        job_bench.load_scenario(cfg, spec, texts, out_dir, metrics, tags)
     if data is not None:  # quality (cached)
         log.info("quality: STS Benchmark %s (%d pairs)", cfg.quality.split, len(data.scores))
         q = quality.cached_score(emb.embed, data, cfg.cache_dir, {**qkey, "split": cfg.quality.split}, cfg.quality.batch_size)
@@ -124,6 +129,21 @@ def run(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict[str, 
         delta = _delta_vs_fp32(cfg, artifact, data, q.stsb_spearman, qkey, same_as_fp32=not rt.own and cfg.precision() == "fp32")
         if delta is not None:
             metrics["quality.stsb_delta_vs_fp32"] = delta
+
+
+def _workload(cfg: Config, resolved: ResolvedModel, artifact, spec: EmbedderSpec, rt, emb, sentences: list[str], metrics: dict, tags: dict):
+    """The workload's texts and the spec that embeds them, measured on first (pipeline/job_workload.py)."""
+    try:
+        wl, run_spec, texts = job_workload.prepare(cfg, artifact, spec, sentences, position_limit(resolved.folder), tags)
+    except workload.WorkloadRefused as exc:
+        raise JobSkipped(str(exc)) from None
+    if cfg.bench.batch_size > len(texts):
+        raise JobSkipped(f"bench.batch_size={cfg.bench.batch_size} is larger than the workload's {len(texts)} texts (refused, not capped)")
+    embed = emb.embed if run_spec == spec else (providers.RemoteEmbedder(rt, run_spec) if rt.own else run_spec.build()).embed
+    reference, _ = _reference(cfg, resolved)
+    native = named_model(cfg.model.reference_from).native_pooling if cfg.model.reference_from else cfg.model.native_pooling
+    job_workload.measure(cfg, reference, native, wl, run_spec, embed, artifact, metrics, tags)
+    return run_spec, texts
 
 
 def _export(cfg: Config, resolved: ResolvedModel, out_dir: Path, metrics: dict, tags: dict):

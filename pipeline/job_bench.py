@@ -36,6 +36,8 @@ def benchmark(cfg, spec, rt, sentences: list[str], model_config: dict, with_qual
         "bench": OmegaConf.to_container(OmegaConf.structured(cfg.bench)),
         "quality": OmegaConf.to_container(OmegaConf.structured(cfg.quality)) if with_quality else None,
         "conditions": b.conditions.to_dict() if b.conditions is not None else None,
+        # a workload's own texts (not the STS sentences): a re-timing times the same ones
+        **({"texts": list(sentences)} if tags.get("workload", "sentences") != "sentences" else {}),
     }, indent=2, default=str))
     np.savetxt(out_dir / "latency_samples_ns.csv", np.asarray(b.latency.samples_ns, dtype=np.int64), fmt="%d", header="latency_ns", comments="")
     _latency_figure(

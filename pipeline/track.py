@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -136,10 +137,16 @@ def job_params(cfg) -> dict[str, str]:
         "pooling": cfg.pooling.mode,
         "precision": cfg.precision(),  # the provider's (OpenVINO bf16) or the variant's (int8, fp16), else fp32
     }
+    if getattr(cfg, "workload", None) is not None:  # the texts measured (conf/workload/)
+        params["workload"] = cfg.workload.name
     for group, choice in hydra_choices().items():
         if group not in GROUPS and group not in NOT_JOB_SETTINGS:
             params[group] = choice
     params.update(flatten(data))
+    if "workload" in params:  # one param for its name, one for its weights (MLflow takes 100 params a call)
+        params.pop("workload.name", None)
+        weights = {k.rsplit(".", 1)[1]: params.pop(k) for k in [k for k in params if k.startswith("workload.weights.")]}
+        params["workload.weights"] = json.dumps(weights, sort_keys=True) if weights else params.get("workload.weights", "{}")
     return {k: redact(v)[:MAX_PARAM_VALUE] for k, v in params.items()}
 
 

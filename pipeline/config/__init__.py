@@ -50,6 +50,7 @@ from .job import (
     ProviderConfig,
     QualityConfig,
     VariantConfig,
+    WorkloadConfig,
     default_data_dir,
 )
 from .tracking import (
@@ -65,6 +66,6 @@ __all__ = [
     "NORMALIZATIONS", "PADDING_SIDES", "POOLING_MODES", "TRACKING_SCHEMES", "VARIANT_KINDS", "BenchConfig", "Config",
     "ConfigError", "ContentionConfig", "CriterionConfig", "DecisionConfig", "GradedGateConfig", "HardGateConfig",
     "LoadConfig", "ModelConfig", "PoolingConfig", "ProviderConfig", "QualityConfig", "RetimeConfig",
-    "RobustnessConfig", "TrackingConfig", "VariantConfig", "compose_config", "default_cache_dir", "default_data_dir", "register_resolvers",
+    "RobustnessConfig", "TrackingConfig", "VariantConfig", "WorkloadConfig", "compose_config", "default_cache_dir", "default_data_dir", "register_resolvers",
     "has_credentials", "register_configs", "strip_credentials", "to_config", "typed", "uri_problem",
 ]

@@ -19,6 +19,7 @@ from .job import (
     ProviderConfig,
     QualityConfig,
     VariantConfig,
+    WorkloadConfig,
 )
 from .tracking import TrackingConfig
 
@@ -35,6 +36,7 @@ class Config:
     pooling: PoolingConfig = field(default_factory=PoolingConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     cache_dir: str = ""

@@ -132,6 +132,23 @@ class RetimeConfig:
 
 
 @dataclass
+class WorkloadPartConfig:
+    """One part of a provider's traffic in a decision profile (pipeline/decision/parts.py): the runs
+    of this workload, judged by these graded gates (empty: the profile's), weighing ``weight``."""
+
+    workload: str = MISSING  # queries | passages | sentences | lengths (the runs' param `workload`)
+    weight: float = 1.0
+    graded_gates: list[GradedGateConfig] = field(default_factory=list)
+    label: str = ""  # how the report names it (empty: the workload), e.g. "indexing"
+
+    def __post_init__(self) -> None:
+        if not self.weight > 0:
+            raise ConfigError(f"decision.parts[{self.workload}].weight", f"got {self.weight!r}, must be > 0")
+        if not self.label:
+            self.label = self.workload
+
+
+@dataclass
 class DecisionConfig:
     """A decision profile (conf/decision/*.yaml): criteria, gates, robustness checks."""
 
@@ -154,8 +171,15 @@ class DecisionConfig:
     # judged on them (its gates on them read "n/c", its scores on them are 0) and cannot be a go
     contention_sensitive: list[str] = field(default_factory=lambda: ["latency.", "throughput.", "load."])
     retime: RetimeConfig = field(default_factory=RetimeConfig)
+    # the runs judged: those of this workload (param `workload`; empty: every run)
+    workload: str = ""
+    # a provider's traffic: each part decided on its own runs, then weighed (pipeline/decision/parts.py)
+    parts: list[WorkloadPartConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        parts = [p.workload for p in self.parts]
+        if len(set(parts)) != len(parts):
+            raise ConfigError("decision.parts", f"a workload listed twice: {parts}")
         metrics = [c.metric for c in self.criteria]
         dupes = sorted({m for m in metrics if metrics.count(m) > 1})
         if dupes:

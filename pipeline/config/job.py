@@ -158,8 +158,12 @@ class ProviderConfig:
     hardware: str = ""
     # said after "no device" when the EP offers none here (e.g. which hardware its plugin serves)
     device_note: str = ""
+    # the most tokens per text the provider takes (0: no limit of its own); a workload with longer
+    # texts is skipped with the reason before the job runs (pipeline/workload.py)
+    max_sequence: int = 0
 
     def __post_init__(self) -> None:
+        _positive("provider.max_sequence", self.max_sequence, allow_zero=True)
         _one_of("provider.precision", self.precision, PRECISIONS)
         _one_of("provider.hardware", self.hardware, HARDWARE)
         _positive("provider.threads", self.threads, allow_zero=True)
@@ -298,6 +302,41 @@ class BenchConfig:
         _positive("bench.iterations", self.iterations)
         _positive("bench.min_iterations", self.min_iterations)
         _positive("bench.max_seconds", self.max_seconds)
+
+
+WORKLOADS = ("sentences", "queries", "passages", "lengths", "mixed")
+WORKLOAD_PARTS = ("sentences", "queries", "passages", "lengths")
+
+
+@dataclass
+class WorkloadConfig:
+    """The texts a job embeds (pipeline/workload.py; docs/workloads.md): what a provider serves."""
+
+    # sentences: the STS sentences (the default: every earlier figure stays comparable);
+    # queries: short texts with the model's query prefix; passages: real prose cut to `lengths`
+    # tokens with the document prefix; lengths: prose cut to one fixed length each (the
+    # latency-against-length curve); mixed: the parts in `weights`, as a provider's traffic
+    name: str = "sentences"
+    # token lengths as the model is fed them (prefix and special tokens included)
+    lengths: list[int] = field(default_factory=list)
+    model_limit: bool = False  # also the model's own limit (its positions)
+    texts_per_length: int = 48  # passages or lengths: distinct texts per target length
+    weights: dict[str, float] = field(default_factory=dict)  # mixed: part -> share of the texts
+
+    def __post_init__(self) -> None:
+        _one_of("workload.name", self.name, WORKLOADS)
+        _positive("workload.texts_per_length", self.texts_per_length)
+        for n in self.lengths:
+            _positive("workload.lengths", n)
+        if self.name in ("passages", "lengths") and not self.lengths and not self.model_limit:
+            raise ConfigError("workload.lengths", f"workload {self.name!r} needs target lengths (or model_limit: true)")
+        if self.name == "mixed":
+            if not self.weights:
+                raise ConfigError("workload.weights", "workload 'mixed' needs its parts' weights, e.g. {queries: 0.9, passages: 0.1}")
+            for part, w in self.weights.items():
+                _one_of("workload.weights", part, WORKLOAD_PARTS)
+                if not w > 0:
+                    raise ConfigError("workload.weights", f"{part}: got {w!r}, must be > 0")
 
 
 def default_data_dir() -> str:

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from . import mlflow_io, report
+from . import mlflow_io, parts, report
 from .core import decide
 from .profile import as_decision_config
 from .types import Decision
@@ -39,8 +39,12 @@ def decide_sweep(parent_run_id: str, decision_cfg, tracking_uri: str, out_dir: s
     cfg = as_decision_config(decision_cfg)
     c = mlflow_io.client(tracking_uri)
     inputs = mlflow_io.load_inputs(c, parent_run_id, cfg)
-    decision = decide(inputs, cfg)
+    decision = decide(parts.only_workload(inputs, cfg.workload) if cfg.workload else inputs, cfg)
     folder = write_outputs(decision, out_dir)
+    for path in parts.write(inputs, cfg, folder):  # the traffic's parts, the length curve
+        decision.files.append(path.name)
+        if (Path(out_dir) / "latest").is_dir():
+            shutil.copy2(path, Path(out_dir) / "latest" / path.name)
     if log_to_parent:
         mlflow_io.log_on_parent(c, decision, folder)
     return decision

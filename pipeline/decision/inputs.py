@@ -73,10 +73,21 @@ def run_row(*, run_id: str, run_name: str = "", status: str | None, reason: str 
         for p in SERVING_PARAMS:
             if param_of(params, p) is not None:
                 row[p] = param_of(params, p)
+    row["workload"] = param_of(params, "workload") or "sentences"  # runs from before workloads: the STS sentences
+    row["workload.length"] = _single_length(param_of(params, "workload.lengths"))
     row.update({k: float(v) for k, v in (metrics or {}).items()})
     # a metric logged as NaN or infinite is a failed measurement, not a missing one: the gates fail it
     row[FAILED_METRICS] = " ".join(sorted(k for k, v in (metrics or {}).items() if v is not None and not np.isfinite(float(v))))
     return row
+
+
+def _single_length(value) -> float:
+    """A run's one target token length (the ``lengths`` workload), or NaN."""
+    try:
+        got = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return float("nan")
+    return float(got[0]) if isinstance(got, list) and len(got) == 1 else float("nan")
 
 
 def from_search_runs(found: pd.DataFrame) -> pd.DataFrame:
@@ -131,7 +142,7 @@ def labels(frame: pd.DataFrame) -> list[str]:
     recs = frame.to_dict(orient="records")
     out = [f"{_text(r.get('model'))}/{_text(r.get('variant'))}/{_text(r.get('provider'))}/{_text(r.get('pooling'))}/b{_text(r.get('batch_size'))}"
            for r in recs]
-    for name, prefix in (("threads", "/t"), ("max_length", "/L")):
+    for name, prefix in (("threads", "/t"), ("max_length", "/L"), ("workload", "/")):
         if name in frame and len({_text(r.get(name)) for r in recs} - {"?"}) > 1:
             out = [o + prefix + _text(r.get(name)) for o, r in zip(out, recs)]
     if "scenario" in frame:  # a load run: its serving front is part of the configuration

@@ -33,7 +33,27 @@ def config_hash(dcfg: DictConfig | dict) -> str:
     data = OmegaConf.to_container(dcfg, resolve=True) if isinstance(dcfg, DictConfig) else dict(dcfg)
     for key in HASH_EXCLUDED:
         data.pop(key, None)
+    _drop_added_defaults(data)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _added_defaults() -> dict[tuple[str, ...], Any]:
+    """Settings added after runs were hashed, at the value that measures what those runs measured:
+    left out of the hash at that value, so a sweep run before them still resumes."""
+    from dataclasses import asdict
+
+    from ..config import WorkloadConfig
+
+    return {("workload",): asdict(WorkloadConfig()), ("provider", "max_sequence"): 0}
+
+
+def _drop_added_defaults(data: dict) -> None:
+    for path, default in _added_defaults().items():
+        node = data
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node and node[path[-1]] == default:
+            node.pop(path[-1])
 
 
 def job_list(config: DictConfig) -> list[list[str]]:
