@@ -129,6 +129,14 @@ def load_inputs(c, parent_run_id: str, cfg) -> Inputs:
                   parent_run_id=parent_run_id, sweep=sweep, complete=complete)
 
 
+def has_decision(c, parent_run_id: str) -> bool:
+    """Whether the sweep already has a decision of record (the tag ``decision.verdict`` on its parent)."""
+    try:
+        return "decision.verdict" in c.get_run(parent_run_id).data.tags
+    except Exception:  # no such run: load_inputs says so in its own words
+        return False
+
+
 def log_on_parent(c, decision: Decision, folder: Path) -> None:
     """The decision's files under ``decision/``, the winner's metrics as ``best.*``, the verdict as tags."""
     from mlflow.entities import Metric, RunTag
