@@ -268,7 +268,8 @@ def test_outputs_are_written_and_logged_on_the_parent(store, tmp_path):
     assert parent.data.metrics["best.score_pct"] == pytest.approx(d.winner.score_pct)
     # the run's description in the UI: the recommendation and the top of the ranking
     note = parent.data.tags["mlflow.note.content"]
-    assert d.recommendation in note and d.winner.label in note and "| configuration" in note
+    assert note.startswith("**GO**: " + d.recommendation.split(" Reproduce: ")[0].removeprefix("GO: "))
+    assert d.winner.command in note and "| configuration" in note
     # the HTML report carries its figures inside (MLflow's artifact viewer shows no relative images)
     page = (folder / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 and "<table>" in page and "pareto.png)" not in page

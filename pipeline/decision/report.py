@@ -71,6 +71,8 @@ def note(decision: Decision, top: int = 5) -> str:
     lines = [summary.verdict_line(decision), ""]
     if decision.caveats:
         lines += [*(f"- {c}" for c in decision.caveats), ""]
+    if decision.winner is not None:
+        lines += [f"Reproduce: `{decision.winner.command}`", ""]
     if not decision.ranking.empty:
         lines += [summary.top_table(decision, top), ""]
     lines += [f"{len(decision.ranking)} ranked, {len(decision.contended)} contended, {len(decision.excluded)} not ranked. "
