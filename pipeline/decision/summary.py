@@ -38,15 +38,22 @@ def _cell(v, fmt: str) -> str:
 
 
 def gate_summary(row: pd.Series, decision: Decision) -> str:
-    """The gates a configuration did not clear at their target, in a few words ("all met" else)."""
-    cfg, out = decision.config, []
+    """The gates a configuration did not clear at their target, in a few words ("all met" else).
+    A gate whose metric the run does not have (a load gate on a latency run) is left out."""
+    cfg, out, not_judged = decision.config, [], []
     for g in cfg.hard_gates:
         if row.get(f"gate.{g.name}") not in GOOD:
             out.append(f"{g.name}: {row.get(f'gate.{g.name}')}")
     for g in cfg.graded_gates:
         level = row.get(f"gate.{g.name}")
-        if level not in GOOD and level not in (None, "skip", "n/a"):
+        if level in GOOD or level in (None, "skip", "n/a") or pd.isna(pd.to_numeric(row.get(g.metric), errors="coerce")):
+            continue
+        if level == "n/c":
+            not_judged.append(g.metric)
+        else:
             out.append(f"{g.name}: {level}")
+    if not_judged:
+        out.append(f"not judged (busy machine): {', '.join(not_judged)}")
     return "; ".join(out) if out else "all met"
 
 
