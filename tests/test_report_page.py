@@ -49,3 +49,28 @@ def test_the_html_report_does_not_run_off_the_page_and_the_note_says_go_once(dec
     note = report.note(decision)
     assert note.startswith("**GO**: ship ") and "GO: GO" not in note and "GO**: GO" not in note
     assert "p95 ms" in note and "looked faster" in note
+
+
+def _png_size(path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_the_pareto_figure_has_one_panel_per_batch_size_and_a_log_axis_over_decades(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from pipeline.decision import figures
+
+    cfg = compose_decision("default", FAST).decision
+    one = decide(runs_frame([run(f"p{i}", metrics(2.0 * 3 ** i)) for i in range(5)]), cfg)
+    two = decide(runs_frame([run(f"p{i}", metrics(2.0 * 3 ** i), batch_size=1 + 7 * (i % 2)) for i in range(5)]), cfg)
+    assert [t for t, _ in figures._panels(two.ranking)] == ["batch 1", "batch 8"]
+    w1, h1 = _png_size(figures.pareto_figure(one, tmp_path / "one.png"))
+    w2, h2 = _png_size(figures.pareto_figure(two, tmp_path / "two.png"))
+    assert w1 == w2 and h2 > 1.8 * h1  # two panels, one above the other
+    fig, ax = plt.subplots()
+    assert figures._log_if_wide(ax, [2.0, 162.0]) and ax.get_xscale() == "log"  # 2 to 162 ms: log
+    fig2, ax2 = plt.subplots()
+    assert not figures._log_if_wide(ax2, [4.0, 12.0]) and ax2.get_xscale() == "linear"
+    plt.close("all")
