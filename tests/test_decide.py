@@ -266,6 +266,11 @@ def test_outputs_are_written_and_logged_on_the_parent(store, tmp_path):
     for key in ("latency.p95_ms", "throughput.sentences_per_s", "quality.stsb_spearman"):
         assert parent.data.metrics[f"best.{key}"] == pytest.approx(winner_run.data.metrics[key])
     assert parent.data.metrics["best.score_pct"] == pytest.approx(d.winner.score_pct)
+    # every ranked job's run carries its rank and verdict
+    for _, row in d.ranking.iterrows():
+        child_tags = client.get_run(row["run_id"]).data.tags
+        assert child_tags["decision.rank"] == str(row["rank"]) and child_tags["decision.verdict"] == row["verdict"]
+        assert child_tags["decision.of"] == "3" and child_tags["decision.parent"] == pid
     # the run's description in the UI: the recommendation and the top of the ranking
     note = parent.data.tags["mlflow.note.content"]
     assert note.startswith("**GO**: " + d.recommendation.split(" Reproduce: ")[0].removeprefix("GO: "))
