@@ -17,6 +17,7 @@ def test_run_a_sweep_read_its_decision_and_its_runs(tiny_bert, tiny_sts_dir, tmp
     result = api.run_sweep("smoke", overrides, cwd=tmp_path, quiet=True)
     assert result.exit_code == 0, result.output[-3000:]
     assert result.parent_run_id and result.tracking_uri == uri
+    assert f"mlflow ui --backend-store-uri {uri}" in result.output  # the sweep end says how to look at its runs
 
     runs = api.runs(result.parent_run_id, uri)
     assert isinstance(runs, pd.DataFrame)

@@ -103,3 +103,11 @@ def test_suggestions_name_only_keys_that_do_not_exist():
     assert line.startswith("did you mean bench.batch_size=8?")
     (line,) = suggestions(["provider.thread=2"], keys)
     assert "provider.threads=2" in line
+
+
+def test_the_sweep_end_says_how_to_open_the_runs():
+    from pipeline.sweep.console import mlflow_ui_hint
+
+    assert "mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db" in mlflow_ui_hint("sqlite:////tmp/x/mlflow.db")
+    server = mlflow_ui_hint("http://user:s3cret-token@mlflow.example.org:5000")
+    assert "open http://" in server and "mlflow.example.org:5000" in server and "s3cret-token" not in server

@@ -133,3 +133,11 @@ def summary(st: SweepState, parent_run_id: str | None) -> None:
     if why:
         out += ["", "skipped and failed jobs, why:"] + [f"  {r.num + 1}/{len(st.jobs)} {r.label}: {r.status}: {r.reason or '-'}" for r in why]
     print("\n".join(out + [""]), flush=True)
+
+
+def mlflow_ui_hint(tracking_uri: str) -> str:
+    """How to look at the sweep's runs: the ``mlflow ui`` command for a local store, the address of a server."""
+    uri = track.redact(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        return f"[sweep] the runs: open {uri} in a browser"
+    return f"[sweep] the runs: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"

@@ -287,4 +287,5 @@ def finish(st: SweepState, parent_run_id: str | None, cfg: DictConfig) -> None:
         lines = [f"  {r['label']}: {r['contended']}" for _, r in contended.iterrows()]
         print(f"\n[sweep] {len(contended)} configuration(s) measured on a busy machine; their latencies are not "
               "comparable and support no go:\n" + "\n".join(lines), flush=True)
-    print(f"\n{decision.recommendation}\n(report: {decision.out_dir / 'report.md'})", flush=True)
+    print(f"\n{decision.recommendation}\n(report: {decision.out_dir / 'report.html'})", flush=True)
+    print(console.mlflow_ui_hint(typed.tracking.resolved_uri()), flush=True)
