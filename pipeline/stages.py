@@ -195,7 +195,7 @@ def sweep_stage(study: dict[str, Any]) -> int:
            f"reports_dir={here / 'reports'}", f"hydra.sweep.dir={here / 'multirun'}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}",
            f"decision={study['decision']}"]  # the parent run's decision uses the study's profile too
     print("[sweep] " + " ".join(cmd[1:]), flush=True)
-    code = subprocess.run(cmd, cwd=ROOT).returncode
+    code = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PIPELINE_STAGE": "sweep"}).returncode  # pipeline.sweep.parent.STAGE_ENV
     print(f"[sweep] the study's records: {RUNS}/; its report: {DECISION / 'report.md'} (the decide stage)", flush=True)
     # 4: every job ran, some results are only in the records (the stage's real output)
     return 0 if code == Exit.UNSYNCED else code

@@ -187,6 +187,7 @@ def test_stages_run_without_an_mlflow_server(tiny_bert, tiny_sts_dir, tmp_path):
 
     decide = _stage("decide", tmp_path, env)
     assert decide.returncode == 0, decide.stderr[-3000:]
+    assert (sweep.stdout + decide.stdout).count("Reproduce: ") == 1  # the decision in words, once: the decide stage's
     metrics = json.loads((tmp_path / "study" / "metrics.json").read_text())
     assert metrics["configurations_ranked"] == 1 and metrics["configurations_excluded"] == 1
     assert metrics["winner_run_id"] == ok["record_id"]  # no MLflow run: the record names it
