@@ -99,3 +99,13 @@ def test_system_tags_name_who_what_where():
     if head.returncode == 0:  # a git checkout: the commit of the code that ran
         assert tags["mlflow.source.git.commit"] == head.stdout.strip()
         assert tags["git.dirty"] in ("true", "false")
+
+
+def test_a_configuration_has_one_label_in_its_run_name_and_in_the_decision():
+    for overrides in ([], ["variant=int8_dynamic", "pooling=cls", "bench.batch_size=8"],
+                      ["bench.scenario=load", "+serve=mb16_w0", "provider.threads=2"]):
+        cfg = to_config(compose_config(overrides))
+        label = names.config_label(cfg)
+        row = run_row(run_id="r", status="ok", params=track.job_params(cfg))
+        assert runs_frame([row])["label"].iloc[0] == label, overrides
+        assert names.display_name(label, track.job_params(cfg), {}, "ok") == label
