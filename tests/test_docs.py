@@ -58,3 +58,14 @@ def test_a_result_file_renders_as_a_table_with_its_cpu_and_conditions(tmp_path):
     # without a result file the block names the command, and holds no figure
     empty = mod.rendered(page, tmp_path / "nowhere")
     assert "No result file committed yet" in empty and "stale typed table" not in empty
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    elsewhere = {(ROOT / p).resolve() for p in ELSEWHERE}
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)", page.read_text()):
+            if target.startswith(("http://", "https://", "data:")):
+                continue
+            path = (page.parent / target).resolve()
+            assert path.exists() or path in elsewhere, f"{page.name}: {target}"
