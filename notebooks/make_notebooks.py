@@ -49,9 +49,9 @@ SWEEP_ANALYSIS = [
     new_markdown_cell(
         """# Comparing the configurations of a sweep
 
-This notebook loads one sweep's runs from MLflow into pandas with MLflow's own API
-(`mlflow.search_runs`, `mlflow.artifacts`) and compares them: what ran and what was skipped,
-the latency distributions, quality against speed, and the decision table.
+This notebook loads one sweep's runs from MLflow and compares them: what ran and what was
+skipped, the decision (recomputed exactly as the sweep computed it, and checked against the
+decision of record), the latency distributions, and quality against speed.
 
 It reads the tracking store named by `MLFLOW_TRACKING_URI` (default: the project's
 `sqlite:///mlruns/mlflow.db`) and the sweep named by `PARENT_RUN_ID` (default: the latest
@@ -62,24 +62,24 @@ the real all-MiniLM-L6-v2), then run every cell."""
     new_markdown_cell(
         """## The runs
 
-One row per job of the sweep: its child runs (`tags.mlflow.parentRunId`), plus the jobs an
-earlier run had already measured, which the parent's `jobs.json` lists. Params carry their Hydra
-keys (`params.bench.batch_size`, `params.provider.threads`), metrics and tags their own names.
-`tags.status` is `ok`, `skipped` (the configuration cannot run on this machine, for example an
-execution provider this onnxruntime lacks) or `failed`; `tags.reason` says why. Only `ok` runs are
-measured, so only they are compared below."""
+One row per job of the sweep, read by the decision's own reader (`decide.load_sweep`): the
+child runs, the jobs an earlier run had already measured (the parent's `jobs.json`), the
+leaders' raw latency samples and their re-timings at the sweep's end (`retime.json`). Params
+carry their Hydra keys, metrics their own names. `status` is `ok`, `skipped` (the configuration
+cannot run on this machine, for example an execution provider this onnxruntime lacks) or
+`failed`; `reason` says why. Only `ok` runs are measured, so only they are compared below."""
     ),
     new_code_cell(
-        """found = mlflow.search_runs(experiment_ids=[parent.info.experiment_id],
-                           filter_string=f"tags.`mlflow.parentRunId` = '{PARENT_RUN_ID}'")
-jobs = mlflow.artifacts.load_dict(f"runs:/{PARENT_RUN_ID}/jobs.json")["jobs"]
-elsewhere = sorted({j["run_id"] for j in jobs if j.get("run_id")} - set(found.run_id))
-if elsewhere:  # reused from an earlier run of the sweep
-    ids = ", ".join(f"'{r}'" for r in elsewhere)
-    found = pd.concat([found, mlflow.search_runs(search_all_experiments=True, filter_string=f"attributes.run_id IN ({ids})")],
-                      ignore_index=True)
-print(found["tags.status"].value_counts().to_string())
-runs = decide.from_search_runs(found)  # the same rows, labelled, as the decision reads them
+        """try:  # the decision of record: the parent run's decision/decision.json
+    record = mlflow.artifacts.load_dict(f"runs:/{PARENT_RUN_ID}/decision/decision.json")
+except Exception as exc:  # a sweep synced later and never decided has none
+    record = None
+    print(f"no decision of record on the parent run ({type(exc).__name__})")
+# the settings the sweep was decided with (its overrides included), else the profile's
+cfg = decide.as_decision_config(record["config"]) if record and record.get("config") else decide.compose_decision(PROFILE).decision
+inputs = decide.load_sweep(PARENT_RUN_ID, cfg, TRACKING_URI)  # exactly what the sweep's decision read
+runs = inputs.runs
+print(runs["status"].value_counts().to_string())
 cols = ["label", "latency.p50_ms", "latency.p95_ms", "latency.p99_ms", "throughput.sentences_per_s",
         "quality.stsb_spearman", "parity.min_cosine", "model.size_mb", "memory.peak_rss_mb"]
 ok = runs[runs["status"] == "ok"].copy()
@@ -90,25 +90,65 @@ ok[[c for c in cols if c in ok]].round(3)"""
 not_ok[["label", "status", "reason"]] if len(not_ok) else "every job ran\""""
     ),
     new_markdown_cell(
+        """## The decision
+
+The weighted decision matrix (the profile the sweep was decided with, `conf/decision/<PROFILE>.yaml`)
+ranks the configurations that pass the hard gates; the verdict is `go` when every target is met,
+`close` when the acceptable levels are met, else `no-go`. A re-timed leader's latency is the
+median of its sweep value and its re-timings, so it can differ from the run's own metric. This
+recomputes the decision from the inputs above, without writing or logging anything, and checks
+it against the decision of record (the parent run's `decision/decision.json`)."""
+    ),
+    new_code_cell(
+        """decision = decide.decide(inputs, cfg)
+w, rob = decision.winner, decision.robustness
+print(decision.recommendation)
+print(f"winner: {w.label if w else None}; score {w.score_pct if w else float('nan'):.2f}%; "
+      f"noise stability {rob.noise_stability}; weight stability {rob.winner_stability}")
+if record:
+    mine = (w.label if w else None, round(w.score_pct, 6) if w else None, rob.noise_stability, rob.winner_stability)
+    theirs = ((record["winner"] or {}).get("label"), round(record["winner"]["score_pct"], 6) if record["winner"] else None,
+              record["robustness"]["noise_stability"], record["robustness"]["winner_stability"])
+    print("same winner, score and robustness as the decision of record" if mine == theirs
+          else f"DIFFERS from the decision of record: {mine} here, {theirs} there")
+table = decision.ranking[["rank", "label", "verdict", "total_pct", "latency.p95_ms", "throughput.sentences_per_s",
+                          "quality.stsb_spearman", "why"]]
+table.round(3)"""
+    ),
+    new_markdown_cell(
+        """How firm is the choice? The winner should stay the winner when a weight moves by
+±20%, and when the p95 values are redrawn from the raw samples (bootstrap). A low share
+means the leading configurations are too close to call on this machine and this sample."""
+    ),
+    new_code_cell(
+        """print(f"winner stays the winner in {rob.winner_stability:.0%} of the weight moves" if rob.winner_stability is not None else "no weight check")
+print(f"winner stays the winner in {rob.noise_stability:.0%} of {rob.noise_draws} p95 redraws" if rob.noise_stability is not None else "no noise check (fewer than two configurations with samples)")
+rob.noise.round(3) if len(rob.noise) else "no bootstrap table\""""
+    ),
+    new_markdown_cell(
         """## Latency distributions
 
 Each job keeps its raw per-call samples (`latency_samples_ns.csv`, one timed call of the
 whole embed path at the job's batch size). Percentiles hide the shape: the empirical CDFs
-show the spread and the tail of every configuration that ran, against the p95 target and
-acceptable level of the decision profile (dashed lines). A curve that rises steeply is a
-stable configuration; a long flat tail on the right means occasional slow calls."""
+show the spread and the tail, against the p95 target and acceptable level of the decision
+profile (dashed lines). The five best-ranked configurations are drawn in colour, the others in
+grey. A curve that rises steeply is a stable configuration; a long flat tail on the right means
+occasional slow calls."""
     ),
     new_code_cell(
-        """cfg = decide.compose_decision(PROFILE).decision
-samples = {}
+        """samples = {}
 for _, row in ok.iterrows():
     path = mlflow.artifacts.download_artifacts(run_id=row["run_id"], artifact_path=cfg.samples_artifact)
     samples[row["label"]] = pd.read_csv(path)["latency_ns"].to_numpy() / 1e6  # one timed call a row
 
-fig, ax = plt.subplots(figsize=(8, 4))
-for label, ms in samples.items():
+leaders = list(decision.ranking["label"].head(5))
+colours = dict(zip(leaders, ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#aa3377"]))
+fig, ax = plt.subplots(figsize=(10, 4.5))
+for label, ms in sorted(samples.items(), key=lambda kv: kv[0] in colours):  # the leaders on top
     ms = np.sort(ms)
-    ax.step(ms, np.arange(1, len(ms) + 1) / len(ms), where="post", label=label)
+    lead = label in colours
+    ax.step(ms, np.arange(1, len(ms) + 1) / len(ms), where="post", color=colours.get(label, "#bbbbbb"),
+            lw=1.8 if lead else 0.8, label=f"#{leaders.index(label) + 1} {label}" if lead else None)
 for gate in cfg.graded_gates:
     if gate.metric == "latency.p95_ms":
         ax.axvline(gate.target, color="green", ls="--", lw=1, label=f"p95 target {gate.target:g} ms")
@@ -118,7 +158,10 @@ ax.axhline(0.95, color="grey", ls=":", lw=1)
 ax.set_xscale("log")
 ax.set_xlabel("latency per call (ms, log scale)")
 ax.set_ylabel("fraction of calls")
-ax.legend(fontsize=7, loc="lower right")
+if len(samples) > len(leaders):
+    ax.plot([], [], color="#bbbbbb", lw=0.8, label=f"{len(samples) - len(leaders)} others")
+ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+fig.tight_layout()
 plt.show()
 
 # the same samples as numbers: how wide each distribution is, and how many calls were timed
@@ -142,65 +185,42 @@ per_sentence[["label", "batch", "latency.p50_ms", "p50 ms per sentence", "throug
     new_markdown_cell(
         """## Quality against speed
 
-Each point is a configuration: p95 latency per call against STS Benchmark Spearman (x100).
-The upper left is best (fast and good). The configurations on the Pareto front
-(no other configuration is both faster and better) are ringed: every choice worth making lies
-on it, and the decision matrix below weighs the trade-offs along it. Configurations of one model
-and variant share a quality score (the embeddings do not depend on the batch size), so they
-line up horizontally."""
+Each point is a configuration: p95 latency per call (log scale) against STS Benchmark Spearman
+(x100), as the decision ranked it. The upper left is best (fast and good). The configurations on
+the Pareto front (no other configuration is both faster and better) are ringed and labelled: every
+choice worth making lies on it, and the decision matrix weighs the trade-offs along it."""
     ),
     new_code_cell(
-        """fig, ax = plt.subplots(figsize=(7, 4))
-if len(ok) and "quality.stsb_spearman" in ok:
-    front = decide.pareto_front(ok, "latency.p95_ms", "quality.stsb_spearman")
-    ax.scatter(ok["latency.p95_ms"], ok["quality.stsb_spearman"], color="#4477aa")
-    ax.scatter(ok["latency.p95_ms"][front], ok["quality.stsb_spearman"][front], s=160,
+        """ranked = decision.ranking
+fig, ax = plt.subplots(figsize=(8, 4.5))
+if len(ranked) and "quality.stsb_spearman" in ranked:
+    front = ranked["pareto"].astype(bool)
+    ax.scatter(ranked["latency.p95_ms"], ranked["quality.stsb_spearman"], color="#4477aa", s=18)
+    ax.scatter(ranked["latency.p95_ms"][front], ranked["quality.stsb_spearman"][front], s=140,
                facecolors="none", edgecolors="#ee6677", label="Pareto front")
-    for _, row in ok.iterrows():
-        ax.annotate(row["label"], (row["latency.p95_ms"], row["quality.stsb_spearman"]), fontsize=7,
-                    textcoords="offset points", xytext=(4, 4))
-    ax.legend(fontsize=8)
+    for _, row in ranked[front].iterrows():
+        ax.annotate(f"#{row['rank']} {row['label']}", (row["latency.p95_ms"], row["quality.stsb_spearman"]), fontsize=7,
+                    textcoords="offset points", xytext=(5, 4))
+    ax.set_xscale("log")
+    ax.legend(fontsize=8, loc="lower right")
 else:
     ax.text(0.5, 0.5, "no configuration with a quality score", ha="center", transform=ax.transAxes)
-ax.set_xlabel("p95 latency per call (ms)")
+ax.set_xlabel("p95 latency per call (ms, log scale)")
 ax.set_ylabel("STS Benchmark Spearman x100")
+fig.tight_layout()
 plt.show()"""
-    ),
-    new_markdown_cell(
-        """## The decision table
-
-The weighted decision matrix (the profile the sweep was decided with, `conf/decision/<PROFILE>.yaml`) ranks the
-configurations that pass the hard gates; the verdict is `go` when every target is met,
-`close` when the acceptable levels are met, else `no-go`. This recomputes it from the runs
-above, with the raw samples for the noise check, without writing or logging anything."""
-    ),
-    new_code_cell(
-        """decision = decide.decide(runs, cfg, samples, parent_run_id=PARENT_RUN_ID, sweep=SWEEP)
-print(decision.recommendation)
-score_cols = [f"score.{c.metric}" for c in cfg.criteria]
-decision.ranking[["rank", "label", "eligible", "verdict", "total_pct", *score_cols, "why"]].round(3)"""
-    ),
-    new_markdown_cell(
-        """How firm is the choice? The winner should stay the winner when a weight moves by
-±20%, and when the p95 values are redrawn from the raw samples (bootstrap). A low share
-means the leading configurations are too close to call on this machine and this sample."""
-    ),
-    new_code_cell(
-        """rob = decision.robustness
-print(f"winner stays the winner in {rob.winner_stability:.0%} of the weight moves" if rob.winner_stability is not None else "no weight check")
-print(f"winner stays the winner in {rob.noise_stability:.0%} of {rob.noise_draws} p95 redraws" if rob.noise_stability is not None else "no noise check (fewer than two configurations with samples)")
-rob.noise.round(3) if len(rob.noise) else "no bootstrap table\""""
     ),
     new_markdown_cell(
         """## Another profile, the same runs
 
 The profile is configuration: `latency_first` moves the weight to tail latency and throughput
-(or, for a sweep decided with it, `default`).
-Deciding the same runs again shows whether the choice depends on the weights."""
+(or, for a sweep decided with it, `default`). Deciding the same inputs again shows whether the
+choice depends on the weights (`python -m pipeline.decide --profile latency_first` writes it as a
+what-if report, beside the sweep's own decision)."""
     ),
     new_code_cell(
         """OTHER = "latency_first" if PROFILE != "latency_first" else "default"
-other = decide.decide(runs, decide.compose_decision(OTHER).decision, samples, parent_run_id=PARENT_RUN_ID, sweep=SWEEP)
+other = decide.decide(inputs, decide.compose_decision(OTHER).decision)
 pd.DataFrame({
     profile: {"winner": d.winner.label if d.winner else None, "verdict": d.verdict,
               "score %": round(d.winner.score_pct, 1) if d.winner else None}

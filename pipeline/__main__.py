@@ -1,6 +1,6 @@
 """``python -m pipeline [overrides]``: run one job, or a sweep with ``+sweep=NAME``.
 
-Exit codes: :class:`pipeline.exitcodes.Exit` (README "Resilience").
+Exit codes: :class:`pipeline.exitcodes.Exit` (docs/resilience.md).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from . import quiet, records, track
 from .config import ConfigError, register_configs, to_config
+from .config.suggest import suggestions
 from .exitcodes import Exit
 from .job import execute
 from .sources import ChecksumMismatch
@@ -101,6 +102,8 @@ def cli() -> int:
         # Hydra exits 1 for a config it cannot compose (unknown option, key typo, wrong type);
         # a callback runs only once it composed one, so an exit before that is a config error
         if code == 1 and not Composed.yes:
+            for line in suggestions(sys.argv[1:]):
+                print(line, file=sys.stderr)
             return Exit.CONFIG
         return code
     return _SINGLE_EXIT

@@ -83,7 +83,7 @@ def _version(cmd: list[str]) -> str:
 
 
 def versions() -> dict[str, str]:
-    """What this cluster runs (README "Scale out" quotes these)."""
+    """What this cluster runs (docs/scale-out.md quotes these)."""
 
     out = {
         "slurm": _version([_which("slurmctld") or "slurmctld", "-V"]),

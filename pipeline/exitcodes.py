@@ -1,4 +1,4 @@
-"""The exit codes of ``python -m pipeline`` and ``python -m pipeline.sync`` (README "Resilience"),
+"""The exit codes of ``python -m pipeline`` and ``python -m pipeline.sync`` (docs/resilience.md),
 and :class:`PipelineError`, the base of the package's own errors.
 
 One place for them: a script can act on each.  When several apply, the first in this order

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from . import export, job_bench, job_workload, placement, providers, quality, records, track, validate, workload
+from . import export, job_bench, job_workload, names, placement, providers, quality, records, track, validate, workload
 from .config import Config, ConfigError
 from .embed import available_providers, session_options
 from .eps import ProviderFallback, ProviderUnavailable, option_strings
@@ -341,9 +341,7 @@ def execute(cfg: Config, dict_cfg=None, out_dir: Path | None = None, tags: dict[
     """
     t0 = time.perf_counter()
     records.check_writable(cfg.records_dir)  # before any work: results must have somewhere to go
-    run_name = f"{cfg.model.name}-{cfg.variant.name}-{cfg.provider.name}-{cfg.pooling.mode}-b{cfg.bench.batch_size}"
-    if cfg.bench.scenario == "load":
-        run_name += f"-load-mb{cfg.bench.load.max_batch}-w{cfg.bench.load.max_wait_ms:g}-t{cfg.provider.threads}"
+    run_name = names.config_label(cfg)  # the decision's label for it too
     rec = records.RunRecord.new(run_name, track.job_params(cfg), dict(tags or {}))
     folder = records.folder(cfg.records_dir, rec.record_id)
     out_dir = folder if out_dir is None else Path(out_dir)

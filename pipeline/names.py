@@ -83,6 +83,16 @@ def _short(key: str, value: str) -> str:
     return f"{key.rsplit('.', 1)[-1]}={value}"
 
 
+def config_label(cfg) -> str:
+    """A configuration's one label: the run's name (after what its sweep varies), the decision's
+    label (pipeline.decision.inputs.labels, from the same params) and the report's rows:
+    ``model/variant/provider/pooling/b<batch>`` (+ ``/load-mb<max_batch>-w<max_wait_ms>`` under load)."""
+    label = f"{cfg.model.name}/{cfg.variant.name}/{cfg.provider.name}/{cfg.pooling.mode}/b{cfg.bench.batch_size}"
+    if cfg.bench.scenario == "load":
+        label += f"/load-mb{cfg.bench.load.max_batch}-w{param_value(cfg.bench.load.max_wait_ms)}"
+    return label
+
+
 def display_name(base: str, params: dict[str, str], tags: dict[str, str], status: str | None = None) -> str:
     """A run's name in the MLflow UI: what its sweep varies first (``cuda b8 · all-MiniLM-...``),
     since the run list cuts long names; a skipped or failed job says so first

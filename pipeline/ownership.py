@@ -24,8 +24,6 @@ import shutil
 import socket
 from pathlib import Path
 
-import psutil
-
 MARKER = ".pipeline-owner.json"
 _FILE = re.compile(r"^\..+\.(?P<pid>\d+)-(?P<start>\d+)-(?P<host>[A-Za-z0-9_]+)\.tmp$")
 _TOLERANCE_S = 0.05  # create_time is derived from clock ticks: equal for one process, read twice
@@ -41,6 +39,8 @@ def _slug(name: str) -> str:
 
 def process_identity(pid: int | None = None) -> dict:
     """The facts that tell a process from a later one with the same pid."""
+    import psutil  # here, not at the top: a provider's own environment imports this module without psutil
+
     p = psutil.Process(pid or os.getpid())
     try:
         cmdline = p.cmdline()
@@ -52,6 +52,8 @@ def process_identity(pid: int | None = None) -> dict:
 def same_process(identity: dict) -> bool:
     """Whether the process ``identity`` names is still running on this host (not a zombie, not
     another process that reuses its pid).  A command line is compared when it was recorded."""
+    import psutil
+
     if identity.get("host", host()) != host():
         return False
     try:
@@ -87,6 +89,8 @@ def dies_with_parent() -> None:
 
 @functools.lru_cache(maxsize=8)
 def _start_of(pid: int) -> float:
+    import psutil
+
     return psutil.Process(pid).create_time()
 
 

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+LIBRARY_LOGGERS = ("transformers", "accelerate", "optimum", "sentence_transformers", "huggingface_hub")
 QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
 
 
@@ -28,11 +29,14 @@ def to_log_file() -> Iterator[None]:
     bars off, for the duration of the block."""
     saved_env = {k: os.environ.get(k) for k in QUIET_ENV}
     os.environ.update(QUIET_ENV)
-    pylog = logging.getLogger("py.warnings")
-    saved = (pylog.handlers[:], pylog.propagate, pylog.level)
-    pylog.handlers = _file_handlers() or [logging.NullHandler()]
-    pylog.propagate = False
-    pylog.setLevel(logging.WARNING)
+    # Python warnings, and the libraries' own loggers (transformers' "torch_dtype is deprecated",
+    # the accelerate notice): into the log files only
+    loggers = [logging.getLogger(name) for name in ("py.warnings", *LIBRARY_LOGGERS)]
+    saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    for lg in loggers:
+        lg.handlers = _file_handlers() or [logging.NullHandler()]
+        lg.propagate = False
+    loggers[0].setLevel(logging.WARNING)
     logging.captureWarnings(True)
     try:
         with warnings.catch_warnings():
@@ -40,8 +44,9 @@ def to_log_file() -> Iterator[None]:
             yield
     finally:
         logging.captureWarnings(False)
-        pylog.handlers, pylog.propagate, _ = saved
-        pylog.setLevel(saved[2])
+        for lg, (handlers, propagate, level) in zip(loggers, saved):
+            lg.handlers, lg.propagate = handlers, propagate
+            lg.setLevel(level)
         for k, v in saved_env.items():
             if v is None:
                 os.environ.pop(k, None)

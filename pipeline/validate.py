@@ -137,7 +137,8 @@ def reference_embeddings(
     model.max_seq_length = max_length
     with torch.inference_mode():
         if pooling == native_pooling:
-            vecs = model.encode(sentences, batch_size=len(sentences), convert_to_numpy=True, normalize_embeddings=True)
+            vecs = model.encode(sentences, batch_size=len(sentences), convert_to_numpy=True, normalize_embeddings=True,
+                                show_progress_bar=False)  # no tqdm 'Batches:' bar in the terminal
             return np.asarray(vecs, dtype=np.float32)
         feats = model.tokenize(sentences)
         out = model[0]({k: v for k, v in feats.items()})

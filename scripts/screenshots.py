@@ -3,8 +3,9 @@
     python scripts/screenshots.py                       # the latest sweep of the project's store
     python scripts/screenshots.py --tracking-uri http://127.0.0.1:5000 --parent RUN_ID --out shots/
 
-Four pictures land in ``--out`` (default ``reports/screenshots``):
+Five pictures land in ``--out`` (default ``reports/screenshots``):
 
+- ``report.png``: the first screen of the sweep's decision report (``decision/report.html``);
 - ``experiment.png``: the experiment's run list, the sweep's parent expanded to its children;
 - ``parent.png``: the parent run (its description holds the recommendation and the ranking);
 - ``child.png``: one job's run (the first ok one): params under their Hydra keys, metrics, tags;
@@ -148,7 +149,19 @@ def _click_all(driver, selector: str) -> int:
     return clicked
 
 
-def take(url: str, prun, children, out: Path, driver) -> list[Path]:
+def _report_html(prun, out: Path, tracking_uri: str | None) -> Path | None:
+    """The parent's ``decision/report.html`` artifact, downloaded into ``out`` (None without one)."""
+    import mlflow
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=prun.info.run_id, artifact_path="decision/report.html",
+                                                        dst_path=str(out / "artifacts"), tracking_uri=tracking_uri))
+    except Exception as exc:  # an undecided sweep: no report to show
+        print(f"  (no decision/report.html on the parent run: {type(exc).__name__})", file=sys.stderr)
+        return None
+
+
+def take(url: str, prun, children, out: Path, driver, tracking_uri: str | None = None) -> list[Path]:
     exp = prun.info.experiment_id
     ok = [r for r in children if r.data.tags.get("status") == "ok"] or list(children)
     child = sorted(ok, key=lambda r: r.info.start_time or 0)[0] if ok else None
@@ -173,6 +186,13 @@ def take(url: str, prun, children, out: Path, driver) -> list[Path]:
 
     shot("experiment", f"/experiments/{exp}/runs", prun.info.run_name, before=expand)
     shot("parent", f"/experiments/{exp}/runs/{prun.info.run_id}", prun.info.run_name)
+    report = _report_html(prun, out, tracking_uri)
+    if report is not None:  # the decision report's first screen, as a reader opens it
+        driver.get(report.as_uri())
+        time.sleep(1.0)
+        driver.save_screenshot(str(out / "report.png"))
+        shots.append(out / "report.png")
+        print(f"  {out / 'report.png'}", flush=True)
     if child is not None:
         shot("child", f"/experiments/{exp}/runs/{child.info.run_id}", child.info.run_name)
     if len(ok) >= 2:
@@ -200,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         url, server = serve(args.tracking_uri, args.out / "mlflow-server.log")
         print(f"MLflow UI {url}, sweep {prun.info.run_name} ({prun.info.run_id}), {len(children)} child runs:", flush=True)
-        take(url, prun, children, args.out, driver)
+        take(url, prun, children, args.out, driver, args.tracking_uri)
     finally:
         driver.quit()
         if server is not None:  # the server and its workers (a session of their own)

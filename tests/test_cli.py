@@ -40,7 +40,10 @@ def test_help_is_the_apps_own():
         assert "__main__" not in out and "powered by Hydra" not in out
         assert "pipeline +sweep=smoke" in out and "Exit codes:" in out
         assert "== Configuration groups ==" in out and "sweep: batch, load, models" in out  # the groups and options
-        assert "batch_size: 1" in out  # the config a key=value overrides
+        assert "pipeline --cfg job" in out and len(out.splitlines()) < 80  # short: the full config is one command away
+        from pipeline.exitcodes import Exit
+
+        assert all(f"{int(e)} " in out.split("Exit codes:")[1] for e in Exit)  # every exit code, 5 included
         assert 'eval "$(pipeline -sc install=bash)"' in out
 
 
@@ -83,3 +86,28 @@ def test_bash_completes_the_console_script(tmp_path):
     proc = subprocess.run(["bash", "-c", bash], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "pooling=" in proc.stdout.split(), proc.stdout
+
+
+def test_a_mistyped_key_gets_the_nearest_real_one():
+    proc = _pipeline("bench.batchsize=8")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "did you mean bench.batch_size=8?" in proc.stderr
+
+
+def test_suggestions_name_only_keys_that_do_not_exist():
+    from pipeline.config.suggest import suggestions
+
+    keys = ["bench.batch_size", "bench.iterations", "provider.threads", "model", "model.max_length"]
+    assert suggestions(["bench.batch_size=8", "provider.threads=2", "+sweep=smoke", "pooling=cls"], keys) == []
+    (line,) = suggestions(["bench.batchsize=8", "bench.zzz=1"], keys)
+    assert line.startswith("did you mean bench.batch_size=8?")
+    (line,) = suggestions(["provider.thread=2"], keys)
+    assert "provider.threads=2" in line
+
+
+def test_the_sweep_end_says_how_to_open_the_runs():
+    from pipeline.sweep.console import mlflow_ui_hint
+
+    assert "mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db" in mlflow_ui_hint("sqlite:////tmp/x/mlflow.db")
+    server = mlflow_ui_hint("http://user:s3cret-token@mlflow.example.org:5000")
+    assert "open http://" in server and "mlflow.example.org:5000" in server and "s3cret-token" not in server

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CONF_DIR, ROOT
-from pipeline.config import ConfigError, to_config
+from pipeline.config import ConfigError, compose_config, to_config
 
 GROUPS = ["model", "variant", "provider", "pooling", "bench", "quality", "tracking"]
 
@@ -113,3 +113,10 @@ def test_every_candidate_composes_to_its_model_and_variant(compose):
         cfg = to_config(compose([f"+candidate={path.stem}"]))
         assert (CONF_DIR / "model").joinpath(f"{cfg.model.name}.yaml").is_file(), path.stem
         assert cfg.pooling.mode == cfg.model.native_pooling, path.stem
+
+
+def test_an_imported_int8_onnx_file_is_logged_as_int8():
+    assert to_config(compose_config(["+candidate=minilm-int8-onnx"])).precision() == "int8"
+    assert to_config(compose_config([])).precision() == "fp32"
+    assert to_config(compose_config(["variant=int8_dynamic"])).precision() == "int8"
+    assert to_config(compose_config(["provider=openvino_bf16"])).precision() == "bf16"

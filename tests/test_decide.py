@@ -266,9 +266,15 @@ def test_outputs_are_written_and_logged_on_the_parent(store, tmp_path):
     for key in ("latency.p95_ms", "throughput.sentences_per_s", "quality.stsb_spearman"):
         assert parent.data.metrics[f"best.{key}"] == pytest.approx(winner_run.data.metrics[key])
     assert parent.data.metrics["best.score_pct"] == pytest.approx(d.winner.score_pct)
+    # every ranked job's run carries its rank and verdict
+    for _, row in d.ranking.iterrows():
+        child_tags = client.get_run(row["run_id"]).data.tags
+        assert child_tags["decision.rank"] == str(row["rank"]) and child_tags["decision.verdict"] == row["verdict"]
+        assert child_tags["decision.of"] == "3" and child_tags["decision.parent"] == pid
     # the run's description in the UI: the recommendation and the top of the ranking
     note = parent.data.tags["mlflow.note.content"]
-    assert d.recommendation in note and d.winner.label in note and "| configuration" in note
+    assert note.startswith("**GO**: " + d.recommendation.split(" Reproduce: ")[0].removeprefix("GO: "))
+    assert d.winner.command in note and "| configuration" in note
     # the HTML report carries its figures inside (MLflow's artifact viewer shows no relative images)
     page = (folder / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 and "<table>" in page and "pareto.png)" not in page
@@ -413,3 +419,52 @@ def test_a_half_logged_running_run_is_never_ranked_and_the_sweep_is_said_incompl
     ex = d.excluded.set_index("pooling")
     assert ex.loc["cls", "status"] == "unfinished" and "never finished" in ex.loc["cls", "reason"]
     assert "The sweep is incomplete (1 run(s) never finished)" in d.recommendation
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_what_if_leaves_the_decision_of_record_alone(store, tmp_path, capsys):
+    pid = store.sweep([{"metrics": good_metrics(12.0)},
+                       {"pooling": "cls", "metrics": good_metrics(19.0, **{"throughput.sentences_per_s": 2500.0})}], name="recorded")
+    out = tmp_path / "reports"
+    decide_sweep(pid, profile(), store.uri, out_dir=out)  # the sweep's own decision, at its end
+    client = MlflowClient(store.uri)
+    tags_before = client.get_run(pid).data.tags
+    files_before = _snapshot(out / pid), _snapshot(out / "latest"), (out / "metrics.json").read_bytes()
+    overrides = [f"decision.{o}" for o in FAST]
+    assert main(["--tracking-uri", store.uri, "--out", str(out), "--profile", "latency_first", *overrides]) == 0
+    printed = capsys.readouterr().out
+    assert "what-if report:" in printed and "unchanged" in printed
+    tags_after = client.get_run(pid).data.tags
+    for key in ("decision.profile", "decision.verdict", "decision.winner", "decision.recommendation", "mlflow.note.content"):
+        assert tags_after[key] == tags_before[key], key
+    assert (_snapshot(out / pid), _snapshot(out / "latest"), (out / "metrics.json").read_bytes()) == files_before
+    whatifs = list((out / "whatif" / pid).iterdir())
+    assert len(whatifs) == 1 and whatifs[0].name.startswith("latency_first") and (whatifs[0] / "report.md").is_file()
+    assert json.loads((whatifs[0] / "decision.json").read_text())["profile"] == "latency_first"
+    logged = {a.path for a in client.list_artifacts(pid, "whatif")}
+    assert logged == {f"whatif/{whatifs[0].name}"}
+    # --record makes it the decision of record; latest follows, since it showed this sweep
+    assert main(["--tracking-uri", store.uri, "--out", str(out), "--profile", "latency_first", "--record", *overrides]) == 0
+    assert client.get_run(pid).data.tags["decision.profile"] == "latency_first"
+    assert json.loads((out / pid / "decision.json").read_text())["profile"] == "latency_first"
+    assert json.loads((out / "latest" / "decision.json").read_text())["profile"] == "latency_first"
+
+
+def test_recording_an_older_sweep_does_not_move_latest(store, tmp_path):
+    older = store.sweep([{"metrics": good_metrics(12.0)}], name="older")
+    newer = store.sweep([{"metrics": good_metrics(14.0)}], name="newer")
+    out = tmp_path / "reports"
+    decide_sweep(older, profile(), store.uri, out_dir=out)
+    decide_sweep(newer, profile(), store.uri, out_dir=out)  # a sweep's end moves latest
+    assert main(["--tracking-uri", store.uri, "--out", str(out), "--parent", older, "--record", *(f"decision.{o}" for o in FAST)]) == 0
+    assert json.loads((out / "latest" / "decision.json").read_text())["parent_run_id"] == newer
+    assert json.loads((out / older / "decision.json").read_text())["parent_run_id"] == older
+
+
+def test_an_unknown_profile_lists_the_profiles(capsys):
+    assert main(["--profile", "latency_frist"]) == 2
+    err = capsys.readouterr().err
+    assert "latency_frist" in err and "default" in err and "latency_first" in err and "Exception" not in err

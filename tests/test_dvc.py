@@ -187,6 +187,7 @@ def test_stages_run_without_an_mlflow_server(tiny_bert, tiny_sts_dir, tmp_path):
 
     decide = _stage("decide", tmp_path, env)
     assert decide.returncode == 0, decide.stderr[-3000:]
+    assert (sweep.stdout + decide.stdout).count("Reproduce: ") == 1  # the decision in words, once: the decide stage's
     metrics = json.loads((tmp_path / "study" / "metrics.json").read_text())
     assert metrics["configurations_ranked"] == 1 and metrics["configurations_excluded"] == 1
     assert metrics["winner_run_id"] == ok["record_id"]  # no MLflow run: the record names it
@@ -255,3 +256,19 @@ def test_dvc_exp_show_has_the_sweeps_settings(tmp_path):
     Repo(tmp_path, tmp_path).set_params(sweep="smoke")
     diff = run(sys.executable, "-m", "dvc", "params", "diff", "--md")
     assert "conf/sweep/smoke.yaml" in diff and "hydra.sweeper.params.provider" in diff and "cpu,cuda" in diff
+
+
+def test_a_fresh_clone_shows_what_repro_would_run_and_exp_show_stays_narrow(tmp_path):
+    """`dvc repro --dry --force` lists the three stages in a clone where no stage has run (plain
+    `--dry` looks up DVC's run cache, which hashes the missing upstream outputs: treeverse/dvc#9021);
+    `dvc exp show` keeps its dependency columns to folders, so the params and metrics stay in view."""
+    _copy_repo(tmp_path)
+    repo = Repo(tmp_path, tmp_path)
+    repo.dvc("init", "-q", "-f") if not (tmp_path / ".dvc" / "config").is_file() else None
+    dry = repo.dvc("repro", "--dry", "--force")
+    assert _ran(dry) == {"export", "sweep", "decide"}
+    assert not (tmp_path / "study" / "exports.json").exists()  # nothing ran
+    header = repo.dvc("exp", "show", "--no-pager", "--csv").stdout.splitlines()[0].split(",")
+    assert "study.sweep" in header and "hydra.sweeper.params.bench.batch_size" in header
+    assert "hydra.mode" not in header  # the sweep file's own plumbing is no column
+    assert len(header) <= 35, header

@@ -6,6 +6,7 @@ notebooks/make_notebooks.py; a notebook that no longer runs against the current 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -71,8 +72,6 @@ def _text(nb) -> str:
 def _pin_kernel(folder: Path) -> str:
     """A `python3` kernel spec that runs this interpreter, found first (JUPYTER_PATH) whatever
     other `python3` kernels the machine or the user has registered."""
-    import json
-
     spec = folder / "kernels" / "python3"
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(json.dumps({
@@ -103,5 +102,12 @@ def test_notebook_runs_on_a_real_sweep(path: Path, smoke_store, monkeypatch, tmp
         assert "all-MiniLM-L6-v2/fp32/cpu/mean/b1" in text and "all-MiniLM-L6-v2/fp32/cpu/mean/b8" in text
         assert any(v in text for v in ("GO: ship", "CLOSE:", "NO-GO:"))  # the decision's recommendation
         assert "latency_first" in text
+        # the same decision as the sweep's report: winner, score and robustness (retime.json included)
+        record = json.loads((Path(smoke_store.removeprefix("sqlite:///")).parent / "reports" / "latest" / "decision.json").read_text())
+        w, rob = record["winner"], record["robustness"]
+        assert f"winner: {w['label'] if w else None}; score {w['score_pct'] if w else float('nan'):.2f}%; " \
+               f"noise stability {rob['noise_stability']}; weight stability {rob['winner_stability']}" in text
+        assert "same winner, score and robustness as the decision of record" in text and "DIFFERS" not in text
+        assert record["recommendation"] in text
         figures = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
         assert len(figures) == 2  # the latency CDFs and quality against speed

@@ -1,4 +1,4 @@
-"""scripts/screenshots.py takes the four pictures of a sweep in the MLflow UI (headless Chromium);
+"""scripts/screenshots.py takes the five pictures of a sweep (the MLflow UI and the report, headless Chromium);
 where no browser is installed it says so and exits 3, and this test is skipped with that reason."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def test_screenshots_of_a_sweep(tiny_bert, tiny_sts_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     from PIL import Image
 
-    for name in ("experiment", "parent", "child", "compare"):
+    for name in ("experiment", "parent", "report", "child", "compare"):
         path = out / f"{name}.png"
         assert path.is_file(), proc.stdout
         image = Image.open(path)

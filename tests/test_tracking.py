@@ -31,6 +31,17 @@ def test_params_are_logged_under_their_hydra_keys():
     assert all(len(v) <= names.MAX_PARAM_VALUE for v in params.values())
 
 
+def test_settings_that_do_not_apply_are_no_params():
+    latency = track.job_params(to_config(compose_config(["variant=int8_dynamic"])))
+    assert latency["variant.quantization"] == "dynamic" and "variant.per_channel" in latency
+    assert not [k for k in latency if k.startswith(("variant.calibration_", "bench.load."))]
+    static = track.job_params(to_config(compose_config(["variant=int8_static", "bench.scenario=load"])))
+    assert static["variant.calibration_method"] == "minmax" and "variant.calibration_samples" in static
+    assert "bench.load.max_batch" in static and "bench.load.rates" in static
+    plain = track.job_params(to_config(compose_config([])))
+    assert not [k for k in plain if k in track.QUANTIZE_ONLY or k.startswith(("variant.calibration_", "bench.load."))]
+
+
 def test_the_decision_reads_new_and_old_param_names_alike():
     new = run_row(run_id="a", status="ok", params={"model": "m", "variant": "fp32", "provider": "cpu", "pooling": "mean",
                                                    "bench.batch_size": "8", "provider.threads": "2", "model.max_length": "128",
@@ -88,3 +99,13 @@ def test_system_tags_name_who_what_where():
     if head.returncode == 0:  # a git checkout: the commit of the code that ran
         assert tags["mlflow.source.git.commit"] == head.stdout.strip()
         assert tags["git.dirty"] in ("true", "false")
+
+
+def test_a_configuration_has_one_label_in_its_run_name_and_in_the_decision():
+    for overrides in ([], ["variant=int8_dynamic", "pooling=cls", "bench.batch_size=8"],
+                      ["bench.scenario=load", "+serve=mb16_w0", "provider.threads=2"]):
+        cfg = to_config(compose_config(overrides))
+        label = names.config_label(cfg)
+        row = run_row(run_id="r", status="ok", params=track.job_params(cfg))
+        assert runs_frame([row])["label"].iloc[0] == label, overrides
+        assert names.display_name(label, track.job_params(cfg), {}, "ok") == label

@@ -53,10 +53,11 @@ class Config:
 
     def precision(self) -> str:
         """The precision the job computes in: the provider's when it sets one (OpenVINO bf16), else
-        the variant's (int8 for quantized graphs, fp16), else fp32."""
+        the variant's (int8 for quantized graphs, fp16), else the imported file's own (model.precision), else fp32."""
         if self.provider.precision:
             return self.provider.precision
-        return {"quantize": "int8", "fp16": "fp16"}.get(self.variant.kind, "fp32")
+        variant = {"quantize": "int8", "fp16": "fp16"}.get(self.variant.kind)
+        return variant or self.model.precision or "fp32"  # an imported int8 file is int8 as it is
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"

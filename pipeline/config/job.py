@@ -54,9 +54,13 @@ class ModelConfig:
     # ONNX-only imports: the model config whose PyTorch checkpoint is the parity reference
     # (None: no reference here; parity is logged as not available)
     reference_from: str | None = None
+    # the precision an imported ONNX file computes in (int8 for a quantized file; "": fp32, or
+    # what the variant makes of it): the run's param `precision`
+    precision: str = ""
 
     def __post_init__(self) -> None:
         _one_of("model.source", self.source, MODEL_SOURCES)
+        _one_of("model.precision", self.precision, PRECISIONS)
         _one_of("model.native_pooling", self.native_pooling, POOLING_MODES)
         _one_of("model.padding_side", self.padding_side, PADDING_SIDES)
         _positive("model.max_length", self.max_length)

@@ -10,6 +10,7 @@ import pandas as pd
 from ..config import DecisionConfig
 from ..vocab import Metric
 from . import noise
+from .caveats import caveats as caveats_of
 from .inputs import PARAMS, SERVING_PARAMS, runs_frame
 from .machines import one_machine
 from .matrix import evaluate, pareto_front, winner_of
@@ -76,7 +77,8 @@ def _winner(ranked: pd.DataFrame, cfg: DecisionConfig) -> Winner | None:
 
 
 def recommendation(ranked: pd.DataFrame, winner: Winner | None, cfg: DecisionConfig, complete: bool | None = None,
-                   unfinished: int = 0) -> str:
+                   unfinished: int = 0, caveats: list[str] | None = None) -> str:
+    """The verdict in words a person can act on, with its caveats (:mod:`.caveats`) before the command."""
     incomplete = ""
     if complete is False or unfinished:
         incomplete = (f" The sweep is incomplete ({unfinished} run(s) never finished)" if unfinished else " The sweep is incomplete") + \
@@ -106,15 +108,19 @@ def recommendation(ranked: pd.DataFrame, winner: Winner | None, cfg: DecisionCon
         others = int((ranked["contended"].astype(str) != "").sum()) if "contended" in ranked else 0
         if others > 1:
             text += f" {others} of the {len(ranked)} ranked configurations were contended."
+    elif winner.verdict == "go" and winner.tied_with:
+        text = (f"GO: ship {head}, or any of {', '.join(winner.tied_with)}: they meet every target and cannot be told apart "
+                f"(every difference lies inside the measured noise; the tie is broken by name).")
     elif winner.verdict == "go":
         text = f"GO: ship {head}. It meets every target."
     elif winner.verdict == "close":
         text = f"CLOSE: {head} is the best configuration and meets every acceptable level, but misses targets: {'; '.join(winner.misses)}. Ship it if the acceptable levels will do; otherwise keep looking."
     else:
         text = f"NO-GO: the best configuration, {head}, passes the hard gates but misses acceptable levels: {'; '.join(winner.misses)}. Do not ship it as is."
-    if winner.tied_with:
-        text += (f" It cannot be told apart from {', '.join(winner.tied_with)}: every difference lies inside the measured "
-                 f"noise (a tie, broken by name); any of them will do.")
+    if winner.tied_with and not (winner.verdict == "go" and not contended):
+        text += f" It cannot be told apart from {', '.join(winner.tied_with)}: every difference lies inside the measured noise."
+    if caveats:
+        text += " Caveats: " + " ".join(caveats)
     return f"{text}{incomplete} Reproduce: {winner.command}"
 
 
@@ -145,6 +151,8 @@ def decide(inputs: Inputs | pd.DataFrame, cfg: DecisionConfig, samples_ms: dict[
         weights_table, w_stab, top_stab = pd.DataFrame(), None, None
     noise_table, n_stab, n_draws = noise.within_run(candidates, ranked, cfg, samples, bands)
     unfinished = int((excluded["status"] == "unfinished").sum()) if len(excluded) else 0
+    robustness = Robustness(weights_table, w_stab, top_stab, noise_table, n_stab, n_draws, between)
+    notes = caveats_of(ranked, winner, robustness)
     return Decision(
         parent_run_id=inputs.parent_run_id,
         sweep=inputs.sweep,
@@ -153,8 +161,9 @@ def decide(inputs: Inputs | pd.DataFrame, cfg: DecisionConfig, samples_ms: dict[
         excluded=excluded,
         winner=winner,
         verdict=verdict,
-        recommendation=recommendation(ranked, winner, cfg, inputs.complete, unfinished),
-        robustness=Robustness(weights_table, w_stab, top_stab, noise_table, n_stab, n_draws, between),
+        recommendation=recommendation(ranked, winner, cfg, inputs.complete, unfinished, notes),
+        robustness=robustness,
+        caveats=notes,
         config=cfg,
         samples_ms=samples,
         complete=inputs.complete,

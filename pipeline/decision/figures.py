@@ -14,7 +14,6 @@ from .types import Decision
 COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
 
 
-
 def _plt():
     import matplotlib
 
@@ -53,36 +52,64 @@ def _gate_lines(ax, cfg, metric: str, data_max: float, prefix: str) -> None:
                 ax.plot([], [], color=color, ls=ls, lw=1, label=f"{prefix}{name} {g.op} {value:g} (off scale)")
 
 
+def _log_if_wide(ax, values, axis: str = "x") -> bool:
+    """A log axis where the positive values span more than a decade (else linear)."""
+    v = np.asarray([x for x in values if np.isfinite(x) and x > 0], dtype=float)
+    wide = v.size > 1 and v.max() / v.min() > 10
+    if wide:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    return wide
+
+
+def _panels(r: pd.DataFrame) -> list[tuple[str, pd.Index]]:
+    """One panel per batch size (a call at batch 8 is not comparable with one at batch 1)."""
+    if "batch_size" not in r or r["batch_size"].nunique(dropna=True) < 2:
+        return [("", r.index)]
+    sizes = sorted(r["batch_size"].dropna().unique(), key=lambda b: float(b) if str(b).replace(".", "", 1).isdigit() else 0.0)
+    return [(f"batch {b}", r.index[r["batch_size"] == b]) for b in sizes]
+
+
+def _pareto_panel(ax, decision: Decision, x: pd.Series, y: pd.Series, idx: pd.Index, title: str) -> None:
+    cfg, r = decision.config, decision.ranking
+    ok = (x.notna() & y.notna()).loc[idx]
+    ok = ok[ok].index
+    if not len(ok):
+        _empty(ax, f"no configuration has both {cfg.pareto_x} and {cfg.pareto_y}")
+        return
+    elig = r["eligible"].astype(bool)
+    bad, good = ok[~elig.loc[ok]], ok[elig.loc[ok]]
+    ax.scatter(x[bad], y[bad], marker="x", color="#999999", label="fails a hard gate")
+    ax.scatter(x[good], y[good], color=COLORS[0], s=22, label="candidate")
+    front = ok[r["pareto"].astype(bool).loc[ok]]
+    if len(front):
+        order = np.argsort(x[front].to_numpy())
+        ax.step(x[front].to_numpy()[order], y[front].to_numpy()[order], where="post", color=COLORS[1], lw=1.5, label="Pareto front")
+        for n, i in enumerate(front[order]):  # labels on the front only, alternating sides to keep them apart
+            ax.annotate(f"#{int(r.at[i, 'rank'])} {r.at[i, 'label']}", (x[i], y[i]), textcoords="offset points",
+                        xytext=(6, 6 if n % 2 == 0 else -10), fontsize=6.5)
+    if decision.winner is not None and r.index[0] in ok:
+        ax.scatter(x.iloc[:1], y.iloc[:1], marker="*", s=260, color=COLORS[1], zorder=5, label="winner")
+    _gate_lines(ax, cfg, cfg.pareto_x, float(x[ok].max()), "")
+    log = _log_if_wide(ax, x[ok])
+    ax.set_xlabel(f"{cfg.pareto_x} (lower is better{', log scale' if log else ''})")
+    ax.set_ylabel(f"{cfg.pareto_y} (higher is better)")
+    ax.legend(fontsize=6.5, loc="lower right")
+    ax.grid(alpha=0.3, which="both")
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
 def pareto_figure(decision: Decision, path: Path) -> Path:
     plt = _plt()
     cfg = decision.config
     r = decision.ranking
-    fig, ax = plt.subplots(figsize=(7, 4.8))
     x = pd.to_numeric(r[cfg.pareto_x], errors="coerce") if cfg.pareto_x in r else pd.Series(np.nan, index=r.index)
     y = pd.to_numeric(r[cfg.pareto_y], errors="coerce") if cfg.pareto_y in r else pd.Series(np.nan, index=r.index)
-    ok = x.notna() & y.notna()
-    if not ok.any():
-        _empty(ax, f"no configuration has both {cfg.pareto_x} and {cfg.pareto_y}")
-    else:
-        elig = r["eligible"].astype(bool)
-        ax.scatter(x[ok & ~elig], y[ok & ~elig], marker="x", color="#999999", label="fails a hard gate")
-        ax.scatter(x[ok & elig], y[ok & elig], color=COLORS[0], label="candidate")
-        front = r["pareto"].astype(bool) & ok
-        if front.any():
-            fx, fy = x[front].to_numpy(), y[front].to_numpy()
-            order = np.argsort(fx)
-            ax.step(fx[order], fy[order], where="post", color=COLORS[1], lw=1.5, label="Pareto front")
-        _gate_lines(ax, cfg, cfg.pareto_x, float(x[ok].max()), "")
-        if decision.winner is not None:
-            ax.scatter(x.iloc[:1], y.iloc[:1], marker="*", s=260, color=COLORS[1], zorder=5, label=f"winner: {decision.winner.label}")
-        for i in range(min(len(r), decision.config.robustness.top_k)):
-            if ok.iloc[i]:
-                ax.annotate(f"#{int(r['rank'].iloc[i])}", (x.iloc[i], y.iloc[i]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        ax.set_xlabel(f"{cfg.pareto_x} (lower is better)")
-        ax.set_ylabel(f"{cfg.pareto_y} (higher is better)")
-        ax.legend(fontsize=7, loc="best")
-        ax.grid(alpha=0.3)
-    ax.set_title(f"sweep {decision.sweep}: Pareto front")
+    panels = _panels(r)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8.5, 4.2 * len(panels)), squeeze=False)
+    for ax, (title, idx) in zip(axes[:, 0], panels):
+        _pareto_panel(ax, decision, x, y, idx, title)
+    fig.suptitle(f"sweep {decision.sweep}: Pareto front", fontsize=10)
     return _save(plt, fig, path)
 
 
@@ -105,7 +132,8 @@ def cdf_figure(decision: Decision, path: Path) -> Path:
         ax.axhline(0.95, color="#999999", ls=":", lw=1)
         data_max = max(float(np.max(s)) for s in decision.samples_ms.values() if s is not None and s.size)
         _gate_lines(ax, decision.config, Metric.P95_MS, data_max, "p95 ")
-        ax.set_xlabel("latency per call (ms)")
+        log = _log_if_wide(ax, [v for s in decision.samples_ms.values() if s is not None for v in (np.min(s), np.max(s))])
+        ax.set_xlabel(f"latency per call (ms{', log scale' if log else ''})")
         ax.set_ylabel("fraction of calls")
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
@@ -119,7 +147,7 @@ def differences_figure(decision: Decision, path: Path) -> Path:
     cfg = decision.config
     top = decision.ranking[decision.ranking["eligible"].astype(bool)].head(cfg.robustness.top_k)
     metrics = [(Metric.P95_MS, "p95 latency (ms), lower is better"), (Metric.THROUGHPUT, "throughput (sentences/s), higher is better")]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 1.6 + 0.55 * max(1, len(top))))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 2.2 + 0.7 * max(1, len(top))), layout="constrained")
     between = decision.robustness.between
     noise = decision.robustness.noise.set_index("label") if not decision.robustness.noise.empty else None
     for ax, (metric, title) in zip(axes, metrics):
@@ -143,12 +171,16 @@ def differences_figure(decision: Decision, path: Path) -> Path:
             _empty(ax, f"no {metric}")
         else:
             ax.set_yticks(range(len(top), 0, -1))
-            ax.set_yticklabels([str(lab)[:40] for lab in top["label"]], fontsize=7)
+            ax.set_yticklabels([f"#{int(k)}" for k in top["rank"]], fontsize=8)
             ax.margins(x=0.15, y=0.25)
             ax.grid(axis="x", alpha=0.3)
         ax.set_title(title, fontsize=9)
     fig.suptitle("the leaders' raw differences and noise intervals", fontsize=10)
-    return _save(plt, fig, path)
+    if len(top):
+        fig.supxlabel("\n".join(f"#{int(k)}: {lab}" for k, lab in zip(top["rank"], top["label"])), fontsize=7.5, ha="left", x=0.02)
+    fig.savefig(path, dpi=110)  # constrained layout: the labels below are never cut
+    plt.close(fig)
+    return path
 
 
 def scores_figure(decision: Decision, path: Path) -> Path:

@@ -134,6 +134,14 @@ def load_inputs(c, parent_run_id: str, cfg) -> Inputs:
                   parent_run_id=parent_run_id, sweep=sweep, complete=complete)
 
 
+def has_decision(c, parent_run_id: str) -> bool:
+    """Whether the sweep already has a decision of record (the tag ``decision.verdict`` on its parent)."""
+    try:
+        return "decision.verdict" in c.get_run(parent_run_id).data.tags
+    except Exception:  # no such run: load_inputs says so in its own words
+        return False
+
+
 def log_on_parent(c, decision: Decision, folder: Path) -> None:
     """The decision's files under ``decision/``, the winner's metrics as ``best.*``, the verdict as tags."""
     from mlflow.entities import Metric, RunTag
@@ -162,3 +170,21 @@ def log_on_parent(c, decision: Decision, folder: Path) -> None:
     if w is not None:
         tags.append(RunTag("decision.command", w.command))
     c.log_batch(run_id, metrics=metrics, tags=tags)
+    tag_children(c, decision)
+
+
+def tag_children(c, decision: Decision) -> None:
+    """Each ranked job's run gets its place in the decision of record: ``decision.rank`` (of how
+    many), ``decision.verdict`` and ``decision.score_pct``, so the UI's run list sorts and filters by
+    them; ``decision.parent`` names the sweep whose decision it is (a reused run belongs to several)."""
+    from mlflow.entities import RunTag
+
+    n = len(decision.ranking)
+    for _, row in decision.ranking.iterrows():
+        tags = [RunTag("decision.rank", str(int(row["rank"]))), RunTag("decision.of", str(n)),
+                RunTag("decision.verdict", str(row["verdict"])), RunTag("decision.parent", decision.parent_run_id),
+                RunTag("decision.score_pct", f"{float(row['total_pct']):.1f}")]
+        try:
+            c.log_batch(str(row["run_id"]), tags=tags)
+        except Exception as exc:  # a run deleted since it was read: the decision stands without its tag
+            log.warning("could not tag run %s with its rank: %s", row["run_id"], type(exc).__name__)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..vocab import Metric
+from . import summary
 from .figures import cdf_figure, differences_figure, pareto_figure, scores_figure
 from .types import Decision
 
@@ -58,27 +59,22 @@ def html(md: str, folder: Path, title: str) -> str:
     body = md_lib.markdown(re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", embed, md), extensions=["tables", "fenced_code"])
     style = ("body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em;line-height:1.45}"
              "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "img{max-width:100%}code{background:#f4f4f4}")
+             "table{display:block;max-width:100%;overflow-x:auto}"  # a wide table scrolls inside the page
+             "img{max-width:100%}code{background:#f4f4f4;overflow-wrap:anywhere}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Decision: {title}</title>"
             f"<style>{style}</style></head><body>{body}</body></html>\n")
 
 
 def note(decision: Decision, top: int = 5) -> str:
     """The parent run's description (``mlflow.note.content``, rendered as markdown by the UI):
-    the recommendation and the top of the ranking."""
-    lines = [f"**{decision.verdict.upper()}**: {decision.recommendation}", ""]
-    r = decision.ranking.head(top)
-    if not r.empty:
-        def col(name, fmt):
-            return [fmt.format(v) if pd.notna(v) else "-" for v in r[name]] if name in r else ["-"] * len(r)
-
-        t = pd.DataFrame({
-            "#": r["rank"], "configuration": r["label"], "total": col("total_pct", "{:.1f}%"), "verdict": r["verdict"],
-            "p95 ms": col(Metric.P95_MS, "{:.2f}"), "sentences/s": col(Metric.THROUGHPUT, "{:.0f}"),
-            "STS": col(Metric.STSB, "{:.2f}"), "node share": col("provider.node_share", "{:.3g}"),
-            "measured": ["busy machine" if str(c or "") else "quiet" for c in r.get("contended", pd.Series([""] * len(r)))],
-        })
-        lines += [t.to_markdown(index=False), ""]
+    the verdict, its caveats and the top of the ranking in raw units, as on the report's first page."""
+    lines = [summary.verdict_line(decision), ""]
+    if decision.caveats:
+        lines += [*(f"- {c}" for c in decision.caveats), ""]
+    if decision.winner is not None:
+        lines += [f"Reproduce: `{decision.winner.command}`", ""]
+    if not decision.ranking.empty:
+        lines += [summary.top_table(decision, top), ""]
     lines += [f"{len(decision.ranking)} ranked, {len(decision.contended)} contended, {len(decision.excluded)} not ranked. "
               "Full report: the `decision/report.html` artifact."]
     return "\n".join(lines)
@@ -157,29 +153,21 @@ def _fmt(v, digits: int = 4) -> str:
 
 
 def markdown(decision: Decision) -> str:
-    """The report: recommendation, ranking, conditions, robustness, figures and method."""
-    sections = (_head, _winner_table, _ranking, _conditions, _between_runs, _weights, _within_run, _figures, _method)
+    """The report: the first page (:mod:`.summary`), then an appendix: the winner against every gate, the full
+    ranking, conditions, robustness, figures and method."""
+    sections = (summary.first_page, _appendix, _winner_table, _ranking, _conditions, _between_runs, _weights, _within_run, _figures,
+                _method)
     return "\n".join(line for section in sections for line in section(decision))
 
 
-def _head(decision: Decision) -> list[str]:
-    return [
-        f"# Decision: sweep `{decision.sweep}`",
-        "",
-        f"Parent run `{decision.parent_run_id}`, decision profile `{decision.profile}`, "
-        f"{len(decision.ranking)} configurations ranked, {len(decision.excluded)} not ranked (skipped, failed or unfinished).",
-        "",
-        f"## Recommendation: {decision.verdict.upper()}",
-        "",
-        decision.recommendation.split(" Reproduce: ")[0],
-        "",
-    ]
+def _appendix(decision: Decision) -> list[str]:
+    return ["---", "", "# Appendix", "", "## The winner against every gate", ""] if decision.winner is not None else \
+        ["---", "", "# Appendix", ""]
 
 
 def _winner_table(decision: Decision) -> list[str]:
     cfg, w, lines = decision.config, decision.winner, []
     if w is not None:
-        lines += ["Reproduce it as a single job:", "", "```", w.command, "```", ""]
         lines += ["| metric | winner | gate | level |", "| --- | --- | --- | --- |"]
         row = decision.ranking.iloc[0]
         gates = {g.metric: g for g in cfg.graded_gates}
@@ -204,7 +192,7 @@ def _ranking(decision: Decision) -> list[str]:
         "Verdicts: **go** when every target is met, **close** when every acceptable level is met, **no-go** otherwise; "
         "a configuration that fails a hard gate (or lacks its metric) cannot win.",
         "",
-        "## Ranking",
+        "## The full ranking (scores 0-1)",
         "",
         "Scores per criterion lie in [0, 1] (1 = best); the total is their weighted mean. "
         + ("Configurations passing the hard gates come first, then go before close before no-go, then by total."

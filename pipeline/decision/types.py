@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,7 @@ class Decision:
     out_dir: Path | None = None
     files: list[str] = field(default_factory=list)
     complete: bool | None = None
+    caveats: list[str] = field(default_factory=list)  # what the verdict must be read with (see .caveats)
 
     @property
     def contended(self) -> pd.DataFrame:
@@ -133,6 +134,7 @@ class Decision:
             "profile": self.profile,
             "verdict": self.verdict,
             "recommendation": self.recommendation,
+            "caveats": self.caveats,
             "complete": self.complete,
             "winner": None
             if self.winner is None
@@ -162,5 +164,6 @@ class Decision:
                 "noise_draws": self.robustness.noise_draws,
             },
             "weights": {c.metric: c.weight for c in cfg.criteria},
+            "config": asdict(cfg),  # every setting the decision was made with (pipeline.decision.as_decision_config reads it back)
             "headline": self.headline(),
         }

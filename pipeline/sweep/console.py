@@ -43,13 +43,30 @@ def _measuring_s(st: SweepState, r: JobOutcome) -> float:
     return max(0.0, r.seconds - st.metrics.get(r.num, {}).get("export.seconds", 0.0))
 
 
+# the overrides whose value decides whether a job can run here at all (a provider this machine
+# lacks, a model that needs a network): a job sharing one with a skipped job will be skipped too
+SKIP_KEYS = ("provider", "model", "candidate", "variant")
+
+
+def _likely_skipped(st: SweepState, job: list[str]) -> bool:
+    skipped = {o for r in st.records if r.status == Status.SKIPPED for o in st.jobs[r.num]
+               if o.lstrip("+").split("=", 1)[0] in SKIP_KEYS}
+    return bool(skipped & set(job))
+
+
 def eta_s(st: SweepState) -> float | None:
     """Seconds left: the jobs not run yet, at the mean measuring time of those that ran (exports
-    and reused jobs left out: the export of the first job would inflate every estimate)."""
+    and reused jobs left out: the export of the first job would inflate every estimate).  A job
+    that shares its provider or model with a job that was skipped is counted as a skip (its mean
+    time, about nothing), not as a full job."""
     ran = [_measuring_s(st, r) for r in st.records if r.status in (Status.OK, Status.FAILED)]
     if not ran:
         return None
-    return sum(ran) / len(ran) * (len(st.jobs) - len(st.records))
+    done = {r.num for r in st.records}
+    left = [job for num, job in enumerate(st.jobs) if num not in done]
+    skips = [r.seconds for r in st.records if r.status == Status.SKIPPED]
+    n_skip = sum(_likely_skipped(st, job) for job in left)
+    return sum(ran) / len(ran) * (len(left) - n_skip) + (sum(skips) / len(skips) if skips else 0.0) * n_skip
 
 
 def progress(st: SweepState, num: int, label: str) -> None:
@@ -133,3 +150,11 @@ def summary(st: SweepState, parent_run_id: str | None) -> None:
     if why:
         out += ["", "skipped and failed jobs, why:"] + [f"  {r.num + 1}/{len(st.jobs)} {r.label}: {r.status}: {r.reason or '-'}" for r in why]
     print("\n".join(out + [""]), flush=True)
+
+
+def mlflow_ui_hint(tracking_uri: str) -> str:
+    """How to look at the sweep's runs: the ``mlflow ui`` command for a local store, the address of a server."""
+    uri = track.redact(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        return f"[sweep] the runs: open {uri} in a browser"
+    return f"[sweep] the runs: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"

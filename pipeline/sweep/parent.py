@@ -4,6 +4,7 @@ re-timing of the leaders and the decision at its end.  Local record first, MLflo
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -21,6 +22,9 @@ from ..sync import close_stale_parents, command, sync
 from ..vocab import RESULT_STATUSES, Status
 from . import console, plan, resume
 from .state import JobOutcome, SweepState, set_current
+
+# set by the DVC sweep stage (pipeline/stages.py) for the sweep it runs
+STAGE_ENV = "PIPELINE_STAGE"
 
 
 def _sync_command(st: SweepState) -> str:
@@ -287,4 +291,10 @@ def finish(st: SweepState, parent_run_id: str | None, cfg: DictConfig) -> None:
         lines = [f"  {r['label']}: {r['contended']}" for _, r in contended.iterrows()]
         print(f"\n[sweep] {len(contended)} configuration(s) measured on a busy machine; their latencies are not "
               "comparable and support no go:\n" + "\n".join(lines), flush=True)
-    print(f"\n{decision.recommendation}\n(report: {decision.out_dir / 'report.md'})", flush=True)
+    if os.environ.get(STAGE_ENV) == "sweep":  # dvc repro: the decide stage says the study's decision, once
+        w = decision.winner
+        print(f"\n[sweep] decided on the parent run: {decision.verdict.upper()}, {w.label if w else 'no winner'} "
+              "(the study's decision and report: the decide stage)", flush=True)
+    else:
+        print(f"\n{decision.recommendation}\n(report: {decision.out_dir / 'report.html'})", flush=True)
+    print(console.mlflow_ui_hint(typed.tracking.resolved_uri()), flush=True)

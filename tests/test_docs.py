@@ -1,0 +1,71 @@
+"""The README is short and product-shaped; every measured table in the docs comes from a committed result file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+
+from conftest import ROOT
+
+# pages other changes add (their links are kept; their content is theirs)
+ELSEWHERE = {"docs/measuring.md", "docs/resilience.md", "docs/serving.md"}
+
+
+def _render():
+    spec = importlib.util.spec_from_file_location("render_results", ROOT / "scripts" / "render_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_readme_is_short_keeps_its_two_commands_and_links_pages_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    assert ".venv/bin/pip install -e \".[dev,onnx-imports]\"" in readme and "python -m pipeline +sweep=models" in readme
+    assert ".venv/bin/python -m pytest" in readme
+    assert not re.search(r"\bissue \d+|#\d{2,}\b|20\d\d-\d\d-\d\d", readme)  # no lab-notebook dates, no issue numbers
+    for target in re.findall(r"\]\(((?:docs/)[^)#]+)", readme):
+        assert target in ELSEWHERE or (ROOT / target).is_file(), target
+    assert re.search(r"!\[[^\]]*\]\((docs/img/[^)]+\.png)\)", readme)
+    picture = re.search(r"!\[[^\]]*\]\((docs/img/[^)]+\.png)\)", readme).group(1)
+    assert (ROOT / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_committed_pages_are_what_the_result_files_render():
+    mod = _render()
+    for page in mod.pages():
+        text = page.read_text()
+        assert mod.rendered(text) == text, f"{page.name}: run python scripts/render_results.py"
+
+
+def test_a_result_file_renders_as_a_table_with_its_cpu_and_conditions(tmp_path):
+    mod = _render()
+    folder = tmp_path / "benchmarks" / "results" / "amd-epyc-9b14-2c"
+    folder.mkdir(parents=True)
+    (folder / "serving.json").write_text(json.dumps({
+        "command": "python benchmarks/serving.py --threads 2",
+        "conditions": {"cpu_model": "AMD EPYC 9B14", "cores": 2, "when": "2026-12-06", "load_average": 0.4,
+                       "versions": {"onnxruntime": "1.32.0"}},
+        "rows": [{"server": "ours, int8", "max QPS within p95 20 ms": 566.0}, {"server": "peer", "max QPS within p95 20 ms": None}],
+    }))
+    page = "intro\n<!-- results:serving -->\nstale typed table\n<!-- /results -->\nafter\n"
+    out = mod.rendered(page, tmp_path / "benchmarks" / "results")
+    assert "stale typed table" not in out and out.startswith("intro\n") and out.endswith("<!-- /results -->\nafter\n")
+    assert "AMD EPYC 9B14" in out and "2 cores" in out and "load average 0.4" in out and "onnxruntime 1.32.0" in out
+    assert "| ours, int8 | 566 |" in out and "| peer | - |" in out
+    assert "amd-epyc-9b14-2c/serving.json" in out
+    # without a result file the block names the command, and holds no figure
+    empty = mod.rendered(page, tmp_path / "nowhere")
+    assert "No result file committed yet" in empty and "stale typed table" not in empty
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    elsewhere = {(ROOT / p).resolve() for p in ELSEWHERE}
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)", page.read_text()):
+            if target.startswith(("http://", "https://", "data:")):
+                continue
+            path = (page.parent / target).resolve()
+            assert path.exists() or path in elsewhere, f"{page.name}: {target}"
