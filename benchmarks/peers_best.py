@@ -659,6 +659,7 @@ def run(args) -> dict:
         "other_cpu_share": other_share(a_all, b_all),
         "rounds_conditions": rounds_conditions, "lock": lock_info,
         "cpu_model": __import__("pipeline.conditions", fromlist=["cpu_model"]).cpu_model(), "cores": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "envs": env_report, "skipped": dict(SKIPPED), "wall_s": round(time.time() - t_start, 1),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "table": rows,

@@ -211,7 +211,8 @@ def environment() -> dict:
             vers[pkg] = version(pkg)
         except PackageNotFoundError:
             vers[pkg] = None
-    return {"machine": fingerprint(), "governor": governor(), "python": platform.python_version(), "versions": vers}
+    return {"machine": fingerprint(), "governor": governor(), "python": platform.python_version(), "versions": vers,
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def _args(argv):

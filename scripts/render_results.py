@@ -33,6 +33,8 @@ COMMANDS = {
     "providers": "pipeline +sweep=providers rerun=true",
     "peers_best": "python benchmarks/peers_best.py",
     "serving": "python benchmarks/serving.py --threads 2",
+    "stability": "python benchmarks/stability.py",
+    "peers_best_passages": "python benchmarks/peers_best.py --workload passages",
 }
 
 
@@ -69,6 +71,72 @@ def _conditions(c: dict) -> str:
     return "; ".join(parts)
 
 
+def _num(v, digits: int = 2):
+    return None if v is None else round(float(v), digits)
+
+
+def _qps(cell) -> str | None:
+    """A max-QPS cell of serving.py: ``{"qps": ..., "lower_bound": ...}`` or a number."""
+    if isinstance(cell, dict):
+        if cell.get("qps") is None:
+            return None
+        return f"{cell['qps']:.0f}" + ("+" if cell.get("lower_bound") or cell.get("limited_by_rates") else "")
+    return None if cell is None else f"{float(cell):.0f}"
+
+
+def view_peers_best(data: dict) -> tuple[list[dict], dict, list[str]]:
+    rows = [{"contender": r["contender"], "class": r["precision"], "single p50 ms": _num(r["single_p50_ms"]),
+             "single p95 ms": _num(r["single_p95_ms"]), "corpus sent/s, same batches": _num(r.get("corpus_sentences_per_s"), 0),
+             "corpus sent/s, as shipped": _num(r.get("corpus_sentences_per_s_as_shipped"), 0), "STS": _num(r["stsb_spearman"]),
+             "counts": "yes" if r["qualifies"] else "no (STS loss)"} for r in data.get("table", [])]
+    cond = {"cpu_model": data.get("cpu_model"), "cores": data.get("cores"), "when": data.get("when"),
+            "load_average": data.get("loadavg_before"), "versions": data.get("versions") or {}}
+    keys = [k for k in data if k.endswith("_ratio_vs_best_peer") and not k.startswith("as_shipped.")]
+    notes = ["Headline (same batches for all; a single-call ratio below 1 and a throughput ratio above 1 favour ours): "
+             + ", ".join(f"`{k}` {data[k]:.2f}" for k in keys if data[k] is not None) + "; as shipped: "
+             + ", ".join(f"`{k}` {data['as_shipped.' + k]:.2f}" for k in keys if data.get("as_shipped." + k) is not None)
+             + f". Other processes took {100 * (data.get('other_cpu_share') or 0):.1f}% of the CPU over the timed rounds."]
+    return rows, cond, notes
+
+
+def view_serving(data: dict) -> tuple[list[dict], dict, list[str]]:
+    rows = []
+    for r in data.get("rows", []):
+        row = {"contender": r["contender"], "front": r["front"], "transport": "in process" if r["transport"] == "tcp" else "HTTP",
+               "service ms (p50)": _num(r["service_ms_p50"])}
+        for key in sorted(k for k in r if k.startswith("max_qps_p95_")):
+            row[f"max QPS, p95 <= {key[len('max_qps_p95_'):]}"] = _qps(r[key])
+        row["saturation QPS"] = _num(r["saturation_qps"], 0)
+        rows.append(row)
+    cond = dict(data.get("conditions") or {})
+    cond["load_average"] = cond.get("load_average", cond.get("loadavg_end"))
+    notes = [f"`{k}`: ours {v.get('ours')} {v.get('ours_qps')}/s against {v.get('best_peer')} {v.get('peer_qps')}/s, ratio {v.get('ratio')}"
+             for k, v in (data.get("headline") or {}).items()]
+    return rows, cond, notes
+
+
+def view_stability(data: dict) -> tuple[list[dict], dict, list[str]]:
+    q = data["quiet"]
+    rows = [{"run": f"quiet {i + 1}", "ok jobs": n, "jobs flagged": ", ".join(fa) or "none", "winner": w}
+            for i, (n, fa, w) in enumerate(zip(q["jobs_ok"], q["false_alarms"], q["winners"]))]
+    rows += [{"run": name, "ok jobs": k.get("jobs_ok"), "jobs flagged": f"{k.get('contended')} ({100 * k.get('contended_share', 0):.0f}%)"}
+             for name, k in data.get("kinds", {}).items()]
+    env = data.get("environment") or {}
+    machine = env.get("machine") or {}
+    checks = (data.get("runs") or {}).get("checks") or []
+    cond = {"cpu_model": machine.get("cpu_model"), "cores": machine.get("cores"), "when": env.get("when"),
+            "load_average": [c.get("load") for c in checks] or None, "versions": {k: v for k, v in (env.get("versions") or {}).items() if v}}
+    notes = [f"Quiet runs: the same winner: {q.get('same_winner')}; p50 within {100 * (q.get('p50_max_rel_diff') or 0):.1f}% and "
+             f"p95 within {100 * (q.get('p95_max_rel_diff') or 0):.1f}% for every ok job. A GO from a configuration that stayed "
+             f"contended: {data.get('go_from_contended')}. Verdict: {'pass' if data.get('ok') else 'fail: ' + '; '.join(data.get('failures') or [])}."]
+    return rows, cond, notes
+
+
+# how each result file becomes a table: a benchmark's rows hold more than a page can show
+VIEWS = {"peers_best": view_peers_best, "peers_best_passages": view_peers_best, "serving": view_serving, "stability": view_stability}
+VIEW_KEYS = {"peers_best": "table", "peers_best_passages": "table", "serving": "headline", "stability": "quiet"}
+
+
 def render(name: str, results: Path = RESULTS) -> str:
     files = sorted(results.glob(f"*/{name}.json"))
     if not files:
@@ -78,11 +146,15 @@ def render(name: str, results: Path = RESULTS) -> str:
     out = []
     for f in files:
         data = json.loads(f.read_text())
-        rows = data.get("rows") or []
-        head = f"Measured on {_conditions(data.get('conditions') or {})} (`{f.relative_to(results.parent.parent)}`)"
+        if name in VIEWS and VIEW_KEYS[name] in data:  # the benchmark's own format (else: rows + conditions as they are)
+            rows, cond, notes = VIEWS[name](data)
+        else:
+            rows, cond, notes = data.get("rows") or [], data.get("conditions") or {}, []
+        head = f"Measured on {_conditions(cond)} (`{f.relative_to(results.parent.parent)}`)"
         if data.get("command"):
             head += f", by `{data['command']}`"
         out += [head + ":", "", table(rows) if rows else "_(no rows)_", ""]
+        out += [n + "\n" for n in notes]
     return "\n".join(out)
 
 

@@ -69,3 +69,26 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
                 continue
             path = (page.parent / target).resolve()
             assert path.exists() or path in elsewhere, f"{page.name}: {target}"
+
+
+def test_each_benchmarks_own_result_renders_through_its_view(tmp_path):
+    """peers_best, serving and stability write their own JSON; the page shows a readable table of it."""
+    mod = _render()
+    folder = tmp_path / "benchmarks" / "results" / "amd-epyc"
+    folder.mkdir(parents=True)
+    (folder / "peers_best.json").write_text(json.dumps({
+        "cpu_model": "AMD EPYC", "cores": 2, "loadavg_before": [0.3, 0.2, 0.1], "other_cpu_share": 0.012,
+        "best_single_p50_ratio_vs_best_peer": 0.8, "as_shipped.best_single_p50_ratio_vs_best_peer": 0.7,
+        "table": [{"contender": "ours-int8", "precision": "int8", "single_p50_ms": 1.234, "single_p95_ms": 2.0,
+                   "corpus_sentences_per_s": 1500.4, "corpus_sentences_per_s_as_shipped": 1400.0, "stsb_spearman": 81.9, "qualifies": True}]}))
+    (folder / "stability.json").write_text(json.dumps({
+        "quiet": {"jobs_ok": [12, 12], "false_alarms": [[], ["fp32 b8"]], "winners": ["a", "a"], "same_winner": True,
+                  "p50_max_rel_diff": 0.031, "p95_max_rel_diff": 0.08},
+        "kinds": {"pinned": {"jobs_ok": 12, "contended": 12, "contended_share": 1.0}}, "go_from_contended": False,
+        "ok": False, "failures": ["quiet run 2: 1 false alarm"], "environment": {"machine": {"cpu_model": "AMD EPYC", "cores": 2}}}))
+    page = "<!-- results:peers_best -->\n<!-- /results -->\n<!-- results:stability -->\n<!-- /results -->\n"
+    out = mod.rendered(page, tmp_path / "benchmarks" / "results")
+    assert "| ours-int8 | int8 | 1.23 | 2 | 1500 | 1400 | 81.9 | yes |" in out
+    assert "`best_single_p50_ratio_vs_best_peer` 0.80" in out and "as shipped: `best_single_p50_ratio_vs_best_peer` 0.70" in out
+    assert "| quiet 2 | 12 | fp32 b8 | a |" in out and "| pinned | 12 | 12 (100%) |" in out
+    assert "Verdict: fail: quiet run 2: 1 false alarm" in out and "p50 within 3.1%" in out
