@@ -125,7 +125,7 @@ def view_stability(data: dict) -> tuple[list[dict], dict, list[str]]:
     machine = env.get("machine") or {}
     checks = (data.get("runs") or {}).get("checks") or []
     cond = {"cpu_model": machine.get("cpu_model"), "cores": machine.get("cores"), "when": env.get("when"),
-            "load_average": [c.get("load") for c in checks] or None, "versions": {k: v for k, v in (env.get("versions") or {}).items() if v}}
+            "load_average": [round(c["load"], 2) for c in checks if c.get("load") is not None] or None, "versions": {k: v for k, v in (env.get("versions") or {}).items() if v}}
     notes = [f"Quiet runs: the same winner: {q.get('same_winner')}; p50 within {100 * (q.get('p50_max_rel_diff') or 0):.1f}% and "
              f"p95 within {100 * (q.get('p95_max_rel_diff') or 0):.1f}% for every ok job. A GO from a configuration that stayed "
              f"contended: {data.get('go_from_contended')}. Verdict: {'pass' if data.get('ok') else 'fail: ' + '; '.join(data.get('failures') or [])}."]
