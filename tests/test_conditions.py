@@ -55,8 +55,8 @@ def tiny_export(tiny_bert, tmp_path_factory):
 SENTENCES = ["a dog runs in the park", "two people are talking", "the man is playing a guitar on the road"] * 20
 
 
-def _bench(art, cache, **contention):
-    cfg = BenchConfig(batch_size=1, warmup=3, iterations=400, min_iterations=200, max_seconds=1.0,
+def _bench(art, cache, iterations: int = 400, max_seconds: float = 1.0, **contention):
+    cfg = BenchConfig(batch_size=1, warmup=3, iterations=iterations, min_iterations=200, max_seconds=max_seconds,
                       contention=ContentionConfig(**{"retries": 0, "retry_wait_s": 0.0, **contention}))
     return bench.run({"model_dir": str(art.folder), "max_length": 64}, SENTENCES, cfg, cache_dir=cache)
 
@@ -148,11 +148,13 @@ BURST = ("import os, time\nos.sched_setaffinity(0, {{0}})\nend = time.time() + {
 
 def test_a_bursty_burner_pinned_to_one_core_marks_the_job_contended(tiny_export, tmp_path):
     """200 ms of every second on core 0 (10% of a 2-core machine, which the old share limit forgave):
-    seen as other processes' cores (or PSI, where it shares the benchmark's core)."""
+    seen as other processes' cores (or PSI, where it shares the benchmark's core).  The timed window
+    is sized to 1.5 s so that it always holds a burst: a 0.1 s window can fall wholly in the burner's
+    0.8 s of sleep, and then nothing touched the job (CI saw that on a loaded machine)."""
     p = subprocess.Popen([sys.executable, "-c", BURST.format(s=60)], stdin=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
-        result = _until_contended(lambda: _bench(tiny_export, tmp_path))
+        result = _until_contended(lambda: _bench(tiny_export, tmp_path, iterations=100_000, max_seconds=1.5))
     finally:
         p.kill()
         p.wait()
