@@ -9,11 +9,12 @@ this machine, on loopback only, to try (and test) the scale-out path without a d
 Everything lives in ``--dir`` (generated keys and passwords, configs, data, logs) and listens
 on free 127.0.0.1 ports; nothing is installed or changed outside it, except that, when run as
 root, a system account ``pipeline-db`` is created for PostgreSQL (which refuses to run as root).
-It needs the Debian packages ``slurm-wlm slurmdbd munge mariadb-server postgresql`` (``.ci/run``
-installs them) and is meant to run as root, like Slurm's own daemons (in a container or a VM).
+It needs the Debian packages ``slurm-wlm slurmdbd munge mariadb-server postgresql``, and gcc for
+the loopback shim (``.ci/run`` installs them) and is meant to run as root, like Slurm's own daemons (in a container or a VM).
 
-It is for ONE TRUSTED MACHINE: the daemons bind to 127.0.0.1 (slurmctld and slurmd with
-``CommunicationParameters=NoInAddrAny``), but the MLflow server answers any local user without
+It is for ONE TRUSTED MACHINE: the daemons bind to 127.0.0.1 (slurmd with
+``CommunicationParameters=NoInAddrAny``; slurmctld and slurmdbd, which ignore their settings, through
+:mod:`pipeline.loopback`'s bind shim), but the MLflow server answers any local user without
 authentication.  The database password reaches the MLflow server through ``PGPASSWORD``, never
 its command line; ``stop`` signals a daemon only while its pid, start time and command line are
 those ``start`` recorded (after a crash or a reboot the pid may be another process's).

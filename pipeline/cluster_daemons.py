@@ -16,6 +16,7 @@ import subprocess
 import sys
 import urllib.request
 
+from . import loopback
 from .exitcodes import PipelineError
 
 CLUSTER_NAME = "pipeline"
@@ -51,6 +52,17 @@ def _free_port() -> int:
 
 class SlurmDaemons:
     """munged, Slurm's accounting (mariadbd + slurmdbd), slurmctld and one slurmd."""
+
+    def _on_loopback(self, env: dict | None = None) -> dict:
+        """``env`` for a Slurm daemon, with :mod:`pipeline.loopback`'s shim preloaded (built once):
+        slurmdbd and one slurmctld socket bind to every address whatever their config says.
+        Without the shim, the cluster's state names the daemons that listen on every address, and why."""
+        if not hasattr(self, "_shim"):
+            self._shim, why = loopback.build(self.root / "lib")
+            self.state["wide_open"] = {"daemons": ["slurmctld", "slurmdbd"], "why": why} if why else None
+            if why:
+                print(f"[cluster] warning: slurmctld and slurmdbd will listen on every address: {why}", file=sys.stderr)
+        return loopback.preload_env(self._shim, env)
 
     def _start_munged(self, timeout: float) -> None:
         m = self.root / "munge"
@@ -137,7 +149,8 @@ class SlurmDaemons:
     def _start_slurmdbd(self, timeout: float) -> None:
         self._write_slurm_confs()
         env = {"SLURM_CONF": str(self.slurm_conf)}
-        self._spawn("slurmdbd", [_which("slurmdbd"), "-D"], env={**env, "SLURMDBD_CONF": str(self.root / "slurm" / "slurmdbd.conf")})
+        self._spawn("slurmdbd", [_which("slurmdbd"), "-D"],
+                    env=self._on_loopback({**env, "SLURMDBD_CONF": str(self.root / "slurm" / "slurmdbd.conf")}))
 
         def ready() -> bool:
             with socket.create_connection(("127.0.0.1", self.state["ports"]["slurmdbd"]), timeout=1):
@@ -149,11 +162,12 @@ class SlurmDaemons:
             self._run(["sacctmgr", "-i", "add", "cluster", CLUSTER_NAME], timeout=30)
 
     def _start_slurmctld(self, timeout: float) -> None:
-        self._spawn("slurmctld", [_which("slurmctld"), "-D", "-f", str(self.slurm_conf)])
+        self._spawn("slurmctld", [_which("slurmctld"), "-D", "-f", str(self.slurm_conf)], env=self._on_loopback())
         self._wait("slurmctld", lambda: self._run(["scontrol", "ping"], check=False, timeout=15).stdout.count("UP") > 0,
                    timeout)
 
     def _start_slurmd(self, timeout: float) -> None:
+        # slurmd binds to NodeAddr by NoInAddrAny; no shim for it, as its jobs would inherit it
         self._spawn("slurmd", [_which("slurmd"), "-D", "-N", NODE, "-f", str(self.slurm_conf)])
 
         def ready() -> bool:
