@@ -19,8 +19,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def cpu_slug(cpu_model: str) -> str:
-    """A folder name for a CPU model: ``AMD EPYC 9R14 96-Core Processor`` -> ``amd-epyc-9r14-96-core-processor``."""
-    return re.sub(r"[^a-z0-9]+", "-", cpu_model.lower()).strip("-") or "unknown-cpu"
+    """A folder name for a CPU model: ``AMD EPYC 9R14 96-Core Processor`` -> ``amd-epyc-9r14-96-core-processor``.
+    Every benchmark's results go under it (``benchmarks/results/<slug>/``)."""
+    return re.sub(r"[^a-z0-9]+", "-", cpu_model.lower())[:60].strip("-") or "unknown-cpu"
 
 
 def results_path(cpu_model: str, name: str) -> Path:

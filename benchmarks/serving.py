@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import serving_stats as ss  # noqa: E402
+from peerstats import cpu_slug  # noqa: E402
 
 RATES = (5, 10, 20, 40, 60, 80, 100, 130, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1300, 1600, 2000)
 INFINITY_SERVER = lambda: (("infinity-emb[torch,optimum,server]==0.0.78",), True, ())  # noqa: E731
@@ -326,6 +327,13 @@ def versions() -> dict:
     return out
 
 
+def rows_of(measured: dict) -> list[dict]:
+    """One row per (contender, front, transport) measured in every round it ran; a contender with
+    no measured round (it failed each time: named under ``skipped``) has no row."""
+    return [row(c, f, t, rs) for (c, f), rs in measured.items() if rs
+            for t in rs[0]["transports"] if all(t in r["transports"] for r in rs)]
+
+
 def run(args) -> dict:
     from pipeline.conditions import cpu_model
     from pipeline.config import QualityConfig
@@ -353,15 +361,16 @@ def run(args) -> dict:
                 for s in (series if rnd % 2 else series[::-1]):
                     key = (s["contender"], s["front"])
                     try:
-                        measured.setdefault(key, []).append(run_series(s, gen, args, work, work / "sentences.json", rnd))
+                        got = run_series(s, gen, args, work, work / "sentences.json", rnd)
+                        measured.setdefault(key, []).append(got)  # only once measured: a failed series adds nothing
                     except Exception as exc:
                         skipped[f"{s['contender']}/{s['front']}"] = f"round {rnd}: {type(exc).__name__}: {exc}"
                         print(f"{s['contender']}/{s['front']} failed: {exc}", file=sys.stderr, flush=True)
         finally:
             gen.close()
         cond = conditions_of(started, lock, versions())
-    rows = [row(c, f, t, rs) for (c, f), rs in measured.items() for t in rs[0]["transports"] if all(t in r["transports"] for r in rs)]
-    return {"benchmark": "serving", "cpu_slug": ss.cpu_slug(cpu_model()), "threads": args.threads, "rates": list(args.rates),
+    rows = rows_of(measured)
+    return {"benchmark": "serving", "cpu_slug": cpu_slug(cpu_model()), "threads": args.threads, "rates": list(args.rates),
             "requests_per_point": args.requests, "max_point_s": args.max_point_s, "rounds": args.rounds, "front": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
             "targets_ms": list(ss.TARGETS_MS), "quick": args.quick, "headline": headline(rows), "skipped": skipped,
             "envs": env_report, "conditions": cond, "logs": str(work), "rows": rows}

@@ -126,7 +126,3 @@ def summary(lat_ms: Sequence[float]) -> dict:
     return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99)}
 
 
-def cpu_slug(model: str) -> str:
-    """A folder name for a CPU model (as benchmarks/results/<slug>/)."""
-    s = "".join(c.lower() if c.isalnum() else "-" for c in model)
-    return "-".join(p for p in s.split("-") if p)[:80] or "unknown-cpu"

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from peerstats import cpu_slug  # noqa: E402  (one slug for every benchmark's results folder)
 
 _LOOP = "end = time.time() + {s}\n"
 KINDS = {
@@ -194,10 +195,6 @@ def verdict(quiet: list[dict], kinds: dict[str, dict], checks: list[dict], p50_t
         failures.append("a GO from a configuration that stayed contended")
     out["failures"], out["ok"] = failures, not failures
     return out
-
-
-def cpu_slug(model: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:60] or "unknown-cpu"
 
 
 def environment() -> dict:

@@ -78,12 +78,24 @@ def test_mg1_p95_is_exact_for_m_m_1_and_grows_with_load():
 
 
 def test_cpu_slug():
-    assert ss.cpu_slug("Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz") == "intel-r-xeon-r-platinum-8481c-cpu-2-70ghz"
+    from peerstats import cpu_slug
+
+    assert cpu_slug("Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz") == "intel-r-xeon-r-platinum-8481c-cpu-2-70ghz"
 
 
 def _round(points, service_ms, closed_ms=(5.0,)):
     return {"service_ms": service_ms, "info": {}, "transports": {
         t: {"closed_loop_ms": list(closed_ms), "points": points, "conditions": {}} for t in ("tcp", "http")}}
+
+
+def test_a_contender_that_failed_every_round_has_no_row_and_the_others_keep_theirs():
+    """A series that raised in each round (infinity's server that never got ready) left an empty list
+    behind, and the summary's rows crashed at the end of a 40-minute run, losing every figure."""
+    import serving
+
+    pts = _pts((5, 3), (100, 8))
+    rows = serving.rows_of({("ours-fp32", "batched"): [_round(pts, [3.0] * 10)] * 2, ("infinity-optimum", "batched"): []})
+    assert {(r["contender"], r["transport"]) for r in rows} == {("ours-fp32", "tcp"), ("ours-fp32", "http")}
 
 
 def test_rows_and_the_headline_compare_our_best_front_with_the_best_peer():
