@@ -30,6 +30,7 @@ import os
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 
@@ -203,14 +204,23 @@ def build_infinity(s: dict):
     import asyncio
     import threading
 
+    if s.get("hf_hub_cache"):  # where its optimum engine keeps its optimized graph: this contender's own
+        os.environ["HF_HUB_CACHE"] = s["hf_hub_cache"]
     import torch
     from infinity_emb import AsyncEngineArray, EngineArgs
 
     torch.set_num_threads(s["threads"])
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
+    model = s["folder"]
+    if s.get("engine") == "optimum":
+        # infinity's optimum engine globs the model folder for *.onnx and hands the path it found to
+        # Optimum as file_name; from an absolute folder that path is absolute, which Optimum 2 refuses.
+        # Named relatively ("." from inside the folder), the path is "onnx/model.onnx", as from the hub.
+        os.chdir(s["folder"])
+        model = "."
     args = EngineArgs(
-        model_name_or_path=s["folder"], engine=s.get("engine", "torch"), device="cpu", batch_size=s["batch_size"],
+        model_name_or_path=model, engine=s.get("engine", "torch"), device="cpu", batch_size=s["batch_size"],
         bettertransformer=False, compile=False, model_warmup=False, trust_remote_code=False,
     )
     engine = AsyncEngineArray.from_args([args])[0]
@@ -220,7 +230,12 @@ def build_infinity(s: dict):
         vecs, _ = asyncio.run_coroutine_threadsafe(engine.embed(sentences=list(texts)), loop).result(600)
         return _unit(np.stack([np.asarray(v, dtype=np.float32) for v in vecs]))
 
-    return embed, {"versions": _versions("infinity-emb", "torch", "sentence-transformers", "numpy"), "engine": s.get("engine", "torch")}
+    info = {"versions": _versions("infinity-emb", "torch", "sentence-transformers", "numpy", "optimum", "onnxruntime"), "engine": s.get("engine", "torch")}
+    if s.get("engine") == "optimum":  # what it really runs: the file it picked, and its own optimization of it
+        inner = getattr(engine, "_model_replicas", None) or getattr(engine, "_model", None)
+        info["onnx_files"] = sorted(str(p) for p in Path(os.environ.get("HF_HUB_CACHE", "/nonexistent")).glob("infinity_onnx/**/*.onnx"))
+        info["model"] = repr(inner)[:300]
+    return embed, info
 
 
 BUILDERS = {"ours": build_ours, "st": build_st, "st-onnx": build_st_onnx, "fastembed": build_fastembed, "optimum": build_optimum, "ct2": build_ct2, "infinity": build_infinity}

@@ -45,6 +45,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import csv
 import inspect
 import json
 import os
@@ -91,8 +92,12 @@ def st_version() -> str:
 # transformers then fails to import); unpinned, pip even replaces torch with a CUDA build (5.5 GB).
 # So the OpenVINO peer gets optimum-intel and what it adds to this environment, without
 # torchvision (--no-deps: the rest, torch and transformers included, is this environment's).
+# datasets (and what it adds here) is for export_static_quantized_openvino_model, which reads its
+# calibration set with datasets.load_dataset: 4.8.5 is the newest that keeps this environment's
+# huggingface-hub 0.x (5.x wants 1.x, which transformers 4.57 refuses), with the fsspec it allows.
 ST_OPENVINO = lambda: (("optimum-intel==2.2.0", "optimum==2.3.0", "openvino==2026.4.1", "openvino-tokenizers==2026.4.1.0",  # noqa: E731
-                        "openvino-telemetry==2025.2.0", "nncf==3.4.0", "ninja==1.13.2"), True, ("--no-deps",))
+                        "openvino-telemetry==2025.2.0", "nncf==3.4.0", "ninja==1.13.2",
+                        "datasets==4.8.5", "dill==0.4.1", "multiprocess==0.70.19", "xxhash==4.1.0", "fsspec==2026.2.0"), True, ("--no-deps",))
 FASTEMBED = lambda: (("fastembed==0.9.1",), False, ())  # noqa: E731  its own onnxruntime, as a user gets it
 CTRANSLATE2 = lambda: (("ctranslate2==4.8.5",), True, ())  # noqa: E731  the converter needs transformers + torch
 # pins numpy<2, sentence-transformers<4; [optimum]: its ONNX engine beside the torch one; [server]: its HTTP server
@@ -257,6 +262,74 @@ def optimum_qint8_folder(st_folder: Path, fp32_art, root: Path) -> Path:
     return folder
 
 
+def infinity_onnx_folder(resolved, fp32_art, root: Path) -> Path:
+    """The folder infinity-emb's optimum engine loads: the checkpoint's config, tokenizer and pooling
+    files with our fp32 export as onnx/model.onnx, its only ONNX file (the engine picks a file by
+    globbing the folder; it prefers one named *quantize* on the CPU, and there is none), so what it
+    runs is that graph after its own ORTOptimizer pass (level 99)."""
+    folder = root / "infinity-onnx"
+    if not (folder / "onnx" / "model.onnx").is_file():
+        tmp = root / f".infinity-onnx.{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(resolved.folder, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.onnx", "onnx", "openvino"))
+        (tmp / "onnx").mkdir()
+        shutil.copy2(fp32_art.onnx_path, tmp / "onnx" / "model.onnx")
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(root / "infinity-onnx.hub", ignore_errors=True)  # its optimized graph of an older folder
+        tmp.rename(folder)
+    return folder
+
+
+OV_STATIC_FILE = "openvino/openvino_model_qint8_quantized.xml"
+_OV_STATIC = """
+import sys
+from optimum.intel import OVQuantizationConfig
+from sentence_transformers import SentenceTransformer, export_static_quantized_openvino_model
+folder, calibration, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model = SentenceTransformer(folder, backend="openvino", device="cpu", local_files_only=True)
+export_static_quantized_openvino_model(model, OVQuantizationConfig(num_samples=n), folder, dataset_name=calibration,
+                                       dataset_config_name="default", dataset_split="train", column_name="sentence")
+"""
+
+
+def ov_static_folder(python: Path, resolved, calibration: list[str], root: Path, timeout_s: float = 1800) -> Path:
+    """sentence-transformers' ``export_static_quantized_openvino_model`` (NNCF post-training static int8)
+    of the checkpoint, made once in the OpenVINO peer's environment.  Its calibration set is the
+    given local sentences, written as a one-column CSV folder that ``datasets.load_dataset`` reads
+    offline, in place of its default (glue/sst2 from the hub)."""
+    folder = root / "st-openvino-static"
+    if (folder / OV_STATIC_FILE).is_file():
+        return folder
+    if not calibration:
+        raise ValueError("no calibration sentences")
+    tmp, cal = root / f".st-openvino-static.{os.getpid()}", root / f".ov-calibration.{os.getpid()}"
+    for d in (tmp, cal):
+        shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(resolved.folder, tmp, ignore=shutil.ignore_patterns("onnx", "openvino"))
+    cal.mkdir()
+    with open(cal / "train.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence"])
+        w.writerows([t] for t in calibration)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", DO_NOT_TRACK="1")
+    env.pop("PYTHONPATH", None)
+    try:
+        proc = subprocess.run([str(python), "-c", _OV_STATIC, str(tmp), str(cal), str(len(calibration))],
+                              capture_output=True, text=True, timeout=timeout_s, env=env)
+        if proc.returncode != 0:
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            raise RuntimeError(f"export_static_quantized_openvino_model failed (exit {proc.returncode}): {tail}")
+        if not (tmp / OV_STATIC_FILE).is_file():
+            found = sorted(p.name for p in (tmp / "openvino").iterdir()) if (tmp / "openvino").is_dir() else []
+            raise RuntimeError(f"export_static_quantized_openvino_model wrote {found}, not {OV_STATIC_FILE}")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(cal, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def ct2_folder(python: Path, resolved, root: Path) -> Path:
     """CTranslate2's conversion of the checkpoint (float32 weights; the compute type is chosen
     at load), made once with its converter in its environment."""
@@ -404,11 +477,7 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
                               note="ORTQuantizer avx512_vnni dynamic (the file sentence-transformers exports)"), main_py))
 
     # sentence-transformers with OpenVINO (optimum-intel), its own environment
-    ov_names = ("st-openvino-f32", "st-openvino-bf16", "st-openvino-int8wo")
-    if want("st-openvino-int8-static"):
-        skipped["st-openvino-int8-static"] = ("not run yet: export_static_quantized_openvino_model calibrates on a data set that "
-                                              "datasets.load_dataset loads by name (default glue/sst2 from the hub); a local folder of STS "
-                                              "dev sentences could stand in, but this peer's environment has no `datasets`")
+    ov_names = ("st-openvino-f32", "st-openvino-bf16", "st-openvino-int8wo", "st-openvino-int8-static")
     if any(want(n) for n in ov_names):
         pk, inh, pa = ST_OPENVINO()
         env = make_env("st-openvino", pk, inh, env_root, env_report, pa)
@@ -425,6 +494,22 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
                 continue
             out.append((Contender(name, prec, "sentence-transformers (openvino)", env.path.name,
                                   {"kind": "st", "backend": "openvino", "folder": str(resolved.folder), "threads": th, "model_kwargs": kwargs}, note=note), env.python))
+        if want("st-openvino-int8-static"):
+            # NNCF static int8, calibrated on the STS dev sentences (as our int8_static), the test set untouched
+            try:
+                if not env.ok:
+                    raise RuntimeError(f"environment not made: {env.reason}")
+                from pipeline.config import QualityConfig
+                from pipeline.quality import load_sts
+
+                dev = load_sts(QualityConfig(split="dev")).unique_sentences[: args.ov_calibration_samples]
+                folder = ov_static_folder(env.python, resolved, dev, peers_root)
+                out.append((Contender("st-openvino-int8-static", "int8", "sentence-transformers (openvino)", env.path.name,
+                                      {"kind": "st", "backend": "openvino", "folder": str(folder), "threads": th,
+                                       "model_kwargs": {"file_name": OV_STATIC_FILE, "ov_config": {"INFERENCE_NUM_THREADS": th}}},
+                                      note=f"export_static_quantized_openvino_model, {len(dev)} STS dev sentences as its calibration set"), env.python))
+            except Exception as exc:
+                skipped["st-openvino-int8-static"] = f"{type(exc).__name__}: {exc}"
 
     if want("fastembed"):
         pk, inh, pa = FASTEMBED()
@@ -467,15 +552,22 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
     if want("infinity"):
         pk, inh, pa = INFINITY()
         env = make_env("infinity-emb-server", pk, inh, env_root, env_report, pa)
-        # its torch engine on the checkpoint; its optimum (ONNX Runtime) engine on the folder whose onnx/ holds our fp32
-        # export and sentence-transformers' qint8 file (it picks the file itself: recorded in info)
-        engines = [("infinity-torch", "torch", resolved.folder)] + ([("infinity-optimum", "optimum", st_folder)] if st_folder else [])
-        for name, engine, folder in engines:
+        # its torch engine on the checkpoint; its optimum (ONNX Runtime) engine on a folder whose only ONNX file is our
+        # fp32 export, which the engine optimizes itself (its own optimized graph kept in its own hub cache folder)
+        engines = [("infinity-torch", "torch", resolved.folder, {})]
+        if want("infinity-optimum"):
+            try:
+                engines.append(("infinity-optimum", "optimum", infinity_onnx_folder(resolved, fp32, peers_root),
+                                {"hf_hub_cache": str(peers_root / "infinity-onnx.hub")}))
+            except Exception as exc:
+                skipped["infinity-optimum"] = f"preparing its ONNX folder failed: {type(exc).__name__}: {exc}"
+        for name, engine, folder, extra in engines:
             if not want(name):
                 continue
             if env.ok:
                 out.append((Contender(name, "fp32", "infinity-emb", env.path.name,
-                                      {"kind": "infinity", "engine": engine, "folder": str(folder), "threads": th, "batch_size": args.batch_size}), env.python))
+                                      {"kind": "infinity", "engine": engine, "folder": str(folder), "threads": th, "batch_size": args.batch_size, **extra},
+                                      note="its optimum engine: our fp32 export after its own ORTOptimizer pass" if engine == "optimum" else ""), env.python))
             else:
                 skipped[name] = f"environment not made: {env.reason}"
     return out
@@ -693,7 +785,7 @@ def load_model_all(args):
 
 SKIPPED: dict[str, str] = {}
 STARTED: list[Contender] = []  # every worker process, ended on any exit
-SLOW = {"st-torch", "st-torch-bf16", "infinity-torch", "infinity-optimum"}  # torch's slow corpus passes: timed in --slow-corpus-rounds rounds
+SLOW = {"st-torch", "st-torch-bf16", "infinity-torch"}  # torch's slow corpus passes: timed in --slow-corpus-rounds rounds
 
 
 def main(argv=None) -> int:
@@ -710,6 +802,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the seed of the rounds' base visiting order")
     p.add_argument("--slow-corpus-rounds", type=int, default=2, help="corpus rounds for the torch contenders (st-torch, st-torch-bf16, infinity-torch)")
     p.add_argument("--variants", default="O2_cpu,int8_dynamic,int8_static", help="our variants beside fp32")
+    p.add_argument("--ov-calibration-samples", type=int, default=300,
+                   help="STS dev sentences that calibrate the OpenVINO static int8 peer (its default num_samples is 300)")
     p.add_argument("--only", default="", help="comma-separated contender names (or prefixes) to run; ours-fp32 is always added")
     p.add_argument("--skip", default="", help="comma-separated contender names (or prefixes) to leave out")
     p.add_argument("--ov-ep-f32", action="store_true", help="also our embedder on the OpenVINO EP in f32")

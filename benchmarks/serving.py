@@ -89,8 +89,11 @@ class Server:
         log = self.work / f"{self.name}.log"
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", INFINITY_ANONYMOUS_USAGE_STATS="0", DO_NOT_TRACK="1")
         env.pop("PYTHONPATH", None)
-        if self.spec is None:  # infinity's own server
-            cmd = [str(self.python.parent / "infinity_emb"), "v2", "--model-id", self.front["folder"], "--engine", "optimum",
+        cwd = None
+        if self.spec is None:  # infinity's own server, started in its model folder and given it as "." (an absolute
+            # --model-id becomes an absolute ONNX file name, which Optimum 2 refuses), its optimized graph in its own cache
+            cwd, env["HF_HUB_CACHE"] = self.front["folder"], str(Path(self.front["folder"]).parent / "infinity-onnx.hub")
+            cmd = [str(self.python.parent / "infinity_emb"), "v2", "--model-id", ".", "--engine", "optimum",
                    "--device", "cpu", "--batch-size", str(self.front["max_batch"]), "--port", str(self.http_port), "--host", "127.0.0.1",
                    "--served-model-name", self.front["served"]]
             ready = f"http://127.0.0.1:{self.http_port}/health"
@@ -101,7 +104,7 @@ class Server:
             (self.work / f"{self.name}.spec.json").write_text(json.dumps(spec))
             cmd = [str(self.python), str(ROOT / "benchmarks" / "_serving_server.py"), str(self.work / f"{self.name}.spec.json")]
             ready = f"http://127.0.0.1:{self.http_port}/ready"
-        self.proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)
         wait_http(ready, self.proc, timeout_s, log)
         if self.spec is not None:
             self.service = json.loads(out.read_text())
@@ -152,6 +155,8 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
     import peers_best as pb
 
     want = [n for n in (*OURS, *PEERS) if (not args.only or n in args.only) and n not in args.skip]
+    for n in args.skip:  # left out on request: the result says so, as for any contender not measured
+        skipped[n] = "left out by --skip"
     main_py, th = Path(sys.executable), args.threads
     cfg, resolved, fp32 = pb.load_artifact("fp32")
     ml = cfg.model.max_length
@@ -184,17 +189,25 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
                                                "model_kwargs": {"ov_config": {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": th}}})
         else:
             skipped["st-openvino"] = f"environment not made: {env.reason}"
-    if st_folder is not None and any(n in want for n in ("infinity-optimum", "infinity-server")):
+    inf_folder = None
+    if any(n in want for n in ("infinity-optimum", "infinity-server")):
+        try:  # a folder whose only ONNX file is our fp32 export (see peers_best.infinity_onnx_folder)
+            inf_folder = pb.infinity_onnx_folder(resolved, fp32, peers_root)
+        except Exception as exc:
+            for n in ("infinity-optimum", "infinity-server"):
+                skipped[n] = f"preparing its ONNX folder failed: {type(exc).__name__}: {exc}"
+    if inf_folder is not None and any(n in want for n in ("infinity-optimum", "infinity-server")):
         pk, inh, pa = INFINITY_SERVER()
         env = pb.make_env("infinity-emb-server", pk, inh, env_root, env_report, pa)
         for n in ("infinity-optimum", "infinity-server"):
             if n in want and not env.ok:
                 skipped[n] = f"environment not made: {env.reason}"
             elif n == "infinity-optimum" and n in want:
-                out[n] = (env.python, {"kind": "infinity", "engine": "optimum", "folder": str(st_folder), "threads": th, "batch_size": args.max_batch})
+                out[n] = (env.python, {"kind": "infinity", "engine": "optimum", "folder": str(inf_folder), "threads": th, "batch_size": args.max_batch,
+                                       "hf_hub_cache": str(peers_root / "infinity-onnx.hub")})
             elif n in want:
                 out[n] = (env.python, None)
-        os.environ["INFINITY_FOLDER"] = str(st_folder)
+        os.environ["INFINITY_FOLDER"] = str(inf_folder)
     return out
 
 
@@ -403,6 +416,9 @@ def parse(argv=None):
     args.rates = [float(r) for r in str(args.rates).split(",")]
     args.fronts, args.transports = args.fronts.split(","), args.transports.split(",")
     args.only, args.skip = [n for n in args.only.split(",") if n], [n for n in args.skip.split(",") if n]
+    unknown = sorted(set(args.only + args.skip) - {*OURS, *PEERS})
+    if unknown:
+        p.error(f"unknown contender(s) {', '.join(unknown)}; known: {', '.join((*OURS, *PEERS))}")
     return args
 
 

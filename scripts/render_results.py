@@ -35,6 +35,8 @@ COMMANDS = {
     "serving": "python benchmarks/serving.py --threads 2",
     "stability": "python benchmarks/stability.py",
     "peers_best_passages": "python benchmarks/peers_best.py --workload passages",
+    "sweep_lengths": "python -m pipeline +sweep=lengths, then python scripts/sweep_results.py",
+    "sweep_traffic": "python -m pipeline +sweep=traffic, then python scripts/sweep_results.py",
 }
 
 
@@ -132,6 +134,23 @@ def view_stability(data: dict) -> tuple[list[dict], dict, list[str]]:
     return rows, cond, notes
 
 
+def view_sweep(data: dict) -> tuple[list[dict], dict, list[str]]:
+    """A sweep filed by scripts/sweep_results.py: its rows as they are, and its decision."""
+    cond = dict(data.get("conditions") or {})
+    d = data.get("decision") or {}
+    notes = []
+    if cond.get("other_cpu_share"):
+        notes.append(f"Other processes' CPU share per job: {cond['other_cpu_share'][0]:.3f} to {cond['other_cpu_share'][1]:.3f}; "
+                     f"jobs measured contended: {cond.get('jobs_contended', 0)}.")
+    if d.get("recommendation"):
+        notes.append(f"Decision (profile `{d.get('profile')}`): {d['recommendation']}")
+    parts = d.get("parts") or {}
+    if parts.get("best_per_part"):
+        notes.append("Best per part: " + "; ".join(f"{k}: {v}" for k, v in parts["best_per_part"].items())
+                     + (f". {parts['recommendation']}" if parts.get("recommendation") else ""))
+    return data.get("rows") or [], cond, notes
+
+
 # how each result file becomes a table: a benchmark's rows hold more than a page can show
 VIEWS = {"peers_best": view_peers_best, "peers_best_passages": view_peers_best, "serving": view_serving, "stability": view_stability}
 VIEW_KEYS = {"peers_best": "table", "peers_best_passages": "table", "serving": "headline", "stability": "quiet"}
@@ -148,6 +167,8 @@ def render(name: str, results: Path = RESULTS) -> str:
         data = json.loads(f.read_text())
         if name in VIEWS and VIEW_KEYS[name] in data:  # the benchmark's own format (else: rows + conditions as they are)
             rows, cond, notes = VIEWS[name](data)
+        elif name.startswith("sweep_") and "rows" in data:
+            rows, cond, notes = view_sweep(data)
         else:
             rows, cond, notes = data.get("rows") or [], data.get("conditions") or {}, []
         head = f"Measured on {_conditions(cond)} (`{f.relative_to(results.parent.parent)}`)"

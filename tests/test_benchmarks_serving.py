@@ -98,6 +98,24 @@ def test_a_contender_that_failed_every_round_has_no_row_and_the_others_keep_thei
     assert {(r["contender"], r["transport"]) for r in rows} == {("ours-fp32", "tcp"), ("ours-fp32", "http")}
 
 
+def test_contenders_left_out_by_skip_are_named_in_the_result_and_a_misspelt_name_is_refused(monkeypatch, tmp_path):
+    import peers_best
+    import serving
+
+    args = serving.parse(["--skip", "infinity-optimum,infinity-server"])
+    skipped: dict = {}
+
+    def stop(*a, **k):
+        raise RuntimeError("no model needed past this point")
+
+    monkeypatch.setattr(peers_best, "load_artifact", stop)
+    with pytest.raises(RuntimeError, match="no model needed"):
+        serving.contenders(args, tmp_path, tmp_path, {}, skipped)
+    assert skipped == {"infinity-optimum": "left out by --skip", "infinity-server": "left out by --skip"}
+    with pytest.raises(SystemExit):
+        serving.parse(["--skip", "infinity"])  # not a contender's name: nothing would have been left out
+
+
 def test_rows_and_the_headline_compare_our_best_front_with_the_best_peer():
     import serving
 
