@@ -71,7 +71,10 @@ def _matmul_session(n: int, precision: str, threads: int):
     return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]), feeds
 
 
-def _measure_peak(threads: int, n: int = 1024, repeats: int = 8, precision: str = "fp32") -> dict:
+PEAK_BEATEN = 1.02  # a job achieving more than this times the cached peak has it measured again
+
+
+def _measure_peak(threads: int, n: int = 1024, repeats: int = 24, precision: str = "fp32") -> dict:
     """Best GFLOP/s (int8: GOP/s) of an n x n x n matrix product on ONNX Runtime, and for fp32
     also numpy's BLAS; ``peak_gflops`` is the larger."""
     if precision not in PRECISIONS:
@@ -79,6 +82,7 @@ def _measure_peak(threads: int, n: int = 1024, repeats: int = 8, precision: str 
     sess, feeds = _matmul_session(n, precision, threads)
     flop = 2.0 * n**3
     best_ort = 0.0
+    sess.run(None, feeds)  # not timed: the first call wakes the thread pool (8 timed calls read 106 for 192 GFLOP/s)
     for _ in range(repeats):
         t = time.perf_counter()
         sess.run(None, feeds)
@@ -90,6 +94,7 @@ def _measure_peak(threads: int, n: int = 1024, repeats: int = 8, precision: str 
 
             a, b = feeds["A"], feeds["B"]
             with threadpool_limits(threads or os.cpu_count()):
+                a @ b
                 for _ in range(repeats):
                     t = time.perf_counter()
                     a @ b
@@ -99,7 +104,8 @@ def _measure_peak(threads: int, n: int = 1024, repeats: int = 8, precision: str 
     return {"precision": precision, "ort_gflops": best_ort / 1e9, "numpy_gflops": best_np / 1e9, "peak_gflops": max(best_ort, best_np) / 1e9}
 
 
-def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: str = "fp32", thresholds=None) -> dict:
+def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: str = "fp32", thresholds=None,
+                refresh: bool = False) -> dict:
     """This machine's matrix-product peak at ``threads`` threads (0: all cores), cached per
     machine fingerprint, thread count and precision: for fp32 the best of ONNX Runtime's MatMul
     (MLAS, what the models run on) and numpy's BLAS in GFLOP/s; for int8 ONNX Runtime's
@@ -110,13 +116,14 @@ def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: st
     measured again (the ``bench.contention`` retries); if the machine stays busy the result
     carries ``contended`` (the reason) and nothing is cached.  With detection off the peak is
     measured and used, never cached (nobody looked whether the machine was quiet).  A cached peak
-    older than ``baseline_max_age_h`` is measured again.
+    older than ``baseline_max_age_h`` is measured again, and so is one a quiet job has beaten
+    (``refresh``: the caller achieved more than it, so it was read low).
     """
 
     th = conditions.Thresholds.of(thresholds)
     key = conditions.machine_key(threads) + ("" if precision == "fp32" else f"-{precision}")
     path = Path(cache_dir) / "machine" / f"matmul-peak-{key}.json" if cache_dir else None
-    cached = _cached_peak(path, th.baseline_max_age_h)
+    cached = None if refresh else _cached_peak(path, th.baseline_max_age_h)
     if cached is not None:
         return cached
     with conditions.MachineLock(th.wait_for_other_s if th.enabled else 0.0, "matmul peak") as lock:
@@ -152,4 +159,12 @@ def for_benchmark(model_config, token_lengths, best_pass_s: float, threads: int,
     got = matmul_peak(threads, cache_dir, precision, th)
     if got.get("contended"):
         return None, None, got["contended"]
-    return flops / best_pass_s / 1e9, got["peak_gflops"], None
+    achieved = flops / best_pass_s / 1e9
+    if achieved > got["peak_gflops"] * PEAK_BEATEN:
+        # a peak the model's own matrix products beat was read low (a slow moment, a short window):
+        # it is measured again now, and the fraction is judged against the new one (still above 1: logged as is)
+        again = matmul_peak(threads, cache_dir, precision, th, refresh=True)
+        if again.get("contended"):
+            return None, None, f"the cached peak ({got['peak_gflops']:.0f}) was beaten ({achieved:.0f}) and {again['contended']}"
+        got = again
+    return achieved, got["peak_gflops"], None

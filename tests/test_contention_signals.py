@@ -165,6 +165,24 @@ def test_a_baseline_older_than_its_expiry_or_from_another_machine_is_measured_ag
     assert calls.count("peak") == 2
 
 
+def test_a_cached_peak_that_a_quiet_job_beats_is_measured_again(tmp_path, monkeypatch):
+    """A peak read low (8 short products at a slow moment) made roofline_fraction 1.1-1.2 on every
+    fp32 job of a quiet length sweep: the model's own products beat the 'peak'."""
+    monkeypatch.setenv("PIPELINE_MACHINE_LOCK", str(tmp_path / "machine.lock"))
+    calls: list = []
+    monkeypatch.setattr(conditions, "in_fresh_process", _fake_fresh_process(calls))
+    roofline.matmul_peak(1, tmp_path, "fp32", TH)  # cached: 10 GFLOP/s
+    (cached,) = (tmp_path / "machine").glob("matmul-peak-*.json")
+    cached.write_text(json.dumps({**json.loads(cached.read_text()), "peak_gflops": 5.0}))  # as if read low
+    config = {"hidden_size": 4, "num_hidden_layers": 1, "intermediate_size": 16, "num_attention_heads": 1}
+    flops = roofline.model_flops(config, [8])
+    achieved, peak, why = roofline.for_benchmark(config, [8], flops / 7e9, 1, tmp_path, "fp32", TH)  # 7 GFLOP/s > 5
+    assert why is None and achieved == pytest.approx(7.0) and peak == 10.0 and calls == ["peak", "peak"]
+    assert json.loads(cached.read_text())["peak_gflops"] == 10.0  # the new reading is the one kept
+    roofline.for_benchmark(config, [8], flops / 7e9, 1, tmp_path, "fp32", TH)  # below the peak now: the cache serves
+    assert calls == ["peak", "peak"]
+
+
 def test_a_peak_measured_with_detection_off_is_not_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPELINE_MACHINE_LOCK", str(tmp_path / "machine.lock"))
     calls: list = []
