@@ -216,12 +216,13 @@ def build_infinity(s: dict):
     if s.get("engine") == "optimum":
         # infinity's optimum engine globs the model folder for *.onnx and hands the path it found to
         # Optimum as file_name; from an absolute folder that path is absolute, which Optimum 2 refuses.
-        # Named relatively ("." from inside the folder), the path is "onnx/model.onnx", as from the hub.
+        # Named relatively ("." from inside the folder), the path is "model.onnx", a bare name Optimum matches.
         os.chdir(s["folder"])
         model = "."
     args = EngineArgs(
         model_name_or_path=model, engine=s.get("engine", "torch"), device="cpu", batch_size=s["batch_size"],
         bettertransformer=False, compile=False, model_warmup=False, trust_remote_code=False,
+        **({"pooling_method": s["pooling_method"]} if s.get("pooling_method") else {}),
     )
     engine = AsyncEngineArray.from_args([args])[0]
     asyncio.run_coroutine_threadsafe(engine.astart(), loop).result(600)

@@ -97,7 +97,8 @@ def st_version() -> str:
 # huggingface-hub 0.x (5.x wants 1.x, which transformers 4.57 refuses), with the fsspec it allows.
 ST_OPENVINO = lambda: (("optimum-intel==2.2.0", "optimum==2.3.0", "openvino==2026.4.1", "openvino-tokenizers==2026.4.1.0",  # noqa: E731
                         "openvino-telemetry==2025.2.0", "nncf==3.4.0", "ninja==1.13.2",
-                        "datasets==4.8.5", "dill==0.4.1", "multiprocess==0.70.19", "xxhash==4.1.0", "fsspec==2026.2.0"), True, ("--no-deps",))
+                        "datasets==4.8.5", "dill==0.4.1", "multiprocess==0.70.19", "xxhash==4.1.0", "fsspec==2026.2.0",
+                        "httpx==0.29.0", "httpcore==1.0.9"), True, ("--no-deps",))
 FASTEMBED = lambda: (("fastembed==0.9.1",), False, ())  # noqa: E731  its own onnxruntime, as a user gets it
 CTRANSLATE2 = lambda: (("ctranslate2==4.8.5",), True, ())  # noqa: E731  the converter needs transformers + torch
 # pins numpy<2, sentence-transformers<4; [optimum]: its ONNX engine beside the torch one; [server]: its HTTP server
@@ -262,18 +263,19 @@ def optimum_qint8_folder(st_folder: Path, fp32_art, root: Path) -> Path:
     return folder
 
 
-def infinity_onnx_folder(resolved, fp32_art, root: Path) -> Path:
+def infinity_onnx_folder(resolved, graph: Path, root: Path) -> Path:
     """The folder infinity-emb's optimum engine loads: the checkpoint's config, tokenizer and pooling
-    files with our fp32 export as onnx/model.onnx, its only ONNX file (the engine picks a file by
-    globbing the folder; it prefers one named *quantize* on the CPU, and there is none), so what it
-    runs is that graph after its own ORTOptimizer pass (level 99)."""
+    files with ``graph`` as model.onnx, its only ONNX file, at the top (the engine picks a file by
+    globbing the folder, preferring one named *quantize* on the CPU, and there is none; it passes
+    the path it found as Optimum's file_name, which Optimum 2 matches against bare file names only)."""
     folder = root / "infinity-onnx"
-    if not (folder / "onnx" / "model.onnx").is_file():
+    source = f"{graph.resolve()} {graph.stat().st_size}"
+    if not (folder / "model.onnx").is_file() or not (folder / "source.txt").is_file() or (folder / "source.txt").read_text() != source:
         tmp = root / f".infinity-onnx.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(resolved.folder, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.onnx", "onnx", "openvino"))
-        (tmp / "onnx").mkdir()
-        shutil.copy2(fp32_art.onnx_path, tmp / "onnx" / "model.onnx")
+        shutil.copy2(graph, tmp / "model.onnx")
+        (tmp / "source.txt").write_text(source)
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(root / "infinity-onnx.hub", ignore_errors=True)  # its optimized graph of an older folder
         tmp.rename(folder)
@@ -549,16 +551,22 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
                 out.append((Contender(name, prec, "ctranslate2", env.path.name,
                                       {"kind": "ct2", "folder": str(folder), "compute_type": ct, "tokenizer_folder": str(fp32.folder), "threads": th, "max_length": ml}), env.python))
 
-    if want("infinity"):
+    if want("infinity-torch") or want("infinity-optimum"):
         pk, inh, pa = INFINITY()
         env = make_env("infinity-emb-server", pk, inh, env_root, env_report, pa)
-        # its torch engine on the checkpoint; its optimum (ONNX Runtime) engine on a folder whose only ONNX file is our
-        # fp32 export, which the engine optimizes itself (its own optimized graph kept in its own hub cache folder)
+        # its torch engine on the checkpoint; its optimum (ONNX Runtime) engine on a folder whose only ONNX file is
+        # Optimum's O2 graph of our fp32 export (sentence-transformers' export_optimized_onnx_model). The engine's own
+        # ORTOptimizer pass (level 99) is written for Optimum 1.x and fails on the Optimum 2 here (OptimizationConfig lost
+        # optimize_with_onnxruntime_only); it then runs the graph it was given, so it is given the optimized one.
+        # (Optimum 1.27, its own pass's version, does not import beside torch 2.13: torch.onnx lost _attention_scale.)
         engines = [("infinity-torch", "torch", resolved.folder, {})]
         if want("infinity-optimum"):
             try:
-                engines.append(("infinity-optimum", "optimum", infinity_onnx_folder(resolved, fp32, peers_root),
-                                {"hf_hub_cache": str(peers_root / "infinity-onnx.hub")}))
+                st = st_folder if st_folder is not None else st_onnx_folder(resolved, fp32, peers_root)
+                graph = st / "onnx" / st_optimized(st, "O2")
+                # its optimum engine pools by CLS unless told (pooling_method "auto" is CLS there): told the model's own
+                engines.append(("infinity-optimum", "optimum", infinity_onnx_folder(resolved, graph, peers_root),
+                                {"hf_hub_cache": str(peers_root / "infinity-onnx.hub"), "pooling_method": cfg.model.native_pooling or "mean"}))
             except Exception as exc:
                 skipped["infinity-optimum"] = f"preparing its ONNX folder failed: {type(exc).__name__}: {exc}"
         for name, engine, folder, extra in engines:
@@ -567,7 +575,7 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
             if env.ok:
                 out.append((Contender(name, "fp32", "infinity-emb", env.path.name,
                                       {"kind": "infinity", "engine": engine, "folder": str(folder), "threads": th, "batch_size": args.batch_size, **extra},
-                                      note="its optimum engine: our fp32 export after its own ORTOptimizer pass" if engine == "optimum" else ""), env.python))
+                                      note="its optimum engine on Optimum's O2 graph of our fp32 export" if engine == "optimum" else ""), env.python))
             else:
                 skipped[name] = f"environment not made: {env.reason}"
     return out

@@ -51,7 +51,7 @@ import serving_stats as ss  # noqa: E402
 from peerstats import cpu_slug  # noqa: E402
 
 RATES = (5, 10, 20, 40, 60, 80, 100, 130, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1300, 1600, 2000)
-INFINITY_SERVER = lambda: (("infinity-emb[torch,optimum,server]==0.0.78",), True, ())  # noqa: E731
+INFINITY_SERVER = lambda: __import__("peers_best").INFINITY()  # noqa: E731  (one environment with peers_best.py's)
 PEERS = ("st-onnx", "st-openvino", "optimum-ort", "infinity-optimum", "infinity-server")
 OURS = ("ours-fp32", "ours-int8")
 
@@ -93,7 +93,7 @@ class Server:
         if self.spec is None:  # infinity's own server, started in its model folder and given it as "." (an absolute
             # --model-id becomes an absolute ONNX file name, which Optimum 2 refuses), its optimized graph in its own cache
             cwd, env["HF_HUB_CACHE"] = self.front["folder"], str(Path(self.front["folder"]).parent / "infinity-onnx.hub")
-            cmd = [str(self.python.parent / "infinity_emb"), "v2", "--model-id", ".", "--engine", "optimum",
+            cmd = [str(self.python.parent / "infinity_emb"), "v2", "--model-id", ".", "--engine", "optimum", "--pooling-method", self.front["pooling"],
                    "--device", "cpu", "--batch-size", str(self.front["max_batch"]), "--port", str(self.http_port), "--host", "127.0.0.1",
                    "--served-model-name", self.front["served"]]
             ready = f"http://127.0.0.1:{self.http_port}/health"
@@ -191,8 +191,9 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
             skipped["st-openvino"] = f"environment not made: {env.reason}"
     inf_folder = None
     if any(n in want for n in ("infinity-optimum", "infinity-server")):
-        try:  # a folder whose only ONNX file is our fp32 export (see peers_best.infinity_onnx_folder)
-            inf_folder = pb.infinity_onnx_folder(resolved, fp32, peers_root)
+        try:  # a folder whose only ONNX file is Optimum's O2 graph of our fp32 export (see peers_best.py's infinity note)
+            st = st_folder if st_folder is not None else pb.st_onnx_folder(resolved, fp32, peers_root)
+            inf_folder = pb.infinity_onnx_folder(resolved, st / "onnx" / pb.st_optimized(st, "O2"), peers_root)
         except Exception as exc:
             for n in ("infinity-optimum", "infinity-server"):
                 skipped[n] = f"preparing its ONNX folder failed: {type(exc).__name__}: {exc}"
@@ -204,10 +205,11 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
                 skipped[n] = f"environment not made: {env.reason}"
             elif n == "infinity-optimum" and n in want:
                 out[n] = (env.python, {"kind": "infinity", "engine": "optimum", "folder": str(inf_folder), "threads": th, "batch_size": args.max_batch,
-                                       "hf_hub_cache": str(peers_root / "infinity-onnx.hub")})
+                                       "hf_hub_cache": str(peers_root / "infinity-onnx.hub"), "pooling_method": cfg.model.native_pooling or "mean"})
             elif n in want:
                 out[n] = (env.python, None)
         os.environ["INFINITY_FOLDER"] = str(inf_folder)
+        os.environ["INFINITY_POOLING"] = cfg.model.native_pooling or "mean"  # its optimum engine pools by CLS unless told
     return out
 
 
@@ -218,7 +220,8 @@ def series_of(cands: dict, args) -> list[dict]:
     for name, (python, spec) in cands.items():
         if spec is None:  # infinity's own server: its own batching, over HTTP only
             out.append({"contender": name, "front": "own", "python": python, "spec": None, "transports": ["http"] if "http" in args.transports else [],
-                        "front_settings": {"max_batch": args.max_batch, "folder": os.environ["INFINITY_FOLDER"], "served": name}})
+                        "front_settings": {"max_batch": args.max_batch, "folder": os.environ["INFINITY_FOLDER"], "served": name,
+                                          "pooling": os.environ.get("INFINITY_POOLING", "mean")}})
             continue
         for f in args.fronts:
             out.append({"contender": name, "front": f, "python": python, "spec": spec, "transports": list(args.transports), "front_settings": fronts[f]})

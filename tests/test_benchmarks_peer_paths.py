@@ -1,5 +1,5 @@
 """The folders benchmarks/peers_best.py prepares for two peer paths, with stand-ins for the peer's
-own tools: infinity-emb's optimum engine (a folder whose only ONNX file is our fp32 export) and
+own tools: infinity-emb's optimum engine (a folder whose only ONNX file is the graph it is given) and
 sentence-transformers' OpenVINO static int8 export (its calibration set from local sentences)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _checkpoint(tmp_path: Path) -> SimpleNamespace:
     return SimpleNamespace(folder=ck)
 
 
-def test_infinitys_onnx_folder_holds_our_fp32_export_as_its_only_onnx_file(tmp_path):
+def test_infinitys_onnx_folder_holds_the_given_graph_as_its_only_onnx_file(tmp_path):
     resolved = _checkpoint(tmp_path)
     fp32 = tmp_path / "export" / "model.onnx"
     fp32.parent.mkdir()
@@ -38,15 +38,19 @@ def test_infinitys_onnx_folder_holds_our_fp32_export_as_its_only_onnx_file(tmp_p
     stale_hub.mkdir()
     (stale_hub / "model_optimized.onnx").write_bytes(b"an older folder's graph")
 
-    folder = peers_best.infinity_onnx_folder(resolved, SimpleNamespace(onnx_path=fp32), root)
+    folder = peers_best.infinity_onnx_folder(resolved, fp32, root)
 
     # the engine globs the folder for *.onnx from inside it ("."): it can only find this one, relative
-    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.onnx")) == ["onnx/model.onnx"]
-    assert (folder / "onnx" / "model.onnx").read_bytes() == b"our fp32 graph"
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.onnx")) == ["model.onnx"]  # a bare name, as Optimum 2 wants
+    assert (folder / "model.onnx").read_bytes() == b"our fp32 graph"
     assert (folder / "1_Pooling" / "config.json").is_file() and (folder / "tokenizer.json").is_file()
     assert not (folder / "model.safetensors").exists()
     assert not stale_hub.exists()  # its optimized graph of another folder is never reused
     assert not list(root.glob(".infinity-onnx.*"))
+    # another graph given: the folder is made again around it
+    other = tmp_path / "export" / "model_O2.onnx"
+    other.write_bytes(b"the O2 graph, longer")
+    assert (peers_best.infinity_onnx_folder(resolved, other, root) / "model.onnx").read_bytes() == b"the O2 graph, longer"
 
 
 def _fake_python(tmp_path: Path, body: str) -> Path:
