@@ -183,7 +183,7 @@ class Contender:
 
     def result(self, equal: bool) -> peerstats.Result:
         return peerstats.Result(self.name, self.precision, self.ours, self.sts, list(self.single_p50),
-                                list(self.corpus_eq_s if equal else self.corpus_s))
+                                list(self.corpus_eq_s if equal else self.corpus_s), self.min_cosine)
 
     def row(self, n_corpus: int, ref_sts: float, max_sts_loss: float) -> dict:
         timed, timed_eq = peerstats.timed(self.corpus_s), peerstats.timed(self.corpus_eq_s)

@@ -80,14 +80,26 @@ class Result:
     sts: float
     single_p50: list[float] = field(default_factory=list)
     corpus_s: list[float] = field(default_factory=list)  # per round; NaN where not timed
+    min_cosine: float = float("nan")  # against our fp32 on the timed texts (NaN: not known)
 
 
 def timed(values: Sequence[float]) -> list[float]:
     return [v for v in values if v == v]
 
 
+# a full-precision path computes the same function as our fp32: its vectors of the timed texts must
+# match (bf16 rounds a little).  Below this, it embedded other inputs: fastembed, for one, truncates at
+# the tokenizer_config's max_length (128 for all-MiniLM-L6-v2) and so timed less work on 256-token
+# passages (min cosine 0.67).  int8 paths are judged by their STS loss alone.
+COSINE_FLOORS = {"fp32": 0.999, "bf16": 0.99}
+
+
 def qualifies(c: Result, ref_sts: float, max_sts_loss: float) -> bool:
-    """Within ``max_sts_loss`` STS points of the fp32 reference; a NaN STS never qualifies."""
+    """Within ``max_sts_loss`` STS points of the fp32 reference (a NaN STS never qualifies) and, for a
+    full-precision class, at or above its cosine floor against our fp32 on the timed texts."""
+    floor = COSINE_FLOORS.get(c.precision)
+    if floor is not None and c.min_cosine == c.min_cosine and c.min_cosine < floor:
+        return False
     return c.sts == c.sts and (ref_sts - c.sts) <= max_sts_loss
 
 

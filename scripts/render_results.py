@@ -86,11 +86,22 @@ def _qps(cell) -> str | None:
     return None if cell is None else f"{float(cell):.0f}"
 
 
+def _why_not(row: dict) -> str:
+    """Why a peers_best contender does not count: below its class's cosine floor, or its STS loss."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from peerstats import COSINE_FLOORS
+
+    floor, cos = COSINE_FLOORS.get(row.get("precision")), row.get("min_cosine_vs_ours_fp32")
+    if floor is not None and cos is not None and cos < floor:
+        return f"no (min cosine {cos:.3f} < {floor})"
+    return "no (STS loss)"
+
+
 def view_peers_best(data: dict) -> tuple[list[dict], dict, list[str]]:
     rows = [{"contender": r["contender"], "class": r["precision"], "single p50 ms": _num(r["single_p50_ms"]),
              "single p95 ms": _num(r["single_p95_ms"]), "corpus sent/s, same batches": _num(r.get("corpus_sentences_per_s"), 0),
              "corpus sent/s, as shipped": _num(r.get("corpus_sentences_per_s_as_shipped"), 0), "STS": _num(r["stsb_spearman"]),
-             "counts": "yes" if r["qualifies"] else "no (STS loss)"} for r in data.get("table", [])]
+             "counts": "yes" if r["qualifies"] else _why_not(r)} for r in data.get("table", [])]
     cond = {"cpu_model": data.get("cpu_model"), "cores": data.get("cores"), "when": data.get("when"),
             "load_average": data.get("loadavg_before"), "versions": data.get("versions") or {}}
     keys = [k for k in data if k.endswith("_ratio_vs_best_peer") and not k.startswith("as_shipped.")]

@@ -89,3 +89,19 @@ def statistics_median(xs):
     import statistics
 
     return statistics.median(xs)
+
+
+def test_a_full_precision_path_whose_vectors_differ_does_not_count_an_int8_one_is_judged_on_sts():
+    """fastembed truncated 256-token passages at 128 tokens (its tokenizer_config's max_length): min
+    cosine 0.67 against our fp32, STS on the sentences unchanged, and it was the 'best fp32 peer'."""
+    truncating = Result("fastembed", "fp32", False, 82.03, [1.0], [1.0], min_cosine=0.668)
+    whole = Result("optimum-ort", "fp32", False, 82.03, [2.0], [2.0], min_cosine=0.99999)
+    ours = Result("ours", "fp32", True, 82.03, [2.0], [2.0], min_cosine=1.0)
+    assert not peerstats.qualifies(truncating, 82.03, 1.0) and peerstats.qualifies(whole, 82.03, 1.0)
+    r = peerstats.class_ratios([ours, truncating, whole], ("fp32",), 82.03, 1.0)
+    assert r["peer_corpus"] == "optimum-ort" and r["corpus_throughput_ratio"] == pytest.approx(1.0)
+    assert peerstats.qualifies(Result("bf16", "bf16", False, 82.0, [1.0], [1.0], min_cosine=0.9999), 82.03, 1.0)
+    assert not peerstats.qualifies(Result("bf16", "bf16", False, 82.0, [1.0], [1.0], min_cosine=0.95), 82.03, 1.0)
+    int8 = Result("st-openvino-int8-static", "int8", False, 82.23, [1.0], [1.0], min_cosine=0.77)
+    assert peerstats.qualifies(int8, 82.03, 1.0)  # no floor for int8: its STS decides
+    assert peerstats.qualifies(Result("unknown", "fp32", False, 82.0, [1.0], [1.0]), 82.03, 1.0)  # NaN: not judged
