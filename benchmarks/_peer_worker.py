@@ -232,10 +232,8 @@ def build_infinity(s: dict):
         return _unit(np.stack([np.asarray(v, dtype=np.float32) for v in vecs]))
 
     info = {"versions": _versions("infinity-emb", "torch", "sentence-transformers", "numpy", "optimum", "onnxruntime"), "engine": s.get("engine", "torch")}
-    if s.get("engine") == "optimum":  # what it really runs: the file it picked, and its own optimization of it
-        inner = getattr(engine, "_model_replicas", None) or getattr(engine, "_model", None)
+    if s.get("engine") == "optimum":  # whether its own optimization pass left a graph (it fails on Optimum 2)
         info["onnx_files"] = sorted(str(p) for p in Path(os.environ.get("HF_HUB_CACHE", "/nonexistent")).glob("infinity_onnx/**/*.onnx"))
-        info["model"] = repr(inner)[:300]
     return embed, info
 
 

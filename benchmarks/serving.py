@@ -51,7 +51,6 @@ import serving_stats as ss  # noqa: E402
 from peerstats import cpu_slug  # noqa: E402
 
 RATES = (5, 10, 20, 40, 60, 80, 100, 130, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1300, 1600, 2000)
-INFINITY_SERVER = lambda: __import__("peers_best").INFINITY()  # noqa: E731  (one environment with peers_best.py's)
 PEERS = ("st-onnx", "st-openvino", "optimum-ort", "infinity-optimum", "infinity-server")
 OURS = ("ours-fp32", "ours-int8")
 
@@ -198,7 +197,7 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
             for n in ("infinity-optimum", "infinity-server"):
                 skipped[n] = f"preparing its ONNX folder failed: {type(exc).__name__}: {exc}"
     if inf_folder is not None and any(n in want for n in ("infinity-optimum", "infinity-server")):
-        pk, inh, pa = INFINITY_SERVER()
+        pk, inh, pa = pb.INFINITY()  # one environment with peers_best.py's infinity rows
         env = pb.make_env("infinity-emb-server", pk, inh, env_root, env_report, pa)
         for n in ("infinity-optimum", "infinity-server"):
             if n in want and not env.ok:

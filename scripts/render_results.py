@@ -27,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from peerstats import COSINE_FLOORS  # noqa: E402  (the rule that says whether a peers_best row counts)
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 # how each result is made (said where a page has no result file yet)
 COMMANDS = {
@@ -88,9 +90,6 @@ def _qps(cell) -> str | None:
 
 def _why_not(row: dict) -> str:
     """Why a peers_best contender does not count: below its class's cosine floor, or its STS loss."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from peerstats import COSINE_FLOORS
-
     floor, cos = COSINE_FLOORS.get(row.get("precision")), row.get("min_cosine_vs_ours_fp32")
     if floor is not None and cos is not None and cos < floor:
         return f"no (min cosine {cos:.3f} < {floor})"

@@ -2,7 +2,7 @@
 
     python scripts/sweep_results.py                     # the latest sweep in the local tracking store
     python scripts/sweep_results.py --parent RUN_ID     # a given sweep (its parent run)
-    python scripts/sweep_results.py --tracking-uri URI  # another store ($MLFLOW_TRACKING_URI otherwise)
+    python scripts/sweep_results.py --tracking-uri URI  # another store (default: the project's, as pipeline.api)
 
 The file holds one row per job the sweep lists (reused jobs included: its ``jobs.json``), with the
 figures a page shows (latency, throughput, tokens per second, padding share, quality, parity on the
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -86,20 +85,22 @@ def conditions_of(frame) -> dict:
             "jobs_contended": int(sum(bool(c) for c in frame["contended"]))}
 
 
-def collect(parent: str | None, tracking_uri: str) -> tuple[dict, str]:
+def collect(parent: str | None, tracking_uri: str | None) -> tuple[dict, str]:
+    from pipeline import api
     from pipeline.decision import mlflow_io
 
-    c = mlflow_io.client(tracking_uri)
+    uri = tracking_uri or api.tracking_uri()
+    c = mlflow_io.client(uri)
     parent = parent or mlflow_io.latest_parent(c)
-    frame = mlflow_io.load_children(c, parent)
+    frame = api.runs(parent, uri)
     run = c.get_run(parent)
     jobs = mlflow_io._artifact_json(c, parent, "jobs.json") or {}
-    decision = mlflow_io._artifact_json(c, parent, "decision/decision.json") or {}
+    decision = api.decision(parent, uri) or {}
     listed = {j["run_id"] for j in jobs.get("jobs", []) if j.get("run_id")}
-    if listed:
+    if listed:  # the job's run of record: a resumed sweep's parent may also hold an earlier, replaced one
         frame = frame[frame["run_id"].isin(listed)]
-    name = jobs.get("sweep") or run.data.tags.get("sweep.name") or "sweep"
-    first = next(iter(c.get_run(r).data.tags for r in list(frame["run_id"])[:1]), {})
+    name = jobs.get("sweep") or decision.get("sweep") or "sweep"
+    first = c.get_run(frame["run_id"].iloc[0]).data.tags if len(frame) else {}
     cond = conditions_of(frame)
     cond["versions"] = {k[len("env."):]: v for k, v in first.items()
                         if k.startswith("env.") and k[len("env."):] in ("onnxruntime", "optimum", "torch", "transformers", "python")}
@@ -118,7 +119,7 @@ def collect(parent: str | None, tracking_uri: str) -> tuple[dict, str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--parent", default=None, help="the sweep's parent run id (default: the latest sweep)")
-    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
+    p.add_argument("--tracking-uri", default=None, help="default: the project's (tracking.uri, $MLFLOW_TRACKING_URI, else the local store)")
     p.add_argument("--out", default=None, help="default: benchmarks/results/<cpu-slug>/sweep_<name>.json")
     args = p.parse_args(argv)
     data, name = collect(args.parent, args.tracking_uri)
