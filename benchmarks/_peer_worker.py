@@ -20,7 +20,7 @@ Reads one JSON command per line on stdin and answers one JSON line on stdout:
 
 Timing happens inside this process (no pipe in the timed part).  Each builder imports only
 what its library needs, so this file runs in any of the peer environments; the repository
-root (for ``pipeline.embed``) comes in the start message.
+root (for ``pipeline.embedder.embed``) comes in the start message.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _versions(*names: str) -> dict:
 # -- builders: spec -> (embed(texts, batch_size) -> unit vectors, info) -------------------------
 def build_ours(s: dict):
     sys.path.insert(0, s["root"])
-    from pipeline.embed import Embedder
+    from pipeline.embedder.embed import Embedder
 
     opts = dict(s.get("provider_options") or {})
     if "load_config" in opts and not isinstance(opts["load_config"], str):
@@ -74,7 +74,7 @@ def build_ours(s: dict):
     if s.get("session_config"):  # an experiment: session config entries the Embedder does not take (yet)
         import onnxruntime as ort
 
-        from pipeline.embed import session_options
+        from pipeline.embedder.embed import session_options
 
         so = session_options(s["threads"])
         for k, v in s["session_config"].items():

@@ -8,7 +8,7 @@ SPEC: ``{"kind": <a builder of _peer_worker.py>, ...its settings, "root": REPO, 
 
 It builds the contender's ``embed(texts)``, times ``service_calls`` single-text calls (the
 service time, written to ``service_out``), then serves it through the project's server
-(pipeline.server: FastAPI + uvicorn, the micro-batching front with the given ``max_batch`` /
+(pipeline.serving.app: FastAPI + uvicorn, the micro-batching front with the given ``max_batch`` /
 ``max_wait_ms``) on 127.0.0.1:P, and through the same front's batcher over a bare TCP protocol
 on 127.0.0.1:Q (the process-level variant: no HTTP stack):
 
@@ -90,7 +90,7 @@ async def serve(spec: dict) -> None:
     import uvicorn
 
     sys.path.insert(0, spec["root"])
-    from pipeline.server import Front, Limits, create_app
+    from pipeline.serving.app import Front, Limits, create_app
 
     f = spec["front"]
     app = create_app(lambda: build(spec), name=spec["name"], front=Front(int(f["max_batch"]), float(f["max_wait_ms"])),

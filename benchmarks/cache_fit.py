@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from benchmarks.peers import load_model
-    from pipeline.embed import SLOW_FUSIONS, session_options
+    from pipeline.embedder.embed import SLOW_FUSIONS, session_options
 
     cfg, _, art = load_model(args.variant)
     model = onnx.load(str(art.onnx_path))

@@ -6,7 +6,7 @@ ORTOptimizer and ONNX Runtime's own load-time optimizers fuse a residual Add and
 LayerNormalization into one SkipLayerNormalization node (with the bias of the matrix product
 before it, when there is one).  This times each form alone, on the CPU provider, for a
 (1, rows, hidden) activation: the fused node, the fused node with a bias, and Add (+ Add) +
-LayerNormalization.  ``pipeline.embed.SLOW_FUSIONS`` and the ``O2_cpu`` variant leave the
+LayerNormalization.  ``pipeline.embedder.embed.SLOW_FUSIONS`` and the ``O2_cpu`` variant leave the
 fusion out because of what this measures; rerun it after an onnxruntime upgrade.
 
 The last line printed is one JSON object: microseconds per call for each form and the ratio

@@ -54,16 +54,16 @@ def _unit(x) -> np.ndarray:
 
 
 def _session_options(threads: int):
-    from pipeline.embed import session_options
+    from pipeline.embedder.embed import session_options
 
     return session_options(threads=threads)
 
 
 def load_model(variant: str):
     """Compose the default config and return (cfg, resolved model, artifact) for a variant."""
-    from pipeline import export, sources
+    from pipeline.model import export, sources
     from pipeline.config import to_config
-    from pipeline.stages import compose_config
+    from pipeline.study.stages import compose_config
 
     cfg = to_config(compose_config([f"variant={variant}"]))
     resolved = sources.resolve(cfg.model)
@@ -72,7 +72,7 @@ def load_model(variant: str):
 
 
 def ours(art, cfg, threads: int, name: str) -> Contender:
-    from pipeline.embed import Embedder
+    from pipeline.embedder.embed import Embedder
 
     emb = Embedder(art.folder, onnx_file=art.onnx_path.name, pooling="mean", threads=threads, max_length=cfg.model.max_length)
     return Contender(name, lambda texts, bs: emb.embed(texts, batch_size=bs), is_ours=True)
@@ -147,15 +147,15 @@ def optimum_contender(art, threads: int, max_length: int) -> Contender:
 
 
 def timer_overhead_ns() -> float:
-    from pipeline.bench import timer_overhead_ns as f
+    from pipeline.measure.bench import timer_overhead_ns as f
 
     return f()
 
 
 # -- the measurement ----------------------------------------------------------------------
 def run(args) -> dict:
-    from pipeline import roofline
-    from pipeline.quality import load_sts
+    from pipeline.measure import roofline
+    from pipeline.data.sts import load_sts
     from pipeline.config import QualityConfig
 
     cfg, resolved, fp32 = load_model("fp32")

@@ -6,9 +6,9 @@
 ``benchmarks/peers.py`` compares fp32 peers that all run onnxruntime.  A user who wants speed
 picks each library's fast path, so here every peer runs at every precision it offers, each in
 its own process and, where its dependencies conflict with ours, in its own environment made by
-``pipeline.envs`` under ``<cache_dir>/envs`` (its size is reported):
+``pipeline.runtime.envs`` under ``<cache_dir>/envs`` (its size is reported):
 
-- ours (pipeline.embed.Embedder): fp32, O2_cpu, int8_dynamic, int8_static on the CPU provider;
+- ours (pipeline.embedder.Embedder): fp32, O2_cpu, int8_dynamic, int8_static on the CPU provider;
   bf16 through onnxruntime-openvino's OpenVINO execution provider (INFERENCE_PRECISION_HINT
   bf16 in ``load_config``), in the environment issue 18's provider config shares;
 - sentence-transformers: torch fp32 and bf16, onnx, its own O2 and O3 exports
@@ -27,13 +27,13 @@ rotates a seeded shuffle by n/rounds places a round (``peerstats.round_order``: 
 positions spread over the round), first for single-sentence calls (p50, p95), then for the whole
 corpus twice, back to back: with **the same batches for all** (the headline, ``"batching":
 "equal"``: the batches our embedder makes of the corpus, sorted by length and cut by
-``pipeline.grouping``, one library call per batch) and **as shipped** (the corpus in input order in
+``pipeline.embedder.grouping``, one library call per batch) and **as shipped** (the corpus in input order in
 one call with batch size 32: each library batches it its own way; those ratios are under
 ``as_shipped.*``). The timing happens inside each contender's process.  The first corpus pass
 (untimed) gives the embeddings for parity (min cosine against our fp32) and for STS Spearman.
 A contender counts only if its STS loss against our fp32 is at most --max-sts-loss points.
 Peers that run our fp32 file keep onnxruntime's SkipLayerNormFusion, which our embedder turns off
-(``pipeline.embed``; ``benchmarks/fusions.py`` measures it): a product choice any onnxruntime user
+(``pipeline.embedder.embed``; ``benchmarks/fusions.py`` measures it): a product choice any onnxruntime user
 could make too. The full result goes to ``benchmarks/results/<cpu>/peers_best.json`` (committed).
 
 The timed part holds the machine-wide benchmark lock; the load average and the CPU share
@@ -128,7 +128,7 @@ class Contender:
     name: str
     precision: str  # fp32 | int8 | bf16
     library: str
-    env: str  # which environment (main or a pipeline.envs name)
+    env: str  # which environment (main or a pipeline.runtime.envs name)
     spec: dict
     ours: bool = False
     note: str = ""
@@ -204,9 +204,9 @@ class Contender:
 
 # -- preparing the files each peer reads -------------------------------------------------------
 def load_artifact(variant: str):
-    from pipeline import export, sources
+    from pipeline.model import export, sources
     from pipeline.config import to_config
-    from pipeline.stages import compose_config
+    from pipeline.study.stages import compose_config
 
     cfg = to_config(compose_config([f"variant={variant}"]))
     resolved = sources.resolve(cfg.model)
@@ -349,7 +349,7 @@ def ct2_folder(python: Path, resolved, root: Path) -> Path:
 
 # -- the run -------------------------------------------------------------------------------------
 def make_env(name: str, packages: tuple[str, ...], inherit: bool, root: Path, report: dict, pip_args: tuple[str, ...] = ()):
-    from pipeline import envs
+    from pipeline.runtime import envs
 
     t0 = time.perf_counter()
     env = envs.ensure(packages, root, name=name, inherit=inherit, pip_args=pip_args, log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -377,7 +377,7 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
             return
         a = arts[variant]
         spec = {"kind": "ours", "root": str(ROOT), "folder": str(a.folder), "onnx_file": a.onnx_path.name, "threads": th, "max_length": ml}
-        out.append((Contender(name, precision, "ours (pipeline.embed)", "main", spec, ours=True, note=note), main_py))
+        out.append((Contender(name, precision, "ours (pipeline.embedder.embed)", "main", spec, ours=True, note=note), main_py))
 
     for name, variant, prec in [("ours-fp32", "fp32", "fp32"), ("ours-O2_cpu", "O2_cpu", "fp32"),
                                 ("ours-int8_dynamic", "int8_dynamic", "int8"), ("ours-int8_static", "int8_static", "int8")]:
@@ -392,7 +392,7 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
                 spec = {"kind": "ours", "root": str(ROOT), "folder": str(fp32.folder), "onnx_file": fp32.onnx_path.name, "threads": th,
                         "max_length": ml, "provider": "OpenVINOExecutionProvider",
                         "provider_options": {"device_type": "CPU", "load_config": {"CPU": {"INFERENCE_PRECISION_HINT": hint, **args.ov_extra}}}}
-                out.append((Contender(name, prec, "ours (pipeline.embed, OpenVINO EP)", env.path.name, spec, ours=True), env.python))
+                out.append((Contender(name, prec, "ours (pipeline.embedder.embed, OpenVINO EP)", env.path.name, spec, ours=True), env.python))
         else:
             skipped["ours-bf16-openvino-ep"] = f"environment not made: {env.reason}"
 
@@ -411,13 +411,13 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
         for k in ("call_cost", "session_config", "threads"):
             if k in x:
                 spec[k] = x[k]
-        python, env_name, lib = main_py, "main", "ours (pipeline.embed)"
+        python, env_name, lib = main_py, "main", "ours (pipeline.embedder.embed)"
         if "openvino_hint" in x:
             env = make_env("onnxruntime-openvino", ov_ep_packages(), False, env_root, env_report)
             if not env.ok:
                 skipped[x["name"]] = f"environment not made: {env.reason}"
                 continue
-            python, env_name, lib = env.python, env.path.name, "ours (pipeline.embed, OpenVINO EP)"
+            python, env_name, lib = env.python, env.path.name, "ours (pipeline.embedder.embed, OpenVINO EP)"
             spec.update(provider="OpenVINOExecutionProvider", provider_options={
                 "device_type": "CPU", "load_config": {"CPU": {"INFERENCE_PRECISION_HINT": x["openvino_hint"], **x.get("ov_extra", {})}}})
         out.append((Contender(x["name"], x["precision"], lib, env_name, spec, ours=True, note=x.get("note", "experiment")), python))
@@ -502,7 +502,7 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
                 if not env.ok:
                     raise RuntimeError(f"environment not made: {env.reason}")
                 from pipeline.config import QualityConfig
-                from pipeline.quality import load_sts
+                from pipeline.data.sts import load_sts
 
                 dev = load_sts(QualityConfig(split="dev")).unique_sentences[: args.ov_calibration_samples]
                 folder = ov_static_folder(env.python, resolved, dev, peers_root)
@@ -582,23 +582,25 @@ def contenders_for(args, cfg, resolved, arts: dict, peers_root: Path, env_root: 
 
 
 def other_share(a, b) -> float | None:
-    from pipeline.conditions import Window
+    from pipeline.measure.conditions import Window
 
     return Window.between(a, b).other_cpu_share
 
 
 def mark(workers: list[Contender]):
-    from pipeline.conditions import Mark
+    from pipeline.measure.conditions import Mark
 
     m = Mark.now()
     return replace(m, own_cpu=m.own_cpu + sum(proc_cpu_s(c.proc.pid) for c in workers if c.proc is not None))
 
 
 def run(args) -> dict:
-    from pipeline import roofline
-    from pipeline.conditions import MachineLock, Thresholds, in_fresh_process
+    from pipeline.measure import roofline
+    from pipeline.core.machine_lock import MachineLock
+    from pipeline.measure.conditions import Thresholds, in_fresh_process
     from pipeline.config import QualityConfig
-    from pipeline.quality import load_sts, score
+    from pipeline.measure.quality import score
+    from pipeline.data.sts import load_sts
 
     t_start = time.time()
     cfg, resolved, fp32 = load_model_all(args)
@@ -636,7 +638,7 @@ def run(args) -> dict:
         (run_dir / "sts.json").write_text(json.dumps(sts_texts))
         sts_lengths = [len(e.ids) for e in tok.encode_batch(sts_texts)]
         (run_dir / "equal_sts.json").write_text(json.dumps(peerstats.length_sorted_batches(sts_lengths, args.batch_size, args.call_cost)))
-    batching = {"equal": {"policy": f"pipeline.grouping.length_groups(batch_size={args.batch_size}, call_cost={args.call_cost}), "
+    batching = {"equal": {"policy": f"pipeline.embedder.grouping.length_groups(batch_size={args.batch_size}, call_cost={args.call_cost}), "
                                     "one library call per batch", "batches": len(equal),
                           "padded_tokens": peerstats.padded_tokens(lengths, equal)},
                 "as_shipped": {"policy": f"the corpus in input order in one library call with batch_size={args.batch_size}: "
@@ -708,7 +710,7 @@ def run(args) -> dict:
         load_after = loadavg()
         for c in contenders:
             c.stop()
-        # each precision's matrix-product peak, now, in a fresh process (as pipeline.roofline does)
+        # each precision's matrix-product peak, now, in a fresh process (as pipeline.measure.roofline does)
         peaks = {}
         for prec in ("fp32", "int8"):
             value, window, reason = in_fresh_process("peak", args.threads, prec, th)
@@ -758,7 +760,7 @@ def run(args) -> dict:
         "loadavg_before": load_before, "loadavg_after": load_after,
         "other_cpu_share": other_share(a_all, b_all),
         "rounds_conditions": rounds_conditions, "lock": lock_info,
-        "cpu_model": __import__("pipeline.conditions", fromlist=["cpu_model"]).cpu_model(), "cores": os.cpu_count(),
+        "cpu_model": __import__("pipeline.core.machine", fromlist=["cpu_model"]).cpu_model(), "cores": os.cpu_count(),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "envs": env_report, "skipped": dict(SKIPPED), "wall_s": round(time.time() - t_start, 1),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -773,13 +775,13 @@ PASSAGE_LENGTHS = (64, 128, 256)  # up to the model's max_length: every library 
 
 def workload_texts(args, cfg, fp32, sentences: list[str]) -> tuple[list[str], list[str] | None, dict]:
     """(the texts timed, the STS sentences when those are other texts, the workload's tags).
-    ``--workload passages``: real prose cut to 64/128/256 tokens (pipeline/workload.py), the
+    ``--workload passages``: real prose cut to 64/128/256 tokens (pipeline/measure/workload.py), the
     model's document prefix included; the STS quality is then measured on the sentences apart."""
     if args.workload == "sentences":
         return sentences, None, {"workload": "sentences"}
-    from pipeline import workload
+    from pipeline.measure import workload
     from pipeline.config import WorkloadConfig
-    from pipeline.embed import position_limit
+    from pipeline.embedder.embed import position_limit
 
     lengths = [n for n in PASSAGE_LENGTHS if n <= cfg.model.max_length]
     wcfg = WorkloadConfig(name="passages", lengths=lengths, texts_per_length=args.passages_per_length)
@@ -797,8 +799,8 @@ SLOW = {"st-torch", "st-torch-bf16", "infinity-torch"}  # torch's slow corpus pa
 
 
 def main(argv=None) -> int:
-    from pipeline.conditions import cpu_model
-    from pipeline.embed import Embedder
+    from pipeline.core.machine import cpu_model
+    from pipeline.embedder.embed import Embedder
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)

@@ -54,10 +54,10 @@ def input_order_batches(n: int, batch_size: int) -> list[list[int]]:
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int, call_cost: int) -> list[list[int]]:
-    """The batches our embedder would make of this corpus (``pipeline.grouping.length_groups``):
+    """The batches our embedder would make of this corpus (``pipeline.embedder.grouping.length_groups``):
     indices sorted by token count, cut where padding plus per-call cost is least. Given to every
     contender in the equal-batching mode, so that all of them compute the same padded shapes."""
-    from pipeline.grouping import length_groups
+    from pipeline.embedder.grouping import length_groups
 
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     groups = length_groups([lengths[i] for i in order], batch_size, call_cost)

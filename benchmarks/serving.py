@@ -4,10 +4,10 @@
     python benchmarks/serving.py                          # the full run (see docs/serving.md)
 
 Every contender serves the same all-MiniLM-L6-v2 at the same intra-op thread count, in its own
-process (and its own environment where its packages cannot share ours, through pipeline.envs),
+process (and its own environment where its packages cannot share ours, through pipeline.runtime.envs),
 behind the same fronts: ``per-request`` (the micro-batching front with max_batch 1: one call per
 request) and ``batched`` (max_batch / max_wait_ms as given, the same for all).  Each server
-process (benchmarks/_serving_server.py) answers over HTTP (pipeline.server: FastAPI + uvicorn,
+process (benchmarks/_serving_server.py) answers over HTTP (pipeline.serving.app: FastAPI + uvicorn,
 OpenAI's /v1/embeddings) and over a bare TCP protocol into the same front (the process-level
 variant).  One load generator process (benchmarks/_serving_load.py) drives them all: open-loop
 Poisson arrivals, latency from each request's scheduled arrival, ``--requests`` per point, rates
@@ -23,7 +23,7 @@ fronts), infinity-server (its own server).  One that cannot run here is listed w
 Per contender, front and transport: the single-call service time (measured in its process), the
 p95 measured at each rate beside the p95 an M/G/1 queue predicts from that service time
 (benchmarks/serving_stats.py), max QPS within p95 20, 30 and 50 ms (median over rounds); per
-transport and target, ours over the best peer.  The machine lock (pipeline.machine_lock) is held
+transport and target, ours over the best peer.  The machine lock (pipeline.core.machine_lock) is held
 throughout; the results (rows, per-round points with their latency percentiles, conditions, CPU
 model, load average, versions) go to benchmarks/results/<cpu-slug>/serving.json.
 """
@@ -247,7 +247,7 @@ def ladder(gen: Generator, args, seed: int) -> list[dict]:
 
 def run_series(s: dict, gen: Generator, args, work: Path, sentences: Path, rnd: int) -> dict:
     """Start the series' server, drive it over each transport, stop it: this round's measurements."""
-    from pipeline.conditions import Mark
+    from pipeline.measure.conditions import Mark
 
     srv = Server(f"{s['contender']}-{s['front']}-r{rnd}", s["python"], s["spec"], s["front_settings"], work, sentences).start()
     out = {"service_ms": srv.service.get("service_ms"), "info": srv.service.get("info"), "transports": {}}
@@ -277,7 +277,7 @@ def window(a, b) -> dict:
     """Conditions of one measured stretch: load average, and the CPU share of processes not ours."""
     from dataclasses import replace
 
-    from pipeline.conditions import Window
+    from pipeline.measure.conditions import Window
 
     ma, mb = replace(a[0], own_cpu=a[0].own_cpu + a[1]), replace(b[0], own_cpu=b[0].own_cpu + b[1])
     w = Window.between(ma, mb)
@@ -323,7 +323,7 @@ def headline(rows: list[dict]) -> dict:
 
 
 def conditions_of(started: float, lock, versions: dict) -> dict:
-    from pipeline.conditions import cpu_model
+    from pipeline.core.machine import cpu_model
 
     return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "loadavg_end": os.getloadavg(), "seconds": round(time.time() - started, 1),
             "lock": {"path": str(lock.path), "held": lock.held, "contended": lock.contention, "waited_s": round(lock.waited_s, 1)},
@@ -350,10 +350,10 @@ def rows_of(measured: dict) -> list[dict]:
 
 
 def run(args) -> dict:
-    from pipeline.conditions import cpu_model
+    from pipeline.core.machine import cpu_model
     from pipeline.config import QualityConfig
-    from pipeline.machine_lock import MachineLock
-    from pipeline.quality import load_sts
+    from pipeline.core.machine_lock import MachineLock
+    from pipeline.data.sts import load_sts
 
     started = time.time()
     cache = Path(os.environ.get("PIPELINE_CACHE_DIR") or ROOT / ".cache" / "pipeline")

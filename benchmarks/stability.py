@@ -74,8 +74,8 @@ def interference(kind: str, seconds: float):
 
 def machine_check(seconds: float) -> dict:
     """The machine over ``seconds``, by the detector's direct signals: quiet or not, and why."""
-    from pipeline.conditions import Thresholds, window_reasons
-    from pipeline.signals import Mark, Window
+    from pipeline.measure.conditions import Thresholds, window_reasons
+    from pipeline.measure.signals import Mark, Window
 
     a = Mark.now()
     time.sleep(seconds)
@@ -113,7 +113,7 @@ def sweep(name: str, folder: Path, cache: Path, extra: list[str]) -> dict:
 
 def collect(folder: Path) -> dict:
     """A finished sweep's jobs (its local records), decision and quiet re-timings, from its store."""
-    from pipeline import records
+    from pipeline.tracking import records
 
     jobs, retimed_quiet = [], set()
     for f, rec in records.iter_records(folder / "records"):
@@ -200,7 +200,7 @@ def verdict(quiet: list[dict], kinds: dict[str, dict], checks: list[dict], p50_t
 def environment() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    from pipeline.signals import fingerprint, governor
+    from pipeline.core.machine import fingerprint, governor
 
     vers = {}
     for pkg in ("onnxruntime", "numpy", "optimum", "transformers"):

@@ -26,8 +26,8 @@ import pandas as pd
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 sys.path.insert(0, str(ROOT))  # this checkout's pipeline package, also when it is not installed
-from pipeline import decide
-from pipeline.redaction import redact
+from pipeline import decision as decide  # the decision package: load_sweep, decide, compose_decision
+from pipeline.core.redaction import redact
 
 pd.set_option("display.width", 160)
 TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}"

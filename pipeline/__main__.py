@@ -1,6 +1,6 @@
 """``python -m pipeline [overrides]``: run one job, or a sweep with ``+sweep=NAME``.
 
-Exit codes: :class:`pipeline.exitcodes.Exit` (docs/resilience.md).
+Exit codes: :class:`pipeline.core.errors.Exit` (docs/resilience.md).
 """
 
 from __future__ import annotations
@@ -15,21 +15,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import quiet, records, track
-from .config import ConfigError, register_configs, to_config
-from .config.suggest import suggestions
-from .exitcodes import Exit
-from .job import execute
-from .sources import ChecksumMismatch
-from .sweep import config_hash, run_job
-from .sweep.callback import Composed
-from .sync import command
+from pipeline.core import logs
+from pipeline.tracking import records, track
+from pipeline.config import ConfigError, register_configs, to_config
+from pipeline.config.suggest import suggestions
+from pipeline.core.errors import Exit, PipelineError
+from pipeline.job.run import execute
+from pipeline.model.sources import ChecksumMismatch
+from pipeline.sweep import config_hash, run_job
+from pipeline.sweep.callback import Composed
+from pipeline.tracking.sync import command
+from pipeline.core.vocab import Status
+from pipeline.core.redaction import redact
 
 log = logging.getLogger("pipeline")
-
-# kept for scripts that imported them
-EXIT_CONFIG = Exit.CONFIG
-EXIT_SKIPPED = Exit.SKIPPED
 
 register_configs()
 _SINGLE_EXIT = Exit.OK
@@ -54,20 +53,15 @@ def main(dcfg: DictConfig):
         sys.exit(Exit.CONFIG)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        with quiet.to_log_file():  # third-party warnings: into the job's log, not the terminal
+        with logs.to_log_file():  # third-party warnings: into the job's log, not the terminal
             result = execute(cfg, dcfg, out_dir, tags={"config_hash": config_hash(dcfg)})
-    except ChecksumMismatch as exc:
-        print(f"config error: model.sha256: {exc}", file=sys.stderr)
-        sys.exit(Exit.CONFIG)
-    except ConfigError as exc:  # found once the model is there (model.max_length beyond its positions)
-        print(str(exc), file=sys.stderr)
-        sys.exit(Exit.CONFIG)
-    except records.RecordError as exc:  # the records folder filled up during the job
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(Exit.FAILED)
+    except PipelineError as exc:  # a bad model checksum, model.max_length beyond its positions, a full records folder...
+        what = "config error: model.sha256: " if isinstance(exc, ChecksumMismatch) else "" if isinstance(exc, ConfigError) else "error: "
+        print(f"{what}{exc}", file=sys.stderr)
+        sys.exit(exc.exit)  # each error carries the exit code it ends the command with (pipeline.core.errors)
     m = result.metrics
     where = f"run {result.run_id}" if result.run_id else f"record {result.record} (NOT logged to MLflow)"
-    if result.status == "skipped":
+    if result.status == Status.SKIPPED:
         print(f"skipped: {result.reason} ({where})", file=sys.stderr)
     else:
         print(
@@ -78,21 +72,21 @@ def main(dcfg: DictConfig):
             f"({result.seconds:.1f} s)"
         )
     if result.run_id is None:
-        print(f"MLflow ({track.redact(cfg.tracking.resolved_uri())}) did not take this run; its results are kept in "
+        print(f"MLflow ({redact(cfg.tracking.resolved_uri())}) did not take this run; its results are kept in "
               f"{result.record}; log them with:\n    {command(cfg.records_dir, cfg.tracking.resolved_uri())}", file=sys.stderr)
         _SINGLE_EXIT = Exit.UNSYNCED
-    elif result.status == "skipped":
+    elif result.status == Status.SKIPPED:
         _SINGLE_EXIT = Exit.SKIPPED
 
 
 def cli() -> int:
-    """``pipeline serve ...``: :func:`pipeline.server.main`.  Else run :func:`main` and turn what happened into one exit code (:class:`Exit`).
+    """``pipeline serve ...``: :func:`pipeline.serving.app.main`.  Else run :func:`main` and turn what happened into one exit code (:class:`Exit`).
 
     A sweep's end raises SystemExit with the sweep's code when it is not 0 (1 when a job failed,
     4 when results are only local; skipped jobs are not failures): see pipeline.sweep."""
 
     if sys.argv[1:2] == ["serve"]:  # `pipeline serve ...`: the server's own options, not Hydra's
-        from .server import main as serve
+        from pipeline.serving.app import main as serve
 
         return serve(sys.argv[2:])
     try:

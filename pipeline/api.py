@@ -48,20 +48,20 @@ class SweepResult:
 
 def tracking_uri(overrides: list[str] | None = None) -> str:
     """The tracking URI a sweep with these overrides logs to."""
-    from .config import compose_config, to_config
+    from pipeline.config import compose_config, to_config
 
     keep = [o for o in overrides or [] if not o.lstrip("+~").startswith(("sweep=", "hydra"))]
     return to_config(compose_config(keep)).tracking.resolved_uri()
 
 
 def _client(uri: str | None):
-    from .decision import mlflow_io
+    from pipeline.decision import mlflow_io
 
     return mlflow_io.client(uri or tracking_uri())
 
 
 def _parent(c, parent: str | None) -> str:
-    from .decision import mlflow_io
+    from pipeline.decision import mlflow_io
 
     return parent or mlflow_io.latest_parent(c)
 
@@ -81,7 +81,7 @@ def run_sweep(name: str, overrides: list[str] | None = None, cwd: str | Path | N
 
 
 def _latest_or_none(c) -> str | None:
-    from .decision import DecideError, mlflow_io
+    from pipeline.decision import DecideError, mlflow_io
 
     try:
         return mlflow_io.latest_parent(c)
@@ -105,7 +105,7 @@ def decision(parent: str | None = None, tracking_uri: str | None = None) -> dict
 def runs(parent: str | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
     """A sweep's jobs (default: the latest sweep), one row each, as the decision reads them:
     ``label``, ``status`` (ok, skipped, failed, unfinished), ``reason``, the params and every metric."""
-    from .decision import mlflow_io
+    from pipeline.decision import mlflow_io
 
     c = _client(tracking_uri)
     return mlflow_io.load_children(c, _parent(c, parent))

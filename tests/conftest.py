@@ -126,7 +126,7 @@ def tiny_sts_dir(tmp_path_factory) -> Path:
 
 def tiny_overrides(model_dir: Path, data_dir: Path, tmp: Path) -> list[str]:
     """Hydra overrides that point a job at a tiny local model, tiny data and a private store."""
-    from pipeline.sources import sha256_file
+    from pipeline.core.cache import sha256_file
 
     return [
         "model.name=tiny-bert",

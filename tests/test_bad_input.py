@@ -16,10 +16,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, tiny_overrides
-from pipeline import records
+from pipeline.tracking import records
 from pipeline.config import to_config
-from pipeline.job import execute
-from pipeline.quality import DataError
+from pipeline.job.run import execute
+from pipeline.data.sts import DataError
 
 
 def _cli(tmp: Path, *args: str) -> subprocess.CompletedProcess:

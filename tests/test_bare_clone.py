@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import ROOT, tiny_overrides
 
-from pipeline.quality import PINNED
+from pipeline.data.sts import PINNED
 
 
 def _tracked_copy(dest: Path) -> Path:
@@ -28,7 +28,7 @@ def _tracked_copy(dest: Path) -> Path:
 
 
 def test_the_shipped_sts_splits_are_the_pinned_ones_with_their_licence():
-    from pipeline.cache import sha256_file
+    from pipeline.core.cache import sha256_file
     from pipeline.config import default_data_dir
 
     env = {k: v for k, v in os.environ.items() if k != "PIPELINE_DATA_DIR"}

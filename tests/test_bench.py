@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline import bench
+from pipeline.measure import bench
 from pipeline.config import BenchConfig, ModelConfig, VariantConfig
-from pipeline.export import export
-from pipeline.sources import resolve
+from pipeline.model.export import export
+from pipeline.model.sources import resolve
 
 
 def _rss_mb() -> float:

@@ -143,8 +143,8 @@ def test_one_generator_drives_a_server_process_over_tcp_and_http(tiny_bert, tmp_
     import serving
 
     from pipeline.config import ModelConfig, VariantConfig
-    from pipeline.export import export
-    from pipeline.sources import resolve
+    from pipeline.model.export import export
+    from pipeline.model.sources import resolve
 
     cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
     art = export(resolve(cfg), cfg, VariantConfig(), tmp_path / "cache")

@@ -43,7 +43,7 @@ def test_help_is_the_apps_own():
         [sweeps] = [line for line in out.splitlines() if line.startswith("sweep: ")]
         assert {"smoke", "models", "load", "lengths", "traffic", "stability"} <= set(sweeps[len("sweep: "):].split(", "))
         assert "pipeline --cfg job" in out and len(out.splitlines()) < 80  # short: the full config is one command away
-        from pipeline.exitcodes import Exit
+        from pipeline.core.errors import Exit
 
         assert all(f"{int(e)} " in out.split("Exit codes:")[1] for e in Exit)  # every exit code, 5 included
         assert 'eval "$(pipeline -sc install=bash)"' in out

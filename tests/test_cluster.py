@@ -1,5 +1,5 @@
 """Scale-out on a real cluster: a one-node Slurm cluster (munge, slurmdbd, slurmctld, slurmd) and
-an `mlflow server` on PostgreSQL, all on loopback (``pipeline.cluster``), driven by
+an `mlflow server` on PostgreSQL, all on loopback (``pipeline.cluster.local``), driven by
 ``python -m pipeline +sweep=smoke hydra/launcher=slurm tracking=shared`` on the tiny model.
 
 Every count below is read from where it lives: Slurm's accounting (``sacct``) for the jobs,
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, tiny_overrides
-from pipeline import records
+from pipeline.tracking import records
 
 pytestmark = pytest.mark.cluster
 
@@ -34,7 +34,7 @@ SWEEP = ["+sweep=smoke", "hydra/launcher=slurm", "tracking=shared"]
 
 @pytest.fixture(scope="module")
 def cluster():
-    from pipeline.cluster import LocalCluster, missing
+    from pipeline.cluster.local import LocalCluster, missing
 
     why = None
     if os.geteuid() != 0:
@@ -76,7 +76,7 @@ def test_the_daemons_listen_on_loopback_and_no_password_is_on_a_command_line(clu
     listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids]
     wide = {psutil.Process(c.pid).name() for c in listening if c.laddr.ip not in ("127.0.0.1", "::1")}
     # slurmd, MLflow, PostgreSQL and MariaDB bind to loopback by their settings; slurmctld (one port) and slurmdbd
-    # ignore theirs and are kept there by pipeline.loopback's bind shim, which needs a C compiler: without one the
+    # ignore theirs and are kept there by pipeline.cluster.loopback's bind shim, which needs a C compiler: without one the
     # cluster says so in its state, and only those two may listen wider
     open_ = cluster.state.get("wide_open")
     assert listening and wide <= (set(open_["daemons"]) if open_ else set()), (wide, open_)
@@ -284,7 +284,7 @@ def test_tracking_server_restarted_while_jobs_run(cluster, tiny_bert, tiny_sts_d
 
     rc, out, wall = _run_sweep(cmd, tmp_path, _env(cluster), timeout=600, on_line=restart_server_around_job1)
     assert events == ["killed", "unlogged:1", "restarted"], (events, out[-3000:])
-    assert rc == 0, out[-4000:]  # the sweep's end logged job 1's record (pipeline.sync.sync)
+    assert rc == 0, out[-4000:]  # the sweep's end logged job 1's record (pipeline.tracking.sync.sync)
     ids = _slurm_ids(out)
     acct = _sacct(cluster, ids[0].split("_")[0])
     assert {j["State"] for j in acct} == {"COMPLETED"}, acct

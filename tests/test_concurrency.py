@@ -12,8 +12,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, tiny_overrides
-from pipeline import records
-from pipeline.export import verify_manifest
+from pipeline.tracking import records
+from pipeline.core.cache import verify_manifest
 
 
 def _env() -> dict:

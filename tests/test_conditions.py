@@ -12,10 +12,12 @@ from contextlib import contextmanager
 import pytest
 
 from conftest import tiny_overrides
-from pipeline import bench, calibration, conditions, roofline, signals
+from pipeline.core import machine
+from pipeline.measure import bench, calibration, conditions, roofline
 from pipeline.config import BenchConfig, ContentionConfig, ModelConfig, VariantConfig, to_config
-from pipeline.export import export
-from pipeline.sources import resolve
+from pipeline.model.export import export
+from pipeline.model.sources import resolve
+from pipeline.core.machine_lock import MachineLock
 
 BURN = "import time\nt = time.time()\nwhile time.time() - t < {s}: pass\n"
 
@@ -89,7 +91,7 @@ def test_a_contended_benchmark_is_measured_again_then_kept_and_marked(tiny_expor
 
 def test_another_pipeline_benchmark_on_the_machine_is_waited_for_then_named(tiny_export, tmp_path, monkeypatch):
     monkeypatch.setenv("PIPELINE_MACHINE_LOCK", str(tmp_path / "machine.lock"))
-    with conditions.MachineLock(1.0, "the other sweep") as held:
+    with MachineLock(1.0, "the other sweep") as held:
         assert held.held
         t0 = time.perf_counter()
         result = _bench(tiny_export, tmp_path, wait_for_other_s=0.5, max_other_cpu_share=1.0, max_pass_spread=100.0, max_other_cores=100.0,
@@ -115,17 +117,17 @@ def test_the_machine_baselines_are_never_taken_on_a_busy_machine(tmp_path):
 def test_the_baseline_is_keyed_on_the_machine_fingerprint_and_threads(monkeypatch):
     k1 = conditions.machine_key(1)
     assert k1 != conditions.machine_key(2)
-    monkeypatch.setattr(signals, "cpu_model", lambda: "Another CPU 9000")
+    monkeypatch.setattr(machine, "cpu_model", lambda: "Another CPU 9000")
     k2 = conditions.machine_key(1)
     assert k2 != k1
-    monkeypatch.setattr(signals.platform, "node", lambda: "another-host")
+    monkeypatch.setattr(machine.platform, "node", lambda: "another-host")
     assert conditions.machine_key(1) not in (k1, k2)
 
 
 def test_a_burner_marks_a_job_contended_and_its_run_cannot_be_a_go(compose, tiny_bert, tiny_sts_dir, tmp_path):
-    from pipeline import records
+    from pipeline.tracking import records
     from pipeline.decision import compose_decision, decide, from_records
-    from pipeline.job import execute
+    from pipeline.job.run import execute
 
     dcfg = compose(tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) + ["bench.contention.retries=0", "bench.min_iterations=200",
                                                                         "bench.iterations=400", "bench.max_seconds=1"])

@@ -9,8 +9,10 @@ import time
 
 import pytest
 
-from pipeline import calibration, conditions, roofline, signals
-from pipeline.signals import Mark, Window
+from pipeline.measure import calibration, conditions, roofline, signals
+from pipeline.core import machine
+from pipeline.measure.signals import Mark, Window
+from pipeline.core.machine_lock import machine_lock_path
 
 TH = conditions.Thresholds()
 
@@ -86,7 +88,7 @@ def test_a_quiet_window_is_not_marked(monkeypatch):
 def _calibration(created: float | None = None, fp: dict | None = None) -> calibration.Calibration:
     # the Xeon of the issue: quiet readings spread 1.1-1.68x above the fastest one
     probe = [0.20 * f for f in (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.68)]
-    return calibration.Calibration(threads=1, created=created or time.time(), fingerprint=fp or signals.fingerprint(),
+    return calibration.Calibration(threads=1, created=created or time.time(), fingerprint=fp or machine.fingerprint(),
                                    probe_ms=probe, mem_ms=[5.0, 5.2, 5.5, 6.0], cpu_pressure=[0.0, 0.01],
                                    involuntary_cs_per_s=[10.0, 150.0], other_cores=[0.0, 0.01])
 
@@ -128,7 +130,7 @@ def _fake_fresh_process(calls: list, held: list | None = None):
             from filelock import FileLock, Timeout
 
             try:
-                FileLock(str(conditions.machine_lock_path())).acquire(timeout=0)
+                FileLock(str(machine_lock_path())).acquire(timeout=0)
                 held.append(False)
             except Timeout:
                 held.append(True)
@@ -154,7 +156,7 @@ def test_a_baseline_older_than_its_expiry_or_from_another_machine_is_measured_ag
     path.write_text(json.dumps(data))
     calibration.calibrate(1, tmp_path, TH)
     assert calls == ["calibrate", "calibrate"]  # 25 h old: measured again
-    other = _calibration(fp={**signals.fingerprint(), "id": "another-host"})
+    other = _calibration(fp={**machine.fingerprint(), "id": "another-host"})
     assert "another machine" in other.expired(24.0)
     peak = roofline.matmul_peak(1, tmp_path, "fp32", TH)
     assert peak["peak_gflops"] == 10.0 and held[-1] is True
@@ -196,7 +198,7 @@ def test_a_peak_measured_with_detection_off_is_not_cached(tmp_path, monkeypatch)
 
 
 def test_the_fingerprint_tells_two_hosts_with_one_cpu_model_apart(monkeypatch):
-    a = signals.fingerprint()
-    monkeypatch.setattr(signals.platform, "node", lambda: "node-b")
-    b = signals.fingerprint()
+    a = machine.fingerprint()
+    monkeypatch.setattr(machine.platform, "node", lambda: "node-b")
+    b = machine.fingerprint()
     assert a["cpu_model"] == b["cpu_model"] and a["id"] != b["id"]

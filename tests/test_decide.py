@@ -13,7 +13,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import ConfigError
-from pipeline.decide import DecideError, as_decision_config, compose_decision, decide_sweep, main
+from pipeline.decision import DecideError, as_decision_config, compose_decision, decide_sweep
+from pipeline.decision.cli import main
 
 FAST = ["robustness.bootstrap=200", "robustness.noise_draws=20"]
 
@@ -353,7 +354,8 @@ def test_command_line_decides_the_latest_sweep(store, tmp_path, capsys):
 
 def test_a_store_without_sweeps_and_a_run_without_children_are_refused(store, tmp_path):
     with pytest.raises(DecideError, match="no sweep"):
-        from pipeline.decide import _client, latest_parent
+        from pipeline.decision import latest_parent
+        from pipeline.decision.mlflow_io import client as _client
 
         latest_parent(_client(store.uri))
     lone = store.client.create_run(store.exp).info.run_id
@@ -391,7 +393,7 @@ def test_levels_normalization_uses_the_fixed_scale(store, tmp_path):
 
 def test_quantized_variants_are_gated_on_quality_loss_not_parity():
     """The default profile: exact exports must reach parity; quantized ones must keep STS."""
-    from pipeline.decide import evaluate
+    from pipeline.decision import evaluate
 
     cfg = profile()
     rows = [

@@ -153,7 +153,7 @@ def test_dvc_repro_reproduces_the_smoke_study(tmp_path):
 
 
 def _stage(name: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.stages", name], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "pipeline.study.stages", name], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def _closed_port() -> int:

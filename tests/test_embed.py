@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.embed import Embedder, ProviderUnavailable, length_groups, pool
-from pipeline.export import export
+from pipeline.embedder.embed import Embedder, ProviderUnavailable, length_groups, pool
+from pipeline.model.export import export
 from pipeline.config import ModelConfig, VariantConfig
-from pipeline.sources import resolve
+from pipeline.model.sources import resolve
 
 NASTY = [
     "",

@@ -1,4 +1,4 @@
-"""Environments made per package set (pipeline/envs.py), with packages installable offline."""
+"""Environments made per package set (pipeline/runtime/envs.py), with packages installable offline."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-from pipeline import envs
+from pipeline.runtime import envs
 
 
 def make_wheel(folder: Path, name: str = "tinypkg", version: str = "0.1") -> Path:

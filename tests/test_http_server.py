@@ -1,4 +1,4 @@
-"""`pipeline serve` (pipeline/server.py): the OpenAI-compatible /v1/embeddings over a real uvicorn
+"""`pipeline serve` (pipeline/serving/app.py): the OpenAI-compatible /v1/embeddings over a real uvicorn
 on 127.0.0.1, with the tiny model: its vectors are the Embedder's, an OpenAI client is answered,
 a full queue is 503, oversized requests 413/422, readiness waits for the model, SIGTERM answers
 what was accepted, and under concurrent load every response matches its request.
@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, WORDS
-from pipeline.exitcodes import Exit
-from pipeline.server import Front, Limits, _parser, create_app, main, target_of
-from pipeline.server_target import TargetError, from_decision
+from pipeline.core.errors import Exit
+from pipeline.serving.app import Front, Limits, _parser, create_app, main, target_of
+from pipeline.serving.target import TargetError, from_decision
 
 uvicorn = pytest.importorskip("uvicorn")
 
@@ -81,8 +81,8 @@ class Running:
 @pytest.fixture(scope="module")
 def exported(tiny_bert, tmp_path_factory):
     from pipeline.config import ModelConfig, VariantConfig
-    from pipeline.export import export
-    from pipeline.sources import resolve
+    from pipeline.model.export import export
+    from pipeline.model.sources import resolve
 
     cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
     return export(resolve(cfg), cfg, VariantConfig(), tmp_path_factory.mktemp("cache")).folder
@@ -90,14 +90,14 @@ def exported(tiny_bert, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def embedder(exported):
-    from pipeline.embed import Embedder
+    from pipeline.embedder.embed import Embedder
 
     return Embedder(exported, max_length=64, threads=1)
 
 
 @pytest.fixture(scope="module")
 def served(exported):
-    from pipeline.embed import Embedder
+    from pipeline.embedder.embed import Embedder
 
     srv = Running(lambda: Embedder(exported, max_length=64, threads=1), front=Front(max_batch=8, max_wait_ms=2))
     yield srv
@@ -246,7 +246,7 @@ def test_a_model_that_fails_to_load_is_never_ready():
 
 def test_overload_answers_every_request_right_or_503(exported, embedder):
     """Far past saturation with a small queue: each answer is its own vectors or a 503; none lost, none mixed up."""
-    from pipeline.embed import Embedder
+    from pipeline.embedder.embed import Embedder
 
     srv = Running(lambda: Embedder(exported, max_length=64, threads=1), front=Front(max_batch=4, max_wait_ms=1),
                   limits=Limits(max_queue=6))
@@ -310,7 +310,7 @@ def test_pipeline_serve_starts_from_a_folder_and_sigterm_answers_what_it_accepte
 
 
 def _record(records, exported, run_id: str) -> None:
-    from pipeline.records import RunRecord, save
+    from pipeline.tracking.records import RunRecord, save
 
     rec = RunRecord(record_id="r1", run_name="tiny/fp32", status="ok", mlflow_run_id=run_id,
                     params={"pooling.mode": "cls", "model.max_length": "64", "provider.ep": "CPUExecutionProvider",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import huggingface_hub
 import pytest
 
-from pipeline import sources
+from pipeline.model import sources
 from pipeline.config.job import ModelConfig
 
 

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import tiny_overrides
 from pipeline.config import to_config
-from pipeline.job import execute
+from pipeline.job.run import execute
 
 DESIGN_METRICS = [
     "latency.p50_ms", "latency.p90_ms", "latency.p95_ms", "latency.p99_ms", "latency.mean_ms", "latency.std_ms",
@@ -82,7 +82,7 @@ def test_corrupted_cached_export_is_rebuilt(compose, tiny_bert, tiny_sts_dir, tm
     assert len(onnx_files) == 1
     data = onnx_files[0].read_bytes()
     onnx_files[0].write_bytes(data[: len(data) // 2])  # truncated
-    with caplog.at_level("WARNING", logger="pipeline.export"):
+    with caplog.at_level("WARNING", logger="pipeline.model.export"):
         second, _ = _run(compose, tiny_bert, tiny_sts_dir, tmp_path)
     assert f"model.onnx has {len(data) // 2} bytes, manifest says {len(data)}" in caplog.text
     assert "is not trusted" in caplog.text and "rebuilding it" in caplog.text

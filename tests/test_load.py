@@ -1,4 +1,4 @@
-"""The load scenario (pipeline/load.py): open-loop arrivals, latency from the scheduled time.
+"""The load scenario (pipeline/measure/load.py): open-loop arrivals, latency from the scheduled time.
 
 The scheduler is checked against fake servers with a known service time, where queueing
 theory says what the waiting must be: the Pollaczek-Khinchine formula for one FIFO server
@@ -20,8 +20,8 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import load
-from pipeline.serve import Batcher
+from pipeline.measure import load
+from pipeline.embedder.batcher import Batcher
 
 
 class Sleeper:
@@ -173,8 +173,8 @@ def test_a_server_that_never_misses_gives_a_lower_bound():
 def test_the_load_process_on_the_tiny_model(tiny_bert, tmp_path):
     """The fresh-process measurement end to end: metrics, per-rate table, every request, figure."""
     from pipeline.config import LoadConfig, ModelConfig, VariantConfig
-    from pipeline.export import export
-    from pipeline.sources import resolve
+    from pipeline.model.export import export
+    from pipeline.model.sources import resolve
 
     cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
     art = export(resolve(cfg), cfg, VariantConfig(), tmp_path / "cache")
@@ -204,7 +204,7 @@ def test_a_load_job_logs_the_load_metrics_params_and_figure(compose, tiny_bert, 
 
     from conftest import tiny_overrides
     from pipeline.config import to_config
-    from pipeline.job import execute
+    from pipeline.job.run import execute
 
     dcfg = compose(tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) + [
         "bench.scenario=load", "+serve=mb16_w0", "bench.load.rates=[50,100]", "bench.load.seconds_per_rate=0.5",

@@ -1,5 +1,5 @@
 """Issue 28, break 23: daemons that bind to every address whatever their config says are kept on
-loopback by the ``bind`` shim of :mod:`pipeline.loopback`."""
+loopback by the ``bind`` shim of :mod:`pipeline.cluster.loopback`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pipeline import loopback
+from pipeline.cluster import loopback
 
 PROBE = ("import socket\n"
          "s = socket.socket(); s.bind(('0.0.0.0', 0)); print(s.getsockname()[0])\n"

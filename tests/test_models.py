@@ -14,10 +14,11 @@ from mlflow.tracking import MlflowClient
 from onnx import helper
 
 from conftest import WORDS, _sentence_transformers_files, tiny_overrides
-from pipeline import export, sources
+from pipeline.model import export, sources
 from pipeline.config import ModelConfig, to_config
-from pipeline.job import execute
-from pipeline.sources import ChecksumMismatch, ModelUnavailable, resolve, sha256_file
+from pipeline.job.run import execute
+from pipeline.core.cache import sha256_file
+from pipeline.model.sources import ChecksumMismatch, ModelUnavailable, resolve
 
 
 def _run(compose, model_dir, data_dir, tmp_path, *extra):

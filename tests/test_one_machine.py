@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.decide import compose_decision
+from pipeline.decision import compose_decision
 from pipeline.decision import decide
 from pipeline.decision.inputs import rounds_frame, run_row, runs_frame
 from pipeline.decision.types import Inputs
@@ -70,8 +70,8 @@ def test_a_contended_job_that_stays_contended_when_retimed_stays_out():
 
 
 def test_only_the_contended_jobs_that_could_reach_the_top_are_retimed(tmp_path):
-    from pipeline import retime
-    from pipeline.records import RunRecord
+    from pipeline.sweep import retime
+    from pipeline.tracking.records import RunRecord
 
     def rec(rid: str, variant: str, p95: float, contended: str = "false", stsb: float = 80.0):
         r = RunRecord(rid, rid, {"model": "m", "variant": variant, "provider": "cpu", "pooling": "mean", "bench.batch_size": "1"},

@@ -8,10 +8,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import tiny_overrides
-from pipeline import export, placement
+from pipeline.model import export
+from pipeline.runtime import placement
 from pipeline.config import to_config
-from pipeline.embed import Embedder
-from pipeline.job import prepare
+from pipeline.embedder.embed import Embedder
+from pipeline.job.run import prepare
 
 SENTENCES = ["a man is playing the guitar", "two dogs run in a green field", "the sky", "red car on the old road"]
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, tiny_overrides
 from pipeline.config import to_config
-from pipeline.job import execute
+from pipeline.job.run import execute
 
 pytestmark = pytest.mark.provider_builds
 

@@ -1,4 +1,4 @@
-"""Execution providers from their own builds (pipeline/providers.py, pipeline/worker.py).
+"""Execution providers from their own builds (pipeline/runtime/providers.py, pipeline/runtime/worker.py).
 
 Offline: a provider environment made from a wheel built here (inheriting this environment's
 onnxruntime), a provider whose package pip cannot install, and a provider that onnxruntime
@@ -16,11 +16,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import tiny_overrides
-from pipeline import providers
+from pipeline.runtime import providers
 from pipeline.config import to_config
-from pipeline.embed import Embedder
-from pipeline.spec import EmbedderSpec
-from pipeline.job import execute
+from pipeline.embedder.embed import Embedder
+from pipeline.embedder.spec import EmbedderSpec
+from pipeline.job.run import execute
 from test_envs import make_wheel
 
 
@@ -112,7 +112,7 @@ def test_a_provider_that_runs_no_node_is_a_failure_not_a_cpu_run(compose, tiny_b
         extra += ["provider.packages=['tinyort==0.3']", f"provider.pip_args=['--no-index','--find-links','{wheels}']", "provider.inherit=true"]
     with pytest.raises(Exception, match="fallback: AzureExecutionProvider ran 0 of"):
         _run(compose, tiny_bert, tiny_sts_dir, tmp_path, *extra)
-    from pipeline import records
+    from pipeline.tracking import records
 
     (folder, rec), = list(records.iter_records(tmp_path / "records"))
     assert rec.status == "failed" and "ProviderFallback" in rec.reason and "on CPUExecutionProvider" in rec.reason

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import QualityConfig
-from pipeline.quality import DataError, StsData, cached_score, load_sts, score
+from pipeline.measure.quality import cached_score, score
+from pipeline.data.sts import DataError, StsData, load_sts
 
 
 def _data(tmp_path, text: str) -> QualityConfig:

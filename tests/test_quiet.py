@@ -6,7 +6,7 @@ import logging
 import os
 import warnings
 
-from pipeline import quiet
+from pipeline.core import logs
 
 
 def test_a_warning_inside_the_block_reaches_the_log_file_not_the_terminal(tmp_path, capsys):
@@ -18,7 +18,7 @@ def test_a_warning_inside_the_block_reaches_the_log_file_not_the_terminal(tmp_pa
     pylog = logging.getLogger("py.warnings")
     state = (pylog.propagate, list(pylog.handlers))
     try:
-        with quiet.to_log_file():
+        with logs.to_log_file():
             warnings.warn("TracerWarning: converting a tensor to a Python boolean", UserWarning)
             assert os.environ["TQDM_DISABLE"] == "1"
     finally:
@@ -41,9 +41,9 @@ def test_the_libraries_own_log_lines_reach_the_log_file_not_the_terminal(tmp_pat
     tf = logging.getLogger("transformers.modeling_utils")
     state = (logging.getLogger("transformers").propagate, list(logging.getLogger("transformers").handlers))
     try:
-        with quiet.to_log_file():
+        with logs.to_log_file():
             tf.warning("`torch_dtype` is deprecated! Use `dtype` instead!")
-        logging.getLogger("pipeline.job").warning("our own line")
+        logging.getLogger("pipeline.job.run").warning("our own line")
     finally:
         root.removeHandler(handler)
         root.removeHandler(console)

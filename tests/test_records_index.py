@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from pipeline import records
+from pipeline.tracking import records
 
 
 def _rec(root, chash: str, **tags):

@@ -22,14 +22,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, tiny_overrides
-from pipeline import bench, records, sync, track
+from pipeline.measure import bench
+from pipeline.tracking import records, sync
 from pipeline.config import BenchConfig, ConfigError, ModelConfig, QualityConfig, VariantConfig, to_config
-from pipeline.embed import Embedder, length_groups
-from pipeline.exitcodes import Exit
-from pipeline.export import export
-from pipeline.job import execute
-from pipeline.quality import DataError, load_sts
-from pipeline.sources import resolve
+from pipeline.embedder.embed import Embedder, length_groups
+from pipeline.core.errors import Exit
+from pipeline.model.export import export
+from pipeline.job.run import execute
+from pipeline.core.redaction import redact
+from pipeline.data.sts import DataError, load_sts
+from pipeline.model.sources import resolve
 
 PW = "pw123-s3cret"
 
@@ -87,7 +89,7 @@ def onnx_dir(tiny_bert, tmp_path_factory):
     f"View run x at: https://user:{PW}@mlflow.example.org/#/experiments/1",
 ])
 def test_redact_masks_credentials_in_every_form(text):
-    out = track.redact(text)
+    out = redact(text)
     assert PW not in out and "***" in out
 
 
@@ -98,7 +100,7 @@ def test_credentials_of_a_uri_become_secrets_and_leave_the_uri(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     uri = TrackingConfig(uri=f"http://user:{PW}@127.0.0.1:9").resolved_uri()
     assert uri == "http://127.0.0.1:9" and os.environ["MLFLOW_TRACKING_PASSWORD"] == PW
-    assert PW not in track.redact(f"some error mentioning {PW} and http\\:\\/\\/u\\:{PW}@h")
+    assert PW not in redact(f"some error mentioning {PW} and http\\:\\/\\/u\\:{PW}@h")
 
 
 @pytest.mark.parametrize("mode", [[], ["-m"], ["tracking.uri=sqlite:///x.db"]])  # last: overridden, still written by Hydra
@@ -417,7 +419,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
-    from pipeline import ownership
+    from pipeline.core import ownership
 
     def marked(name: str, pid: int, start: float) -> None:
         (tmp_path / name).mkdir()
@@ -440,7 +442,7 @@ def test_a_killed_export_leaves_no_cache_temporary(tiny_bert, tmp_path):
     cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
     exports = tmp_path / "cache" / "exports"
     exports.mkdir(parents=True)
-    from pipeline import ownership
+    from pipeline.core import ownership
 
     left = exports / f".tmp-tiny-bert-fp32-x-{_dead_pid()}"
     left.mkdir()
@@ -453,7 +455,7 @@ def test_the_benchmark_process_dies_with_its_parent(onnx_dir, tmp_path):
     script = f"""
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-from pipeline import bench
+from pipeline.measure import bench
 from pipeline.config import BenchConfig
 bench.run({{"model_dir": {str(onnx_dir)!r}, "max_length": 64}}, ["a dog runs", "two cats"] * 20,
           BenchConfig(batch_size=2, warmup=100000, iterations=300, min_iterations=30, max_seconds=60))
@@ -463,7 +465,7 @@ bench.run({{"model_dir": {str(onnx_dir)!r}, "max_length": 64}}, ["a dog runs", "
     deadline = time.time() + 60
     while child is None and time.time() < deadline:
         # the benchmark's own process (a baseline measured first runs in a process of its own too)
-        out = subprocess.run(["pgrep", "-P", str(parent.pid), "-f", "pipeline.bench"], capture_output=True, text=True).stdout.split()
+        out = subprocess.run(["pgrep", "-P", str(parent.pid), "-f", "pipeline.measure.bench"], capture_output=True, text=True).stdout.split()
         child = int(out[0]) if out else None
         time.sleep(0.2)
     assert child is not None, "the benchmark process did not start"

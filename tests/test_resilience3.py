@@ -16,7 +16,9 @@ import pytest
 
 
 from conftest import ROOT
-from pipeline import bench, cache, ownership, records
+from pipeline.measure import bench
+from pipeline.core import cache, ownership
+from pipeline.tracking import records
 
 
 def _env(**extra) -> dict:
@@ -96,7 +98,7 @@ def test_a_nan_metric_fails_a_gate_that_passes_a_missing_one():
 
 # -- 5. the machine-wide benchmark lock does not follow $TMPDIR -----------------------------------------
 def test_the_machine_lock_is_one_path_whatever_the_temp_folder(tmp_path):
-    script = "from pipeline.machine_lock import machine_lock_path; print(machine_lock_path())"
+    script = "from pipeline.core.machine_lock import machine_lock_path; print(machine_lock_path())"
     env = {k: v for k, v in _env().items() if k != "PIPELINE_MACHINE_LOCK"}
     seen = set()
     for sub in ("a", "b"):
@@ -111,15 +113,15 @@ def test_the_machine_lock_is_one_path_whatever_the_temp_folder(tmp_path):
 @pytest.fixture(scope="module")
 def onnx_dir(tiny_bert, tmp_path_factory):
     from pipeline.config import ModelConfig, VariantConfig
-    from pipeline.export import export
-    from pipeline.sources import resolve
+    from pipeline.model.export import export
+    from pipeline.model.sources import resolve
 
     cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
     return export(resolve(cfg), cfg, VariantConfig(), tmp_path_factory.mktemp("cache")).folder
 
 
 def test_left_padding_is_refused_on_a_graph_without_position_ids(onnx_dir):
-    from pipeline.embed import Embedder
+    from pipeline.embedder.embed import Embedder
 
     with pytest.raises(ValueError, match="position_ids"):
         Embedder(onnx_dir, padding_side="left")
@@ -141,21 +143,21 @@ TOKEN = "tk-9f8e7d6c5b"
     f"MLflow (http://host/?api_key={TOKEN}) did not take this run",
 ])
 def test_redact_masks_secret_query_parameters(text):
-    from pipeline.redaction import redact
+    from pipeline.core.redaction import redact
 
     out = redact(text)
     assert TOKEN not in out and "***" in out
 
 
 def test_the_sync_command_carries_no_query_token(tmp_path):
-    from pipeline import sync
+    from pipeline.tracking import sync
 
     line = sync.command(tmp_path, f"http://host:5000/?token={TOKEN}")
     assert TOKEN not in line and "token=***" in line
 
 
 def test_redact_leaves_harmless_query_parameters():
-    from pipeline.redaction import redact
+    from pipeline.core.redaction import redact
 
     assert redact("http://host/?experiment=7&page=2") == "http://host/?experiment=7&page=2"
 
@@ -163,14 +165,14 @@ def test_redact_leaves_harmless_query_parameters():
 # -- 11. secret-looking environment names ---------------------------------------------------------------
 @pytest.mark.parametrize("name", ["DB_PASS", "OPENAI_KEY", "HF_HUB_KEY", "PRIVATE_KEY", "SLACK_WEBHOOK_URL", "GITHUB_TOKEN"])
 def test_redact_masks_the_values_of_secret_looking_names(name, monkeypatch):
-    from pipeline.redaction import redact
+    from pipeline.core.redaction import redact
 
     monkeypatch.setenv(name, "v4lue-0f-" + name.lower())
     assert redact(f"failed with v4lue-0f-{name.lower()} in it") == "failed with *** in it"
 
 
 def test_redact_leaves_the_current_folder_alone(monkeypatch, tmp_path):
-    from pipeline.redaction import redact
+    from pipeline.core.redaction import redact
 
     monkeypatch.setenv("PWD", str(tmp_path))
     assert redact(f"wrote {tmp_path}/x") == f"wrote {tmp_path}/x"
@@ -222,8 +224,8 @@ def test_provider_packages_take_specs_and_explicitly_allowed_wheels():
 
 # -- 20. a local wheel's environment stays inside cache_dir/envs -----------------------------------------
 def test_a_local_wheels_environment_is_made_inside_the_envs_folder(tmp_path):
-    from pipeline import envs
-    from pipeline.providers import env_name
+    from pipeline.runtime import envs
+    from pipeline.runtime.providers import env_name
 
     wheel_dir = tmp_path / "wheels"
     wheel_dir.mkdir()
@@ -240,7 +242,7 @@ def _own_session_sleeper() -> subprocess.Popen:
 
 
 def test_cluster_stop_does_not_signal_a_process_that_reuses_a_daemons_pid(tmp_path):
-    from pipeline.cluster import LocalCluster
+    from pipeline.cluster.local import LocalCluster
 
     stranger = _own_session_sleeper()  # the pid cluster.json names now belongs to someone else
     try:
@@ -259,7 +261,7 @@ def test_cluster_stop_does_not_signal_a_process_that_reuses_a_daemons_pid(tmp_pa
 
 
 def test_cluster_stop_still_stops_its_own_daemon(tmp_path):
-    from pipeline.cluster import LocalCluster
+    from pipeline.cluster.local import LocalCluster
 
     daemon = _own_session_sleeper()
     try:
@@ -274,7 +276,7 @@ def test_cluster_stop_still_stops_its_own_daemon(tmp_path):
 
 # -- 9. the database password is not on the MLflow server's command line ---------------------------------
 def test_the_tracking_servers_store_uri_carries_no_password(tmp_path):
-    from pipeline.cluster import LocalCluster
+    from pipeline.cluster.local import LocalCluster
 
     c = LocalCluster(tmp_path)
     c.state = {"ports": {"postgres": 5432}, "pg_password": "0123456789abcdef"}
@@ -335,7 +337,7 @@ def test_decide_says_the_server_cannot_be_reached(parent, capsys):
 def test_a_provider_environment_without_numpy_is_unavailable_in_one_line(tmp_path):
     from test_envs import make_wheel
 
-    from pipeline import providers
+    from pipeline.runtime import providers
     from pipeline.config.job import ProviderConfig
 
     wheels = tmp_path / "wheels"
@@ -367,7 +369,7 @@ def test_pip_does_not_outlive_a_killed_pipeline(tmp_path):
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     port = silent.getsockname()[1]
-    script = (f"from pipeline import envs; envs.ensure(['tinypkg'], {str(tmp_path / 'envs')!r}, name='t', "
+    script = (f"from pipeline.runtime import envs; envs.ensure(['tinypkg'], {str(tmp_path / 'envs')!r}, name='t', "
               f"pip_args=['--index-url', 'http://127.0.0.1:{port}/simple', '--timeout', '120', '--retries', '0'])")
     parent = subprocess.Popen([sys.executable, "-c", script], env=_env())
     try:
@@ -394,7 +396,7 @@ def test_pip_does_not_outlive_a_killed_pipeline(tmp_path):
 
 # -- 4. dvc repro killed, then run again ----------------------------------------------------------------------
 def test_the_decide_stage_refuses_records_another_run_wrote(tmp_path, monkeypatch):
-    from pipeline import stages
+    from pipeline.study import stages
 
     monkeypatch.chdir(tmp_path)
     stages.RUNS.mkdir(parents=True)
@@ -421,7 +423,7 @@ def test_the_sweep_dies_with_a_killed_sweep_stage(tmp_path):
     fake.write_text("#!/bin/sh\nexec sleep 60\n")
     fake.chmod(0o755)
     study = {"sweep": "smoke", "decision": "default", "bench": {}, "overrides": []}
-    script = ("import sys; from pipeline import stages; "
+    script = ("import sys; from pipeline.study import stages; "
               f"stages.sys.executable = {str(fake)!r}; stages.sweep_stage({study!r})")
     stage = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db"))
     try:
@@ -448,21 +450,21 @@ def test_the_sweep_dies_with_a_killed_sweep_stage(tmp_path):
     ("https://h/cb#access_token=frag-secret1&x=1", "frag-secret1"),
 ])
 def test_redact_masks_what_this_rounds_attacks_leaked(text, secret):
-    from pipeline.redaction import redact
+    from pipeline.core.redaction import redact
 
     assert secret not in redact(text)
 
 
 def test_cluster_stop_with_a_damaged_state_file_says_so_in_one_line(tmp_path):
     (tmp_path / "cluster.json").write_text("{not json")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cluster", "stop", "--dir", str(tmp_path)], env=_env(),
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cluster.local", "stop", "--dir", str(tmp_path)], env=_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "cluster.json cannot be read" in proc.stderr
 
 
 @pytest.mark.parametrize("rate", [0, float("nan"), float("inf"), -5])
 def test_a_load_schedule_refuses_a_rate_that_is_not_a_positive_number(rate):
-    from pipeline.loadgen import poisson_offsets
+    from pipeline.measure.loadgen import poisson_offsets
 
     with pytest.raises(ValueError, match="rate must be"):
         poisson_offsets(rate, 5)

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from conftest import CONF_DIR, ROOT, tiny_overrides
-from pipeline import records
+from pipeline.tracking import records
 from pipeline.config import ConfigError, to_config
-from pipeline.stages import compose_config
+from pipeline.study.stages import compose_config
 from pipeline.sweep import launcher_problem
 
 SLURM = "hydra_plugins.pipeline_slurm.SlurmLauncher"

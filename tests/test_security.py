@@ -15,8 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, tiny_overrides
 from pipeline.config import to_config
-from pipeline.job import execute
-from pipeline.track import redact
+from pipeline.job.run import execute
+from pipeline.tracking.track import redact
 
 EVIL = '''
 import pathlib

@@ -1,4 +1,4 @@
-"""The micro-batching front (pipeline.serve.Batcher): ordering, batching, timeouts, failures.
+"""The micro-batching front (pipeline.embedder.batcher.Batcher): ordering, batching, timeouts, failures.
 
 Fake embedders with controlled behaviour; bounds are generous (a loaded 2-core machine may
 stall any thread for tens of milliseconds), and what is asserted is order and membership,
@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.serve import Batcher, Closed, QueueFull, RequestTimeout, WorkerDied
+from pipeline.embedder.batcher import Batcher, Closed, QueueFull, RequestTimeout, WorkerDied
 
 
 class Fake:
@@ -198,9 +198,9 @@ def test_several_workers_keep_each_result_with_its_request():
 
 def test_over_a_real_embedder_the_vectors_are_the_embedder_s(tiny_bert, tmp_path):
     from pipeline.config import ModelConfig, VariantConfig
-    from pipeline.embed import Embedder
-    from pipeline.export import export
-    from pipeline.sources import resolve
+    from pipeline.embedder.embed import Embedder
+    from pipeline.model.export import export
+    from pipeline.model.sources import resolve
 
     cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
     art = export(resolve(cfg), cfg, VariantConfig(), tmp_path / "cache")

@@ -20,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, tiny_overrides
-from pipeline import records
+from pipeline.tracking import records
 
 EXIT_UNSYNCED = 4
 

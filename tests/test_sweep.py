@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from conftest import CONF_DIR, ROOT
 from conftest import tiny_overrides as _tiny_overrides
 from pipeline.config import to_config
-from pipeline.stages import compose_config
+from pipeline.study.stages import compose_config
 from pipeline.sweep import job_list, launcher_problem
 
 SWEEPS = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
@@ -281,7 +281,7 @@ def test_smoke_sweep_on_the_real_model(tmp_path):
 def test_a_resumed_sweep_measures_again_what_another_machine_or_a_busy_one_timed(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
     """A store shared between machines: a timing taken on another machine (another fingerprint), or
     a contended one, is not reused; it is measured again here (the export and quality come from the cache)."""
-    from pipeline import records
+    from pipeline.tracking import records
 
     args = ["-m", "bench.batch_size=1,2", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
             "bench.contention.enabled=false"]

@@ -1,13 +1,13 @@
-"""A single job whose store is unreachable keeps its results; `pipeline.sync` logs them once."""
+"""A single job whose store is unreachable keeps its results; `python -m pipeline.sync` logs them once."""
 
 from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
 from conftest import tiny_overrides
-from pipeline import records, sync
+from pipeline.tracking import records, sync
 from pipeline.config import to_config
-from pipeline.job import execute
+from pipeline.job.run import execute
 
 
 def test_an_unlogged_job_is_synced_exactly_once(compose, tiny_bert, tiny_sts_dir, tmp_path, capsys):

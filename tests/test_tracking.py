@@ -8,7 +8,7 @@ import subprocess
 import pandas as pd
 
 from conftest import ROOT
-from pipeline import context, names, track
+from pipeline.tracking import context, names, track
 from pipeline.config import compose_config, to_config
 from pipeline.decision import from_search_runs, run_row, runs_frame
 

@@ -11,12 +11,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import tiny_overrides
-from pipeline import export, variants
+from pipeline.model import export, variants
 from pipeline.config import to_config
-from pipeline.embed import Embedder
-from pipeline.job import execute, prepare
-from pipeline.sources import resolve
-from pipeline.validate import PARITY_SENTENCES
+from pipeline.embedder.embed import Embedder
+from pipeline.job.run import execute, prepare
+from pipeline.model.sources import resolve
+from pipeline.model.validate import PARITY_SENTENCES
 
 
 def _cfg(compose, tiny_bert, data_dir, tmp_path, *extra):

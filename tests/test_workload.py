@@ -1,4 +1,4 @@
-"""Workloads (pipeline/workload.py): the texts a job embeds, their token lengths and prefixes, the
+"""Workloads (pipeline/measure/workload.py): the texts a job embeds, their token lengths and prefixes, the
 padding share, the refusals, and a job that runs one (tiny model, tests/conftest.py)."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import pytest
 from conftest import tiny_overrides
 from tokenizers import Tokenizer
 
-from pipeline import workload
+from pipeline.measure import workload
 from pipeline.config import ConfigError, ModelConfig, ProviderConfig, WorkloadConfig, to_config
-from pipeline.embed import Embedder
-from pipeline.grouping import padded_tokens, padding_share
-from pipeline.job import execute
-from pipeline.job_workload import loss_vs_fp32
+from pipeline.embedder.embed import Embedder
+from pipeline.embedder.grouping import padded_tokens, padding_share
+from pipeline.job.run import execute
+from pipeline.job.workload_checks import loss_vs_fp32
 
 DOC, QUERY = "passage: ", "query: "
 MODEL = ModelConfig(query_prefix=QUERY, document_prefix=DOC)
@@ -30,9 +30,9 @@ def _tok(folder):
 
 def _export_dir(tiny_bert, tmp_path):
     """The tiny model as an ONNX folder the embedder reads (export cached under tmp)."""
-    from pipeline import export
+    from pipeline.model import export
     from pipeline.config import VariantConfig
-    from pipeline.sources import resolve
+    from pipeline.model.sources import resolve
 
     model = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64)
     art = export.export(resolve(model, tmp_path / "cache"), model, VariantConfig(), tmp_path / "cache")
@@ -143,7 +143,7 @@ def test_a_passage_job_measures_its_workload_and_logs_it(compose, tiny_bert, tin
     assert rec["params"]["workload"] == "passages"
     assert rec["tags"]["workload"] == "passages" and "pydoc_data" in rec["tags"]["workload.source"]
     # a re-timing at the sweep's end times the same passages, not the STS sentences
-    from pipeline.retime import _sentences
+    from pipeline.sweep.retime import _sentences
 
     spec = json.loads((tmp_path / "out" / "bench_spec.json").read_text())
     texts = _sentences(spec)

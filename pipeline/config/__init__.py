@@ -10,56 +10,12 @@ config.  Range checks live in ``__post_init__`` and run when the composed config
 into objects (:func:`to_config`), before any stage does work.
 """
 
-from .checks import (
-    FUSIONS,
-    INSTRUCTION_SETS,
-    MODEL_SOURCES,
-    PADDING_SIDES,
-    POOLING_MODES,
-    VARIANT_KINDS,
-    ConfigError,
-)
-from .compose import (
-    CONF_DIR,
-    Config,
-    compose_config,
-    default_cache_dir,
-    register_configs,
-    register_resolvers,
-    to_config,
-    typed,
-)
-from .decision import (
-    DIRECTIONS,
-    GATE_OPS,
-    NORMALIZATIONS,
-    CriterionConfig,
-    DecisionConfig,
-    GradedGateConfig,
-    HardGateConfig,
-    RetimeConfig,
-    RobustnessConfig,
-)
-from .job import (
-    BENCH_SCENARIOS,
-    BenchConfig,
-    ContentionConfig,
-    LoadConfig,
-    ModelConfig,
-    PoolingConfig,
-    ProviderConfig,
-    QualityConfig,
-    VariantConfig,
-    WorkloadConfig,
-    default_data_dir,
-)
-from .tracking import (
-    TRACKING_SCHEMES,
-    TrackingConfig,
-    has_credentials,
-    strip_credentials,
-    uri_problem,
-)
+from pipeline.config.checks import FUSIONS, INSTRUCTION_SETS, MODEL_SOURCES, PADDING_SIDES, VARIANT_KINDS, ConfigError
+from pipeline.core.vocab import POOLING_MODES
+from pipeline.config.compose import CONF_DIR, Config, compose_config, default_cache_dir, register_configs, register_resolvers, to_config, typed
+from pipeline.config.decision import DIRECTIONS, GATE_OPS, NORMALIZATIONS, CriterionConfig, DecisionConfig, GradedGateConfig, HardGateConfig, RetimeConfig, RobustnessConfig
+from pipeline.config.job import BENCH_SCENARIOS, BenchConfig, ContentionConfig, LoadConfig, ModelConfig, PoolingConfig, ProviderConfig, QualityConfig, VariantConfig, WorkloadConfig, default_data_dir
+from pipeline.config.tracking import TRACKING_SCHEMES, TrackingConfig, has_credentials, strip_credentials, uri_problem
 
 __all__ = [
     "BENCH_SCENARIOS", "CONF_DIR", "DIRECTIONS", "FUSIONS", "GATE_OPS", "INSTRUCTION_SETS", "MODEL_SOURCES",

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..exitcodes import Exit, PipelineError
-from ..vocab import POOLING_MODES  # noqa: F401  (re-exported: the config checks it)
+from pipeline.core.errors import Exit, PipelineError
 
 MODEL_SOURCES = ("package", "local", "hub", "onnx_package", "onnx_local", "split_zip_packages")
 VARIANT_KINDS = ("export", "optimize", "fp16", "quantize")

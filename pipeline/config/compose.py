@@ -10,18 +10,10 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from .checks import ConfigError
-from .decision import DecisionConfig
-from .job import (
-    BenchConfig,
-    ModelConfig,
-    PoolingConfig,
-    ProviderConfig,
-    QualityConfig,
-    VariantConfig,
-    WorkloadConfig,
-)
-from .tracking import TrackingConfig
+from pipeline.config.checks import ConfigError
+from pipeline.config.decision import DecisionConfig
+from pipeline.config.job import BenchConfig, ModelConfig, PoolingConfig, ProviderConfig, QualityConfig, VariantConfig, WorkloadConfig
+from pipeline.config.tracking import TrackingConfig
 
 
 def default_cache_dir() -> str:

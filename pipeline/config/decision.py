@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from .checks import ConfigError, _one_of, _positive
+from pipeline.config.checks import ConfigError, _one_of, _positive
 
 GATE_OPS = ("<=", "<", ">=", ">")
 DIRECTIONS = ("min", "max")
@@ -119,7 +119,7 @@ class RobustnessConfig:
 @dataclass
 class RetimeConfig:
     """At a sweep's end the leading configurations are timed again, in alternation, to measure
-    the noise between runs (pipeline/retime.py); differences inside it are ties."""
+    the noise between runs (pipeline/sweep/retime.py); differences inside it are ties."""
 
     top_k: int = 3  # how many leaders (0: no re-timing)
     rounds: int = 3  # rounds over the leaders, each in a rotated order

@@ -7,19 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks import (
-    FUSIONS,
-    INSTRUCTION_SETS,
-    MODEL_SOURCES,
-    HARDWARE,
-    PADDING_SIDES,
-    PRECISIONS,
-    POOLING_MODES,
-    VARIANT_KINDS,
-    ConfigError,
-    _one_of,
-    _positive,
-)
+from pipeline.config.checks import FUSIONS, INSTRUCTION_SETS, MODEL_SOURCES, HARDWARE, PADDING_SIDES, PRECISIONS, VARIANT_KINDS, ConfigError, _one_of, _positive
+from pipeline.core.vocab import POOLING_MODES
 
 
 @dataclass
@@ -137,7 +126,7 @@ class ProviderConfig:
     # batch into groups of like lengths (0: split wherever lengths differ)
     call_cost: int = 32
     # ONNX Runtime graph optimizers to leave off (null: the ones measured to slow this provider
-    # down, pipeline.embed.SLOW_FUSIONS; []: none)
+    # down, pipeline.embedder.embed.SLOW_FUSIONS; []: none)
     disabled_optimizers: list[str] | None = None
     # session config entries, e.g. {session.intra_op.allow_spinning: "0"} (threads sleep when idle)
     session_config: dict[str, str] = field(default_factory=dict)
@@ -145,7 +134,7 @@ class ProviderConfig:
     # OpenVINO with INFERENCE_PRECISION_HINT=bf16. It labels the run (param `precision`), and a
     # reduced precision is judged on its STS loss against the model's fp32 (quality.stsb_delta_vs_fp32)
     precision: str = ""
-    # the runtime that provides the EP (pipeline/providers.py). Empty: this environment's onnxruntime.
+    # the runtime that provides the EP (pipeline/runtime/providers.py). Empty: this environment's onnxruntime.
     # Otherwise the pip requirements of its own environment, made once under <cache_dir>/envs
     # (execution providers ship as rival builds of the one onnxruntime module)
     packages: list[str] = field(default_factory=list)
@@ -153,7 +142,7 @@ class ProviderConfig:
     # packages are requirement specs (name, extras, versions); a local path (a wheel) or a URL is
     # taken only when this is true, and a pip option (-r FILE) never (it belongs in pip_args)
     allow_local_packages: bool = False
-    inherit: bool = False  # the environment sees this one's packages after its own (pipeline.envs)
+    inherit: bool = False  # the environment sees this one's packages after its own (pipeline.runtime.envs)
     # a plugin EP: "module:function" (in its environment) returning the path of its shared library
     plugin: str | None = None
     # where its builds exist (sys.platform values; empty: anywhere) and the hardware it needs
@@ -163,7 +152,7 @@ class ProviderConfig:
     # said after "no device" when the EP offers none here (e.g. which hardware its plugin serves)
     device_note: str = ""
     # the most tokens per text the provider takes (0: no limit of its own); a workload with longer
-    # texts is skipped with the reason before the job runs (pipeline/workload.py)
+    # texts is skipped with the reason before the job runs (pipeline/measure/workload.py)
     max_sequence: int = 0
 
     def __post_init__(self) -> None:
@@ -211,7 +200,7 @@ class PoolingConfig:
 
 @dataclass
 class ContentionConfig:
-    """When a benchmark is contended (pipeline/conditions.py); defaults measured, see conf/bench."""
+    """When a benchmark is contended (pipeline/measure/conditions.py); defaults measured, see conf/bench."""
 
     enabled: bool = True
     max_other_cpu_share: float = 0.10  # other processes' CPU time / (timed wall time x cores)
@@ -237,8 +226,8 @@ class ContentionConfig:
 
 @dataclass
 class LoadConfig:
-    """The load scenario (``bench.scenario=load``, pipeline/load.py): open-loop Poisson arrivals,
-    one sentence per request, through the micro-batching front (pipeline/serve.py)."""
+    """The load scenario (``bench.scenario=load``, pipeline/measure/load.py): open-loop Poisson arrivals,
+    one sentence per request, through the micro-batching front (pipeline/embedder/batcher.py)."""
 
     # offered rates (requests per second), tried in ascending order until one saturates
     rates: list[float] = field(default_factory=lambda: [50.0, 100.0, 200.0, 400.0, 800.0, 1600.0])
@@ -254,7 +243,7 @@ class LoadConfig:
     timeout_ms: float = 1000.0  # a request still queued after this fails (and counts with this latency)
     warmup_seconds: float = 1.0
     overhead_seconds: float = 2.0  # the same schedule against a no-op server: the generator's own cost
-    # the micro-batching front (pipeline.serve.Batcher); max_batch=1: one embed call per request
+    # the micro-batching front (pipeline.embedder.batcher.Batcher); max_batch=1: one embed call per request
     max_batch: int = 1
     max_wait_ms: float = 0.0
     max_queue: int = 0  # 0: unbounded
@@ -314,7 +303,7 @@ WORKLOAD_PARTS = ("sentences", "queries", "passages", "lengths")
 
 @dataclass
 class WorkloadConfig:
-    """The texts a job embeds (pipeline/workload.py; docs/workloads.md): what a provider serves."""
+    """The texts a job embeds (pipeline/measure/workload.py; docs/workloads.md): what a provider serves."""
 
     # sentences: the STS sentences (the default: every earlier figure stays comparable);
     # queries: short texts with the model's query prefix; passages: real prose cut to `lengths`
@@ -364,7 +353,7 @@ class QualityConfig:
     parity_sentences: int = 16
     enabled: bool = True
     # stsb: the files must be the published STS Benchmark splits (pair count and sha256 pinned
-    # in pipeline.quality.PINNED), else the job is refused; own: a data set of yours in the same
+    # in pipeline.data.sts.PINNED), else the job is refused; own: a data set of yours in the same
     # CSV format, used as it is and labelled quality.dataset=own on the run
     dataset: str = "stsb"
 

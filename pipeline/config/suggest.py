@@ -29,7 +29,7 @@ def _keys(node: Any, prefix: str = "") -> list[str]:
 
 def config_keys() -> list[str]:
     """Every key of the default config (the groups' fields included), dotted."""
-    from .compose import compose_config
+    from pipeline.config.compose import compose_config
 
     return _keys(compose_config([]))
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from .checks import ConfigError
+from pipeline.config.checks import ConfigError
 
 
 @dataclass
@@ -24,7 +24,7 @@ class TrackingConfig:
 
     def resolved_uri(self) -> str:
         """The store's URI, never with credentials in it: a ``user:password@`` part (from
-        ``$MLFLOW_TRACKING_URI`` or ``pipeline.sync --tracking-uri``) is moved into
+        ``$MLFLOW_TRACKING_URI`` or ``python -m pipeline.sync --tracking-uri``) is moved into
         ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` of this process, where MLflow
         reads it, so that no MLflow message, record or artifact holds it."""
         uri = self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
@@ -59,13 +59,13 @@ def strip_credentials(uri: str) -> str:
     if m is None:
         return uri
 
-    from .. import track
+    from pipeline.core.redaction import add_secret
 
     user, pw = unquote(m.group("user") or ""), unquote(m.group("pw") or "")
     if user:
         os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
     if pw:
         os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", pw)
-        track.add_secret(pw)
-        track.add_secret(m.group("pw"))
+        add_secret(pw)
+        add_secret(m.group("pw"))
     return m.group("scheme") + uri[m.end() :]

@@ -24,16 +24,16 @@ unfinished) are listed with their reason, never ranked; a run whose benchmark wa
 (tag ``bench.contended``) is ranked after every quiet one and can never be a go.
 """
 
-from .api import decide_sweep, load_sweep, write_outputs
-from .core import HEADLINE_METRICS, decide, recommendation, reproduce_command
-from .inputs import PARAMS, from_records, from_search_runs, labels, run_row, runs_frame
-from .matrix import evaluate, pareto_front, winner_of
-from .mlflow_io import latest_parent, load_children, load_inputs, load_samples_ms
-from .profile import as_decision_config, compose_decision
-from .types import VERDICTS, DecideError, Decision, Inputs, Robustness, Winner
+from pipeline.decision.api import decide_sweep, load_sweep, write_outputs
+from pipeline.decision.core import decide, recommendation, reproduce_command
+from pipeline.decision.inputs import PARAMS, from_records, from_search_runs, labels, run_row, runs_frame
+from pipeline.decision.matrix import evaluate, pareto_front, winner_of
+from pipeline.decision.mlflow_io import latest_parent, load_children, load_inputs, load_samples_ms
+from pipeline.decision.profile import as_decision_config, compose_decision
+from pipeline.decision.types import VERDICTS, DecideError, Decision, Inputs, Robustness, Winner
 
 __all__ = [
-    "HEADLINE_METRICS", "PARAMS", "VERDICTS", "DecideError", "Decision", "Inputs", "Robustness", "Winner",
+    "PARAMS", "VERDICTS", "DecideError", "Decision", "Inputs", "Robustness", "Winner",
     "as_decision_config", "compose_decision", "decide", "decide_sweep", "evaluate", "from_records", "load_sweep", "from_search_runs", "labels",
     "latest_parent", "load_children", "load_inputs", "load_samples_ms", "pareto_front", "recommendation", "reproduce_command",
     "run_row", "runs_frame", "winner_of", "write_outputs",

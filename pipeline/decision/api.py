@@ -19,10 +19,10 @@ import json
 import shutil
 from pathlib import Path
 
-from . import mlflow_io, parts, report
-from .core import decide
-from .profile import as_decision_config
-from .types import Decision, Inputs
+from pipeline.decision import mlflow_io, parts, report
+from pipeline.decision.core import decide
+from pipeline.decision.profile import as_decision_config
+from pipeline.decision.types import Decision, Inputs
 
 LATEST = "latest"
 WHATIF = "whatif"

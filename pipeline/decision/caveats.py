@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..vocab import Metric
-from .types import Robustness, Winner
+from pipeline.core.vocab import Metric
+from pipeline.decision.types import Robustness, Winner
 
 # the winner is "firm" when it stays the winner in at least this share of the redraws / weight moves
 FIRM = 0.8

@@ -18,12 +18,13 @@ import hashlib
 import logging
 import sys
 
-from .. import track
-from ..config import CONF_DIR, ConfigError
-from . import mlflow_io
-from .api import decide_sweep
-from .profile import compose_decision
-from .types import DecideError
+from pipeline.tracking import track
+from pipeline.config import CONF_DIR, ConfigError
+from pipeline.decision import mlflow_io
+from pipeline.decision.api import decide_sweep
+from pipeline.decision.profile import compose_decision
+from pipeline.decision.types import DecideError
+from pipeline.core.redaction import redact
 
 
 def _pct(v: float | None) -> str:
@@ -37,8 +38,8 @@ def _latest_parent(c, uri: str) -> str:
         raise
     except Exception as exc:  # the store answered, but not with runs (a damaged database, a proxy's page)
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise DecideError(f"the tracking store {track.redact(uri)} could not be searched: {type(exc).__name__}: "
-                          f"{track.redact(first)[:300]}") from None
+        raise DecideError(f"the tracking store {redact(uri)} could not be searched: {type(exc).__name__}: "
+                          f"{redact(first)[:300]}") from None
 
 
 def profiles() -> list[str]:

@@ -7,51 +7,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import DecisionConfig
-from ..vocab import Metric
-from . import noise
-from .caveats import caveats as caveats_of
-from .inputs import PARAMS, SERVING_PARAMS, runs_frame
-from .machines import one_machine
-from .matrix import evaluate, pareto_front, winner_of
-from .types import Decision, Inputs, Robustness, Winner
+from pipeline.config import DecisionConfig
+from pipeline.core.vocab import Metric, Status
+from pipeline.decision import noise
+from pipeline.decision.caveats import caveats as caveats_of
+from pipeline.decision.inputs import PARAM_KEYS, PARAMS, SERVING_PARAMS, runs_frame
+from pipeline.tracking.names import HEADLINE_METRICS
+from pipeline.decision.machines import one_machine
+from pipeline.decision.matrix import evaluate, pareto_front, winner_of
+from pipeline.decision.types import Decision, Inputs, Robustness, Winner
 
-# headline metrics copied onto the parent run as best.<name>, besides the criteria and gates
-HEADLINE_METRICS = (
-    Metric.P50_MS,
-    Metric.P95_MS,
-    Metric.P99_MS,
-    Metric.THROUGHPUT,
-    Metric.STSB,
-    Metric.MODEL_SIZE_MB,
-    Metric.PEAK_RSS_MB,
-    Metric.PARITY,
-    Metric.LOAD_MAX_QPS,
-    Metric.LOAD_P95_AT_100,
-)
 
 
 def reproduce_command(params: dict[str, Any]) -> str:
     """The command that reruns one configuration as a single job."""
     parts = ["python -m pipeline"]
-    for key, override in (
-        ("model", "model"),
-        ("variant", "variant"),
-        ("provider", "provider"),
-        ("pooling", "pooling"),
-        ("batch_size", "bench.batch_size"),
-        ("threads", "provider.threads"),
-        ("max_length", "model.max_length"),
-    ):
-        v = params.get(key)
-        if v is not None and str(v) not in ("", "nan", "None"):
-            parts.append(f"{override}={v}")
+
+    def given(v) -> bool:
+        return v is not None and str(v) not in ("", "nan", "None")
+
+    for column in ("model", "variant", "provider", "pooling", "batch_size", "threads", "max_length"):
+        if given(params.get(column)):
+            parts.append(f"{PARAM_KEYS[column]}={params[column]}")
     if params.get("scenario") == "load":
-        parts.append("bench.scenario=load")
-        for key in ("max_batch", "max_wait_ms", "workers"):
-            v = params.get(f"serve.{key}")
-            if v is not None and str(v) not in ("", "nan", "None"):
-                parts.append(f"bench.load.{key}={v}")
+        parts.append(f"{PARAM_KEYS['scenario']}=load")
+        parts += [f"{PARAM_KEYS[c]}={params[c]}" for c in SERVING_PARAMS if c != "scenario" and given(params.get(c))]
     return " ".join(parts)
 
 
@@ -136,7 +116,7 @@ def decide(inputs: Inputs | pd.DataFrame, cfg: DecisionConfig, samples_ms: dict[
     if "contended" not in runs:
         runs = runs.assign(contended="")
     runs, _ = one_machine(runs)  # never two machines' timings in one ranking
-    ok = runs["status"] == "ok" if len(runs) else pd.Series([], dtype=bool)
+    ok = runs["status"] == Status.OK if len(runs) else pd.Series([], dtype=bool)
     candidates = runs[ok].reset_index(drop=True)
     excluded = runs[~ok].reset_index(drop=True)
     candidates, bands, between = noise.between_runs(candidates, inputs.rounds)
@@ -150,7 +130,7 @@ def decide(inputs: Inputs | pd.DataFrame, cfg: DecisionConfig, samples_ms: dict[
     else:
         weights_table, w_stab, top_stab = pd.DataFrame(), None, None
     noise_table, n_stab, n_draws = noise.within_run(candidates, ranked, cfg, samples, bands)
-    unfinished = int((excluded["status"] == "unfinished").sum()) if len(excluded) else 0
+    unfinished = int((excluded["status"] == Status.UNFINISHED).sum()) if len(excluded) else 0
     robustness = Robustness(weights_table, w_stab, top_stab, noise_table, n_stab, n_draws, between)
     notes = caveats_of(ranked, winner, robustness)
     return Decision(

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..vocab import Metric
-from .types import Decision
+from pipeline.core.vocab import Metric
+from pipeline.decision.types import Decision
 
 COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
 

@@ -13,17 +13,14 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from pipeline.tracking.names import GROUPS, OLD_PARAM_NAMES, label, load_suffix
+from pipeline.core.vocab import Status
 PARAMS = ("model", "variant", "provider", "pooling", "batch_size", "max_length", "threads", "precision")
 # params only some runs have: the load scenario's serving front
 SERVING_PARAMS = ("scenario", "serve.max_batch", "serve.max_wait_ms", "serve.workers")
-# the frame's column <- the run's param, under its Hydra key (pipeline.track.job_params); a run
+# the frame's column <- the run's param, under its Hydra key (pipeline.tracking.track.job_params); a run
 # logged before the Hydra keys has the column's own name as its param, which is read as well
-PARAM_KEYS = {
-    "model": "model", "variant": "variant", "provider": "provider", "pooling": "pooling",
-    "batch_size": "bench.batch_size", "max_length": "model.max_length", "threads": "provider.threads",
-    "scenario": "bench.scenario", "serve.max_batch": "bench.load.max_batch",
-    "serve.max_wait_ms": "bench.load.max_wait_ms", "serve.workers": "bench.load.workers",
-}
+PARAM_KEYS = {**{g: g for g in GROUPS}, **{short: key for key, short in OLD_PARAM_NAMES.items()}}
 
 
 def param_of(params: dict[str, Any] | None, column: str):
@@ -140,14 +137,13 @@ def labels(frame: pd.DataFrame) -> list[str]:
     if frame.empty:
         return []
     recs = frame.to_dict(orient="records")
-    out = [f"{_text(r.get('model'))}/{_text(r.get('variant'))}/{_text(r.get('provider'))}/{_text(r.get('pooling'))}/b{_text(r.get('batch_size'))}"
-           for r in recs]
+    out = [label(*(_text(r.get(c)) for c in ("model", "variant", "provider", "pooling", "batch_size"))) for r in recs]
     for name, prefix in (("threads", "/t"), ("max_length", "/L"), ("workload", "/")):
         if name in frame and len({_text(r.get(name)) for r in recs} - {"?"}) > 1:
             out = [o + prefix + _text(r.get(name)) for o, r in zip(out, recs)]
     if "scenario" in frame:  # a load run: its serving front is part of the configuration
-        out = [o + (f"/load-mb{_text(r.get('serve.max_batch'))}-w{_text(r.get('serve.max_wait_ms'))}"
-                    if r.get("scenario") == "load" else "") for o, r in zip(out, recs)]
+        out = [o + (load_suffix(_text(r.get("serve.max_batch")), _text(r.get("serve.max_wait_ms"))) if r.get("scenario") == "load" else "")
+               for o, r in zip(out, recs)]
     counts: dict[str, int] = {}
     for o in out:
         counts[o] = counts.get(o, 0) + 1
@@ -177,7 +173,7 @@ def from_records(found: list[tuple[Path, Any]], samples_artifact: str, parent_fo
                  sweep: str = "") -> Any:
     """Inputs from local run records (``records.iter_records``): jobs, their raw samples, and
     the parent record's ``retime.json`` when it has one.  Reads no MLflow store."""
-    from .types import Inputs
+    from pipeline.decision.types import Inputs
 
     rows, folders = [], {}
     parent_id, complete = "", None
@@ -186,14 +182,14 @@ def from_records(found: list[tuple[Path, Any]], samples_artifact: str, parent_fo
             continue
         rid = rec.mlflow_run_id or rec.record_id
         folders[rid] = folder
-        status = rec.status if rec.status != "running" else None
+        status = rec.status if rec.status != Status.RUNNING else None
         rows.append(run_row(run_id=rid, record_id=rec.record_id, run_name=rec.run_name, status=status,
-                            reason=rec.reason or ("the job never finished" if rec.status == "running" else ""),
+                            reason=rec.reason or ("the job never finished" if rec.status == Status.RUNNING else ""),
                             start_time=int(rec.created * 1000), params=rec.params, metrics=rec.metrics, tags=rec.tags))
         parent_id = parent_id or rec.tags.get("mlflow.parentRunId", "")
     runs = runs_frame(rows)
     samples = {}
-    for _, row in runs[runs["status"] == "ok"].iterrows():
+    for _, row in runs[runs["status"] == Status.OK].iterrows():
         path = folders[row["run_id"]] / samples_artifact
         if path.is_file():
             s = samples_from_csv(path)
@@ -204,7 +200,7 @@ def from_records(found: list[tuple[Path, Any]], samples_artifact: str, parent_fo
         if (parent_folder / RETIME_FILE).is_file():
             rounds = rounds_frame(json.loads((parent_folder / RETIME_FILE).read_text()))
         try:
-            from ..records import load
+            from pipeline.tracking.records import load
 
             prec = load(parent_folder)
             complete = {"true": True, "false": False}.get(prec.tags.get("sweep.complete", ""))

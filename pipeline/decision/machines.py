@@ -1,7 +1,7 @@
 """One machine per decision: timings from two machines are never ranked together.
 
 Every job records the machine that timed it (tags ``machine.kind``, the hardware: CPU model,
-cores, architecture, and ``machine.fingerprint``, the host; :func:`pipeline.signals.fingerprint`).
+cores, architecture, and ``machine.fingerprint``, the host; :func:`pipeline.core.machine.fingerprint`).
 When the ok runs of a sweep come from more than one kind of machine (a records folder or tracking
 server shared between hosts, a Slurm cluster with mixed nodes), the decision ranks the timings of
 one kind, that of the latest ok run, and excludes the others with a reason that names their CPU
@@ -11,6 +11,7 @@ one kind, that of the latest ok run, and excludes the others with a reason that 
 from __future__ import annotations
 
 import pandas as pd
+from pipeline.core.vocab import Status
 
 OTHER_MACHINE = "other-machine"
 
@@ -19,7 +20,7 @@ def one_machine(runs: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
     """(the runs with the other machines' ok runs marked ``other-machine``, the machine ranked)."""
     if runs.empty or "machine" not in runs:
         return runs, None
-    ok = runs["status"] == "ok"
+    ok = runs["status"] == Status.OK
     machines = runs.loc[ok, "machine"].fillna("").astype(str)
     if machines.nunique() <= 1:
         return runs, (machines.iloc[0] or None) if len(machines) else None

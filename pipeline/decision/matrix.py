@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import ConfigError, DecisionConfig
-from . import gates, scores
-from .types import VERDICTS
+from pipeline.config import ConfigError, DecisionConfig
+from pipeline.decision import gates, scores
+from pipeline.decision.types import VERDICTS
 
 
 def _contended(frame: pd.DataFrame) -> np.ndarray:

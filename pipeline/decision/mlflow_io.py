@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import report
-from .inputs import RETIME_FILE, rounds_frame, run_row, runs_frame, samples_from_csv
-from .types import DecideError, Decision, Inputs
+from pipeline.decision import report
+from pipeline.decision.inputs import RETIME_FILE, rounds_frame, run_row, runs_frame, samples_from_csv
+from pipeline.decision.types import DecideError, Decision, Inputs
+from pipeline.core.vocab import Status
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 def client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
-    from .. import track
+    from pipeline.tracking import track
 
     track.quiet()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -107,14 +108,14 @@ def load_samples_ms(c, run_id: str, artifact: str):
 
 def load_inputs(c, parent_run_id: str, cfg) -> Inputs:
     """A sweep's :class:`Inputs` from MLflow: its runs, the leaders' raw samples, the re-timings."""
-    from .matrix import evaluate
+    from pipeline.decision.matrix import evaluate
 
     try:
         parent = c.get_run(parent_run_id)
     except Exception as exc:
         if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
             raise DecideError(f"no run {parent_run_id!r} in this store") from None
-        from ..redaction import redact
+        from pipeline.core.redaction import redact
 
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise DecideError(f"the run {parent_run_id!r} could not be read: {type(exc).__name__}: {redact(first)[:300]}") from None
@@ -123,7 +124,7 @@ def load_inputs(c, parent_run_id: str, cfg) -> Inputs:
     runs = load_children(c, parent_run_id)
     if runs.empty:
         raise DecideError(f"run {parent_run_id} ({sweep}) has no child runs: it is not a sweep parent")
-    ranked = evaluate(runs[runs["status"] == "ok"], cfg)
+    ranked = evaluate(runs[runs["status"] == Status.OK], cfg)
     samples = {}
     for _, row in ranked[ranked["eligible"]].head(cfg.robustness.top_k).iterrows():
         s = load_samples_ms(c, row["run_id"], cfg.samples_artifact)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import DecisionConfig
-from ..vocab import Metric
-from .matrix import evaluate, winner_of
+from pipeline.config import DecisionConfig
+from pipeline.core.vocab import Metric
+from pipeline.decision.matrix import evaluate, winner_of
 
 # the benchmark metrics a re-timing measures again
 RETIMED = (Metric.P50_MS, Metric.P95_MS, Metric.P99_MS, Metric.THROUGHPUT)

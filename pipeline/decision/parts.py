@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .core import decide
-from .types import Decision, Inputs
+from pipeline.decision.core import decide
+from pipeline.decision.types import Decision, Inputs
+from pipeline.core.vocab import Status
 
 SHIPPED = ("model", "variant", "provider", "pooling")
 TIER = {"go": 2, "close": 1, "no-go": 0}
@@ -118,7 +119,7 @@ def length_curve(runs: pd.DataFrame) -> pd.DataFrame:
     throughput (texts and tokens per second) and the padding share."""
     if "workload" not in runs or "workload.length" not in runs:
         return pd.DataFrame()
-    r = runs[(runs["workload"] == "lengths") & (runs["status"] == "ok") & runs["workload.length"].notna()].copy()
+    r = runs[(runs["workload"] == "lengths") & (runs["status"] == Status.OK) & runs["workload.length"].notna()].copy()
     if r.empty:
         return pd.DataFrame()
     r["configuration"] = [shipped(row) for row in r.to_dict(orient="records")]

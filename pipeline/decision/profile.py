@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..config import DecisionConfig, typed
+from pipeline.config import DecisionConfig, typed
 
 
 def as_decision_config(node) -> DecisionConfig:
@@ -23,7 +23,7 @@ def compose_decision(profile: str = "default", overrides: list[str] | None = Non
     """
     from hydra.core.global_hydra import GlobalHydra
 
-    from ..config import compose_config, to_config
+    from pipeline.config import compose_config, to_config
 
     if GlobalHydra.instance().is_initialized():
         raise RuntimeError("compose_decision() inside a running Hydra app: pass cfg.decision to decide_sweep()")

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..vocab import Metric
-from . import summary
-from .figures import cdf_figure, differences_figure, pareto_figure, scores_figure
-from .types import Decision
+from pipeline.core.vocab import Metric
+from pipeline.decision import summary
+from pipeline.decision.figures import cdf_figure, differences_figure, pareto_figure, scores_figure
+from pipeline.decision.types import Decision
 
 
 def write(decision: Decision, folder: Path) -> list[Path]:

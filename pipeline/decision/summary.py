@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..vocab import Metric
-from .types import Decision
+from pipeline.core.vocab import Metric
+from pipeline.decision.types import Decision
 
 TOP = 5
 # the raw columns of the first page: (metric, header, format)

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import DecisionConfig
-from ..exitcodes import PipelineError
-from ..vocab import Metric
+from pipeline.config import DecisionConfig
+from pipeline.core.errors import PipelineError
+from pipeline.core.vocab import Metric
 
 VERDICTS = ("go", "close", "no-go")
 TIER = {"go": 2, "close": 1, "no-go": 0}

@@ -34,32 +34,22 @@ How it fits together:
   that gives each job an exclusive node (``hydra/launcher=slurm``) is allowed; its jobs read
   the sweep's state from ``$PIPELINE_SWEEP_STATE`` and the sweep's end reads them back.
 - Resilience: the parent and every job are local records first (``records.py``); when MLflow
-  is unreachable the sweep goes on, retries at its end (:func:`pipeline.sync.sync`) and exits
+  is unreachable the sweep goes on, retries at its end (:func:`pipeline.tracking.sync.sync`) and exits
   4 (``EXIT_UNSYNCED``) if some results are still only local, printing the sync command.
 """
 
 from __future__ import annotations
 
-from ..records import SweepBusy, sweep_lock_free
-from .callback import SweepCallback
-from .jobs import failed_record, run_job
-from .parent import finish as on_sweep_end
-from .plan import (
-    CLUSTER_LAUNCHERS,
-    HASH_EXCLUDED,
-    SEQUENTIAL_LAUNCHERS,
-    SweepConfigError,
-    config_hash,
-    job_list,
-    label,
-    launcher_problem,
-    swept_keys,
-)
-from .resume import find_done, find_done_locally
-from .state import STATE_ENV, JobOutcome, SweepState, current
+from pipeline.tracking.records import SweepBusy, sweep_lock_free
+from pipeline.sweep.callback import SweepCallback
+from pipeline.sweep.jobs import failed_record, run_job
+from pipeline.sweep.parent import finish as on_sweep_end
+from pipeline.sweep.plan import CLUSTER_LAUNCHERS, SEQUENTIAL_LAUNCHERS, SweepConfigError, config_hash, job_list, label, launcher_problem, swept_keys
+from pipeline.sweep.resume import find_done, find_done_locally
+from pipeline.sweep.state import STATE_ENV, JobOutcome, SweepState, current
 
 __all__ = [
-    "CLUSTER_LAUNCHERS", "HASH_EXCLUDED", "SEQUENTIAL_LAUNCHERS", "STATE_ENV", "JobOutcome", "SweepBusy", "SweepCallback",
+    "CLUSTER_LAUNCHERS", "SEQUENTIAL_LAUNCHERS", "STATE_ENV", "JobOutcome", "SweepBusy", "SweepCallback",
     "SweepConfigError", "SweepState", "config_hash", "current", "failed_record", "find_done", "find_done_locally",
     "job_list", "label", "launcher_problem", "on_sweep_end", "run_job", "sweep_lock_free", "swept_keys",
 ]

@@ -9,13 +9,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .. import track
-from ..config import has_credentials
-from ..exitcodes import Exit
-from ..records import SweepBusy
-from . import parent
-from .plan import SweepConfigError
-from .state import current
+from pipeline.tracking import track
+from pipeline.config import has_credentials
+from pipeline.core.errors import Exit
+from pipeline.tracking.records import SweepBusy
+from pipeline.sweep import parent
+from pipeline.sweep.plan import SweepConfigError
+from pipeline.sweep.state import current
+from pipeline.core.redaction import has_url_credentials
 
 
 class Composed:
@@ -31,7 +32,7 @@ def refuse_credentials(config: DictConfig) -> None:
     Composed.yes = True
     track.redact_logging()
     raw = OmegaConf.to_container(config.tracking, resolve=False).get("uri") if "tracking" in config else None
-    given = [o for o in (OmegaConf.select(config, "hydra.overrides.task") or []) if track.has_url_credentials(o)]
+    given = [o for o in (OmegaConf.select(config, "hydra.overrides.task") or []) if has_url_credentials(o)]
     if given or (isinstance(raw, str) and not raw.startswith("${") and has_credentials(raw)):
         field = given[0].split("=", 1)[0].lstrip("+~") if given else "tracking.uri"
         print(

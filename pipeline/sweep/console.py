@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 import time
 
-from .. import track
-from ..vocab import Metric, Status
-from .state import JobOutcome, SweepState
+from pipeline.core.vocab import Metric, Status
+from pipeline.sweep.state import JobOutcome, SweepState
+from pipeline.core.redaction import redact
 
 
 def fmt_s(s: float) -> str:
@@ -18,13 +18,13 @@ def fmt_s(s: float) -> str:
 def why(exc: BaseException) -> str:
     """An exception in one line (its type and first line), credentials redacted."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return track.redact(f"{type(exc).__name__}: {first[:200]}")
+    return redact(f"{type(exc).__name__}: {first[:200]}")
 
 
 def started(st: SweepState, experiment: str, offline: str | None, sync_command: str) -> None:
     if offline:
         print(
-            f"[sweep {st.name}] {len(st.jobs)} jobs; MLflow ({track.redact(st.tracking_uri)}) is unreachable ({offline}).\n"
+            f"[sweep {st.name}] {len(st.jobs)} jobs; MLflow ({redact(st.tracking_uri)}) is unreachable ({offline}).\n"
             f"[sweep {st.name}] the sweep runs anyway: every job's results are kept in {st.records_dir}/ "
             f"(sweep record {st.parent_record}); they are logged at the end if MLflow is back, else by\n"
             f"    {sync_command}",
@@ -33,7 +33,7 @@ def started(st: SweepState, experiment: str, offline: str | None, sync_command: 
     else:
         print(
             f"[sweep {st.name}] {len(st.jobs)} jobs, {'resuming' if st.resumed else 'parent'} run {st.parent_run_id} "
-            f"(experiment {experiment}, {track.redact(st.tracking_uri)})",
+            f"(experiment {experiment}, {redact(st.tracking_uri)})",
             flush=True,
         )
 
@@ -154,7 +154,7 @@ def summary(st: SweepState, parent_run_id: str | None) -> None:
 
 def mlflow_ui_hint(tracking_uri: str) -> str:
     """How to look at the sweep's runs: the ``mlflow ui`` command for a local store, the address of a server."""
-    uri = track.redact(tracking_uri)
+    uri = redact(tracking_uri)
     if uri.startswith(("http://", "https://")):
         return f"[sweep] the runs: open {uri} in a browser"
     return f"[sweep] the runs: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)"

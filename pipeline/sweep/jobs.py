@@ -10,14 +10,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .. import quiet, records, track
-from ..config import TrackingConfig, to_config
-from ..exitcodes import PipelineError
-from ..job import execute
-from ..signals import fingerprint
-from ..vocab import Status
-from . import console, plan, resume
-from .state import JobOutcome, SweepState, current
+from pipeline.core import logs
+from pipeline.tracking import records, track
+from pipeline.config import TrackingConfig, to_config
+from pipeline.core.errors import PipelineError
+from pipeline.job.run import execute
+from pipeline.core.machine import fingerprint
+from pipeline.core.vocab import Status
+from pipeline.sweep import console, plan, resume
+from pipeline.sweep.state import JobOutcome, SweepState, current
+from pipeline.core.redaction import redact
 
 
 def failed_record(st: SweepState, tracking: TrackingConfig, num: int, overrides: list[str], tags: dict, reason: str,
@@ -25,12 +27,12 @@ def failed_record(st: SweepState, tracking: TrackingConfig, num: int, overrides:
     """A failed record (and run) for a job that left none (it raised before it had a record, or
     its cluster job ended without a result): its overrides and traceback, logged like any other."""
     rec = records.RunRecord.new(f"{st.name}-job{num}-{suffix}", {}, tags)
-    rec.status, rec.reason = Status.FAILED, track.redact(reason)
+    rec.status, rec.reason = Status.FAILED, redact(reason)
     folder = records.folder(st.records_dir, rec.record_id)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "overrides.txt").write_text(track.redact("\n".join(overrides) + "\n"))
+    (folder / "overrides.txt").write_text(redact("\n".join(overrides) + "\n"))
     if traceback_text:
-        (folder / "traceback.txt").write_text(track.redact(traceback_text))
+        (folder / "traceback.txt").write_text(redact(traceback_text))
     records.save(folder, rec)
     run_id = track.log_record(tracking, folder, rec)
     return JobOutcome(num, list(overrides), plan.label(overrides, st.swept_keys), Status.FAILED, run_id, rec.reason, 0.0, rec.record_id)
@@ -140,7 +142,7 @@ def run_job(dcfg: DictConfig) -> JobOutcome:
                 link_reused(st, num, run_id)
                 st.records.append(rec)
                 return rec
-        with quiet.to_log_file():  # third-party warnings: into the job's log, not the terminal
+        with logs.to_log_file():  # third-party warnings: into the job's log, not the terminal
             result = execute(cfg, dcfg, Path(hc.runtime.output_dir), tags=tags)
         st.metrics[num] = dict(result.metrics)
         rid = result.record.name if result.record else None

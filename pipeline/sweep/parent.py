@@ -13,17 +13,19 @@ from datetime import datetime
 
 from omegaconf import DictConfig, OmegaConf
 
-from .. import decision as decision_pkg
-from .. import records, retime, track
-from ..cache import write_atomic
-from ..config import TrackingConfig, to_config
-from ..exitcodes import Exit, PipelineError
-from ..sync import close_stale_parents, command, sync
-from ..vocab import RESULT_STATUSES, Status
-from . import console, plan, resume
-from .state import JobOutcome, SweepState, set_current
+from pipeline import decision as decision_pkg
+from pipeline.tracking import records, track
+from pipeline.sweep import retime
+from pipeline.core.cache import write_atomic
+from pipeline.config import TrackingConfig, to_config
+from pipeline.core.errors import Exit, PipelineError
+from pipeline.tracking.sync import close_stale_parents, command, sync
+from pipeline.core.vocab import RESULT_STATUSES, Status
+from pipeline.sweep import console, plan, resume
+from pipeline.sweep.state import JobOutcome, SweepState, set_current
+from pipeline.core.redaction import redact
 
-# set by the DVC sweep stage (pipeline/stages.py) for the sweep it runs
+# set by the DVC sweep stage (pipeline/study/stages.py) for the sweep it runs
 STAGE_ENV = "PIPELINE_STAGE"
 
 
@@ -40,10 +42,10 @@ def _params(config: DictConfig, name: str, jobs: list[list[str]]) -> dict[str, s
     """The parent's params: the sweep's name, its job count, and what it sweeps."""
     params = {"sweep": name, "sweep.jobs": str(len(jobs))}
     for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items():
-        params[plan.param_key(k)] = track.redact(str(v))
+        params[plan.param_key(k)] = redact(str(v))
     for o in OmegaConf.select(config, "hydra.overrides.task") or []:
         k, _, v = o.partition("=")
-        params[plan.param_key(k)] = track.redact(v)[:6000]
+        params[plan.param_key(k)] = redact(v)[:6000]
     return params
 
 
@@ -172,7 +174,7 @@ def collect_remote_jobs(st: SweepState) -> None:
 
 
 def retime_leaders(st: SweepState, config: DictConfig) -> None:
-    """Time the sweep's leading configurations again, in alternation (pipeline/retime.py), so that
+    """Time the sweep's leading configurations again, in alternation (pipeline/sweep/retime.py), so that
     the decision knows the noise between runs; a failure here costs the ties, never the sweep."""
 
     launcher = OmegaConf.select(config, "hydra.launcher._target_")
@@ -203,7 +205,7 @@ def _write_parent(st: SweepState) -> bool:
     disk refused them (the parent run is then ended FAILED and the summary printed anyway)."""
     missing = len(st.jobs) - len(st.records)
     prec = records.load(st.parent_folder)
-    jobs_json = {"sweep": st.name, "jobs": [{**asdict(r), "overrides": [track.redact(o) for o in r.overrides]} for r in st.records]}
+    jobs_json = {"sweep": st.name, "jobs": [{**asdict(r), "overrides": [redact(o) for o in r.overrides]} for r in st.records]}
     statuses = (Status.OK, Status.SKIPPED, Status.FAILED, Status.DONE)
     prec.metrics.update({f"sweep.jobs_{s}": float(sum(r.status == s for r in st.records)) for s in statuses})
     prec.tags["sweep.complete"] = str(missing == 0).lower()
@@ -253,7 +255,7 @@ def end(st: SweepState, config: DictConfig) -> Exit:
     finish(st, st.parent_run_id if prec.mlflow_run_id else None, config)
     if unsynced:
         print(
-            f"\n[sweep {st.name}] MLflow ({track.redact(st.tracking_uri)}) could not take {len(unsynced)} record(s) "
+            f"\n[sweep {st.name}] MLflow ({redact(st.tracking_uri)}) could not take {len(unsynced)} record(s) "
             f"(jobs and/or the sweep's parent run). Nothing is lost: they are in {st.records_dir}/. "
             f"Once MLflow is reachable, log them (each exactly once) with:\n    {_sync_command(st)}",
             file=sys.stderr, flush=True,

@@ -11,14 +11,14 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from ..exitcodes import Exit, PipelineError
+from pipeline.core.errors import Exit, PipelineError
+from pipeline.tracking.names import NOT_JOB_SETTINGS
 
 SEQUENTIAL_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher",)
 # launchers that put each job on its own machine (a node reserved for it); see conf/hydra/launcher/
 CLUSTER_LAUNCHERS = ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", "hydra_plugins.pipeline_slurm.SlurmLauncher")
 # keys that do not change what a job measures; left out of the config hash (resume depends on it:
 # tests/test_sweep_plan.py pins this list)
-HASH_EXCLUDED = ("hydra", "tracking", "cache_dir", "rerun", "reports_dir", "records_dir", "decision")
 
 
 class SweepConfigError(PipelineError, ValueError):
@@ -29,9 +29,9 @@ class SweepConfigError(PipelineError, ValueError):
 
 
 def config_hash(dcfg: DictConfig | dict) -> str:
-    """A stable hash of the resolved config, without the keys of :data:`HASH_EXCLUDED`."""
+    """A stable hash of the resolved config, without the keys of :data:`pipeline.tracking.names.NOT_JOB_SETTINGS`."""
     data = OmegaConf.to_container(dcfg, resolve=True) if isinstance(dcfg, DictConfig) else dict(dcfg)
-    for key in HASH_EXCLUDED:
+    for key in NOT_JOB_SETTINGS:
         data.pop(key, None)
     _drop_added_defaults(data)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -42,7 +42,7 @@ def _added_defaults() -> dict[tuple[str, ...], Any]:
     left out of the hash at that value, so a sweep run before them still resumes."""
     from dataclasses import asdict
 
-    from ..config import WorkloadConfig
+    from pipeline.config import WorkloadConfig
 
     return {("workload",): asdict(WorkloadConfig()), ("provider", "max_sequence"): 0}
 

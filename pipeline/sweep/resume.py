@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .. import records
-from ..vocab import Status
+from pipeline.tracking import records
+from pipeline.core.vocab import Status
 
 
 def find_done(client, experiment_id: str, chash: str, machine: str | None = None):

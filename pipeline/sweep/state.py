@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from .. import records, track
-from ..exitcodes import Exit
-from ..vocab import Status
+from pipeline.tracking import records, track
+from pipeline.core.errors import Exit
+from pipeline.core.vocab import Status
 
 # the sweep's state for jobs a cluster launcher runs in other processes (on other machines)
 STATE_ENV = "PIPELINE_SWEEP_STATE"

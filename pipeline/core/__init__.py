@@ -1,0 +1,1 @@
+"""The bottom layer: errors and exit codes, the shared vocabulary, atomic caches, redaction of secrets, ownership of temporaries and processes, the machine lock, the log filter, machine facts. Imports nothing else from the package."""

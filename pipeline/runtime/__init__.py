@@ -1,0 +1,1 @@
+"""Where an embedder runs: execution providers and their own environments, the provider worker process, node placement."""

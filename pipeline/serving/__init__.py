@@ -1,0 +1,1 @@
+"""`pipeline serve`: the OpenAI-compatible HTTP server, and which configuration it serves."""

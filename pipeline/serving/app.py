@@ -1,0 +1,295 @@
+"""``pipeline serve``: the chosen configuration behind an OpenAI-compatible ``POST /v1/embeddings``.
+
+    pipeline serve                                   # the winner of reports/latest/decision.json
+    pipeline serve --run-id 3f2a...                  # one run's configuration (records, else MLflow)
+    pipeline serve --folder path/to/export --pooling mean --max-length 256
+    python -m pipeline.serving.app ...                    # the same
+
+Routes: ``POST /v1/embeddings`` (``input``: a string or a list of strings; ``model``: echoed
+back as the served name; ``encoding_format``: ``float`` or ``base64``, little-endian float32
+as OpenAI's), ``GET /health`` (the process answers), ``GET /ready`` (200 once the model is
+loaded and warmed, 503 before and while shutting down), ``GET /v1/models``.
+
+Requests go through the micro-batching front (:class:`pipeline.embedder.batcher.Batcher`).  Its queue is
+bounded (``--max-queue`` texts): a request that does not fit is answered 503 with
+``Retry-After``.  Limits: more than ``--max-texts`` texts, a text over ``--max-chars``
+characters, or a body over what those allow: 413; a malformed body: 422; errors are JSON
+``{"error": {"message", "type", "code"}}`` as OpenAI's.  SIGTERM/SIGINT: uvicorn stops
+accepting connections, the requests already accepted are answered (up to ``--graceful-s``),
+then the batcher drains and closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import Request  # at module level: FastAPI reads the handler's annotation from the module
+
+from pipeline.core.errors import Exit
+from pipeline.embedder.batcher import Batcher, Closed, QueueFull, RequestTimeout
+from pipeline.serving.target import Target, TargetError, explicit, from_decision, from_run
+
+__all__ = ["Limits", "Front", "create_app", "main"]
+
+log = logging.getLogger("pipeline.serving.app")
+WARM_TEXTS = ["warm up", "a somewhat longer sentence to warm up the model with more tokens in it"]
+
+
+@dataclass
+class Limits:
+    max_texts: int = 256  # texts per request
+    max_chars: int = 8192  # characters per text
+    max_queue: int = 1024  # texts waiting in the batcher (beyond: 503)
+    timeout_ms: float = 30_000  # per text, from arrival (beyond: 504)
+    retry_after_s: int = 1
+
+    def max_body(self) -> int:  # bytes: every text at its limit, 6 bytes a char (a \uXXXX escape), plus framing
+        return self.max_texts * (self.max_chars * 6 + 16) + 65_536
+
+
+@dataclass
+class Front:
+    max_batch: int = 16
+    max_wait_ms: float = 2.0
+    workers: int = 1
+
+
+class _Error(Exception):
+    def __init__(self, status: int, message: str, kind: str, code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.headers = status, message, kind, code, headers or {}
+
+
+class _State:
+    """The model, its batcher and whether it is ready; loaded in a thread after the server listens."""
+
+    def __init__(self, load: Callable[[], object], name: str, front: Front, limits: Limits, describe: str):
+        self.load, self.name, self.front, self.limits, self.describe = load, name, front, limits, describe
+        self.embedder = None
+        self.batcher: Batcher | None = None
+        self.ready = False
+        self.failed: str | None = None
+        self.loaded = threading.Event()
+
+    def start(self) -> None:
+        try:
+            t0 = time.perf_counter()
+            emb = self.load()
+            for k in sorted({1, 2, min(self.front.max_batch, 8), self.front.max_batch}):
+                emb.embed((WARM_TEXTS * k)[:k])  # every usual batch shape once, before readiness
+            self.embedder = emb
+            self.batcher = Batcher(emb, max_batch=self.front.max_batch, max_wait_ms=self.front.max_wait_ms,
+                                   timeout_ms=self.limits.timeout_ms, max_queue=self.limits.max_queue,
+                                   workers=self.front.workers, name="serve-batcher")
+            self.ready = True
+            log.info("ready in %.1f s: serving %s; front max_batch=%d max_wait_ms=%g, queue %d texts", time.perf_counter() - t0,
+                     self.describe, self.front.max_batch, self.front.max_wait_ms, self.limits.max_queue)
+        except Exception as exc:  # readiness stays 503 and says why
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.error("the model could not be loaded: %s", self.failed)
+        finally:
+            self.loaded.set()
+
+    def stop(self) -> None:
+        self.ready = False
+        if self.batcher is not None:
+            self.batcher.close(drain=True)
+            st = self.batcher.stats
+            log.info("stopped: %d texts embedded, %d failed, %d timed out, %d refused (queue full)", st.embedded, st.failed,
+                     st.timed_out, st.refused)
+
+
+def _texts(body, limits: Limits) -> tuple[list[str], str]:
+    """The request's texts and encoding format, or a 413/422 :class:`_Error`."""
+    if not isinstance(body, dict):
+        raise _Error(422, "the body must be a JSON object", "invalid_request_error")
+    if "input" not in body:
+        raise _Error(422, "'input' is required: a string or a list of strings", "invalid_request_error", "missing_input")
+    raw = body["input"]
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise _Error(422, "'input' must be a non-empty string or a non-empty list of strings (token arrays are not accepted)",
+                     "invalid_request_error", "invalid_input")
+    if len(texts) > limits.max_texts:
+        raise _Error(413, f"{len(texts)} texts in one request; at most {limits.max_texts}", "invalid_request_error", "too_many_texts")
+    long = [i for i, t in enumerate(texts) if len(t) > limits.max_chars]
+    if long:
+        raise _Error(413, f"text {long[0]} has {len(texts[long[0]])} characters; at most {limits.max_chars} per text",
+                     "invalid_request_error", "text_too_long")
+    if any(not t for t in texts):
+        raise _Error(422, "an empty string cannot be embedded", "invalid_request_error", "empty_text")
+    fmt = body.get("encoding_format") or "float"
+    if fmt not in ("float", "base64"):
+        raise _Error(422, f"encoding_format must be 'float' or 'base64', got {fmt!r}", "invalid_request_error", "invalid_encoding_format")
+    return texts, fmt
+
+
+def _encode(vec: np.ndarray, fmt: str):
+    v = np.asarray(vec, dtype="<f4")
+    return base64.b64encode(v.tobytes()).decode("ascii") if fmt == "base64" else v.tolist()
+
+
+async def _embed(state: _State, texts: list[str]) -> list[np.ndarray]:
+    futs = []
+    try:
+        for t in texts:
+            futs.append(state.batcher.submit(t))
+    except QueueFull:
+        for f in futs:
+            f.cancel()
+        raise _Error(503, f"the queue is full ({state.limits.max_queue} texts waiting); retry later", "server_overloaded",
+                     "queue_full", {"Retry-After": str(state.limits.retry_after_s)}) from None
+    except Closed:
+        raise _Error(503, "the server is shutting down", "server_unavailable", "shutting_down") from None
+    try:
+        return await asyncio.gather(*(asyncio.wrap_future(f) for f in futs))
+    except RequestTimeout as exc:
+        raise _Error(504, f"not embedded in time: {exc}", "timeout", "timeout") from None
+    except Closed as exc:
+        raise _Error(503, str(exc), "server_unavailable", "shutting_down") from None
+
+
+def create_app(load: Callable[[], object], *, name: str, front: Front | None = None, limits: Limits | None = None,
+               describe: str = ""):
+    """The ASGI app; ``load()`` builds the embedder (in a thread, after the server listens)."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    state = _State(load, name, front or Front(), limits or Limits(), describe or name)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        loading = asyncio.get_running_loop().run_in_executor(None, state.start)
+        yield
+        await loading
+        await asyncio.get_running_loop().run_in_executor(None, state.stop)
+
+    app = FastAPI(title="pipeline serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.server = state
+
+    def error(e: _Error) -> JSONResponse:
+        return JSONResponse({"error": {"message": e.message, "type": e.kind, "code": e.code, "param": None}},
+                            status_code=e.status, headers=e.headers)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready():
+        if state.ready:
+            return {"status": "ready", "model": state.name}
+        why = f"the model failed to load: {state.failed}" if state.failed else "loading the model"
+        return JSONResponse({"status": "not ready", "reason": why}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": state.name, "object": "model", "owned_by": "pipeline"}]}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request):
+        try:
+            return await _answer(state, request)
+        except _Error as e:
+            return error(e)
+
+    return app
+
+
+async def _answer(state: _State, request) -> dict:
+    if not state.ready:
+        raise _Error(503, "the model is not ready yet", "server_unavailable", "not_ready", {"Retry-After": "1"})
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > state.limits.max_body():
+        raise _Error(413, f"the body has {size} bytes; at most {state.limits.max_body()}", "invalid_request_error", "body_too_large")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise _Error(422, "the body is not JSON", "invalid_request_error", "invalid_json") from None
+    texts, fmt = _texts(body, state.limits)
+    vecs = await _embed(state, texts)
+    counts = getattr(state.embedder, "token_counts", None)
+    tokens = int(sum(counts(texts))) if counts else 0
+    return {"object": "list", "model": state.name,
+            "data": [{"object": "embedding", "index": i, "embedding": _encode(v, fmt)} for i, v in enumerate(vecs)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pipeline serve", description="Serve a chosen configuration: OpenAI-compatible POST /v1/embeddings.")
+    src = p.add_argument_group("what to serve (default: the winner of --decision)")
+    src.add_argument("--decision", default="reports/latest/decision.json", help="a decision.json (default: %(default)s)")
+    src.add_argument("--run-id", help="one run's configuration: its record in --records-dir, else MLflow")
+    src.add_argument("--folder", help="an exported model folder, with the settings below (which also override a run's)")
+    src.add_argument("--onnx-file", default=None)
+    src.add_argument("--pooling", default=None, choices=["mean", "cls", "max", "last_token"])
+    src.add_argument("--max-length", type=int, default=None)
+    src.add_argument("--threads", type=int, default=None, help="intra-op threads (0: ONNX Runtime's default)")
+    src.add_argument("--provider", default=None, help="an ONNX Runtime execution provider")
+    src.add_argument("--records-dir", default="reports/runs")
+    src.add_argument("--tracking-uri", default=None)
+    net = p.add_argument_group("server")
+    net.add_argument("--host", default="127.0.0.1")
+    net.add_argument("--port", type=int, default=8000)
+    net.add_argument("--model-name", default=None, help="the name answered in 'model' (default: the configuration's label)")
+    net.add_argument("--max-batch", type=int, default=16)
+    net.add_argument("--max-wait-ms", type=float, default=2.0)
+    net.add_argument("--workers", type=int, default=1, help="batcher worker threads")
+    net.add_argument("--max-queue", type=int, default=1024, help="texts waiting; beyond: 503 with Retry-After")
+    net.add_argument("--max-texts", type=int, default=256, help="texts per request; beyond: 413")
+    net.add_argument("--max-chars", type=int, default=8192, help="characters per text; beyond: 413")
+    net.add_argument("--timeout-ms", type=float, default=30_000, help="per text, from arrival; beyond: 504")
+    net.add_argument("--graceful-s", type=float, default=30, help="on SIGTERM, how long accepted requests may take")
+    return p
+
+
+def target_of(args) -> Target:
+    if args.folder:
+        return explicit(args.folder, onnx_file=args.onnx_file, pooling=args.pooling, max_length=args.max_length,
+                        threads=args.threads, provider=args.provider)
+    t = from_run(args.run_id, args.records_dir, args.tracking_uri) if args.run_id else from_decision(args.decision, args.records_dir,
+                                                                                                       args.tracking_uri)
+    given = {"onnx_file": args.onnx_file, "pooling": args.pooling, "max_length": args.max_length, "threads": args.threads,
+             "provider": args.provider}
+    over = {k: v for k, v in given.items() if v is not None}
+    if over:  # explicit settings win over the run's, and the line says so
+        t.embedder.update(over)
+        t.source += " with " + ", ".join(f"{k}={v}" for k, v in over.items())
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        target = target_of(args)
+        limits = Limits(args.max_texts, args.max_chars, args.max_queue, args.timeout_ms)
+        front = Front(args.max_batch, args.max_wait_ms, args.workers)
+        Batcher(lambda t: t, max_batch=front.max_batch, max_wait_ms=front.max_wait_ms, timeout_ms=limits.timeout_ms,
+                max_queue=limits.max_queue, workers=front.workers).close()  # its settings refused now, not after loading
+    except (TargetError, ValueError) as exc:
+        print(f"pipeline serve: {exc}", file=sys.stderr)
+        return Exit.CONFIG
+    import uvicorn
+
+    from pipeline.embedder.embed import Embedder
+
+    log.info("serving %s on http://%s:%d", target.describe(), args.host, args.port)
+    app = create_app(lambda: Embedder(**target.embedder), name=args.model_name or target.label, front=front, limits=limits,
+                     describe=target.describe())
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=args.graceful_s)
+    return Exit.OK if app.state.server.failed is None else Exit.FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The DVC stages of a study (dvc.yaml)."""
