@@ -1,7 +1,11 @@
 """One contender of benchmarks/peers_best.py, in its own process (and its own environment).
 
-Reads one JSON command per line on stdin and answers one JSON line on stdout:
+A long-lived child of the package's one process protocol (pipeline.core.child: started by
+``harness.worker`` as a ``Session``, one JSON request and one reply a line each on a pipe pair of
+its own, never on stdout; what libraries print goes to its log).  The requests:
 
+    {"op": "ping"}  -> {"ok": true, "python": ..., "pipeline": [...]}   no model: who answers, and
+                                                   which modules of pipeline it imported
     {"op": "start", "kind": "ours" | "st" | "fastembed" | "optimum" | "ct2" | "infinity", ...}
         -> {"ok": true, "info": {...}}            (versions, what really runs)
     {"op": "texts", "name": "corpus", "file": PATH}   a JSON list of sentences, kept by name
@@ -16,11 +20,12 @@ Reads one JSON command per line on stdin and answers one JSON line on stdout:
         -> {"s": seconds}                          the same batches for every contender: one
                                                    embed call per given batch, vectors put back
                                                    in input order
-    {"op": "stop"}
 
-Timing happens inside this process (no pipe in the timed part).  Each builder imports only
-what its library needs, so this file runs in any of the peer environments; the repository
-root (for ``pipeline.embedder.embed``) comes in the start message.
+A failed request is that request's error (the parent's ``ChildFailed``); the session ends when the
+parent closes it.  Timing happens inside this process (no pipe in the timed part).  Each builder
+imports only what its library needs, so this file runs in any of the peer environments, with the
+repository root on its path for pipeline.core.child (standard library only); nothing else of
+pipeline is imported but by ``build_ours`` (our embedder; the root comes in its start message too).
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +71,13 @@ def build_ours(s: dict):
         opts["load_config"] = json.dumps(opts["load_config"])
     provider = s.get("provider", "CPUExecutionProvider")
     emb = Embedder(
-        s["folder"], onnx_file=s.get("onnx_file", "model.onnx"), pooling="mean", threads=s["threads"],
-        max_length=s["max_length"], provider=provider, provider_options=opts or None,
+        s["folder"],
+        onnx_file=s.get("onnx_file", "model.onnx"),
+        pooling="mean",
+        threads=s["threads"],
+        max_length=s["max_length"],
+        provider=provider,
+        provider_options=opts or None,
         **({"call_cost": s["call_cost"]} if "call_cost" in s else {}),
     )
     if s.get("session_config"):  # an experiment: session config entries the Embedder does not take (yet)
@@ -80,12 +89,18 @@ def build_ours(s: dict):
         for k, v in s["session_config"].items():
             so.add_session_config_entry(k, str(v))
         emb.session = ort.InferenceSession(
-            os.path.join(s["folder"], s.get("onnx_file", "model.onnx")), sess_options=so,
-            providers=[(provider, opts)], disabled_optimizers=list(emb.disabled_optimizers) or None,
+            os.path.join(s["folder"], s.get("onnx_file", "model.onnx")),
+            sess_options=so,
+            providers=[(provider, opts)],
+            disabled_optimizers=list(emb.disabled_optimizers) or None,
         )
-    info = {"versions": _versions("onnxruntime", "onnxruntime-openvino", "openvino", "numpy", "tokenizers"),
-            "providers": emb.session.get_providers(), "provider_options": opts, "call_cost": emb.call_cost,
-            "session_config": s.get("session_config") or {}}
+    info = {
+        "versions": _versions("onnxruntime", "onnxruntime-openvino", "openvino", "numpy", "tokenizers"),
+        "providers": emb.session.get_providers(),
+        "provider_options": opts,
+        "call_cost": emb.call_cost,
+        "session_config": s.get("session_config") or {},
+    }
     return (lambda texts, bs: emb.embed(texts, batch_size=bs)), info
 
 
@@ -97,7 +112,11 @@ def build_st(s: dict):
     backend = s.get("backend", "torch")
     kwargs = dict(s.get("model_kwargs") or {})
     model = SentenceTransformer(s["folder"], backend=backend, device="cpu", local_files_only=True, model_kwargs=kwargs or None)
-    info = {"versions": _versions("sentence-transformers", "torch", "transformers", "onnxruntime", "openvino", "optimum-intel", "optimum", "optimum-onnx", "nncf")}
+    info = {
+        "versions": _versions(
+            "sentence-transformers", "torch", "transformers", "onnxruntime", "openvino", "optimum-intel", "optimum", "optimum-onnx", "nncf"
+        )
+    }
     tm = model[0].auto_model if hasattr(model[0], "auto_model") else None
     if backend == "openvino":
         try:
@@ -138,7 +157,7 @@ def build_fastembed(s: dict):
 
     name = "local/all-MiniLM-L6-v2-peers"
     TextEmbedding.add_custom_model(
-        model=name, pooling=PoolingType.MEAN, normalization=True, sources=ModelSource(hf=name), dim=s["dim"], model_file=s["onnx_file"],
+        model=name, pooling=PoolingType.MEAN, normalization=True, sources=ModelSource(hf=name), dim=s["dim"], model_file=s["onnx_file"]
     )
     model = TextEmbedding(name, specific_model_path=s["folder"], threads=s["threads"], local_files_only=True)
     info = {"versions": _versions("fastembed", "onnxruntime", "numpy", "tokenizers")}
@@ -154,7 +173,9 @@ def build_optimum(s: dict):
     so.intra_op_num_threads = s["threads"]
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    model = ORTModelForFeatureExtraction.from_pretrained(s["folder"], file_name=s["onnx_file"], provider="CPUExecutionProvider", session_options=so)
+    model = ORTModelForFeatureExtraction.from_pretrained(
+        s["folder"], file_name=s["onnx_file"], provider="CPUExecutionProvider", session_options=so
+    )
     tok = AutoTokenizer.from_pretrained(s["tokenizer_folder"])
 
     def embed(texts, bs):
@@ -173,7 +194,9 @@ def build_ct2(s: dict):
 
     supported = sorted(ctranslate2.get_supported_compute_types("cpu"))
     if s["compute_type"] not in supported:
-        raise RuntimeError(f"compute type {s['compute_type']} is not supported on this CPU by ctranslate2 {ctranslate2.__version__} (supported: {', '.join(supported)})")
+        raise RuntimeError(
+            f"compute type {s['compute_type']} is not supported on this CPU by ctranslate2 {ctranslate2.__version__} (supported: {', '.join(supported)})"
+        )
     enc = ctranslate2.Encoder(s["folder"], device="cpu", compute_type=s["compute_type"], intra_threads=s["threads"], inter_threads=1)
     tok = Tokenizer.from_file(os.path.join(s["tokenizer_folder"], "tokenizer.json"))
     tok.no_padding()
@@ -197,7 +220,11 @@ def build_ct2(s: dict):
             out.append(_mean_pool(hidden, mask))
         return _unit(np.concatenate(out))
 
-    return embed, {"versions": _versions("ctranslate2", "tokenizers"), "compute_type": s["compute_type"], "supported_compute_types": supported}
+    return embed, {
+        "versions": _versions("ctranslate2", "tokenizers"),
+        "compute_type": s["compute_type"],
+        "supported_compute_types": supported,
+    }
 
 
 def build_infinity(s: dict):
@@ -220,8 +247,14 @@ def build_infinity(s: dict):
         os.chdir(s["folder"])
         model = "."
     args = EngineArgs(
-        model_name_or_path=model, engine=s.get("engine", "torch"), device="cpu", batch_size=s["batch_size"],
-        bettertransformer=False, compile=False, model_warmup=False, trust_remote_code=False,
+        model_name_or_path=model,
+        engine=s.get("engine", "torch"),
+        device="cpu",
+        batch_size=s["batch_size"],
+        bettertransformer=False,
+        compile=False,
+        model_warmup=False,
+        trust_remote_code=False,
         **({"pooling_method": s["pooling_method"]} if s.get("pooling_method") else {}),
     )
     engine = AsyncEngineArray.from_args([args])[0]
@@ -231,86 +264,103 @@ def build_infinity(s: dict):
         vecs, _ = asyncio.run_coroutine_threadsafe(engine.embed(sentences=list(texts)), loop).result(600)
         return _unit(np.stack([np.asarray(v, dtype=np.float32) for v in vecs]))
 
-    info = {"versions": _versions("infinity-emb", "torch", "sentence-transformers", "numpy", "optimum", "onnxruntime"), "engine": s.get("engine", "torch")}
+    info = {
+        "versions": _versions("infinity-emb", "torch", "sentence-transformers", "numpy", "optimum", "onnxruntime"),
+        "engine": s.get("engine", "torch"),
+    }
     if s.get("engine") == "optimum":  # whether its own optimization pass left a graph (it fails on Optimum 2)
         info["onnx_files"] = sorted(str(p) for p in Path(os.environ.get("HF_HUB_CACHE", "/nonexistent")).glob("infinity_onnx/**/*.onnx"))
     return embed, info
 
 
-BUILDERS = {"ours": build_ours, "st": build_st, "st-onnx": build_st_onnx, "fastembed": build_fastembed, "optimum": build_optimum, "ct2": build_ct2, "infinity": build_infinity}
+BUILDERS = {
+    "ours": build_ours,
+    "st": build_st,
+    "st-onnx": build_st_onnx,
+    "fastembed": build_fastembed,
+    "optimum": build_optimum,
+    "ct2": build_ct2,
+    "infinity": build_infinity,
+}
 
 
-def main() -> int:
-    # replies go to the original stdout; anything a library prints (progress bars, nncf's
-    # tables) goes to stderr, at the file-descriptor level too
-    reply_to = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    embed = None
-    texts: dict[str, list[str]] = {}
-    batches: dict[str, list[list[int]]] = {}
-    pc = time.perf_counter_ns
-    for line in sys.stdin:
-        msg = json.loads(line)
-        try:
-            op = msg["op"]
-            if op == "start":
-                t0 = time.perf_counter()
-                embed, info = BUILDERS[msg["kind"]](msg)
-                info["load_s"] = time.perf_counter() - t0
-                info["python"] = sys.executable
-                reply = {"ok": True, "info": info}
-            elif op == "texts":
-                with open(msg["file"], encoding="utf-8") as f:
-                    texts[msg["name"]] = json.load(f)
-                reply = {"ok": True, "n": len(texts[msg["name"]])}
-            elif op == "single":
-                pool = texts[msg["texts"]][: msg["n"]]
-                for t in pool[: msg.get("warm", 5)]:  # warm again after the other contenders ran
-                    embed([t], 1)
-                ms = []
-                for t in pool:
-                    t0 = pc()
-                    embed([t], 1)
-                    ms.append((pc() - t0) / 1e6)
-                reply = {"ms": ms}
-            elif op == "batches":
-                with open(msg["file"], encoding="utf-8") as f:
-                    batches[msg["name"]] = json.load(f)
-                reply = {"ok": True, "n": len(batches[msg["name"]])}
-            elif op == "corpus":
-                corpus = texts[msg["texts"]]
-                if msg.get("batches"):
-                    plan = batches[msg["batches"]]
-                    parts = [[corpus[i] for i in b] for b in plan]
-                    t0 = time.perf_counter()
-                    outs = [embed(part, len(part)) for part in parts]
-                    seconds = time.perf_counter() - t0
-                    vecs = np.empty((len(corpus), outs[0].shape[1]), dtype=np.float32)
-                    for b, out in zip(plan, outs):
-                        vecs[b] = out
-                else:
-                    t0 = time.perf_counter()
-                    vecs = embed(corpus, msg["batch_size"])
-                    seconds = time.perf_counter() - t0
-                if vecs.shape[0] != len(corpus):
-                    raise RuntimeError(f"{vecs.shape[0]} vectors for {len(corpus)} sentences")
-                if msg.get("save"):
-                    np.save(msg["save"], np.asarray(vecs, dtype=np.float32))
-                reply = {"s": seconds}
-            elif op == "stop":
-                print(json.dumps({"ok": True}), file=reply_to, flush=True)
-                return 0
-            else:
-                reply = {"error": f"unknown op {op!r}"}
-        except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        print(json.dumps(reply), file=reply_to, flush=True)
-    return 0
+class Worker:
+    """What the contender keeps between requests: its embed function, the texts and batches by name."""
+
+    def __init__(self) -> None:
+        self.embed = None
+        self.texts: dict[str, list[str]] = {}
+        self.batches: dict[str, list[list[int]]] = {}
+
+    def handle(self, msg: dict) -> dict:
+        """The reply to one request (pipeline.core.child.serve's handler); an error fails only this request."""
+        op = msg["op"]
+        if op == "ping":
+            return {
+                "ok": True,
+                "python": sys.executable,
+                "pid": os.getpid(),
+                "pipeline": sorted(m for m in sys.modules if m == "pipeline" or m.startswith("pipeline.")),
+            }
+        if op == "start":
+            t0 = time.perf_counter()
+            self.embed, info = BUILDERS[msg["kind"]](msg)
+            info["load_s"] = time.perf_counter() - t0
+            info["python"] = sys.executable
+            return {"ok": True, "info": info}
+        if op == "texts":
+            with open(msg["file"], encoding="utf-8") as f:
+                self.texts[msg["name"]] = json.load(f)
+            return {"ok": True, "n": len(self.texts[msg["name"]])}
+        if op == "batches":
+            with open(msg["file"], encoding="utf-8") as f:
+                self.batches[msg["name"]] = json.load(f)
+            return {"ok": True, "n": len(self.batches[msg["name"]])}
+        if op == "single":
+            return {"ms": self.single(msg)}
+        if op == "corpus":
+            return {"s": self.corpus(msg)}
+        raise ValueError(f"unknown op {op!r}")
+
+    def single(self, msg: dict) -> list[float]:
+        embed, pc = self.embed, time.perf_counter_ns
+        pool = self.texts[msg["texts"]][: msg["n"]]
+        for t in pool[: msg.get("warm", 5)]:  # warm again after the other contenders ran
+            embed([t], 1)
+        ms = []
+        for t in pool:
+            t0 = pc()
+            embed([t], 1)
+            ms.append((pc() - t0) / 1e6)
+        return ms
+
+    def corpus(self, msg: dict) -> float:
+        embed = self.embed
+        corpus = self.texts[msg["texts"]]
+        if msg.get("batches"):
+            plan = self.batches[msg["batches"]]
+            parts = [[corpus[i] for i in b] for b in plan]
+            t0 = time.perf_counter()
+            outs = [embed(part, len(part)) for part in parts]
+            seconds = time.perf_counter() - t0
+            vecs = np.empty((len(corpus), outs[0].shape[1]), dtype=np.float32)
+            for b, out in zip(plan, outs):
+                vecs[b] = out
+        else:
+            t0 = time.perf_counter()
+            vecs = embed(corpus, msg["batch_size"])
+            seconds = time.perf_counter() - t0
+        if vecs.shape[0] != len(corpus):
+            raise RuntimeError(f"{vecs.shape[0]} vectors for {len(corpus)} sentences")
+        if msg.get("save"):
+            np.save(msg["save"], np.asarray(vecs, dtype=np.float32))
+        return seconds
 
 
-if __name__ == "__main__":
-    code = main()
+if __name__ == "__main__":  # python -m _peer_worker --session R W (harness.worker: this folder and the root on its path)
+    from pipeline.core import child
+
+    code = child.serve(Worker().handle)
+    sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # no interpreter teardown: thread pools (torch, OpenVINO, infinity's loop) can hang it

@@ -1,6 +1,8 @@
 """The one load generator of benchmarks/serving.py, in its own process, for every contender.
 
-Reads one JSON command per line on stdin, answers one JSON line on stdout:
+A long-lived child of the package's one process protocol (pipeline.core.child: started by
+``harness.worker`` as a ``Session``, one JSON request and one reply a line each on a pipe pair of
+its own, never on stdout).  The requests:
 
     {"op": "texts", "file": PATH}                                   the sentences, sent in turn
     {"op": "target", "transport": "http" | "tcp", "port": P, "path": "/v1/embeddings", "model": NAME}
@@ -8,7 +10,11 @@ Reads one JSON command per line on stdin, answers one JSON line on stdout:
         -> open loop: Poisson arrivals on a precomputed schedule, latency from each request's
            scheduled arrival (no coordinated omission); the point's summary and its latencies
     {"op": "closed", "requests": 300}  -> one request at a time: the service time over the transport
-    {"op": "stop"}
+
+The clients and their connections live on one event loop for the whole session, running in a
+thread of its own between requests as during them (a late reply is read when it comes); each
+request is a coroutine run on it while the protocol's thread waits.  A failed request is that
+request's error; the session ends when the parent closes it.
 
 HTTP: a hand-written HTTP/1.1 client on asyncio streams, keep-alive, one connection per request
 in flight (opened on demand, reused when free); the body is the OpenAI request for one text.
@@ -21,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import sys
+import threading
 import time
 from collections import deque
 
@@ -40,8 +46,9 @@ class Http:
 
     async def one(self, text: str) -> int:
         body = json.dumps({"input": [text], "model": self.model, "encoding_format": "float"}).encode()
-        head = (f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
         reader, writer = await self._conn()
         writer.write(head + body)
         status = int((await reader.readline()).split()[1])
@@ -137,11 +144,21 @@ def summarize(sched, sent, done, status, t0, end, timeout_s, rate, cpu_s) -> dic
     lat[~ok & ~lost] = np.maximum(lat[~ok & ~lost], timeout_s * 1e3)  # a refused or failed request: as bad as lost
     p50, p95, p99 = np.percentile(lat, [50, 95, 99])
     span = (np.nanmax(done[ok]) - t0) if ok.any() else (end - t0)
-    return {"offered_qps": rate, "requests": int(len(sched)), "ok": int(ok.sum()), "lost": int(lost.sum()),
-            "failed": int((~ok & ~lost).sum()), "refused": int((status == 503).sum()), "achieved_qps": float(ok.sum() / span),
-            "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99),
-            "lag_p99_ms": float(np.percentile((sent - sched) * 1e3, 99)), "generator_cpu_s": cpu_s,
-            "latencies_ms": [round(float(x), 3) for x in lat]}
+    return {
+        "offered_qps": rate,
+        "requests": int(len(sched)),
+        "ok": int(ok.sum()),
+        "lost": int(lost.sum()),
+        "failed": int((~ok & ~lost).sum()),
+        "refused": int((status == 503).sum()),
+        "achieved_qps": float(ok.sum() / span),
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+        "lag_p99_ms": float(np.percentile((sent - sched) * 1e3, 99)),
+        "generator_cpu_s": cpu_s,
+        "latencies_ms": [round(float(x), 3) for x in lat],
+    }
 
 
 async def closed(client, texts: list[str], n: int) -> list[float]:
@@ -153,36 +170,73 @@ async def closed(client, texts: list[str], n: int) -> list[float]:
     return ms
 
 
-async def loop() -> int:
-    texts: list[str] = []
-    client = None
-    reader = asyncio.StreamReader()
-    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := await reader.readline():
-        msg = json.loads(line)
-        try:
-            if msg["op"] == "texts":
-                texts = json.loads(open(msg["file"], encoding="utf-8").read())
-                reply = {"ok": True, "n": len(texts)}
-            elif msg["op"] == "target":
-                if client is not None:
-                    await client.close()
-                client = Http(msg["port"], msg.get("path", "/v1/embeddings"), msg.get("model", "")) if msg["transport"] == "http" else Tcp(msg["port"])
-                reply = {"ok": True}
-            elif msg["op"] == "point":
-                reply = await point(client, texts, float(msg["rate"]), int(msg["requests"]), int(msg.get("seed", 0)), float(msg.get("timeout_s", 2.0)))
-            elif msg["op"] == "closed":
-                reply = {"ms": await closed(client, texts, int(msg["requests"]))}
-            elif msg["op"] == "stop":
-                return 0
-            else:
-                reply = {"error": f"unknown op {msg['op']!r}"}
-        except Exception as exc:
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-    return 0
+class Generator:
+    """What the load generator keeps between requests: the texts, the client of the current target
+    (its connections open) and the event loop they live on."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.client = None
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="load-generator", daemon=True)
+        self.thread.start()
+
+    def run(self, coro):
+        """Run ``coro`` on the generator's loop; its result (this thread waits)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def handle(self, msg: dict) -> dict:
+        """The reply to one request (pipeline.core.child.serve's handler)."""
+        op = msg["op"]
+        if op == "texts":
+            with open(msg["file"], encoding="utf-8") as f:
+                self.texts = json.loads(f.read())
+            return {"ok": True, "n": len(self.texts)}
+        if op == "target":
+            self.run(self.target(msg))
+            return {"ok": True}
+        if op == "point":
+            return self.run(
+                point(
+                    self.client,
+                    self.texts,
+                    float(msg["rate"]),
+                    int(msg["requests"]),
+                    int(msg.get("seed", 0)),
+                    float(msg.get("timeout_s", 2.0)),
+                )
+            )
+        if op == "closed":
+            return {"ms": self.run(closed(self.client, self.texts, int(msg["requests"])))}
+        raise ValueError(f"unknown op {op!r}")
+
+    async def target(self, msg: dict) -> None:
+        if self.client is not None:
+            await self.client.close()
+        self.client = (
+            Http(msg["port"], msg.get("path", "/v1/embeddings"), msg.get("model", "")) if msg["transport"] == "http" else Tcp(msg["port"])
+        )
+
+    async def _end(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:  # requests still in flight past a point's timeout, the TCP reader
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        """Close the connections, end the loop."""
+        self.run(self._end())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
 
 
-if __name__ == "__main__":
-    raise SystemExit(asyncio.run(loop()))
+if __name__ == "__main__":  # python -m _serving_load --session R W (harness.worker: this folder and the root on its path)
+    from pipeline.core import child
+
+    gen = Generator()
+    code = child.serve(gen.handle)
+    gen.close()
+    raise SystemExit(code)

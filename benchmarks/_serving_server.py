@@ -2,6 +2,11 @@
 
     python benchmarks/_serving_server.py SPEC.json
 
+A server, not a request/reply child of pipeline.core.child: benchmarks/serving.py starts it with
+``pipeline.core.child.start`` (its own process group, which dies with the parent), waits for its
+HTTP ``/ready``, reads the service times it wrote, and ends it with SIGTERM (its group killed when
+it does not end).  The service times are measured here, in the process that then serves.
+
 SPEC: ``{"kind": <a builder of _peer_worker.py>, ...its settings, "root": REPO, "name": NAME,
 "front": {"max_batch": 16, "max_wait_ms": 2}, "http_port": P, "tcp_port": Q,
 "sentences": FILE, "service_calls": 300, "service_out": FILE}``.
@@ -93,10 +98,15 @@ async def serve(spec: dict) -> None:
     from pipeline.serving.app import Front, Limits, create_app
 
     f = spec["front"]
-    app = create_app(lambda: build(spec), name=spec["name"], front=Front(int(f["max_batch"]), float(f["max_wait_ms"])),
-                     limits=Limits(max_texts=64, max_queue=1_000_000, timeout_ms=float(spec.get("timeout_ms", 60_000))))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(spec["http_port"]), log_level="warning",
-                                           backlog=4096, timeout_keep_alive=600))
+    app = create_app(
+        lambda: build(spec),
+        name=spec["name"],
+        front=Front(int(f["max_batch"]), float(f["max_wait_ms"])),
+        limits=Limits(max_texts=64, max_queue=1_000_000, timeout_ms=float(spec.get("timeout_ms", 60_000))),
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=int(spec["http_port"]), log_level="warning", backlog=4096, timeout_keep_alive=600)
+    )
     tcp = await tcp_front(app, int(spec["tcp_port"]))
     async with tcp:
         await server.serve()

@@ -14,7 +14,6 @@ The last line printed is one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,6 +23,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import harness  # noqa: E402  (benchmarks/harness.py: what the benchmark scripts share)
 
 
 def last_level_cache_bytes() -> int | None:
@@ -73,9 +74,8 @@ def cut_after(model, layers: int):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__, threads=2)
     ap.add_argument("--variant", default="O2_cpu")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", default="2,14")
     ap.add_argument("--calls", type=int, default=300)
     args = ap.parse_args(argv)
@@ -83,10 +83,9 @@ def main(argv=None) -> int:
     import onnx
     import onnxruntime as ort
 
-    from benchmarks.peers import load_model
     from pipeline.embedder.embed import SLOW_FUSIONS, session_options
 
-    cfg, _, art = load_model(args.variant)
+    cfg, _, art = harness.load_artifact(args.variant)
     model = onnx.load(str(art.onnx_path))
     layers = int(json.loads((art.folder / "config.json").read_text())["num_hidden_layers"])
     tokens = [int(t) for t in args.tokens.split(",")]
@@ -102,7 +101,11 @@ def main(argv=None) -> int:
         names = {i.name for i in sess.get_inputs()}
         row = {"layers": k, "weight_mb": weight_bytes / 1e6}
         for n in tokens:
-            feed = {"input_ids": np.full((1, n), 1000, np.int64), "attention_mask": np.ones((1, n), np.int64), "token_type_ids": np.zeros((1, n), np.int64)}
+            feed = {
+                "input_ids": np.full((1, n), 1000, np.int64),
+                "attention_mask": np.ones((1, n), np.int64),
+                "token_type_ids": np.zeros((1, n), np.int64),
+            }
             feed = {key: v for key, v in feed.items() if key in names}
             for _ in range(30):
                 sess.run(None, feed)
@@ -113,7 +116,10 @@ def main(argv=None) -> int:
                 samples.append(time.perf_counter_ns() - t)
             row[f"ms_{n}_tokens"] = float(np.median(samples)) / 1e6
         rows.append(row)
-        print(f"{k} layer(s): {row['weight_mb']:.1f} MB of weights, " + ", ".join(f"{n} tokens {row[f'ms_{n}_tokens']:.3f} ms" for n in tokens))
+        print(
+            f"{k} layer(s): {row['weight_mb']:.1f} MB of weights, "
+            + ", ".join(f"{n} tokens {row[f'ms_{n}_tokens']:.3f} ms" for n in tokens)
+        )
     llc = last_level_cache_bytes()
     first, last = rows[0], rows[-1]
     out = {

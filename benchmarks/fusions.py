@@ -15,11 +15,15 @@ fused / plain.
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (benchmarks/harness.py: what the benchmark scripts share)
 
 
 def _model(kind: str, hidden: int) -> bytes:
@@ -32,9 +36,14 @@ def _model(kind: str, hidden: int) -> bytes:
     if kind == "fused":
         nodes = [helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["y"], domain="com.microsoft", epsilon=1e-12)]
     elif kind == "fused+bias":
-        nodes = [helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta", "bias"], ["y"], domain="com.microsoft", epsilon=1e-12)]
+        nodes = [
+            helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta", "bias"], ["y"], domain="com.microsoft", epsilon=1e-12)
+        ]
     elif kind == "plain":
-        nodes = [helper.make_node("Add", ["x", "skip"], ["s"]), helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12)]
+        nodes = [
+            helper.make_node("Add", ["x", "skip"], ["s"]),
+            helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12),
+        ]
     elif kind == "plain+bias":
         nodes = [
             helper.make_node("Add", ["x", "bias"], ["xb"]),
@@ -71,8 +80,7 @@ def time_kind(kind: str, hidden: int, rows: int, calls: int, threads: int) -> fl
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap = harness.parser(__doc__, threads=2)
     ap.add_argument("--hidden", type=int, default=384, help="hidden size (384: all-MiniLM-L6-v2)")
     ap.add_argument("--rows", type=int, default=480, help="tokens in the activation (480: 32 sentences of 15 tokens)")
     ap.add_argument("--calls", type=int, default=500)

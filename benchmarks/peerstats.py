@@ -134,24 +134,33 @@ def class_ratios(results: Sequence[Result], classes: Sequence[str], ref_sts: flo
     ok = [c for c in results if c.precision in classes and qualifies(c, ref_sts, max_sts_loss)]
     our, peer = [c for c in ok if c.ours], [c for c in ok if not c.ours]
     o1, p1, o2, p2 = best_single(our), best_single(peer), best_corpus(our), best_corpus(peer)
-    out = {"ours_single": o1.name if o1 else None, "peer_single": p1.name if p1 else None,
-           "ours_corpus": o2.name if o2 else None, "peer_corpus": p2.name if p2 else None,
-           "single_p50_ratio": single_ratio(o1, p1) if o1 and p1 else None,
-           "corpus_throughput_ratio": corpus_ratio(o2, p2) if o2 and p2 else None}
+    out = {
+        "ours_single": o1.name if o1 else None,
+        "peer_single": p1.name if p1 else None,
+        "ours_corpus": o2.name if o2 else None,
+        "peer_corpus": p2.name if p2 else None,
+        "single_p50_ratio": single_ratio(o1, p1) if o1 and p1 else None,
+        "corpus_throughput_ratio": corpus_ratio(o2, p2) if o2 and p2 else None,
+    }
     # the same from each one's medians (less robust to drift between rounds; shown beside)
     out["single_p50_ratio_of_medians"] = statistics.median(o1.single_p50) / statistics.median(p1.single_p50) if o1 and p1 else None
-    out["corpus_throughput_ratio_of_medians"] = (statistics.median(timed(p2.corpus_s)) / statistics.median(timed(o2.corpus_s))
-                                                 if o2 and p2 else None)
+    out["corpus_throughput_ratio_of_medians"] = (
+        statistics.median(timed(p2.corpus_s)) / statistics.median(timed(o2.corpus_s)) if o2 and p2 else None
+    )
     return out
 
 
 def headline(results: Sequence[Result], ref_sts: float, max_sts_loss: float, prefix: str = "") -> dict:
     """The headline keys: overall and per precision class."""
     overall = class_ratios(results, CLASSES, ref_sts, max_sts_loss)
-    out = {f"{prefix}best_single_p50_ratio_vs_best_peer": overall["single_p50_ratio"],
-           f"{prefix}best_corpus_throughput_ratio_vs_best_peer": overall["corpus_throughput_ratio"],
-           f"{prefix}ours_single": overall["ours_single"], f"{prefix}best_single_peer": overall["peer_single"],
-           f"{prefix}ours_corpus": overall["ours_corpus"], f"{prefix}best_corpus_peer": overall["peer_corpus"]}
+    out = {
+        f"{prefix}best_single_p50_ratio_vs_best_peer": overall["single_p50_ratio"],
+        f"{prefix}best_corpus_throughput_ratio_vs_best_peer": overall["corpus_throughput_ratio"],
+        f"{prefix}ours_single": overall["ours_single"],
+        f"{prefix}best_single_peer": overall["peer_single"],
+        f"{prefix}ours_corpus": overall["ours_corpus"],
+        f"{prefix}best_corpus_peer": overall["peer_corpus"],
+    }
     for k in CLASSES:
         r = class_ratios(results, (k,), ref_sts, max_sts_loss)
         out[f"{prefix}{k}_single_p50_ratio_vs_best_peer"] = r["single_p50_ratio"]

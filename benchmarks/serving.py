@@ -30,7 +30,6 @@ model, load average, versions) go to benchmarks/results/<cpu-slug>/serving.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -47,12 +46,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import harness  # noqa: E402  (benchmarks/harness.py: what the benchmark scripts share)
 import serving_stats as ss  # noqa: E402
-from peerstats import cpu_slug  # noqa: E402
+from peerstats import cpu_slug, results_path  # noqa: E402
+
+from pipeline.core import child  # noqa: E402
 
 RATES = (5, 10, 20, 40, 60, 80, 100, 130, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1300, 1600, 2000)
 PEERS = ("st-onnx", "st-openvino", "optimum-ort", "infinity-optimum", "infinity-server")
 OURS = ("ours-fp32", "ours-int8")
+VERSIONS = ("onnxruntime", "numpy", "tokenizers", "fastapi", "uvicorn", "sentence-transformers", "optimum", "torch")
 
 
 def free_port() -> int:
@@ -76,7 +79,10 @@ def wait_http(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> 
 
 
 class Server:
-    """One contender's server process: ours or a peer behind our front, or infinity's own."""
+    """One contender's server process: ours or a peer behind our front, or infinity's own.  A
+    server, not a request/reply child: started by ``pipeline.core.child.start`` (its own process
+    group, which dies with us), ready when it answers over HTTP, stopped by SIGTERM (its group
+    killed if it does not end, or when it never became ready)."""
 
     def __init__(self, name: str, python: Path, spec: dict | None, front: dict | None, work: Path, sentences: Path):
         self.name, self.python, self.spec, self.front, self.work, self.sentences = name, python, spec, front, work, sentences
@@ -86,25 +92,53 @@ class Server:
     def start(self, timeout_s: float = 900) -> "Server":
         self.http_port, self.tcp_port = free_port(), free_port()
         log = self.work / f"{self.name}.log"
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", INFINITY_ANONYMOUS_USAGE_STATS="0", DO_NOT_TRACK="1")
-        env.pop("PYTHONPATH", None)
-        cwd = None
+        env, cwd = harness.child_env(), None
         if self.spec is None:  # infinity's own server, started in its model folder and given it as "." (an absolute
             # --model-id becomes an absolute ONNX file name, which Optimum 2 refuses), its optimized graph in its own cache
             cwd, env["HF_HUB_CACHE"] = self.front["folder"], str(Path(self.front["folder"]).parent / "infinity-onnx.hub")
-            cmd = [str(self.python.parent / "infinity_emb"), "v2", "--model-id", ".", "--engine", "optimum", "--pooling-method", self.front["pooling"],
-                   "--device", "cpu", "--batch-size", str(self.front["max_batch"]), "--port", str(self.http_port), "--host", "127.0.0.1",
-                   "--served-model-name", self.front["served"]]
+            cmd = [
+                str(self.python.parent / "infinity_emb"),
+                "v2",
+                "--model-id",
+                ".",
+                "--engine",
+                "optimum",
+                "--pooling-method",
+                self.front["pooling"],
+                "--device",
+                "cpu",
+                "--batch-size",
+                str(self.front["max_batch"]),
+                "--port",
+                str(self.http_port),
+                "--host",
+                "127.0.0.1",
+                "--served-model-name",
+                self.front["served"],
+            ]
             ready = f"http://127.0.0.1:{self.http_port}/health"
         else:
             out = self.work / f"{self.name}.service.json"
-            spec = {**self.spec, "root": str(ROOT), "name": self.name, "front": self.front, "http_port": self.http_port,
-                    "tcp_port": self.tcp_port, "sentences": str(self.sentences), "service_out": str(out)}
+            spec = {
+                **self.spec,
+                "root": str(ROOT),
+                "name": self.name,
+                "front": self.front,
+                "http_port": self.http_port,
+                "tcp_port": self.tcp_port,
+                "sentences": str(self.sentences),
+                "service_out": str(out),
+            }
             (self.work / f"{self.name}.spec.json").write_text(json.dumps(spec))
             cmd = [str(self.python), str(ROOT / "benchmarks" / "_serving_server.py"), str(self.work / f"{self.name}.spec.json")]
             ready = f"http://127.0.0.1:{self.http_port}/ready"
-        self.proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)
-        wait_http(ready, self.proc, timeout_s, log)
+        with open(log, "w") as logf:
+            self.proc = child.start(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        try:
+            wait_http(ready, self.proc, timeout_s, log)
+        except BaseException:
+            self.kill()
+            raise
         if self.spec is not None:
             self.service = json.loads(out.read_text())
         return self
@@ -115,55 +149,49 @@ class Server:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            child.kill_group(self.proc)
+            self.proc.wait()
         self.proc = None
 
 
 class Generator:
-    """The load generator process (benchmarks/_serving_load.py)."""
+    """The load generator process (benchmarks/_serving_load.py: a pipeline.core.child Session)."""
 
     def __init__(self, sentences: Path):
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "_serving_load.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        self.ask({"op": "texts", "file": str(sentences)})
+        self.session = harness.worker("_serving_load", "the load generator")
+        self.proc = self.session.proc
+        try:
+            self.ask({"op": "texts", "file": str(sentences)})
+        except BaseException:
+            self.session.close()
+            raise
 
     def ask(self, msg: dict) -> dict:
-        self.proc.stdin.write(json.dumps(msg) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the load generator ended (exit {self.proc.poll()})")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(reply["error"])
-        return reply
+        return self.session.request(msg)
 
     def close(self) -> None:
-        try:
-            self.proc.stdin.write(json.dumps({"op": "stop"}) + "\n")
-            self.proc.stdin.flush()
-            self.proc.wait(30)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
+        self.session.close(30)
 
 
 # -- the contenders -------------------------------------------------------------------------------
 def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped: dict) -> dict[str, tuple[Path, dict | None]]:
     """name -> (python, builder spec of _peer_worker.py; None for infinity's own server)."""
-    import peers_best as pb
-
     want = [n for n in (*OURS, *PEERS) if (not args.only or n in args.only) and n not in args.skip]
     for n in args.skip:  # left out on request: the result says so, as for any contender not measured
         skipped[n] = "left out by --skip"
     main_py, th = Path(sys.executable), args.threads
-    cfg, resolved, fp32 = pb.load_artifact("fp32")
+    cfg, resolved, fp32 = harness.load_artifact("fp32")
     ml = cfg.model.max_length
     out: dict[str, tuple[Path, dict | None]] = {}
     arts = {"ours-fp32": fp32}
     if "ours-int8" in want:
         try:
-            arts["ours-int8"] = pb.load_artifact(args.int8_variant)[2]
+            arts["ours-int8"] = harness.load_artifact(args.int8_variant)[2]
         except Exception as exc:
             skipped["ours-int8"] = f"{args.int8_variant} export failed: {type(exc).__name__}: {exc}"
     for n, a in arts.items():
@@ -172,58 +200,107 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
     st_folder = None
     if any(n in want for n in ("st-onnx", "infinity-optimum", "infinity-server")):
         try:
-            st_folder = pb.st_onnx_folder(resolved, fp32, peers_root)
+            st_folder = harness.st_onnx_folder(resolved, fp32, peers_root)
         except Exception as exc:
             for n in ("st-onnx", "infinity-optimum", "infinity-server"):
                 skipped[n] = f"preparing the ONNX checkpoint folder failed: {type(exc).__name__}: {exc}"
     if "st-onnx" in want and st_folder is not None:
         out["st-onnx"] = (main_py, {"kind": "st-onnx", "folder": str(st_folder), "file_name": "onnx/model.onnx", "threads": th})
     if "optimum-ort" in want:
-        out["optimum-ort"] = (main_py, {"kind": "optimum", "folder": str(fp32.folder), "onnx_file": fp32.onnx_path.name,
-                                        "tokenizer_folder": str(fp32.folder), "threads": th, "max_length": ml})
+        out["optimum-ort"] = (
+            main_py,
+            {
+                "kind": "optimum",
+                "folder": str(fp32.folder),
+                "onnx_file": fp32.onnx_path.name,
+                "tokenizer_folder": str(fp32.folder),
+                "threads": th,
+                "max_length": ml,
+            },
+        )
     if "st-openvino" in want:
-        env = pb.make_env("st-openvino", *pb.ST_OPENVINO()[:2], env_root, env_report, pb.ST_OPENVINO()[2])
+        env = harness.peer_env("st-openvino", env_root, env_report)
         if env.ok:
-            out["st-openvino"] = (env.python, {"kind": "st", "backend": "openvino", "folder": str(resolved.folder), "threads": th,
-                                               "model_kwargs": {"ov_config": {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": th}}})
+            out["st-openvino"] = (
+                env.python,
+                {
+                    "kind": "st",
+                    "backend": "openvino",
+                    "folder": str(resolved.folder),
+                    "threads": th,
+                    "model_kwargs": {"ov_config": {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": th}},
+                },
+            )
         else:
             skipped["st-openvino"] = f"environment not made: {env.reason}"
     inf_folder = None
     if any(n in want for n in ("infinity-optimum", "infinity-server")):
-        try:  # a folder whose only ONNX file is Optimum's O2 graph of our fp32 export (see peers_best.py's infinity note)
-            st = st_folder if st_folder is not None else pb.st_onnx_folder(resolved, fp32, peers_root)
-            inf_folder = pb.infinity_onnx_folder(resolved, st / "onnx" / pb.st_optimized(st, "O2"), peers_root)
+        try:  # a folder whose only ONNX file is Optimum's O2 graph of our fp32 export
+            inf_folder = harness.infinity_o2_folder(resolved, fp32, peers_root, st_folder)
         except Exception as exc:
             for n in ("infinity-optimum", "infinity-server"):
                 skipped[n] = f"preparing its ONNX folder failed: {type(exc).__name__}: {exc}"
     if inf_folder is not None and any(n in want for n in ("infinity-optimum", "infinity-server")):
-        pk, inh, pa = pb.INFINITY()  # one environment with peers_best.py's infinity rows
-        env = pb.make_env("infinity-emb-server", pk, inh, env_root, env_report, pa)
+        env = harness.peer_env("infinity-emb-server", env_root, env_report)  # one environment with peers_best.py's infinity rows
         for n in ("infinity-optimum", "infinity-server"):
             if n in want and not env.ok:
                 skipped[n] = f"environment not made: {env.reason}"
             elif n == "infinity-optimum" and n in want:
-                out[n] = (env.python, {"kind": "infinity", "engine": "optimum", "folder": str(inf_folder), "threads": th, "batch_size": args.max_batch,
-                                       "hf_hub_cache": str(peers_root / "infinity-onnx.hub"), "pooling_method": cfg.model.native_pooling or "mean"})
+                out[n] = (
+                    env.python,
+                    {
+                        "kind": "infinity",
+                        "engine": "optimum",
+                        "folder": str(inf_folder),
+                        "threads": th,
+                        "batch_size": args.max_batch,
+                        "hf_hub_cache": str(peers_root / "infinity-onnx.hub"),
+                        "pooling_method": harness.infinity_pooling(cfg),
+                    },
+                )
             elif n in want:
                 out[n] = (env.python, None)
         os.environ["INFINITY_FOLDER"] = str(inf_folder)
-        os.environ["INFINITY_POOLING"] = cfg.model.native_pooling or "mean"  # its optimum engine pools by CLS unless told
+        os.environ["INFINITY_POOLING"] = harness.infinity_pooling(cfg)
     return out
 
 
 def series_of(cands: dict, args) -> list[dict]:
     """Each (contender, front): the server process to start, and the transports to drive it over."""
-    fronts = {"per-request": {"max_batch": 1, "max_wait_ms": 0.0}, "batched": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms}}
+    fronts = {
+        "per-request": {"max_batch": 1, "max_wait_ms": 0.0},
+        "batched": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
+    }
     out = []
     for name, (python, spec) in cands.items():
         if spec is None:  # infinity's own server: its own batching, over HTTP only
-            out.append({"contender": name, "front": "own", "python": python, "spec": None, "transports": ["http"] if "http" in args.transports else [],
-                        "front_settings": {"max_batch": args.max_batch, "folder": os.environ["INFINITY_FOLDER"], "served": name,
-                                          "pooling": os.environ.get("INFINITY_POOLING", "mean")}})
+            out.append(
+                {
+                    "contender": name,
+                    "front": "own",
+                    "python": python,
+                    "spec": None,
+                    "transports": ["http"] if "http" in args.transports else [],
+                    "front_settings": {
+                        "max_batch": args.max_batch,
+                        "folder": os.environ["INFINITY_FOLDER"],
+                        "served": name,
+                        "pooling": os.environ.get("INFINITY_POOLING", "mean"),
+                    },
+                }
+            )
             continue
         for f in args.fronts:
-            out.append({"contender": name, "front": f, "python": python, "spec": spec, "transports": list(args.transports), "front_settings": fronts[f]})
+            out.append(
+                {
+                    "contender": name,
+                    "front": f,
+                    "python": python,
+                    "spec": spec,
+                    "transports": list(args.transports),
+                    "front_settings": fronts[f],
+                }
+            )
     return [s for s in out if s["transports"]]
 
 
@@ -237,8 +314,11 @@ def ladder(gen: Generator, args, seed: int) -> list[dict]:
         lat = p.pop("latencies_ms")
         p["latency_percentiles_ms"] = [round(float(x), 3) for x in np.percentile(lat, np.arange(101))]
         points.append(p)
-        print(f"  {rate:g}/s: p95 {p['p95_ms']:.1f} ms, achieved {p['achieved_qps']:.0f}/s, lost {p['lost']}, failed {p['failed']}",
-              file=sys.stderr, flush=True)
+        print(
+            f"  {rate:g}/s: p95 {p['p95_ms']:.1f} ms, achieved {p['achieved_qps']:.0f}/s, lost {p['lost']}, failed {p['failed']}",
+            file=sys.stderr,
+            flush=True,
+        )
         misses = misses + 1 if not ss.met(p, max(ss.TARGETS_MS)) else 0
         if misses >= 2 or p["achieved_qps"] < 0.8 * rate:
             break
@@ -247,8 +327,6 @@ def ladder(gen: Generator, args, seed: int) -> list[dict]:
 
 def run_series(s: dict, gen: Generator, args, work: Path, sentences: Path, rnd: int) -> dict:
     """Start the series' server, drive it over each transport, stop it: this round's measurements."""
-    from pipeline.measure.conditions import Mark
-
     srv = Server(f"{s['contender']}-{s['front']}-r{rnd}", s["python"], s["spec"], s["front_settings"], work, sentences).start()
     out = {"service_ms": srv.service.get("service_ms"), "info": srv.service.get("info"), "transports": {}}
     try:
@@ -257,31 +335,14 @@ def run_series(s: dict, gen: Generator, args, work: Path, sentences: Path, rnd: 
             port = srv.http_port if t == "http" else srv.tcp_port
             path = "/embeddings" if s["spec"] is None else "/v1/embeddings"
             gen.ask({"op": "target", "transport": "http" if t == "http" else "tcp", "port": port, "path": path, "model": s["contender"]})
-            a = (Mark.now(), ss_cpu(srv, gen))
+            ours = (srv.proc.pid, gen.proc.pid)  # the server and the load generator: their CPU is the measurement's
+            a = harness.mark(ours)
             closed = gen.ask({"op": "closed", "requests": args.closed_requests})["ms"]
             points = ladder(gen, args, seed=1000 * rnd)
-            b = (Mark.now(), ss_cpu(srv, gen))
-            out["transports"][t] = {"closed_loop_ms": closed, "points": points, "conditions": window(a, b)}
+            out["transports"][t] = {"closed_loop_ms": closed, "points": points, "conditions": harness.window(a, harness.mark(ours))}
     finally:
         srv.stop()
     return out
-
-
-def ss_cpu(srv: Server, gen: Generator) -> float:
-    import peers_best as pb
-
-    return sum(pb.proc_cpu_s(p.pid) for p in (srv.proc, gen.proc) if p is not None)
-
-
-def window(a, b) -> dict:
-    """Conditions of one measured stretch: load average, and the CPU share of processes not ours."""
-    from dataclasses import replace
-
-    from pipeline.measure.conditions import Window
-
-    ma, mb = replace(a[0], own_cpu=a[0].own_cpu + a[1]), replace(b[0], own_cpu=b[0].own_cpu + b[1])
-    w = Window.between(ma, mb)
-    return {"seconds": round(mb.wall - ma.wall, 1), "other_cpu_share": w.other_cpu_share, "loadavg": os.getloadavg()}
 
 
 # -- results --------------------------------------------------------------------------------------
@@ -291,16 +352,25 @@ def row(contender: str, front: str, transport: str, rounds: list[dict]) -> dict:
     service = [x for r in rounds for x in (r["service_ms"] or [])]
     closed = [x for p in per for x in p["closed_loop_ms"]]
     basis = service or closed  # infinity's own server: only the closed-loop time over HTTP is known
-    out = {"contender": contender, "front": front, "transport": transport, "peer": contender not in OURS,
-           "service_ms_p50": float(np.median(basis)), "service_ms_mean": float(np.mean(basis)),
-           "service_from": "in-process single calls" if service else "closed-loop requests over HTTP",
-           "closed_loop_ms_p50": float(np.median(closed)),
-           "saturation_qps": float(np.median([max(p["achieved_qps"] for p in x["points"]) for x in per])),
-           "rounds": per, "info": rounds[0].get("info")}
+    out = {
+        "contender": contender,
+        "front": front,
+        "transport": transport,
+        "peer": contender not in OURS,
+        "service_ms_p50": float(np.median(basis)),
+        "service_ms_mean": float(np.mean(basis)),
+        "service_from": "in-process single calls" if service else "closed-loop requests over HTTP",
+        "closed_loop_ms_p50": float(np.median(closed)),
+        "saturation_qps": float(np.median([max(p["achieved_qps"] for p in x["points"]) for x in per])),
+        "rounds": per,
+        "info": rounds[0].get("info"),
+    }
     for t in ss.TARGETS_MS:
         out[f"max_qps_p95_{t:g}ms"] = ss.median_over_rounds([ss.max_qps_at(x["points"], t) for x in per])
-    out["mg1"] = [{"offered_qps": p["offered_qps"], "p95_ms": p["p95_ms"], "mg1_p95_ms": ss.mg1_p95_ms(p["offered_qps"], basis)}
-                  for p in per[0]["points"]]
+    out["mg1"] = [
+        {"offered_qps": p["offered_qps"], "p95_ms": p["p95_ms"], "mg1_p95_ms": ss.mg1_p95_ms(p["offered_qps"], basis)}
+        for p in per[0]["points"]
+    ]
     return out
 
 
@@ -310,48 +380,52 @@ def headline(rows: list[dict]) -> dict:
     for transport in ("tcp", "http"):
         for t in ss.TARGETS_MS:
             key = f"max_qps_p95_{t:g}ms"
-            ours = {f"{r['contender']}/{r['front']}": {**r[key], "saturation_qps": r["saturation_qps"]}
-                    for r in rows if r["transport"] == transport and r["contender"] == "ours-fp32"}
-            peers = {f"{r['contender']}/{r['front']}": {**r[key], "saturation_qps": r["saturation_qps"]}
-                     for r in rows if r["transport"] == transport and r["peer"]}
+            ours = {
+                f"{r['contender']}/{r['front']}": {**r[key], "saturation_qps": r["saturation_qps"]}
+                for r in rows
+                if r["transport"] == transport and r["contender"] == "ours-fp32"
+            }
+            peers = {
+                f"{r['contender']}/{r['front']}": {**r[key], "saturation_qps": r["saturation_qps"]}
+                for r in rows
+                if r["transport"] == transport and r["peer"]
+            }
             if not ours or not peers:
                 continue
             o, p = ss.best_peer(ours), ss.best_peer(peers)
             out[f"{'process' if transport == 'tcp' else 'http'}@{t:g}ms"] = {
-                "ours": o, "ours_qps": ours[o]["qps"], "best_peer": p, "peer_qps": peers[p]["qps"], **ss.ratio(ours[o], peers[p])}
+                "ours": o,
+                "ours_qps": ours[o]["qps"],
+                "best_peer": p,
+                "peer_qps": peers[p]["qps"],
+                **ss.ratio(ours[o], peers[p]),
+            }
     return out
 
 
 def conditions_of(started: float, lock, versions: dict) -> dict:
     from pipeline.core.machine import cpu_model
 
-    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "loadavg_end": os.getloadavg(), "seconds": round(time.time() - started, 1),
-            "lock": {"path": str(lock.path), "held": lock.held, "contended": lock.contention, "waited_s": round(lock.waited_s, 1)},
-            "python": sys.version.split()[0], "versions": versions}
-
-
-def versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for n in ("onnxruntime", "numpy", "tokenizers", "fastapi", "uvicorn", "sentence-transformers", "optimum", "torch"):
-        try:
-            out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return {
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "loadavg_end": os.getloadavg(),
+        "seconds": round(time.time() - started, 1),
+        "lock": {"path": str(lock.path), "held": lock.held, "contended": lock.contention, "waited_s": round(lock.waited_s, 1)},
+        "python": sys.version.split()[0],
+        "versions": versions,
+    }
 
 
 def rows_of(measured: dict) -> list[dict]:
     """One row per (contender, front, transport) measured in every round it ran; a contender with
     no measured round (it failed each time: named under ``skipped``) has no row."""
-    return [row(c, f, t, rs) for (c, f), rs in measured.items() if rs
-            for t in rs[0]["transports"] if all(t in r["transports"] for r in rs)]
+    return [row(c, f, t, rs) for (c, f), rs in measured.items() if rs for t in rs[0]["transports"] if all(t in r["transports"] for r in rs)]
 
 
 def run(args) -> dict:
-    from pipeline.core.machine import cpu_model
     from pipeline.config import QualityConfig
+    from pipeline.core.machine import cpu_model
     from pipeline.core.machine_lock import MachineLock
     from pipeline.data.sts import load_sts
 
@@ -373,7 +447,7 @@ def run(args) -> dict:
         gen = Generator(work / "sentences.json")
         try:
             for rnd in range(1, args.rounds + 1):
-                for s in (series if rnd % 2 else series[::-1]):
+                for s in series if rnd % 2 else series[::-1]:
                     key = (s["contender"], s["front"])
                     try:
                         got = run_series(s, gen, args, work, work / "sentences.json", rnd)
@@ -383,22 +457,38 @@ def run(args) -> dict:
                         print(f"{s['contender']}/{s['front']} failed: {exc}", file=sys.stderr, flush=True)
         finally:
             gen.close()
-        cond = conditions_of(started, lock, versions())
+        cond = conditions_of(started, lock, harness.versions(VERSIONS))
     rows = rows_of(measured)
-    return {"benchmark": "serving", "cpu_slug": cpu_slug(cpu_model()), "threads": args.threads, "rates": list(args.rates),
-            "requests_per_point": args.requests, "max_point_s": args.max_point_s, "rounds": args.rounds, "front": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
-            "targets_ms": list(ss.TARGETS_MS), "quick": args.quick, "headline": headline(rows), "skipped": skipped,
-            "envs": env_report, "conditions": cond, "logs": str(work), "rows": rows}
+    return {
+        "benchmark": "serving",
+        "cpu_slug": cpu_slug(cpu_model()),
+        "threads": args.threads,
+        "rates": list(args.rates),
+        "requests_per_point": args.requests,
+        "max_point_s": args.max_point_s,
+        "rounds": args.rounds,
+        "front": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
+        "targets_ms": list(ss.TARGETS_MS),
+        "quick": args.quick,
+        "headline": headline(rows),
+        "skipped": skipped,
+        "envs": env_report,
+        "conditions": cond,
+        "logs": str(work),
+        "rows": rows,
+    }
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2)
+    p = harness.parser(__doc__, threads=2, rounds=2, lock_wait_s=1800)
     p.add_argument("--rates", default=",".join(map(str, RATES)), help="offered rates (/s), ascending")
     p.add_argument("--requests", type=int, default=1000, help="requests per point")
-    p.add_argument("--max-point-s", type=float, default=0,
-                   help="cap a point at this many scheduled seconds (fewer than --requests at low rates; 0: no cap)")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument(
+        "--max-point-s",
+        type=float,
+        default=0,
+        help="cap a point at this many scheduled seconds (fewer than --requests at low rates; 0: no cap)",
+    )
     p.add_argument("--closed-requests", type=int, default=200, help="one-at-a-time requests per transport (service time over it)")
     p.add_argument("--timeout-s", type=float, default=2.0)
     p.add_argument("--max-batch", type=int, default=16)
@@ -408,16 +498,15 @@ def parse(argv=None):
     p.add_argument("--only", default="", help=f"contenders, comma-separated (of {', '.join((*OURS, *PEERS))})")
     p.add_argument("--skip", default="")
     p.add_argument("--int8-variant", default="int8_dynamic")
-    p.add_argument("--lock-wait-s", type=float, default=1800)
     p.add_argument("--quick", action="store_true", help="a short run that shows it works (its figures are not kept)")
     p.add_argument("--out", default=None, help="default: benchmarks/results/<cpu-slug>/serving.json (quick: serving-quick.json)")
     args = p.parse_args(argv)
     if args.quick:
         args.rates, args.requests, args.rounds, args.closed_requests = "5,50,200", 100, 1, 30
         args.only = args.only or "ours-fp32,st-onnx"
-    args.rates = [float(r) for r in str(args.rates).split(",")]
+    args.rates = [float(r) for r in harness.names(args.rates)]
     args.fronts, args.transports = args.fronts.split(","), args.transports.split(",")
-    args.only, args.skip = [n for n in args.only.split(",") if n], [n for n in args.skip.split(",") if n]
+    args.only, args.skip = harness.names(args.only), harness.names(args.skip)
     unknown = sorted(set(args.only + args.skip) - {*OURS, *PEERS})
     if unknown:
         p.error(f"unknown contender(s) {', '.join(unknown)}; known: {', '.join((*OURS, *PEERS))}")
@@ -429,14 +518,23 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     summary = run(args)
-    out = Path(args.out or ROOT / "benchmarks" / "results" / summary["cpu_slug"] / ("serving-quick.json" if args.quick else "serving.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=1, default=float) + "\n")
-    print(f"\n{'contender':<18} {'front':<12} {'transport':<9} {'service ms':>10} " + " ".join(f"{'QPS@' + format(t, 'g') + 'ms':>10}" for t in ss.TARGETS_MS)
-          + f" {'saturation':>10}")
+    out = (
+        Path(args.out)
+        if args.out
+        else results_path(summary["conditions"]["cpu_model"], "serving-quick.json" if args.quick else "serving.json")
+    )
+    harness.write_result(out, summary, indent=1, default=float, newline=True)
+    print(
+        f"\n{'contender':<18} {'front':<12} {'transport':<9} {'service ms':>10} "
+        + " ".join(f"{'QPS@' + format(t, 'g') + 'ms':>10}" for t in ss.TARGETS_MS)
+        + f" {'saturation':>10}"
+    )
     for r in summary["rows"]:
-        print(f"{r['contender']:<18} {r['front']:<12} {r['transport']:<9} {r['service_ms_p50']:>10.2f} "
-              + " ".join(f"{r[f'max_qps_p95_{t:g}ms']['qps']:>10.0f}" for t in ss.TARGETS_MS) + f" {r['saturation_qps']:>10.0f}")
+        print(
+            f"{r['contender']:<18} {r['front']:<12} {r['transport']:<9} {r['service_ms_p50']:>10.2f} "
+            + " ".join(f"{r[f'max_qps_p95_{t:g}ms']['qps']:>10.0f}" for t in ss.TARGETS_MS)
+            + f" {r['saturation_qps']:>10.0f}"
+        )
     print(json.dumps({"headline": summary["headline"], "skipped": summary["skipped"], "out": str(out)}, indent=1))
     return 0
 

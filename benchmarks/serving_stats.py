@@ -45,8 +45,13 @@ def max_qps_at(points: Sequence[dict], target_ms: float) -> dict:
             miss = p["offered_qps"]
             break
         best = p["offered_qps"]
-    return {"qps": best, "below_lowest": miss == pts[0]["offered_qps"], "limited_by_rates": miss is None,
-            "first_miss": miss, "lowest": pts[0]["offered_qps"]}
+    return {
+        "qps": best,
+        "below_lowest": miss == pts[0]["offered_qps"],
+        "limited_by_rates": miss is None,
+        "first_miss": miss,
+        "lowest": pts[0]["offered_qps"],
+    }
 
 
 def median_over_rounds(per_round: Sequence[dict]) -> dict:
@@ -54,10 +59,13 @@ def median_over_rounds(per_round: Sequence[dict]) -> dict:
     if not per_round:
         return max_qps_at([], 0.0)
     qps = float(np.median([r["qps"] for r in per_round]))
-    return {"qps": qps, "rounds": [r["qps"] for r in per_round],
-            "below_lowest": all(r["below_lowest"] for r in per_round),
-            "limited_by_rates": any(r["limited_by_rates"] for r in per_round),
-            "lowest": per_round[0].get("lowest")}
+    return {
+        "qps": qps,
+        "rounds": [r["qps"] for r in per_round],
+        "below_lowest": all(r["below_lowest"] for r in per_round),
+        "limited_by_rates": any(r["limited_by_rates"] for r in per_round),
+        "lowest": per_round[0].get("lowest"),
+    }
 
 
 def best_peer(rows: dict[str, dict]) -> str | None:
@@ -124,5 +132,3 @@ def summary(lat_ms: Sequence[float]) -> dict:
         return {"p50_ms": math.inf, "p95_ms": math.inf, "p99_ms": math.inf}
     p50, p95, p99 = np.percentile(a, [50, 95, 99])
     return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99)}
-
-

@@ -27,7 +27,6 @@ load averages, versions) to ``benchmarks/results/<cpu-slug>/stability.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -41,19 +40,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import harness  # noqa: E402  (benchmarks/harness.py: what the benchmark scripts share)
 from peerstats import cpu_slug  # noqa: E402  (one slug for every benchmark's results folder)
 
 _LOOP = "end = time.time() + {s}\n"
 KINDS = {
     "always_on": ("import time\n" + _LOOP + "while time.time() < end: pass\n", "per_core"),
-    "burst_one_core": ("import os, time\nos.sched_setaffinity(0, {{0}})\n" + _LOOP +
-                       "while time.time() < end:\n    t = time.time()\n    while time.time() - t < 0.2: pass\n    time.sleep(0.8)\n", "one"),
+    "burst_one_core": (
+        "import os, time\nos.sched_setaffinity(0, {{0}})\n"
+        + _LOOP
+        + "while time.time() < end:\n    t = time.time()\n    while time.time() - t < 0.2: pass\n    time.sleep(0.8)\n",
+        "one",
+    ),
     "pinned_core": ("import os, time\nos.sched_setaffinity(0, {{0}})\n" + _LOOP + "while time.time() < end: pass\n", "one"),
-    "memory_thrasher": ("import os, time\nimport numpy as np\nos.sched_setaffinity(0, {{os.cpu_count() - 1}})\n"
-                        "a = np.ones(32 << 20); b = np.empty_like(a)\n" + _LOOP + "while time.time() < end: np.copyto(b, a)\n", "one"),
+    "memory_thrasher": (
+        "import os, time\nimport numpy as np\nos.sched_setaffinity(0, {{os.cpu_count() - 1}})\n"
+        "a = np.ones(32 << 20); b = np.empty_like(a)\n" + _LOOP + "while time.time() < end: np.copyto(b, a)\n",
+        "one",
+    ),
 }
-QUICK = ["+candidate=minilm-fp32,minilm-o2-cpu", "bench.batch_size=1,8", "provider.threads=1", "bench.max_seconds=1.0",
-         "decision.retime.max_seconds=1.0", "decision.retime.rounds=1", "bench.contention.retries=0"]
+QUICK = [
+    "+candidate=minilm-fp32,minilm-o2-cpu",
+    "bench.batch_size=1,8",
+    "provider.threads=1",
+    "bench.max_seconds=1.0",
+    "decision.retime.max_seconds=1.0",
+    "decision.retime.rounds=1",
+    "bench.contention.retries=0",
+]
 
 
 @contextmanager
@@ -61,8 +75,10 @@ def interference(kind: str, seconds: float):
     """Start one kind of interference, bounded by ``seconds``; killed on the way out."""
     code, how = KINDS[kind]
     n = (os.cpu_count() or 1) if how == "per_core" else 1
-    procs = [subprocess.Popen([sys.executable, "-c", code.format(s=seconds)], cwd=tempfile.gettempdir(), stdin=subprocess.DEVNULL)
-             for _ in range(n)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code.format(s=seconds)], cwd=tempfile.gettempdir(), stdin=subprocess.DEVNULL)
+        for _ in range(n)
+    ]
     try:
         time.sleep(1.0)
         yield [p.pid for p in procs]
@@ -81,17 +97,23 @@ def machine_check(seconds: float) -> dict:
     time.sleep(seconds)
     w = Window.between(a, Mark.now())
     why = [r.replace("during the timed calls", f"over {seconds:g} s") for r in window_reasons(w, Thresholds(), judge_cs=False)]
-    return {"quiet": not why, "why": "; ".join(why), "other_cores": w.other_cores, "cpu_pressure": w.cpu_pressure,
-            "load": w.load_after}
+    return {"quiet": not why, "why": "; ".join(why), "other_cores": w.other_cores, "cpu_pressure": w.cpu_pressure, "load": w.load_after}
 
 
 def _job(rec) -> dict:
     p = rec.params
     name = " ".join(f"{k}={p.get(k)}" for k in ("model", "variant", "bench.batch_size", "provider.threads") if p.get(k) is not None)
     m = rec.metrics
-    return {"name": name or rec.run_name, "record_id": rec.record_id, "run_id": rec.mlflow_run_id, "status": rec.status, "p50_ms": m.get("latency.p50_ms"),
-            "p95_ms": m.get("latency.p95_ms"), "contended": rec.tags.get("bench.contended", "false"),
-            "conditions": {k: v for k, v in m.items() if k.startswith("conditions.")}}
+    return {
+        "name": name or rec.run_name,
+        "record_id": rec.record_id,
+        "run_id": rec.mlflow_run_id,
+        "status": rec.status,
+        "p50_ms": m.get("latency.p50_ms"),
+        "p95_ms": m.get("latency.p95_ms"),
+        "contended": rec.tags.get("bench.contended", "false"),
+        "conditions": {k: v for k, v in m.items() if k.startswith("conditions.")},
+    }
 
 
 def sweep(name: str, folder: Path, cache: Path, extra: list[str]) -> dict:
@@ -100,15 +122,32 @@ def sweep(name: str, folder: Path, cache: Path, extra: list[str]) -> dict:
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", f"+sweep={name}", "rerun=true",
-         f"tracking.uri=sqlite:///{folder}/mlflow.db", f"tracking.artifact_location={folder}/artifacts",
-         f"cache_dir={cache}", f"records_dir={folder}/records", f"reports_dir={folder}/reports", *extra],
-        cwd=ROOT, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            f"+sweep={name}",
+            "rerun=true",
+            f"tracking.uri=sqlite:///{folder}/mlflow.db",
+            f"tracking.artifact_location={folder}/artifacts",
+            f"cache_dir={cache}",
+            f"records_dir={folder}/records",
+            f"reports_dir={folder}/reports",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     seconds = time.perf_counter() - t0
     (folder / "sweep.log").write_text(proc.stdout + "\n" + proc.stderr)
-    return {"exit": proc.returncode, "seconds": round(seconds, 1), "load_before": round(load_before, 2),
-            "load_after": round(os.getloadavg()[0], 2), **collect(folder)}
+    return {
+        "exit": proc.returncode,
+        "seconds": round(seconds, 1),
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        **collect(folder),
+    }
 
 
 def collect(folder: Path) -> dict:
@@ -126,9 +165,14 @@ def collect(folder: Path) -> dict:
     decision_file = folder / "reports" / "latest" / "decision.json"
     decision = json.loads(decision_file.read_text()) if decision_file.is_file() else {}
     winner = decision.get("winner") or {}
-    return {"jobs": jobs, "winner": winner.get("label"),
-            "winner_run_id": winner.get("run_id"), "verdict": decision.get("verdict"), "recommendation": decision.get("recommendation"),
-            "retimed_quiet": sorted(retimed_quiet)}
+    return {
+        "jobs": jobs,
+        "winner": winner.get("label"),
+        "winner_run_id": winner.get("run_id"),
+        "verdict": decision.get("verdict"),
+        "recommendation": decision.get("recommendation"),
+        "retimed_quiet": sorted(retimed_quiet),
+    }
 
 
 def _flagged(job: dict) -> bool:
@@ -155,26 +199,47 @@ def go_from_contended(run: dict) -> bool:
     return False
 
 
-def verdict(quiet: list[dict], kinds: dict[str, dict], checks: list[dict], p50_tol: float = 0.05, p95_tol: float = 0.10,
-            min_share: float = 0.95, min_jobs: int = 10) -> dict:
+def verdict(
+    quiet: list[dict],
+    kinds: dict[str, dict],
+    checks: list[dict],
+    p50_tol: float = 0.05,
+    p95_tol: float = 0.10,
+    min_share: float = 0.95,
+    min_jobs: int = 10,
+) -> dict:
     """The figures and the pass/fail of a stability run, from its sweeps (pure: unit-tested on hand-made runs)."""
     ok_jobs = [{j["name"]: j for j in q["jobs"] if j["status"] == "ok"} for q in quiet]
     p50 = _rel(ok_jobs[0], ok_jobs[1], "p50_ms") if len(ok_jobs) == 2 else {}
     p95 = _rel(ok_jobs[0], ok_jobs[1], "p95_ms") if len(ok_jobs) == 2 else {}
     false_alarms = [[j["name"] for j in q["jobs"] if j["status"] == "ok" and _flagged(j)] for q in quiet]
     winners = [q.get("winner") for q in quiet]
-    out = {"quiet": {
-        "checked_quiet": [c["quiet"] for c in checks], "winners": winners, "verdicts": [q.get("verdict") for q in quiet],
-        "same_winner": len(winners) == 2 and winners[0] is not None and winners[0] == winners[1],
-        "false_alarms": false_alarms, "jobs_ok": [len(o) for o in ok_jobs],
-        "p50_max_rel_diff": round(max(p50.values()), 4) if p50 else None, "p95_max_rel_diff": round(max(p95.values()), 4) if p95 else None,
-        "p50_rel_diff": {n: round(v, 4) for n, v in p50.items()}, "p95_rel_diff": {n: round(v, 4) for n, v in p95.items()},
-    }, "kinds": {}}
+    out = {
+        "quiet": {
+            "checked_quiet": [c["quiet"] for c in checks],
+            "winners": winners,
+            "verdicts": [q.get("verdict") for q in quiet],
+            "same_winner": len(winners) == 2 and winners[0] is not None and winners[0] == winners[1],
+            "false_alarms": false_alarms,
+            "jobs_ok": [len(o) for o in ok_jobs],
+            "p50_max_rel_diff": round(max(p50.values()), 4) if p50 else None,
+            "p95_max_rel_diff": round(max(p95.values()), 4) if p95 else None,
+            "p50_rel_diff": {n: round(v, 4) for n, v in p50.items()},
+            "p95_rel_diff": {n: round(v, 4) for n, v in p95.items()},
+        },
+        "kinds": {},
+    }
     for name, run in kinds.items():
         ran = [j for j in run["jobs"] if j["status"] == "ok"]
         flagged = [j for j in ran if _flagged(j)]
-        out["kinds"][name] = {"jobs_ok": len(ran), "contended": len(flagged), "contended_share": round(len(flagged) / len(ran), 3) if ran else 0.0,
-                              "missed": [j["name"] for j in ran if not _flagged(j)], "verdict": run.get("verdict"), "winner": run.get("winner")}
+        out["kinds"][name] = {
+            "jobs_ok": len(ran),
+            "contended": len(flagged),
+            "contended_share": round(len(flagged) / len(ran), 3) if ran else 0.0,
+            "missed": [j["name"] for j in ran if not _flagged(j)],
+            "verdict": run.get("verdict"),
+            "winner": run.get("winner"),
+        }
     out["go_from_contended"] = any(go_from_contended(r) for r in [*quiet, *kinds.values()])
     q = out["quiet"]
     failures = []
@@ -198,22 +263,20 @@ def verdict(quiet: list[dict], kinds: dict[str, dict], checks: list[dict], p50_t
 
 
 def environment() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     from pipeline.core.machine import fingerprint, governor
 
-    vers = {}
-    for pkg in ("onnxruntime", "numpy", "optimum", "transformers"):
-        try:
-            vers[pkg] = version(pkg)
-        except PackageNotFoundError:
-            vers[pkg] = None
-    return {"machine": fingerprint(), "governor": governor(), "python": platform.python_version(), "versions": vers,
-            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    vers = harness.versions(("onnxruntime", "numpy", "optimum", "transformers"), keep_missing=True)
+    return {
+        "machine": fingerprint(),
+        "governor": governor(),
+        "python": platform.python_version(),
+        "versions": vers,
+        "when": harness.utc_now(),
+    }
 
 
 def _args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = harness.parser(__doc__, threads=None)
     ap.add_argument("--sweep", default="stability")
     ap.add_argument("--quick", action="store_true", help="4 jobs, shorter benchmarks: shows the script works, proves nothing")
     ap.add_argument("--out", default="", help="keep the stores and logs here (default: a temporary folder)")
@@ -236,13 +299,15 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.out or tempfile.mkdtemp(prefix="stability-"))
     cache = Path(args.cache) if args.cache else root / "cache"
     extra = [*(QUICK if args.quick else []), *args.overrides]
-    kinds = [k for k in args.kinds.split(",") if k]
+    kinds = harness.names(args.kinds)
     t0 = time.perf_counter()
     print(f"[stability] warming the export cache and timing one sweep ({args.sweep}{', quick' if args.quick else ''})", flush=True)
     warm = sweep(args.sweep, root / "warm", cache, [*extra, "decision.retime.rounds=0", "bench.contention.retries=0"])
     estimate = warm["seconds"] * (2 + len(kinds)) * 1.3  # quiet runs re-time their leaders; busy ones run slower
-    print(f"[stability] one sweep took {warm['seconds']:.0f} s ({len(warm['jobs'])} jobs); the rest will take about "
-          f"{estimate / 60:.0f} min", flush=True)
+    print(
+        f"[stability] one sweep took {warm['seconds']:.0f} s ({len(warm['jobs'])} jobs); the rest will take about {estimate / 60:.0f} min",
+        flush=True,
+    )
     quiet, checks = [], []
     for i in (1, 2):
         checks.append(machine_check(args.check_seconds))
@@ -256,17 +321,26 @@ def main(argv: list[str] | None = None) -> int:
             busy[kind] = {**sweep(args.sweep, root / kind, cache, [*extra, "bench.contention.retries=0"]), "pids": pids}
         _partial(root, warm, quiet, checks, busy)
     result = verdict(quiet, busy, checks, min_jobs=1 if args.quick else 10)
-    result.update({"sweep": args.sweep, "quick": args.quick, "seconds": round(time.perf_counter() - t0, 1), "folder": str(root),
-                   "environment": environment()})
+    result.update(
+        {
+            "sweep": args.sweep,
+            "quick": args.quick,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "folder": str(root),
+            "environment": environment(),
+        }
+    )
     full = {**result, "runs": {"warm": warm, "quiet": quiet, "checks": checks, "kinds": busy}}
-    (root / "stability.json").write_text(json.dumps(full, indent=2, default=str))
+    harness.write_result(root / "stability.json", full)
     if not args.quick:
-        file = "stability.json" if args.sweep == "stability" and len(kinds) == len(KINDS) else f"stability-{args.sweep}-{len(kinds)}kinds.json"
-        dest = Path(args.results) / cpu_slug(result["environment"]["machine"]["cpu_model"]) / file
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(json.dumps(full, indent=2, default=str))
+        file = (
+            "stability.json" if args.sweep == "stability" and len(kinds) == len(KINDS) else f"stability-{args.sweep}-{len(kinds)}kinds.json"
+        )
+        dest = harness.write_result(Path(args.results) / cpu_slug(result["environment"]["machine"]["cpu_model"]) / file, full)
         print(f"[stability] full result: {dest}", flush=True)
-    print(json.dumps({k: v for k, v in result.items() if k != "environment"} | {"cpu_model": result["environment"]["machine"]["cpu_model"]}))
+    print(
+        json.dumps({k: v for k, v in result.items() if k != "environment"} | {"cpu_model": result["environment"]["machine"]["cpu_model"]})
+    )
     return 0 if result["ok"] else 1
 
 

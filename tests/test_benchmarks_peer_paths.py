@@ -1,6 +1,7 @@
-"""The folders benchmarks/peers_best.py prepares for two peer paths, with stand-ins for the peer's
-own tools: infinity-emb's optimum engine (a folder whose only ONNX file is the graph it is given) and
-sentence-transformers' OpenVINO static int8 export (its calibration set from local sentences)."""
+"""The folders benchmarks/harness.py and benchmarks/peers_best.py prepare for two peer paths, with
+stand-ins for the peer's own tools: infinity-emb's optimum engine (a folder whose only ONNX file is
+the graph it is given) and sentence-transformers' OpenVINO static int8 export (its calibration set
+from local sentences)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import harness  # noqa: E402
 import peers_best  # noqa: E402
 
 
@@ -38,7 +40,7 @@ def test_infinitys_onnx_folder_holds_the_given_graph_as_its_only_onnx_file(tmp_p
     stale_hub.mkdir()
     (stale_hub / "model_optimized.onnx").write_bytes(b"an older folder's graph")
 
-    folder = peers_best.infinity_onnx_folder(resolved, fp32, root)
+    folder = harness.infinity_onnx_folder(resolved, fp32, root)
 
     # the engine globs the folder for *.onnx from inside it ("."): it can only find this one, relative
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.onnx")) == ["model.onnx"]  # a bare name, as Optimum 2 wants
@@ -50,13 +52,13 @@ def test_infinitys_onnx_folder_holds_the_given_graph_as_its_only_onnx_file(tmp_p
     # another graph given: the folder is made again around it
     other = tmp_path / "export" / "model_O2.onnx"
     other.write_bytes(b"the O2 graph, longer")
-    assert (peers_best.infinity_onnx_folder(resolved, other, root) / "model.onnx").read_bytes() == b"the O2 graph, longer"
+    assert (harness.infinity_onnx_folder(resolved, other, root) / "model.onnx").read_bytes() == b"the O2 graph, longer"
 
 
 def _fake_python(tmp_path: Path, body: str) -> Path:
     """A stand-in for the peer environment's python: called as `python -c CODE FOLDER CALIBRATION N`."""
     script = tmp_path / "python"
-    script.write_text("#!/bin/sh\nfolder=\"$3\"; cal=\"$4\"; n=\"$5\"\n" + body)
+    script.write_text('#!/bin/sh\nfolder="$3"; cal="$4"; n="$5"\n' + body)
     script.chmod(0o755)
     return script
 
@@ -66,8 +68,11 @@ def test_the_openvino_static_export_is_calibrated_on_the_given_sentences_as_one_
     root = tmp_path / "peers"
     root.mkdir()
     seen = tmp_path / "seen.csv"
-    python = _fake_python(tmp_path, f'cp "$cal/train.csv" {seen}\n[ "$n" = 3 ] || exit 9\n'
-                                    'mkdir -p "$folder/openvino" && touch "$folder/openvino/openvino_model_qint8_quantized.xml"\n')
+    python = _fake_python(
+        tmp_path,
+        f'cp "$cal/train.csv" {seen}\n[ "$n" = 3 ] || exit 9\n'
+        'mkdir -p "$folder/openvino" && touch "$folder/openvino/openvino_model_qint8_quantized.xml"\n',
+    )
     sentences = ["A man plays a guitar.", 'She said "yes, later".', "Two, three"]
 
     folder = peers_best.ov_static_folder(python, resolved, sentences, root)

@@ -82,7 +82,10 @@ def test_rounds_not_timed_are_left_out_of_the_pairing_and_nan_sts_never_qualifie
 def test_results_are_filed_under_the_cpu_model():
     assert peerstats.cpu_slug("AMD EPYC 9R14 96-Core Processor") == "amd-epyc-9r14-96-core-processor"
     assert peerstats.results_path("Intel(R) Xeon(R) Platinum 8488C", "peers_best.json").parts[-3:] == (
-        "results", "intel-r-xeon-r-platinum-8488c", "peers_best.json")
+        "results",
+        "intel-r-xeon-r-platinum-8488c",
+        "peers_best.json",
+    )
 
 
 def statistics_median(xs):

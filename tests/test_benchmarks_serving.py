@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -54,8 +53,11 @@ def test_ratio_exact_and_its_bounds():
 
 
 def test_median_over_rounds():
-    rounds = [ss.max_qps_at(_pts((5, 3), (50, 8), (100, 30)), 20), ss.max_qps_at(_pts((5, 3), (50, 30)), 20),
-              ss.max_qps_at(_pts((5, 3), (50, 8), (100, 9)), 20)]
+    rounds = [
+        ss.max_qps_at(_pts((5, 3), (50, 8), (100, 30)), 20),
+        ss.max_qps_at(_pts((5, 3), (50, 30)), 20),
+        ss.max_qps_at(_pts((5, 3), (50, 8), (100, 9)), 20),
+    ]
     m = ss.median_over_rounds(rounds)
     assert m["qps"] == 50 and m["rounds"] == [50, 5, 100] and m["limited_by_rates"] and not m["below_lowest"]
 
@@ -84,8 +86,11 @@ def test_cpu_slug():
 
 
 def _round(points, service_ms, closed_ms=(5.0,)):
-    return {"service_ms": service_ms, "info": {}, "transports": {
-        t: {"closed_loop_ms": list(closed_ms), "points": points, "conditions": {}} for t in ("tcp", "http")}}
+    return {
+        "service_ms": service_ms,
+        "info": {},
+        "transports": {t: {"closed_loop_ms": list(closed_ms), "points": points, "conditions": {}} for t in ("tcp", "http")},
+    }
 
 
 def test_a_contender_that_failed_every_round_has_no_row_and_the_others_keep_theirs():
@@ -99,7 +104,7 @@ def test_a_contender_that_failed_every_round_has_no_row_and_the_others_keep_thei
 
 
 def test_contenders_left_out_by_skip_are_named_in_the_result_and_a_misspelt_name_is_refused(monkeypatch, tmp_path):
-    import peers_best
+    import harness
     import serving
 
     args = serving.parse(["--skip", "infinity-optimum,infinity-server"])
@@ -108,7 +113,7 @@ def test_contenders_left_out_by_skip_are_named_in_the_result_and_a_misspelt_name
     def stop(*a, **k):
         raise RuntimeError("no model needed past this point")
 
-    monkeypatch.setattr(peers_best, "load_artifact", stop)
+    monkeypatch.setattr(harness, "load_artifact", stop)
     with pytest.raises(RuntimeError, match="no model needed"):
         serving.contenders(args, tmp_path, tmp_path, {}, skipped)
     assert skipped == {"infinity-optimum": "left out by --skip", "infinity-server": "left out by --skip"}
@@ -126,8 +131,15 @@ def test_rows_and_the_headline_compare_our_best_front_with_the_best_peer():
     rows = [serving.row("ours-fp32", "per-request", t, [_round(slow, [3.0] * 10)] * 2) for t in ("tcp", "http")]
     rows += [serving.row("ours-fp32", "batched", t, [_round(fast, [3.0] * 10)] * 2) for t in ("tcp", "http")]
     rows += [serving.row("st-onnx", "batched", t, [_round(slow, [4.0] * 10)] * 2) for t in ("tcp", "http")]
-    rows += [serving.row("infinity-server", "own", "http", [{"service_ms": None, "info": {}, "transports": {
-        "http": {"closed_loop_ms": [6.0], "points": _pts((5, 30)), "conditions": {}}}}] * 2)]
+    rows += [
+        serving.row(
+            "infinity-server",
+            "own",
+            "http",
+            [{"service_ms": None, "info": {}, "transports": {"http": {"closed_loop_ms": [6.0], "points": _pts((5, 30)), "conditions": {}}}}]
+            * 2,
+        )
+    ]
     r = rows[2]
     assert r["max_qps_p95_20ms"]["qps"] == 200 and r["max_qps_p95_50ms"]["limited_by_rates"]
     assert [m["offered_qps"] for m in r["mg1"]] == [5, 100, 200, 400] and r["mg1"][0]["mg1_p95_ms"] == pytest.approx(3.0, abs=0.05)

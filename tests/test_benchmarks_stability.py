@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
 from conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("stability", ROOT / "benchmarks" / "stability.py")
@@ -15,13 +14,23 @@ spec.loader.exec_module(stability)
 NAMES = [f"m v{v} b{b} t{t}" for v in ("fp32", "o2", "int8") for b in (1, 8) for t in (1, 2)]  # 12 jobs
 
 
-def _run(p95: dict | None = None, flagged: set = frozenset(), winner: str = "m vint8 b1 t2", verdict: str = "go",
-         retimed_quiet: tuple = ()) -> dict:
+def _run(
+    p95: dict | None = None, flagged: set = frozenset(), winner: str = "m vint8 b1 t2", verdict: str = "go", retimed_quiet: tuple = ()
+) -> dict:
     jobs = []
     for i, n in enumerate(NAMES):
         v = (p95 or {}).get(n, 2.0 + i)
-        jobs.append({"name": n, "record_id": f"r{i}", "run_id": f"run{i}", "status": "ok", "p50_ms": v * 0.8, "p95_ms": v,
-                     "contended": "CPU pressure 30%" if n in flagged else "false"})
+        jobs.append(
+            {
+                "name": n,
+                "record_id": f"r{i}",
+                "run_id": f"run{i}",
+                "status": "ok",
+                "p50_ms": v * 0.8,
+                "p95_ms": v,
+                "contended": "CPU pressure 30%" if n in flagged else "false",
+            }
+        )
     win = next(j for j in jobs if j["name"] == winner)
     return {"jobs": jobs, "winner": winner, "winner_run_id": win["run_id"], "verdict": verdict, "retimed_quiet": list(retimed_quiet)}
 
@@ -43,16 +52,19 @@ def test_a_stable_run_passes_with_the_figures_the_issue_asks_for():
     assert got["go_from_contended"] is False
 
 
-@pytest.mark.parametrize("case, why", [
-    ("false_alarm", "false alarms"),
-    ("other_winner", "different winners"),
-    ("p95_drift", "p95 differs"),
-    ("p50_drift", "p50 differs"),
-    ("missed_burst", "burst_one_core"),
-    ("too_few_jobs", "always_on"),
-    ("busy_quiet_run", "did not start on a quiet machine"),
-    ("go_from_contended", "a GO from a configuration that stayed contended"),
-])
+@pytest.mark.parametrize(
+    "case, why",
+    [
+        ("false_alarm", "false alarms"),
+        ("other_winner", "different winners"),
+        ("p95_drift", "p95 differs"),
+        ("p50_drift", "p50 differs"),
+        ("missed_burst", "burst_one_core"),
+        ("too_few_jobs", "always_on"),
+        ("busy_quiet_run", "did not start on a quiet machine"),
+        ("go_from_contended", "a GO from a configuration that stayed contended"),
+    ],
+)
 def test_each_way_of_failing_fails(case, why):
     quiet, kinds, checks = [_run(), _run()], _kinds(), QUIET_CHECKS
     if case == "false_alarm":
