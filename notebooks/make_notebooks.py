@@ -14,7 +14,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 
-SETUP = '''import os
+SETUP = """import os
 import sys
 from pathlib import Path
 
@@ -43,7 +43,7 @@ SWEEP = parent.data.tags.get("sweep.name") or parent.data.params.get("sweep") or
 PROFILE = parent.data.tags.get("decision.profile", "default")  # the profile the sweep was decided with
 print("tracking store:", redact(TRACKING_URI))  # the URI may carry credentials
 print(f"sweep: {SWEEP}, parent run {PARENT_RUN_ID}, started {pd.Timestamp(parent.info.start_time, unit='ms')}, "
-      f"decided with profile {PROFILE}")'''
+      f"decided with profile {PROFILE}")"""
 
 SWEEP_ANALYSIS = [
     new_markdown_cell(
@@ -235,10 +235,7 @@ def notebook(cells: list) -> nbformat.NotebookNode:
         cell.id = f"cell-{i:02d}"  # stable ids: a regeneration changes only the cells that changed
     return new_notebook(
         cells=cells,
-        metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-        },
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}, "language_info": {"name": "python"}},
     )
 
 

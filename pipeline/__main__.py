@@ -15,18 +15,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from pipeline.core import logs
-from pipeline.tracking import records, track
 from pipeline.config import ConfigError, register_configs, to_config
 from pipeline.config.suggest import suggestions
+from pipeline.core import logs
 from pipeline.core.errors import Exit, PipelineError
+from pipeline.core.redaction import redact
+from pipeline.core.vocab import Status
 from pipeline.job.run import execute
 from pipeline.model.sources import ChecksumMismatch
 from pipeline.sweep import config_hash, run_job
 from pipeline.sweep.callback import Composed
+from pipeline.tracking import records, track
 from pipeline.tracking.sync import command
-from pipeline.core.vocab import Status
-from pipeline.core.redaction import redact
 
 log = logging.getLogger("pipeline")
 
@@ -41,7 +41,6 @@ def main(dcfg: DictConfig):
     global _SINGLE_EXIT
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if HydraConfig.get().mode == RunMode.MULTIRUN:  # a job of a sweep: never raises, see sweep.py
-
         return run_job(dcfg)  # its JobOutcome: what a cluster launcher hands back to the sweep
 
     track.redact_logging()
@@ -72,8 +71,11 @@ def main(dcfg: DictConfig):
             f"({result.seconds:.1f} s)"
         )
     if result.run_id is None:
-        print(f"MLflow ({redact(cfg.tracking.resolved_uri())}) did not take this run; its results are kept in "
-              f"{result.record}; log them with:\n    {command(cfg.records_dir, cfg.tracking.resolved_uri())}", file=sys.stderr)
+        print(
+            f"MLflow ({redact(cfg.tracking.resolved_uri())}) did not take this run; its results are kept in "
+            f"{result.record}; log them with:\n    {command(cfg.records_dir, cfg.tracking.resolved_uri())}",
+            file=sys.stderr,
+        )
         _SINGLE_EXIT = Exit.UNSYNCED
     elif result.status == Status.SKIPPED:
         _SINGLE_EXIT = Exit.SKIPPED

@@ -73,11 +73,17 @@ def run_sweep(name: str, overrides: list[str] | None = None, cwd: str | Path | N
     c = _client(uri)
     before = _latest_or_none(c)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
-    proc = subprocess.run([sys.executable, "-m", "pipeline", f"+sweep={name}", *overrides], cwd=cwd or ROOT, env=env, text=True,
-                          capture_output=quiet)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", f"+sweep={name}", *overrides], cwd=cwd or ROOT, env=env, text=True, capture_output=quiet
+    )
     after = _latest_or_none(c)
-    return SweepResult(name=name, exit_code=proc.returncode, parent_run_id=after if after != before else None, tracking_uri=uri,
-                       output=(proc.stdout or "") + (proc.stderr or "") if quiet else "")
+    return SweepResult(
+        name=name,
+        exit_code=proc.returncode,
+        parent_run_id=after if after != before else None,
+        tracking_uri=uri,
+        output=(proc.stdout or "") + (proc.stderr or "") if quiet else "",
+    )
 
 
 def _latest_or_none(c) -> str | None:

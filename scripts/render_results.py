@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from peerstats import COSINE_FLOORS  # noqa: E402  (the rule that says whether a peers_best row counts)
+
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 # how each result is made (said where a page has no result file yet)
 COMMANDS = {
@@ -97,50 +98,84 @@ def _why_not(row: dict) -> str:
 
 
 def view_peers_best(data: dict) -> tuple[list[dict], dict, list[str]]:
-    rows = [{"contender": r["contender"], "class": r["precision"], "single p50 ms": _num(r["single_p50_ms"]),
-             "single p95 ms": _num(r["single_p95_ms"]), "corpus sent/s, same batches": _num(r.get("corpus_sentences_per_s"), 0),
-             "corpus sent/s, as shipped": _num(r.get("corpus_sentences_per_s_as_shipped"), 0), "STS": _num(r["stsb_spearman"]),
-             "counts": "yes" if r["qualifies"] else _why_not(r)} for r in data.get("table", [])]
-    cond = {"cpu_model": data.get("cpu_model"), "cores": data.get("cores"), "when": data.get("when"),
-            "load_average": data.get("loadavg_before"), "versions": data.get("versions") or {}}
+    rows = [
+        {
+            "contender": r["contender"],
+            "class": r["precision"],
+            "single p50 ms": _num(r["single_p50_ms"]),
+            "single p95 ms": _num(r["single_p95_ms"]),
+            "corpus sent/s, same batches": _num(r.get("corpus_sentences_per_s"), 0),
+            "corpus sent/s, as shipped": _num(r.get("corpus_sentences_per_s_as_shipped"), 0),
+            "STS": _num(r["stsb_spearman"]),
+            "counts": "yes" if r["qualifies"] else _why_not(r),
+        }
+        for r in data.get("table", [])
+    ]
+    cond = {
+        "cpu_model": data.get("cpu_model"),
+        "cores": data.get("cores"),
+        "when": data.get("when"),
+        "load_average": data.get("loadavg_before"),
+        "versions": data.get("versions") or {},
+    }
     keys = [k for k in data if k.endswith("_ratio_vs_best_peer") and not k.startswith("as_shipped.")]
-    notes = ["Headline (same batches for all; a single-call ratio below 1 and a throughput ratio above 1 favour ours): "
-             + ", ".join(f"`{k}` {data[k]:.2f}" for k in keys if data[k] is not None) + "; as shipped: "
-             + ", ".join(f"`{k}` {data['as_shipped.' + k]:.2f}" for k in keys if data.get("as_shipped." + k) is not None)
-             + f". Other processes took {100 * (data.get('other_cpu_share') or 0):.1f}% of the CPU over the timed rounds."]
+    notes = [
+        "Headline (same batches for all; a single-call ratio below 1 and a throughput ratio above 1 favour ours): "
+        + ", ".join(f"`{k}` {data[k]:.2f}" for k in keys if data[k] is not None)
+        + "; as shipped: "
+        + ", ".join(f"`{k}` {data['as_shipped.' + k]:.2f}" for k in keys if data.get("as_shipped." + k) is not None)
+        + f". Other processes took {100 * (data.get('other_cpu_share') or 0):.1f}% of the CPU over the timed rounds."
+    ]
     return rows, cond, notes
 
 
 def view_serving(data: dict) -> tuple[list[dict], dict, list[str]]:
     rows = []
     for r in data.get("rows", []):
-        row = {"contender": r["contender"], "front": r["front"], "transport": "in process" if r["transport"] == "tcp" else "HTTP",
-               "service ms (p50)": _num(r["service_ms_p50"])}
+        row = {
+            "contender": r["contender"],
+            "front": r["front"],
+            "transport": "in process" if r["transport"] == "tcp" else "HTTP",
+            "service ms (p50)": _num(r["service_ms_p50"]),
+        }
         for key in sorted(k for k in r if k.startswith("max_qps_p95_")):
-            row[f"max QPS, p95 <= {key[len('max_qps_p95_'):]}"] = _qps(r[key])
+            row[f"max QPS, p95 <= {key[len('max_qps_p95_') :]}"] = _qps(r[key])
         row["saturation QPS"] = _num(r["saturation_qps"], 0)
         rows.append(row)
     cond = dict(data.get("conditions") or {})
     cond["load_average"] = cond.get("load_average", cond.get("loadavg_end"))
-    notes = [f"`{k}`: ours {v.get('ours')} {v.get('ours_qps')}/s against {v.get('best_peer')} {v.get('peer_qps')}/s, ratio {v.get('ratio')}"
-             for k, v in (data.get("headline") or {}).items()]
+    notes = [
+        f"`{k}`: ours {v.get('ours')} {v.get('ours_qps')}/s against {v.get('best_peer')} {v.get('peer_qps')}/s, ratio {v.get('ratio')}"
+        for k, v in (data.get("headline") or {}).items()
+    ]
     return rows, cond, notes
 
 
 def view_stability(data: dict) -> tuple[list[dict], dict, list[str]]:
     q = data["quiet"]
-    rows = [{"run": f"quiet {i + 1}", "ok jobs": n, "jobs flagged": ", ".join(fa) or "none", "winner": w}
-            for i, (n, fa, w) in enumerate(zip(q["jobs_ok"], q["false_alarms"], q["winners"]))]
-    rows += [{"run": name, "ok jobs": k.get("jobs_ok"), "jobs flagged": f"{k.get('contended')} ({100 * k.get('contended_share', 0):.0f}%)"}
-             for name, k in data.get("kinds", {}).items()]
+    rows = [
+        {"run": f"quiet {i + 1}", "ok jobs": n, "jobs flagged": ", ".join(fa) or "none", "winner": w}
+        for i, (n, fa, w) in enumerate(zip(q["jobs_ok"], q["false_alarms"], q["winners"]))
+    ]
+    rows += [
+        {"run": name, "ok jobs": k.get("jobs_ok"), "jobs flagged": f"{k.get('contended')} ({100 * k.get('contended_share', 0):.0f}%)"}
+        for name, k in data.get("kinds", {}).items()
+    ]
     env = data.get("environment") or {}
     machine = env.get("machine") or {}
     checks = (data.get("runs") or {}).get("checks") or []
-    cond = {"cpu_model": machine.get("cpu_model"), "cores": machine.get("cores"), "when": env.get("when"),
-            "load_average": [round(c["load"], 2) for c in checks if c.get("load") is not None] or None, "versions": {k: v for k, v in (env.get("versions") or {}).items() if v}}
-    notes = [f"Quiet runs: the same winner: {q.get('same_winner')}; p50 within {100 * (q.get('p50_max_rel_diff') or 0):.1f}% and "
-             f"p95 within {100 * (q.get('p95_max_rel_diff') or 0):.1f}% for every ok job. A GO from a configuration that stayed "
-             f"contended: {data.get('go_from_contended')}. Verdict: {'pass' if data.get('ok') else 'fail: ' + '; '.join(data.get('failures') or [])}."]
+    cond = {
+        "cpu_model": machine.get("cpu_model"),
+        "cores": machine.get("cores"),
+        "when": env.get("when"),
+        "load_average": [round(c["load"], 2) for c in checks if c.get("load") is not None] or None,
+        "versions": {k: v for k, v in (env.get("versions") or {}).items() if v},
+    }
+    notes = [
+        f"Quiet runs: the same winner: {q.get('same_winner')}; p50 within {100 * (q.get('p50_max_rel_diff') or 0):.1f}% and "
+        f"p95 within {100 * (q.get('p95_max_rel_diff') or 0):.1f}% for every ok job. A GO from a configuration that stayed "
+        f"contended: {data.get('go_from_contended')}. Verdict: {'pass' if data.get('ok') else 'fail: ' + '; '.join(data.get('failures') or [])}."
+    ]
     return rows, cond, notes
 
 
@@ -150,14 +185,19 @@ def view_sweep(data: dict) -> tuple[list[dict], dict, list[str]]:
     d = data.get("decision") or {}
     notes = []
     if cond.get("other_cpu_share"):
-        notes.append(f"Other processes' CPU share per job: {cond['other_cpu_share'][0]:.3f} to {cond['other_cpu_share'][1]:.3f}; "
-                     f"jobs measured contended: {cond.get('jobs_contended', 0)}.")
+        notes.append(
+            f"Other processes' CPU share per job: {cond['other_cpu_share'][0]:.3f} to {cond['other_cpu_share'][1]:.3f}; "
+            f"jobs measured contended: {cond.get('jobs_contended', 0)}."
+        )
     if d.get("recommendation"):
         notes.append(f"Decision (profile `{d.get('profile')}`): {d['recommendation']}")
     parts = d.get("parts") or {}
     if parts.get("best_per_part"):
-        notes.append("Best per part: " + "; ".join(f"{k}: {v}" for k, v in parts["best_per_part"].items())
-                     + (f". {parts['recommendation']}" if parts.get("recommendation") else ""))
+        notes.append(
+            "Best per part: "
+            + "; ".join(f"{k}: {v}" for k, v in parts["best_per_part"].items())
+            + (f". {parts['recommendation']}" if parts.get("recommendation") else "")
+        )
     return data.get("rows") or [], cond, notes
 
 
@@ -170,8 +210,10 @@ def render(name: str, results: Path = RESULTS) -> str:
     files = sorted(results.glob(f"*/{name}.json"))
     if not files:
         how = COMMANDS.get(name, f"the benchmark that writes {name}.json")
-        return (f"_No result file committed yet (`benchmarks/results/<cpu>/{name}.json`, from `{how}` on a quiet "
-                f"machine): the measured table appears here once one is, by `python scripts/render_results.py`._\n")
+        return (
+            f"_No result file committed yet (`benchmarks/results/<cpu>/{name}.json`, from `{how}` on a quiet "
+            f"machine): the measured table appears here once one is, by `python scripts/render_results.py`._\n"
+        )
     out = []
     for f in files:
         data = json.loads(f.read_text())

@@ -59,12 +59,22 @@ def browser(chromium: str | None, chromedriver: str | None):
         raise Skip("no chromedriver on this machine (apt-get install chromium-driver)")
     opts = webdriver.ChromeOptions()
     opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1600,1000",
-                "--hide-scrollbars", "--no-first-run", "--disable-extensions"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1000",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
         opts.add_argument(arg)
     chrome = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
     # the page itself 1600x1000 (--window-size counts the window's own frame in)
-    chrome.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+    chrome.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False}
+    )
     return chrome
 
 
@@ -89,9 +99,23 @@ def serve(tracking_uri: str, log: Path) -> tuple[str, subprocess.Popen | None]:
     port = _free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"},
     )
     url = f"http://127.0.0.1:{port}"
@@ -154,8 +178,11 @@ def _report_html(prun, out: Path, tracking_uri: str | None) -> Path | None:
     import mlflow
 
     try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=prun.info.run_id, artifact_path="decision/report.html",
-                                                        dst_path=str(out / "artifacts"), tracking_uri=tracking_uri))
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=prun.info.run_id, artifact_path="decision/report.html", dst_path=str(out / "artifacts"), tracking_uri=tracking_uri
+            )
+        )
     except Exception as exc:  # an undecided sweep: no report to show
         print(f"  (no decision/report.html on the parent run: {type(exc).__name__})", file=sys.stderr)
         return None

@@ -28,13 +28,23 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # the columns of a row, in order: (the runs frame's column, the row's key)
 COLUMNS = (
-    ("label", "configuration"), ("workload", "workload"), ("workload.length", "tokens"), ("batch_size", "batch"),
-    ("status", "status"), ("contended", "contended"),
-    ("latency.p50_ms", "p50 ms"), ("latency.p95_ms", "p95 ms"), ("throughput.sentences_per_s", "texts/s"),
-    ("throughput.tokens_per_s", "tokens/s"), ("bench.padding_share", "padding share"),
-    ("quality.stsb_spearman", "STS"), ("quality.stsb_delta_vs_fp32", "STS loss vs fp32"),
-    ("parity.workload_min_cosine", "min cos vs torch (workload)"), ("workload.cosine_to_fp32_min", "min cos vs fp32 (workload)"),
-    ("memory.peak_rss_mb", "peak RSS MB"), ("roofline_fraction", "roofline fraction"),
+    ("label", "configuration"),
+    ("workload", "workload"),
+    ("workload.length", "tokens"),
+    ("batch_size", "batch"),
+    ("status", "status"),
+    ("contended", "contended"),
+    ("latency.p50_ms", "p50 ms"),
+    ("latency.p95_ms", "p95 ms"),
+    ("throughput.sentences_per_s", "texts/s"),
+    ("throughput.tokens_per_s", "tokens/s"),
+    ("bench.padding_share", "padding share"),
+    ("quality.stsb_spearman", "STS"),
+    ("quality.stsb_delta_vs_fp32", "STS loss vs fp32"),
+    ("parity.workload_min_cosine", "min cos vs torch (workload)"),
+    ("workload.cosine_to_fp32_min", "min cos vs fp32 (workload)"),
+    ("memory.peak_rss_mb", "peak RSS MB"),
+    ("roofline_fraction", "roofline fraction"),
 )
 
 
@@ -69,8 +79,9 @@ def conditions_of(frame) -> dict:
     """The machine and the load over the jobs; refuses a frame timed on more than one machine."""
     machines = sorted({str(m) for m in frame.get("machine", []) if m})
     if len(machines) > 1:
-        raise SystemExit(f"the sweep's jobs were timed on {len(machines)} machines ({', '.join(machines)}): "
-                         "one result file holds one machine's figures")
+        raise SystemExit(
+            f"the sweep's jobs were timed on {len(machines)} machines ({', '.join(machines)}): one result file holds one machine's figures"
+        )
 
     def span(col: str):
         vals = [float(v) for v in frame.get(col, []) if v is not None and math.isfinite(float(v))]
@@ -79,10 +90,14 @@ def conditions_of(frame) -> dict:
     cpus = sorted({str(c) for c in frame.get("cpu_model", []) if c})
     cores = frame["conditions.cores"].max() if "conditions.cores" in frame else None
     starts = [int(t) for t in frame.get("start_time", []) if t]
-    return {"cpu_model": cpus[0] if cpus else None, "cores": int(cores) if cores is not None and math.isfinite(cores) else None,
-            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(min(starts) / 1000)) if starts else None,
-            "load_average": span("conditions.load_before"), "other_cpu_share": span("conditions.other_cpu_share"),
-            "jobs_contended": int(sum(bool(c) for c in frame["contended"]))}
+    return {
+        "cpu_model": cpus[0] if cpus else None,
+        "cores": int(cores) if cores is not None and math.isfinite(cores) else None,
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(min(starts) / 1000)) if starts else None,
+        "load_average": span("conditions.load_before"),
+        "other_cpu_share": span("conditions.other_cpu_share"),
+        "jobs_contended": int(sum(bool(c) for c in frame["contended"])),
+    }
 
 
 def collect(parent: str | None, tracking_uri: str | None) -> tuple[dict, str]:
@@ -102,16 +117,24 @@ def collect(parent: str | None, tracking_uri: str | None) -> tuple[dict, str]:
     name = jobs.get("sweep") or decision.get("sweep") or "sweep"
     first = c.get_run(frame["run_id"].iloc[0]).data.tags if len(frame) else {}
     cond = conditions_of(frame)
-    cond["versions"] = {k[len("env."):]: v for k, v in first.items()
-                        if k.startswith("env.") and k[len("env."):] in ("onnxruntime", "optimum", "torch", "transformers", "python")}
+    cond["versions"] = {
+        k[len("env.") :]: v
+        for k, v in first.items()
+        if k.startswith("env.") and k[len("env.") :] in ("onnxruntime", "optimum", "torch", "transformers", "python")
+    }
     cond["when"] = cond["when"] or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime((run.info.start_time or 0) / 1000))
     parts = (mlflow_io._artifact_json(c, parent, "decision/workloads.json") or {}).get("parts") or {}
     out = {
-        "sweep": name, "parent_run_id": parent, "command": f"python -m pipeline +sweep={name}",
-        "conditions": cond, "rows": rows_of(frame),
-        "decision": {**{k: decision.get(k) for k in ("profile", "verdict", "recommendation", "headline") if k in decision},
-                     # a traffic of several parts: the best configuration for each, and for the weighted mix
-                     **({"parts": {k: parts[k] for k in ("weights", "best_per_part", "winner", "recommendation") if k in parts}} if parts else {})},
+        "sweep": name,
+        "parent_run_id": parent,
+        "command": f"python -m pipeline +sweep={name}",
+        "conditions": cond,
+        "rows": rows_of(frame),
+        "decision": {
+            **{k: decision.get(k) for k in ("profile", "verdict", "recommendation", "headline") if k in decision},
+            # a traffic of several parts: the best configuration for each, and for the weighted mix
+            **({"parts": {k: parts[k] for k in ("weights", "best_per_part", "winner", "recommendation") if k in parts}} if parts else {}),
+        },
     }
     return out, name
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from conftest import tiny_overrides
+
 from pipeline import api
 
 
 def test_run_a_sweep_read_its_decision_and_its_runs(tiny_bert, tiny_sts_dir, tmp_path):
-    overrides = [*tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path), "bench.iterations=10", "bench.max_seconds=1",
-                 f"hydra.sweep.dir={tmp_path}/multirun"]
+    overrides = [
+        *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path),
+        "bench.iterations=10",
+        "bench.max_seconds=1",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+    ]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert api.tracking_uri(overrides) == uri
     result = api.run_sweep("smoke", overrides, cwd=tmp_path, quiet=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,9 +70,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_package_has_no_import_cycle():
     cycles = _cycles(_graph_with_package_edges())
-    assert not cycles, "import cycles in pipeline/ (move the shared piece to a leaf module):\n" + "\n".join(
-        " <-> ".join(c) for c in cycles
-    )
+    assert not cycles, "import cycles in pipeline/ (move the shared piece to a leaf module):\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
 def test_the_cycle_check_finds_a_cycle():
@@ -81,9 +79,22 @@ def test_the_cycle_check_finds_a_cycle():
 
 
 # the leaves: they import nothing from the package but other leaves (docs/design.md)
-LEAVES = ("pipeline.core.cache", "pipeline.model.artifact", "pipeline.core.vocab", "pipeline.core.errors", "pipeline.runtime.envs", "pipeline.core.machine_lock",
-          "pipeline.measure.loadgen", "pipeline.core.logs", "pipeline.embedder.plugin_eps", "pipeline.embedder.grouping", "pipeline.measure.process_stats", "pipeline.core.redaction",
-          "pipeline.core.ownership", "pipeline.cluster.loopback")
+LEAVES = (
+    "pipeline.core.cache",
+    "pipeline.model.artifact",
+    "pipeline.core.vocab",
+    "pipeline.core.errors",
+    "pipeline.runtime.envs",
+    "pipeline.core.machine_lock",
+    "pipeline.measure.loadgen",
+    "pipeline.core.logs",
+    "pipeline.embedder.plugin_eps",
+    "pipeline.embedder.grouping",
+    "pipeline.measure.process_stats",
+    "pipeline.core.redaction",
+    "pipeline.core.ownership",
+    "pipeline.cluster.loopback",
+)
 
 
 @pytest.mark.parametrize("leaf", LEAVES)
@@ -101,17 +112,23 @@ def _function_lengths(path: Path):
 
 
 # modules and functions allowed past the limits, each with its reason (docs/design.md, "House rules")
-LONG_MODULES: dict[str, str] = {}
+LONG_MODULES: dict[str, str] = {
+    "pipeline/embedder/batcher.py": "one class and the threads that share its one lock (workers, reaper, callbacks): "
+    "a module split would split the lock's users"
+}
 LONG_FUNCTIONS: dict[str, str] = {}
 
 
 def test_modules_and_functions_stay_short():
     long_modules = {
-        str(p.relative_to(PKG.parent)): n for p in PKG.rglob("*.py")
+        str(p.relative_to(PKG.parent)): n
+        for p in PKG.rglob("*.py")
         if (n := len(p.read_text().splitlines())) > 400 and str(p.relative_to(PKG.parent)) not in LONG_MODULES
     }
     long_functions = {
-        f"{p.relative_to(PKG.parent)}:{name}": n for p in PKG.rglob("*.py") for name, _, n in _function_lengths(p)
+        f"{p.relative_to(PKG.parent)}:{name}": n
+        for p in PKG.rglob("*.py")
+        for name, _, n in _function_lengths(p)
         if n > 60 and f"{p.relative_to(PKG.parent)}:{name}" not in LONG_FUNCTIONS
     }
     assert not long_modules, f"modules over 400 lines: {long_modules}"
@@ -123,8 +140,16 @@ def test_config_hash_leaves_out_exactly_the_keys_that_do_not_change_a_measuremen
     # different things look alike; a key removed makes every earlier run look new
     assert NOT_JOB_SETTINGS == ("hydra", "tracking", "cache_dir", "rerun", "reports_dir", "records_dir", "decision")
     base = {"model": {"name": "m"}, "bench": {"batch_size": 1}, "tracking": {"uri": "a"}, "decision": {"p": 1}}
-    same = {**base, "tracking": {"uri": "b"}, "decision": {"p": 2}, "rerun": True, "cache_dir": "x", "records_dir": "r",
-            "reports_dir": "q", "hydra": {"run": 1}}
+    same = {
+        **base,
+        "tracking": {"uri": "b"},
+        "decision": {"p": 2},
+        "rerun": True,
+        "cache_dir": "x",
+        "records_dir": "r",
+        "reports_dir": "q",
+        "hydra": {"run": 1},
+    }
     assert config_hash(base) == config_hash(same)
     assert config_hash(base) != config_hash({**base, "bench": {"batch_size": 2}})
     assert len(config_hash(base)) == 16
@@ -139,8 +164,9 @@ def _lint_imports(tree: Path) -> subprocess.CompletedProcess:
     """``lint-imports`` on ``tree`` (a checkout: its pyproject.toml and its pipeline/ come first on the path)."""
     exe = Path(sys.executable).with_name("lint-imports")
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    return subprocess.run([str(exe), str(tree / "pyproject.toml"), "--no-cache"], cwd=tree, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(exe), str(tree / "pyproject.toml"), "--no-cache"], cwd=tree, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_packages_keep_their_layers():
@@ -149,14 +175,17 @@ def test_the_packages_keep_their_layers():
     assert "2 kept, 0 broken" in done.stdout
 
 
-@pytest.mark.parametrize("module, line, contract", [
-    # a bottom layer reaching up: core imports tracking
-    ("core/vocab.py", "from pipeline.tracking import records  # planted\n", "layers"),
-    # two independent siblings: the decision imports a job module
-    ("decision/gates.py", "from pipeline.job import run  # planted\n", "layers"),
-    # what a user ships pulls in MLflow
-    ("embedder/grouping.py", "import mlflow  # planted\n", "imports no hydra, MLflow"),
-])
+@pytest.mark.parametrize(
+    "module, line, contract",
+    [
+        # a bottom layer reaching up: core imports tracking
+        ("core/vocab.py", "from pipeline.tracking import records  # planted\n", "layers"),
+        # two independent siblings: the decision imports a job module
+        ("decision/gates.py", "from pipeline.job import run  # planted\n", "layers"),
+        # what a user ships pulls in MLflow
+        ("embedder/grouping.py", "import mlflow  # planted\n", "imports no hydra, MLflow"),
+    ],
+)
 def test_a_planted_violation_breaks_the_build(tmp_path, module, line, contract):
     shutil.copytree(PKG, tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__", "*.csv"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
@@ -175,6 +204,7 @@ def test_a_planted_violation_breaks_the_build(tmp_path, module, line, contract):
 
 # --- module paths held in strings: `-m ...`, Hydra's `_target_`, dvc.yaml, file paths in docs and comments ---
 
+_FILE_SUFFIXES = {"log", "yaml", "yml", "json", "db", "csv", "txt", "md", "py", "png", "html", "lock", "toml"}
 _TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".ipynb", ".txt"}
 _DOTTED = re.compile(r"(?<![\w./-])pipeline(?:\.[A-Za-z_]\w*)+")
 _RUN_AS = re.compile(r"""(?:-m\s+|["']-m["'],\s*["'])(pipeline(?:\.\w+)*)""")
@@ -184,8 +214,11 @@ _PATH = re.compile(r"(?<![\w./-])pipeline/[\w/]+\.py\b")
 def _tracked_text_files() -> list[Path]:
     out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     skip = ("benchmarks/results/", "study/", "reports/", "mlruns/", "multirun/", "outputs/")
-    return [ROOT / f for f in out if (Path(f).suffix in _TEXT_SUFFIXES or f in (".ci/run", "dvc.yaml"))
-            and not f.startswith(skip) and (ROOT / f).is_file()]
+    return [
+        ROOT / f
+        for f in out
+        if (Path(f).suffix in _TEXT_SUFFIXES or f in (".ci/run", "dvc.yaml")) and not f.startswith(skip) and (ROOT / f).is_file()
+    ]
 
 
 def _resolves(dotted: str) -> bool:
@@ -207,11 +240,13 @@ def _resolves(dotted: str) -> bool:
 def test_every_module_path_held_in_a_string_exists():
     missing, not_runnable = [], []
     for path in _tracked_text_files():
+        if path == Path(__file__).resolve():  # its own examples of stale names
+            continue
         text = path.read_text(errors="replace")
         rel = path.relative_to(ROOT)
         for m in _DOTTED.finditer(text):
             name = m.group(0).rstrip(".")
-            if not _resolves(name) and not _resolves(name.rsplit(".", 1)[0]):  # a file name such as pipeline.log
+            if not _resolves(name) and name.rsplit(".", 1)[1] not in _FILE_SUFFIXES:  # a file name such as pipeline.log
                 missing.append(f"{rel}: {name}")
         for m in _RUN_AS.finditer(text):
             spec = importlib.util.find_spec(m.group(1))
@@ -230,3 +265,4 @@ def test_every_module_path_held_in_a_string_exists():
 def test_the_string_check_catches_a_stale_name():
     assert _resolves("pipeline.sweep.SweepCallback") and _resolves("pipeline.measure.bench")
     assert not _resolves("pipeline.job_bench") and not _resolves("pipeline.sweep.NoSuchCallback")
+    assert not _resolves("pipeline.report")  # a module of another layout

@@ -13,21 +13,32 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_overrides
-from pipeline.tracking import records
 from pipeline.config import to_config
-from pipeline.job.run import execute
 from pipeline.data.sts import DataError
+from pipeline.job.run import execute
+from pipeline.tracking import records
 
 
 def _cli(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args, f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-         f"records_dir={tmp}/records", f"cache_dir={tmp}/cache"],
-        cwd=tmp, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            *args,
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            f"records_dir={tmp}/records",
+            f"cache_dir={tmp}/cache",
+        ],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.measure import bench
 from pipeline.config import BenchConfig, ModelConfig, VariantConfig
+from pipeline.measure import bench
 from pipeline.model.export import export
 from pipeline.model.sources import resolve
 

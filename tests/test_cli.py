@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 from conftest import ROOT
+
 from pipeline.config import compose_config
 
 # what the console script `pipeline` runs (pip writes this wrapper into the environment's bin/)
@@ -32,8 +33,10 @@ def test_the_console_script_is_declared():
 
 
 def test_help_is_the_apps_own():
-    for proc in (_pipeline("--help"),
-                 subprocess.run([sys.executable, "-m", "pipeline", "--help"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)):
+    for proc in (
+        _pipeline("--help"),
+        subprocess.run([sys.executable, "-m", "pipeline", "--help"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120),
+    ):
         assert proc.returncode == 0, proc.stderr[-2000:]
         out = proc.stdout
         assert out.startswith("pipeline: measure text-embedding configurations"), out[:300]
@@ -41,7 +44,7 @@ def test_help_is_the_apps_own():
         assert "pipeline +sweep=smoke" in out and "Exit codes:" in out
         assert "== Configuration groups ==" in out  # the groups and their options
         [sweeps] = [line for line in out.splitlines() if line.startswith("sweep: ")]
-        assert {"smoke", "models", "load", "lengths", "traffic", "stability"} <= set(sweeps[len("sweep: "):].split(", "))
+        assert {"smoke", "models", "load", "lengths", "traffic", "stability"} <= set(sweeps[len("sweep: ") :].split(", "))
         assert "pipeline --cfg job" in out and len(out.splitlines()) < 80  # short: the full config is one command away
         from pipeline.core.errors import Exit
 

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, tiny_overrides
+
 from pipeline.tracking import records
 
 pytestmark = pytest.mark.cluster
@@ -100,8 +100,17 @@ def _env(cluster) -> dict:
 
 def _args(tiny_bert, tiny_sts_dir, tmp: Path, cache: Path, experiment: str, *extra: str) -> list[str]:
     args = [o for o in tiny_overrides(tiny_bert, tiny_sts_dir, tmp) if not o.startswith(("tracking.", "cache_dir="))]
-    return [sys.executable, "-m", "pipeline", *SWEEP, *args, f"cache_dir={cache}", f"tracking.experiment={experiment}",
-            "hydra.launcher.poll_s=1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        *SWEEP,
+        *args,
+        f"cache_dir={cache}",
+        f"tracking.experiment={experiment}",
+        "hydra.launcher.poll_s=1",
+        *extra,
+    ]
 
 
 def _slurm_ids(out: str) -> list[str]:
@@ -159,8 +168,7 @@ def _job_log(tmp: Path, slurm_id: str) -> str:
 
 def _run_sweep(cmd: list[str], cwd: Path, env: dict, timeout: float, on_line=None) -> tuple[int, str, float]:
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
@@ -184,8 +192,11 @@ def _counts(children: list[dict], **extra) -> dict:
 
 
 def _report(name: str, cmd: list[str], wall: float, sacct: list[dict], counts: dict) -> None:
-    print(f"\n[{name}] {' '.join(cmd[2:])}\n[{name}] wall {wall:.0f} s; Slurm jobs: "
-          + ", ".join(f"{j['JobID']}={j['State']}" for j in sacct) + f"; PostgreSQL: {counts}")
+    print(
+        f"\n[{name}] {' '.join(cmd[2:])}\n[{name}] wall {wall:.0f} s; Slurm jobs: "
+        + ", ".join(f"{j['JobID']}={j['State']}" for j in sacct)
+        + f"; PostgreSQL: {counts}"
+    )
 
 
 def test_sweep_on_slurm_with_a_postgres_tracking_server(cluster, tiny_bert, tiny_sts_dir, tmp_path, cache):
@@ -213,8 +224,17 @@ def test_a_job_cancelled_mid_run_is_a_failed_job_and_the_rerun_measures_only_it(
     # long enough benchmarks that the job is still measuring when Slurm kills it (KillWait=5 s)
     # detection off: the rerun's reuse of job 2 must not hang on whether the test machine was busy
     # (a contended timing is never reused)
-    cmd = _args(tiny_bert, tiny_sts_dir, tmp_path, cache, "scancel", "provider=cpu", "bench.iterations=1000000",
-                "bench.max_seconds=8", "bench.contention.enabled=false")
+    cmd = _args(
+        tiny_bert,
+        tiny_sts_dir,
+        tmp_path,
+        cache,
+        "scancel",
+        "provider=cpu",
+        "bench.iterations=1000000",
+        "bench.max_seconds=8",
+        "bench.contention.enabled=false",
+    )
     cancelled: list[str] = []
 
     def cancel_job1_once_it_runs(out: str) -> None:
@@ -248,7 +268,9 @@ def test_a_job_cancelled_mid_run_is_a_failed_job_and_the_rerun_measures_only_it(
     rc, out2, wall2 = _run_sweep(cmd, tmp_path, _env(cluster), timeout=600)
     assert rc == 0, out2[-4000:]
     assert "1 ok, 1 already done" in out2, out2[-3000:]
-    new_ok = [r for _, r in records.iter_records(tmp_path / "records") if r.status == "ok" and not r.is_parent and r.record_id not in ok_before]
+    new_ok = [
+        r for _, r in records.iter_records(tmp_path / "records") if r.status == "ok" and not r.is_parent and r.record_id not in ok_before
+    ]
     assert [r.tags["sweep.job"] for r in new_ok] == ["0"]  # only the cancelled job was measured
     ids2 = _slurm_ids(out2)
     acct2 = _sacct(cluster, ids2[0].split("_")[0])
@@ -262,8 +284,7 @@ def test_a_job_cancelled_mid_run_is_a_failed_job_and_the_rerun_measures_only_it(
 def test_tracking_server_restarted_while_jobs_run(cluster, tiny_bert, tiny_sts_dir, tmp_path, cache):
     """The server is killed once job 1 runs and started again once job 1 has kept its record
     locally; the sweep's end logs it, `python -m pipeline.sync` then has nothing left to log."""
-    cmd = _args(tiny_bert, tiny_sts_dir, tmp_path, cache, "restart", "provider=cpu", "bench.iterations=1000000",
-                "bench.max_seconds=4")
+    cmd = _args(tiny_bert, tiny_sts_dir, tmp_path, cache, "restart", "provider=cpu", "bench.iterations=1000000", "bench.max_seconds=4")
     events: list[str] = []
 
     def restart_server_around_job1(out: str) -> None:
@@ -288,8 +309,14 @@ def test_tracking_server_restarted_while_jobs_run(cluster, tiny_bert, tiny_sts_d
     ids = _slurm_ids(out)
     acct = _sacct(cluster, ids[0].split("_")[0])
     assert {j["State"] for j in acct} == {"COMPLETED"}, acct
-    synced = subprocess.run([sys.executable, "-m", "pipeline.sync", "--records-dir", str(tmp_path / "records")],
-                            cwd=tmp_path, env=_env(cluster), capture_output=True, text=True, timeout=120)
+    synced = subprocess.run(
+        [sys.executable, "-m", "pipeline.sync", "--records-dir", str(tmp_path / "records")],
+        cwd=tmp_path,
+        env=_env(cluster),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert synced.returncode == 0, synced.stderr
     assert "0 logged, 0 not logged" in synced.stdout  # nothing left, nothing logged twice
     parent, children = _count_once(cluster, "restart", tmp_path / "records")

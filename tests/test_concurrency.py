@@ -9,11 +9,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from conftest import ROOT, tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_overrides
-from pipeline.tracking import records
 from pipeline.core.cache import verify_manifest
+from pipeline.tracking import records
 
 
 def _env() -> dict:
@@ -25,14 +25,18 @@ def _env() -> dict:
 
 def _start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=_env(),
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=_env(), stdout=open(log, "w"), stderr=subprocess.STDOUT, text=True
     )
 
 
 def _args(tiny_bert, tiny_sts_dir, tmp: Path, batches: str) -> list[str]:
-    return ["-m", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp), f"bench.batch_size={batches}",
-            "bench.iterations=10", "bench.max_seconds=1"]
+    return [
+        "-m",
+        *tiny_overrides(tiny_bert, tiny_sts_dir, tmp),
+        f"bench.batch_size={batches}",
+        "bench.iterations=10",
+        "bench.max_seconds=1",
+    ]
 
 
 def test_two_sweeps_at_once_on_one_store(tiny_bert, tiny_sts_dir, tmp_path):
@@ -77,8 +81,9 @@ def test_the_same_sweep_twice_at_once_is_refused(tiny_bert, tiny_sts_dir, tmp_pa
         while "job 1/2" not in (tmp_path / "first.log").read_text() and time.time() < deadline:
             assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             time.sleep(0.2)
-        second = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=_env(),
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            [sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+        )
     finally:
         first.wait(timeout=300)
     assert second.returncode == 5, second.stdout[-2000:] + second.stderr[-2000:]

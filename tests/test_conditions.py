@@ -10,14 +10,14 @@ import time
 from contextlib import contextmanager
 
 import pytest
-
 from conftest import tiny_overrides
-from pipeline.core import machine
-from pipeline.measure import bench, calibration, conditions, roofline
+
 from pipeline.config import BenchConfig, ContentionConfig, ModelConfig, VariantConfig, to_config
+from pipeline.core import machine
+from pipeline.core.machine_lock import MachineLock
+from pipeline.measure import bench, calibration, conditions, roofline
 from pipeline.model.export import export
 from pipeline.model.sources import resolve
-from pipeline.core.machine_lock import MachineLock
 
 BURN = "import time\nt = time.time()\nwhile time.time() - t < {s}: pass\n"
 
@@ -30,8 +30,12 @@ def burners(seconds: float = 60.0):
 
     import psutil
 
-    procs = [subprocess.Popen([sys.executable, "-c", BURN.format(s=seconds)], cwd=tempfile.gettempdir(),
-                              stdin=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2 * (os.cpu_count() or 1))]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BURN.format(s=seconds)], cwd=tempfile.gettempdir(), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for _ in range(2 * (os.cpu_count() or 1))
+    ]
     try:
         deadline = time.monotonic() + 5.0  # a machine already busy gives each burner its share slowly
         for p in procs:
@@ -40,7 +44,9 @@ def burners(seconds: float = 60.0):
             while sum(info.cpu_times()[:2]) <= 0.2 and time.monotonic() < deadline:
                 time.sleep(0.1)
             cpu = info.cpu_times()
-            assert cpu.user + cpu.system > 0.2, f"burner {p.pid} is not burning: {cpu}, status {info.status()}, nice {info.nice()}, cpus {info.cpu_affinity()}"
+            assert cpu.user + cpu.system > 0.2, (
+                f"burner {p.pid} is not burning: {cpu}, status {info.status()}, nice {info.nice()}, cpus {info.cpu_affinity()}"
+            )
         yield procs
     finally:
         for p in procs:
@@ -58,8 +64,14 @@ SENTENCES = ["a dog runs in the park", "two people are talking", "the man is pla
 
 
 def _bench(art, cache, iterations: int = 400, max_seconds: float = 1.0, **contention):
-    cfg = BenchConfig(batch_size=1, warmup=3, iterations=iterations, min_iterations=200, max_seconds=max_seconds,
-                      contention=ContentionConfig(**{"retries": 0, "retry_wait_s": 0.0, **contention}))
+    cfg = BenchConfig(
+        batch_size=1,
+        warmup=3,
+        iterations=iterations,
+        min_iterations=200,
+        max_seconds=max_seconds,
+        contention=ContentionConfig(**{"retries": 0, "retry_wait_s": 0.0, **contention}),
+    )
     return bench.run({"model_dir": str(art.folder), "max_length": 64}, SENTENCES, cfg, cache_dir=cache)
 
 
@@ -68,7 +80,7 @@ def _until_contended(measure, tries: int = 3):
     burners still running) until the verdict says so, a bounded number of times."""
     for _ in range(tries):
         got = measure()
-        if (got.contended if hasattr(got, "contended") else got.get("contended")):
+        if got.contended if hasattr(got, "contended") else got.get("contended"):
             return got
     return got
 
@@ -94,14 +106,31 @@ def test_another_pipeline_benchmark_on_the_machine_is_waited_for_then_named(tiny
     with MachineLock(1.0, "the other sweep") as held:
         assert held.held
         t0 = time.perf_counter()
-        result = _bench(tiny_export, tmp_path, wait_for_other_s=0.5, max_other_cpu_share=1.0, max_pass_spread=100.0, max_other_cores=100.0,
-                         max_cpu_pressure=1.0, max_involuntary_cs_per_s=1e9)
+        result = _bench(
+            tiny_export,
+            tmp_path,
+            wait_for_other_s=0.5,
+            max_other_cpu_share=1.0,
+            max_pass_spread=100.0,
+            max_other_cores=100.0,
+            max_cpu_pressure=1.0,
+            max_involuntary_cs_per_s=1e9,
+        )
         assert time.perf_counter() - t0 >= 0.5
     assert "another pipeline benchmark held the machine" in result.contended
     assert "the other sweep" in result.contended
     # free again: the next one takes it at once
-    free = _bench(tiny_export, tmp_path, wait_for_other_s=0.5, max_other_cpu_share=1.0, max_pass_spread=100.0, calibration_margin=100.0,
-                  max_other_cores=100.0, max_cpu_pressure=1.0, max_involuntary_cs_per_s=1e9)
+    free = _bench(
+        tiny_export,
+        tmp_path,
+        wait_for_other_s=0.5,
+        max_other_cpu_share=1.0,
+        max_pass_spread=100.0,
+        calibration_margin=100.0,
+        max_other_cores=100.0,
+        max_cpu_pressure=1.0,
+        max_involuntary_cs_per_s=1e9,
+    )
     assert free.contended is None
 
 
@@ -125,17 +154,19 @@ def test_the_baseline_is_keyed_on_the_machine_fingerprint_and_threads(monkeypatc
 
 
 def test_a_burner_marks_a_job_contended_and_its_run_cannot_be_a_go(compose, tiny_bert, tiny_sts_dir, tmp_path):
-    from pipeline.tracking import records
     from pipeline.decision import compose_decision, decide, from_records
     from pipeline.job.run import execute
+    from pipeline.tracking import records
 
-    dcfg = compose(tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) + ["bench.contention.retries=0", "bench.min_iterations=200",
-                                                                        "bench.iterations=400", "bench.max_seconds=1"])
+    dcfg = compose(
+        tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path)
+        + ["bench.contention.retries=0", "bench.min_iterations=200", "bench.iterations=400", "bench.max_seconds=1"]
+    )
     with burners():
         result = execute(to_config(dcfg), dcfg, tmp_path / "out")
     assert result.status == "ok" and result.metrics["bench.contended"] == 1.0
     found = list(records.iter_records(tmp_path / "records"))
-    (_, rec), = found
+    ((_, rec),) = found
     assert "other processes used" in rec.tags["bench.contended"]
     spec = json.loads((tmp_path / "records" / rec.record_id / "bench_spec.json").read_text())
     assert spec["conditions"]["window"]["other_cpu_share"] > 0.1
@@ -144,8 +175,10 @@ def test_a_burner_marks_a_job_contended_and_its_run_cannot_be_a_go(compose, tiny
     assert d.verdict == "no-go" and "busy machine" in d.recommendation
 
 
-BURST = ("import os, time\nos.sched_setaffinity(0, {{0}})\nend = time.time() + {s}\n"
-         "while time.time() < end:\n    t = time.time()\n    while time.time() - t < 0.2: pass\n    time.sleep(0.8)\n")
+BURST = (
+    "import os, time\nos.sched_setaffinity(0, {{0}})\nend = time.time() + {s}\n"
+    "while time.time() < end:\n    t = time.time()\n    while time.time() - t < 0.2: pass\n    time.sleep(0.8)\n"
+)
 
 
 def test_a_bursty_burner_pinned_to_one_core_marks_the_job_contended(tiny_export, tmp_path):

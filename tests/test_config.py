@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CONF_DIR, ROOT
+
 from pipeline.config import ConfigError, compose_config, to_config
 
 GROUPS = ["model", "variant", "provider", "pooling", "bench", "quality", "tracking"]

@@ -9,17 +9,19 @@ import time
 
 import pytest
 
-from pipeline.measure import calibration, conditions, roofline, signals
 from pipeline.core import machine
-from pipeline.measure.signals import Mark, Window
 from pipeline.core.machine_lock import machine_lock_path
+from pipeline.measure import calibration, conditions, roofline, signals
+from pipeline.measure.signals import Mark, Window
 
 TH = conditions.Thresholds()
 
 
 def _stat(busy_per_core: list[float], idle_per_core: list[float]) -> dict:
-    cores = {f"cpu{i}": {"user": b, "nice": 0.0, "system": 0.0, "idle": d, "iowait": 0.0, "irq": 0.0, "softirq": 0.0, "steal": 0.0}
-             for i, (b, d) in enumerate(zip(busy_per_core, idle_per_core))}
+    cores = {
+        f"cpu{i}": {"user": b, "nice": 0.0, "system": 0.0, "idle": d, "iowait": 0.0, "irq": 0.0, "softirq": 0.0, "steal": 0.0}
+        for i, (b, d) in enumerate(zip(busy_per_core, idle_per_core))
+    }
     cores["cpu"] = {k: sum(c[k] for c in cores.values()) for k in cores["cpu0"]}
     return cores
 
@@ -88,9 +90,16 @@ def test_a_quiet_window_is_not_marked(monkeypatch):
 def _calibration(created: float | None = None, fp: dict | None = None) -> calibration.Calibration:
     # the Xeon of the issue: quiet readings spread 1.1-1.68x above the fastest one
     probe = [0.20 * f for f in (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.68)]
-    return calibration.Calibration(threads=1, created=created or time.time(), fingerprint=fp or machine.fingerprint(),
-                                   probe_ms=probe, mem_ms=[5.0, 5.2, 5.5, 6.0], cpu_pressure=[0.0, 0.01],
-                                   involuntary_cs_per_s=[10.0, 150.0], other_cores=[0.0, 0.01])
+    return calibration.Calibration(
+        threads=1,
+        created=created or time.time(),
+        fingerprint=fp or machine.fingerprint(),
+        probe_ms=probe,
+        mem_ms=[5.0, 5.2, 5.5, 6.0],
+        cpu_pressure=[0.0, 0.01],
+        involuntary_cs_per_s=[10.0, 150.0],
+        other_cores=[0.0, 0.01],
+    )
 
 
 def test_a_probe_inside_its_quiet_distribution_is_not_a_false_alarm_and_one_outside_is_flagged():
@@ -140,6 +149,7 @@ def _fake_fresh_process(calls: list, held: list | None = None):
             return {k: getattr(c, k) for k in ("probe_ms", "mem_ms", "cpu_pressure", "involuntary_cs_per_s", "other_cores")}, w, None
         reason = None if th.enabled else "contention detection is off (bench.contention.enabled=false)"
         return {"precision": precision, "ort_gflops": 10.0, "numpy_gflops": 9.0, "peak_gflops": 10.0}, w, reason
+
     return run
 
 

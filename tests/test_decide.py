@@ -61,9 +61,18 @@ class Store:
         self.client.set_terminated(pid)
         return pid
 
-    def child(self, parent_id: str, pooling: str = "mean", batch_size: int = 1, metrics: dict | None = None,
-              status: str | None = "ok", reason: str = "", samples_ms: np.ndarray | None = None, variant: str = "fp32",
-              finished: bool = True) -> str:
+    def child(
+        self,
+        parent_id: str,
+        pooling: str = "mean",
+        batch_size: int = 1,
+        metrics: dict | None = None,
+        status: str | None = "ok",
+        reason: str = "",
+        samples_ms: np.ndarray | None = None,
+        variant: str = "fp32",
+        finished: bool = True,
+    ) -> str:
         self.n += 1
         tags = {"mlflow.parentRunId": parent_id}
         if status is not None:
@@ -72,8 +81,15 @@ class Store:
             tags["reason"] = reason
         run = self.client.create_run(self.exp, run_name=f"child-{self.n}", tags=tags)
         rid = run.info.run_id
-        params = {"model": "tiny", "variant": variant, "provider": "cpu", "pooling": pooling,
-                  "batch_size": batch_size, "max_length": 64, "threads": 0}
+        params = {
+            "model": "tiny",
+            "variant": variant,
+            "provider": "cpu",
+            "pooling": pooling,
+            "batch_size": batch_size,
+            "max_length": 64,
+            "threads": 0,
+        }
         self.client.log_batch(
             rid,
             metrics=[Metric(k, float(v), 0, 0) for k, v in (metrics or {}).items()],
@@ -116,13 +132,20 @@ def with_samples(s: np.ndarray, **kw) -> dict:
 
 
 def test_hard_gate_failure_excludes_the_best_scoring_configuration(store, tmp_path):
-    pid = store.sweep([
-        # the fastest and best on every criterion, but its ONNX output does not match the reference
-        {"pooling": "cls", "metrics": good_metrics(5.0, **{"parity.min_cosine": 0.5, "quality.stsb_spearman": 90.0, "throughput.sentences_per_s": 900.0})},
-        {"pooling": "mean", "metrics": good_metrics(12.0)},
-        # no parity metric at all
-        {"pooling": "max", "metrics": {k: v for k, v in good_metrics(4.0).items() if k != "parity.min_cosine"}},
-    ])
+    pid = store.sweep(
+        [
+            # the fastest and best on every criterion, but its ONNX output does not match the reference
+            {
+                "pooling": "cls",
+                "metrics": good_metrics(
+                    5.0, **{"parity.min_cosine": 0.5, "quality.stsb_spearman": 90.0, "throughput.sentences_per_s": 900.0}
+                ),
+            },
+            {"pooling": "mean", "metrics": good_metrics(12.0)},
+            # no parity metric at all
+            {"pooling": "max", "metrics": {k: v for k, v in good_metrics(4.0).items() if k != "parity.min_cosine"}},
+        ]
+    )
     d = decide_sweep(pid, profile(), store.uri, out_dir=tmp_path / "reports")
     r = d.ranking.set_index("label")
     assert d.winner is not None and d.winner.label == "tiny/fp32/cpu/mean/b1"
@@ -137,8 +160,13 @@ def test_hard_gate_failure_excludes_the_best_scoring_configuration(store, tmp_pa
     # the gate-failed ones rank below every configuration that passes
     assert list(d.ranking["eligible"]) == [True, False, False]
     # fixed scales: the winner's total is its own values on the profile's scales, whoever else ran
-    expected = (0.30 * (30 - 12) / 29 + 0.20 * np.log(300 / 100) / np.log(30) + 0.30 * (80 - 60) / 30
-                + 0.10 * np.log(90 / 1000) / np.log(10 / 1000) + 0.10 * np.log(400 / 2000) / np.log(50 / 2000))
+    expected = (
+        0.30 * (30 - 12) / 29
+        + 0.20 * np.log(300 / 100) / np.log(30)
+        + 0.30 * (80 - 60) / 30
+        + 0.10 * np.log(90 / 1000) / np.log(10 / 1000)
+        + 0.10 * np.log(400 / 2000) / np.log(50 / 2000)
+    )
     assert d.ranking.loc[0, "total_pct"] == pytest.approx(100 * expected)
     assert not d.ranking.filter(like="score.").isna().any().any()
 
@@ -168,10 +196,12 @@ def test_weight_robustness_reports_a_near_tie_as_fragile(store, tmp_path):
     # latency and quality weigh the same (0.3 each) and the two configurations trade them exactly
     # on the default profile's fixed scales (p95: 1 to 30 ms, STS: 60 to 90), the slower one a hair ahead
     sts_for_equal = 75.0 + 30 * (19.0 - 10.0) / 29 + 0.01
-    pid = store.sweep([
-        {"pooling": "cls", "metrics": good_metrics(10.0, **{"quality.stsb_spearman": 75.0})},
-        {"pooling": "mean", "metrics": good_metrics(19.0, **{"quality.stsb_spearman": sts_for_equal})},
-    ])
+    pid = store.sweep(
+        [
+            {"pooling": "cls", "metrics": good_metrics(10.0, **{"quality.stsb_spearman": 75.0})},
+            {"pooling": "mean", "metrics": good_metrics(19.0, **{"quality.stsb_spearman": sts_for_equal})},
+        ]
+    )
     d = decide_sweep(pid, profile(), store.uri, out_dir=tmp_path / "reports", log_to_parent=False)
     w = d.robustness.weights.set_index(["criterion", "change"])
     assert w.loc[("latency.p95_ms", "+20%"), "winner"] == "tiny/fp32/cpu/cls/b1"
@@ -196,10 +226,12 @@ def test_verdict_follows_target_and_acceptable_levels(store, tmp_path, p95, verd
 
 def test_a_configuration_at_target_outranks_a_higher_scoring_one_at_acceptable(store, tmp_path):
     # throughput 90/s misses the 100/s target (acceptable = target: no-go), though it scores higher
-    pid = store.sweep([
-        {"pooling": "cls", "metrics": good_metrics(8.0, **{"throughput.sentences_per_s": 90.0, "quality.stsb_spearman": 85.0})},
-        {"pooling": "mean", "metrics": good_metrics(14.0)},
-    ])
+    pid = store.sweep(
+        [
+            {"pooling": "cls", "metrics": good_metrics(8.0, **{"throughput.sentences_per_s": 90.0, "quality.stsb_spearman": 85.0})},
+            {"pooling": "mean", "metrics": good_metrics(14.0)},
+        ]
+    )
     d = decide_sweep(pid, profile(), store.uri, out_dir=tmp_path / "r1", log_to_parent=False)
     assert d.winner.label == "tiny/fp32/cpu/mean/b1" and d.verdict == "go"
     assert d.ranking.loc[1, "total_pct"] > d.ranking.loc[0, "total_pct"]
@@ -208,13 +240,15 @@ def test_a_configuration_at_target_outranks_a_higher_scoring_one_at_acceptable(s
 
 
 def test_skipped_and_failed_runs_are_listed_not_ranked(store, tmp_path):
-    pid = store.sweep([
-        {"pooling": "mean", "metrics": good_metrics(12.0)},
-        {"pooling": "cls", "metrics": good_metrics(14.0)},
-        {"variant": "fp16", "status": "skipped", "reason": "execution provider CUDAExecutionProvider is not in this onnxruntime build"},
-        {"variant": "int8", "status": "failed", "reason": "RuntimeError: quantization broke", "metrics": good_metrics(1.0)},
-        {"variant": "o4", "status": None},  # still running / crashed before tagging
-    ])
+    pid = store.sweep(
+        [
+            {"pooling": "mean", "metrics": good_metrics(12.0)},
+            {"pooling": "cls", "metrics": good_metrics(14.0)},
+            {"variant": "fp16", "status": "skipped", "reason": "execution provider CUDAExecutionProvider is not in this onnxruntime build"},
+            {"variant": "int8", "status": "failed", "reason": "RuntimeError: quantization broke", "metrics": good_metrics(1.0)},
+            {"variant": "o4", "status": None},  # still running / crashed before tagging
+        ]
+    )
     d = decide_sweep(pid, profile(), store.uri, out_dir=tmp_path / "reports")
     assert len(d.ranking) == 2
     assert set(d.ranking["variant"]) == {"fp32"}
@@ -230,17 +264,32 @@ def test_skipped_and_failed_runs_are_listed_not_ranked(store, tmp_path):
 
 def test_outputs_are_written_and_logged_on_the_parent(store, tmp_path):
     a, b, c = samples(9.0, seed=1), samples(13.0, seed=2), samples(17.0, seed=3)
-    pid = store.sweep([
-        {"pooling": "mean", **with_samples(a)},
-        {"pooling": "cls", **with_samples(b, **{"quality.stsb_spearman": 82.0})},
-        {"pooling": "max", **with_samples(c, **{"quality.stsb_spearman": 83.0})},
-        {"pooling": "last_token", "status": "skipped", "reason": "not for this model"},
-    ])
+    pid = store.sweep(
+        [
+            {"pooling": "mean", **with_samples(a)},
+            {"pooling": "cls", **with_samples(b, **{"quality.stsb_spearman": 82.0})},
+            {"pooling": "max", **with_samples(c, **{"quality.stsb_spearman": 83.0})},
+            {"pooling": "last_token", "status": "skipped", "reason": "not for this model"},
+        ]
+    )
     out = tmp_path / "reports"
     d = decide_sweep(pid, profile(), store.uri, out_dir=out)
     folder = out / pid
-    names = {"ranking.csv", "ranking.md", "report.md", "report.html", "decision.json", "excluded.csv", "robustness_weights.csv",
-             "robustness_noise.csv", "robustness_between_runs.csv", "pareto.png", "latency_cdf.png", "scores.png", "differences.png"}
+    names = {
+        "ranking.csv",
+        "ranking.md",
+        "report.md",
+        "report.html",
+        "decision.json",
+        "excluded.csv",
+        "robustness_weights.csv",
+        "robustness_noise.csv",
+        "robustness_between_runs.csv",
+        "pareto.png",
+        "latency_cdf.png",
+        "scores.png",
+        "differences.png",
+    }
     assert names <= {p.name for p in folder.iterdir()}
     assert names <= {p.name for p in (out / "latest").iterdir()}
     for png in ("pareto.png", "latency_cdf.png", "scores.png"):
@@ -283,13 +332,15 @@ def test_outputs_are_written_and_logged_on_the_parent(store, tmp_path):
 
 def test_noise_check_separates_real_differences_from_measurement_noise(store, tmp_path):
     base = samples(10.0, seed=7)
-    pid = store.sweep([
-        {"pooling": "mean", **with_samples(base)},
-        # the same distribution (to a microsecond) and the same quality: the difference is noise
-        {"pooling": "cls", **with_samples(base + 0.001)},
-        # clearly slower
-        {"pooling": "max", **with_samples(base + 5.0, **{"quality.stsb_spearman": 79.5})},
-    ])
+    pid = store.sweep(
+        [
+            {"pooling": "mean", **with_samples(base)},
+            # the same distribution (to a microsecond) and the same quality: the difference is noise
+            {"pooling": "cls", **with_samples(base + 0.001)},
+            # clearly slower
+            {"pooling": "max", **with_samples(base + 5.0, **{"quality.stsb_spearman": 79.5})},
+        ]
+    )
     d = decide_sweep(pid, profile(), store.uri, out_dir=tmp_path / "reports", log_to_parent=False)
     noise = d.robustness.noise.set_index("label")
     assert d.winner.label == "tiny/fp32/cpu/mean/b1"
@@ -305,10 +356,12 @@ def test_noise_check_separates_real_differences_from_measurement_noise(store, tm
 
 
 def test_deciding_twice_reproduces_the_ranking(store, tmp_path):
-    pid = store.sweep([
-        {"pooling": p, **with_samples(samples(8.0 + i, seed=i), **{"quality.stsb_spearman": 75.0 + 2 * i})}
-        for i, p in enumerate(["mean", "cls", "max", "last_token"])
-    ])
+    pid = store.sweep(
+        [
+            {"pooling": p, **with_samples(samples(8.0 + i, seed=i), **{"quality.stsb_spearman": 75.0 + 2 * i})}
+            for i, p in enumerate(["mean", "cls", "max", "last_token"])
+        ]
+    )
     out = tmp_path / "reports"
     first = decide_sweep(pid, profile(), store.uri, out_dir=out)
     files1 = {n: (out / pid / n).read_bytes() for n in ("ranking.csv", "decision.json", "robustness_noise.csv", "report.md")}
@@ -319,8 +372,7 @@ def test_deciding_twice_reproduces_the_ranking(store, tmp_path):
 
 
 def test_a_sweep_where_nothing_passes_is_a_no_go_without_winner(store, tmp_path):
-    pid = store.sweep([{"metrics": good_metrics(10.0, **{"quality.l2_norm_max_dev": 0.2})},
-                       {"status": "skipped", "reason": "no provider"}])
+    pid = store.sweep([{"metrics": good_metrics(10.0, **{"quality.l2_norm_max_dev": 0.2})}, {"status": "skipped", "reason": "no provider"}])
     d = decide_sweep(pid, profile(), store.uri, out_dir=tmp_path / "reports")
     assert d.winner is None and d.verdict == "no-go"
     assert "none of the 1 configurations passes the hard gates" in d.recommendation
@@ -329,8 +381,12 @@ def test_a_sweep_where_nothing_passes_is_a_no_go_without_winner(store, tmp_path)
 
 
 def test_a_sweep_where_every_run_was_skipped_still_reports(store, tmp_path):
-    pid = store.sweep([{"status": "skipped", "reason": "CoreML is not in this onnxruntime build"},
-                       {"pooling": "cls", "status": "failed", "reason": "RuntimeError: out of memory"}])
+    pid = store.sweep(
+        [
+            {"status": "skipped", "reason": "CoreML is not in this onnxruntime build"},
+            {"pooling": "cls", "status": "failed", "reason": "RuntimeError: out of memory"},
+        ]
+    )
     d = decide_sweep(pid, profile(), store.uri, out_dir=tmp_path / "reports")
     assert d.ranking.empty and d.winner is None and d.verdict == "no-go"
     assert len(d.excluded) == 2
@@ -381,10 +437,12 @@ def test_bad_decision_config_is_refused_with_the_field(bad, field):
 
 def test_levels_normalization_uses_the_fixed_scale(store, tmp_path):
     pid = store.sweep([{"pooling": "mean", "metrics": good_metrics(15.0)}, {"pooling": "cls", "metrics": good_metrics(25.0)}])
-    cfg = as_decision_config({
-        "criteria": [{"metric": "latency.p95_ms", "direction": "min", "normalize": "levels", "best": 10, "worst": 30}],
-        "robustness": {"bootstrap": 0},
-    })
+    cfg = as_decision_config(
+        {
+            "criteria": [{"metric": "latency.p95_ms", "direction": "min", "normalize": "levels", "best": 10, "worst": 30}],
+            "robustness": {"bootstrap": 0},
+        }
+    )
     d = decide_sweep(pid, cfg, store.uri, out_dir=tmp_path / "reports", log_to_parent=False)
     scores = d.ranking.set_index("label")["score.latency.p95_ms"]
     assert scores["tiny/fp32/cpu/mean/b1"] == pytest.approx(0.75)
@@ -398,9 +456,27 @@ def test_quantized_variants_are_gated_on_quality_loss_not_parity():
     cfg = profile()
     rows = [
         {"run_id": "a", "label": "fp32", "variant": "fp32", **good_metrics(10.0), "quality.stsb_delta_vs_fp32": 0.0},
-        {"run_id": "b", "label": "int8-ok", "variant": "int8_dynamic", **good_metrics(5.0, **{"parity.min_cosine": 0.85}), "quality.stsb_delta_vs_fp32": -0.1},
-        {"run_id": "c", "label": "int8-lossy", "variant": "int8_static", **good_metrics(4.0, **{"parity.min_cosine": 0.6}), "quality.stsb_delta_vs_fp32": -5.6},
-        {"run_id": "d", "label": "broken-fp32", "variant": "fp32", **good_metrics(3.0, **{"parity.min_cosine": 0.5}), "quality.stsb_delta_vs_fp32": 0.0},
+        {
+            "run_id": "b",
+            "label": "int8-ok",
+            "variant": "int8_dynamic",
+            **good_metrics(5.0, **{"parity.min_cosine": 0.85}),
+            "quality.stsb_delta_vs_fp32": -0.1,
+        },
+        {
+            "run_id": "c",
+            "label": "int8-lossy",
+            "variant": "int8_static",
+            **good_metrics(4.0, **{"parity.min_cosine": 0.6}),
+            "quality.stsb_delta_vs_fp32": -5.6,
+        },
+        {
+            "run_id": "d",
+            "label": "broken-fp32",
+            "variant": "fp32",
+            **good_metrics(3.0, **{"parity.min_cosine": 0.5}),
+            "quality.stsb_delta_vs_fp32": 0.0,
+        },
         {"run_id": "e", "label": "imported", "variant": "fp32", **good_metrics(6.0)},  # no delta: passes that gate
     ]
     ranked = evaluate(pd.DataFrame(rows), cfg).set_index("label")
@@ -412,10 +488,12 @@ def test_quantized_variants_are_gated_on_quality_loss_not_parity():
 def test_a_half_logged_running_run_is_never_ranked_and_the_sweep_is_said_incomplete(store, tmp_path):
     """A kill during artifact upload leaves a RUNNING run that already has status=ok and good
     metrics: it used to win a 1-of-4 sweep without a word."""
-    pid = store.sweep([
-        {"pooling": "mean", "metrics": good_metrics(15.0)},
-        {"pooling": "cls", "metrics": good_metrics(3.0, **{"quality.stsb_spearman": 88.0}), "finished": False},
-    ])
+    pid = store.sweep(
+        [
+            {"pooling": "mean", "metrics": good_metrics(15.0)},
+            {"pooling": "cls", "metrics": good_metrics(3.0, **{"quality.stsb_spearman": 88.0}), "finished": False},
+        ]
+    )
     d = decide_sweep(pid, profile(), store.uri, out_dir=tmp_path / "reports", log_to_parent=False)
     assert d.winner.label == "tiny/fp32/cpu/mean/b1"
     ex = d.excluded.set_index("pooling")
@@ -428,8 +506,10 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_a_what_if_leaves_the_decision_of_record_alone(store, tmp_path, capsys):
-    pid = store.sweep([{"metrics": good_metrics(12.0)},
-                       {"pooling": "cls", "metrics": good_metrics(19.0, **{"throughput.sentences_per_s": 2500.0})}], name="recorded")
+    pid = store.sweep(
+        [{"metrics": good_metrics(12.0)}, {"pooling": "cls", "metrics": good_metrics(19.0, **{"throughput.sentences_per_s": 2500.0})}],
+        name="recorded",
+    )
     out = tmp_path / "reports"
     decide_sweep(pid, profile(), store.uri, out_dir=out)  # the sweep's own decision, at its end
     client = MlflowClient(store.uri)

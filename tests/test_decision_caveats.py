@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from test_decide import good_metrics as metrics
 from test_decision_noise import label, rounds, run
+
 from pipeline.decision import Inputs, Robustness, compose_decision, decide, runs_frame
 from pipeline.decision.caveats import robustness_caveats
 
@@ -54,8 +54,9 @@ def test_a_contended_no_go_does_not_say_any_of_them_will_do(cfg):
 
 
 def test_a_winner_the_redraws_move_is_not_firm():
-    rob = Robustness(weights=pd.DataFrame(), winner_stability=0.95, top_stability=0.9, noise=pd.DataFrame(),
-                     noise_stability=0.32, noise_draws=200)
+    rob = Robustness(
+        weights=pd.DataFrame(), winner_stability=0.95, top_stability=0.9, noise=pd.DataFrame(), noise_stability=0.32, noise_draws=200
+    )
     (text,) = robustness_caveats(rob)
     assert "32%" in text and "200" in text and "Not firm" in text
     rob.noise_stability, rob.winner_stability = 0.9, 0.5

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from test_decide import good_metrics as metrics
+
 from pipeline.decision import Inputs, compose_decision, decide, evaluate, run_row, runs_frame
 
 FAST = ["decision.robustness.bootstrap=100", "decision.robustness.noise_draws=10"]
@@ -51,8 +51,13 @@ def test_adding_a_candidate_that_wins_nothing_never_reorders_the_others(cfg):
     a = run("mean", metrics(10.0, **{"quality.stsb_spearman": 80.0}))
     b = run("cls", metrics(6.0, **{"quality.stsb_spearman": 76.0}))
     # worse than both on every criterion
-    c = run("max", metrics(28.0, **{"quality.stsb_spearman": 61.0, "throughput.sentences_per_s": 101.0,
-                                    "model.size_mb": 900.0, "memory.peak_rss_mb": 1900.0}))
+    c = run(
+        "max",
+        metrics(
+            28.0,
+            **{"quality.stsb_spearman": 61.0, "throughput.sentences_per_s": 101.0, "model.size_mb": 900.0, "memory.peak_rss_mb": 1900.0},
+        ),
+    )
     two = evaluate(runs_frame([a, b]), cfg).set_index("label")
     three = evaluate(runs_frame([a, b, c]), cfg).set_index("label")
     assert list(three.index[:2]) == list(two.index)
@@ -116,8 +121,19 @@ def test_contended_retime_rounds_are_left_out(cfg):
 def test_fewer_and_smaller_misses_rank_higher(cfg):
     # both no-go; the one missing fewer gates ranks first although it scores lower
     two = run("mean", metrics(35.0, **{"quality.separation": 0.35, "quality.stsb_spearman": 70.0}))
-    four = run("cls", metrics(40.0, **{"quality.separation": 0.2, "quality.sim_high": 0.5, "quality.sim_low": 0.4,
-                                      "quality.stsb_spearman": 88.0, "model.size_mb": 10.0}))
+    four = run(
+        "cls",
+        metrics(
+            40.0,
+            **{
+                "quality.separation": 0.2,
+                "quality.sim_high": 0.5,
+                "quality.sim_low": 0.4,
+                "quality.stsb_spearman": 88.0,
+                "model.size_mb": 10.0,
+            },
+        ),
+    )
     r = evaluate(runs_frame([four, two]), cfg)
     assert list(r["verdict"]) == ["no-go", "no-go"]
     assert r.loc[0, "label"] == label("mean") and r.loc[0, "gates_failed"] < r.loc[1, "gates_failed"]
@@ -132,8 +148,19 @@ def test_fewer_and_smaller_misses_rank_higher(cfg):
 def test_a_quality_gate_its_rival_passes_beats_speed_noise(cfg):
     # CLS on a mean-pooled model: worse STS and separation, a little faster on a noisy run
     mean = run("mean", metrics(9.0, **{"quality.stsb_spearman": 82.0, "quality.separation": 0.55}))
-    cls = run("cls", metrics(4.0, **{"quality.stsb_spearman": 73.5, "quality.separation": 0.31, "quality.sim_low": 0.35,
-                                     "throughput.sentences_per_s": 900.0, "memory.peak_rss_mb": 399.0}))
+    cls = run(
+        "cls",
+        metrics(
+            4.0,
+            **{
+                "quality.stsb_spearman": 73.5,
+                "quality.separation": 0.31,
+                "quality.sim_low": 0.35,
+                "throughput.sentences_per_s": 900.0,
+                "memory.peak_rss_mb": 399.0,
+            },
+        ),
+    )
     d = decide(runs_frame([cls, mean]), cfg)
     assert d.winner.label == label("mean")
 

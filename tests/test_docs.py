@@ -22,7 +22,7 @@ def _render():
 def test_the_readme_is_short_keeps_its_two_commands_and_links_pages_that_exist():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 150
-    assert ".venv/bin/pip install -e \".[dev,onnx-imports]\"" in readme and "python -m pipeline +sweep=models" in readme
+    assert '.venv/bin/pip install -e ".[dev,onnx-imports]"' in readme and "python -m pipeline +sweep=models" in readme
     assert ".venv/bin/python -m pytest" in readme
     assert not re.search(r"\bissue \d+|#\d{2,}\b|20\d\d-\d\d-\d\d", readme)  # no lab-notebook dates, no issue numbers
     for target in re.findall(r"\]\(((?:docs/)[^)#]+)", readme):
@@ -43,12 +43,21 @@ def test_a_result_file_renders_as_a_table_with_its_cpu_and_conditions(tmp_path):
     mod = _render()
     folder = tmp_path / "benchmarks" / "results" / "amd-epyc-9b14-2c"
     folder.mkdir(parents=True)
-    (folder / "serving.json").write_text(json.dumps({
-        "command": "python benchmarks/serving.py --threads 2",
-        "conditions": {"cpu_model": "AMD EPYC 9B14", "cores": 2, "when": "2026-12-06", "load_average": 0.4,
-                       "versions": {"onnxruntime": "1.32.0"}},
-        "rows": [{"server": "ours, int8", "max QPS within p95 20 ms": 566.0}, {"server": "peer", "max QPS within p95 20 ms": None}],
-    }))
+    (folder / "serving.json").write_text(
+        json.dumps(
+            {
+                "command": "python benchmarks/serving.py --threads 2",
+                "conditions": {
+                    "cpu_model": "AMD EPYC 9B14",
+                    "cores": 2,
+                    "when": "2026-12-06",
+                    "load_average": 0.4,
+                    "versions": {"onnxruntime": "1.32.0"},
+                },
+                "rows": [{"server": "ours, int8", "max QPS within p95 20 ms": 566.0}, {"server": "peer", "max QPS within p95 20 ms": None}],
+            }
+        )
+    )
     page = "intro\n<!-- results:serving -->\nstale typed table\n<!-- /results -->\nafter\n"
     out = mod.rendered(page, tmp_path / "benchmarks" / "results")
     assert "stale typed table" not in out and out.startswith("intro\n") and out.endswith("<!-- /results -->\nafter\n")
@@ -76,16 +85,49 @@ def test_each_benchmarks_own_result_renders_through_its_view(tmp_path):
     mod = _render()
     folder = tmp_path / "benchmarks" / "results" / "amd-epyc"
     folder.mkdir(parents=True)
-    (folder / "peers_best.json").write_text(json.dumps({
-        "cpu_model": "AMD EPYC", "cores": 2, "loadavg_before": [0.3, 0.2, 0.1], "other_cpu_share": 0.012,
-        "best_single_p50_ratio_vs_best_peer": 0.8, "as_shipped.best_single_p50_ratio_vs_best_peer": 0.7,
-        "table": [{"contender": "ours-int8", "precision": "int8", "single_p50_ms": 1.234, "single_p95_ms": 2.0,
-                   "corpus_sentences_per_s": 1500.4, "corpus_sentences_per_s_as_shipped": 1400.0, "stsb_spearman": 81.9, "qualifies": True}]}))
-    (folder / "stability.json").write_text(json.dumps({
-        "quiet": {"jobs_ok": [12, 12], "false_alarms": [[], ["fp32 b8"]], "winners": ["a", "a"], "same_winner": True,
-                  "p50_max_rel_diff": 0.031, "p95_max_rel_diff": 0.08},
-        "kinds": {"pinned": {"jobs_ok": 12, "contended": 12, "contended_share": 1.0}}, "go_from_contended": False,
-        "ok": False, "failures": ["quiet run 2: 1 false alarm"], "environment": {"machine": {"cpu_model": "AMD EPYC", "cores": 2}}}))
+    (folder / "peers_best.json").write_text(
+        json.dumps(
+            {
+                "cpu_model": "AMD EPYC",
+                "cores": 2,
+                "loadavg_before": [0.3, 0.2, 0.1],
+                "other_cpu_share": 0.012,
+                "best_single_p50_ratio_vs_best_peer": 0.8,
+                "as_shipped.best_single_p50_ratio_vs_best_peer": 0.7,
+                "table": [
+                    {
+                        "contender": "ours-int8",
+                        "precision": "int8",
+                        "single_p50_ms": 1.234,
+                        "single_p95_ms": 2.0,
+                        "corpus_sentences_per_s": 1500.4,
+                        "corpus_sentences_per_s_as_shipped": 1400.0,
+                        "stsb_spearman": 81.9,
+                        "qualifies": True,
+                    }
+                ],
+            }
+        )
+    )
+    (folder / "stability.json").write_text(
+        json.dumps(
+            {
+                "quiet": {
+                    "jobs_ok": [12, 12],
+                    "false_alarms": [[], ["fp32 b8"]],
+                    "winners": ["a", "a"],
+                    "same_winner": True,
+                    "p50_max_rel_diff": 0.031,
+                    "p95_max_rel_diff": 0.08,
+                },
+                "kinds": {"pinned": {"jobs_ok": 12, "contended": 12, "contended_share": 1.0}},
+                "go_from_contended": False,
+                "ok": False,
+                "failures": ["quiet run 2: 1 false alarm"],
+                "environment": {"machine": {"cpu_model": "AMD EPYC", "cores": 2}},
+            }
+        )
+    )
     page = "<!-- results:peers_best -->\n<!-- /results -->\n<!-- results:stability -->\n<!-- /results -->\n"
     out = mod.rendered(page, tmp_path / "benchmarks" / "results")
     assert "| ours-int8 | int8 | 1.23 | 2 | 1500 | 1400 | 81.9 | yes |" in out

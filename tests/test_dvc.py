@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
-from pipeline.config import default_data_dir
 
+from pipeline.config import default_data_dir
 
 
 def _copy_repo(dest: Path) -> None:
@@ -27,16 +26,23 @@ def _copy_repo(dest: Path) -> None:
         listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True)
         files = [f for f in listed.stdout.decode().split("\0") if f]
     except (OSError, subprocess.CalledProcessError):  # not a git checkout: the tree minus what git would ignore
-        files = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file() and not {
-            ".git", ".venv", ".cache", "mlruns", "study", "outputs", "multirun", "reports", "__pycache__", ".pytest_cache"
-        } & set(p.relative_to(ROOT).parts)]
+        files = [
+            str(p.relative_to(ROOT))
+            for p in ROOT.rglob("*")
+            if p.is_file()
+            and not {".git", ".venv", ".cache", "mlruns", "study", "outputs", "multirun", "reports", "__pycache__", ".pytest_cache"}
+            & set(p.relative_to(ROOT).parts)
+        ]
     for f in files:
         src = ROOT / f
         if src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "fresh clone"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "fresh clone"],
+    ):
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
 
 
@@ -56,8 +62,9 @@ class Repo:
         }
 
     def dvc(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=self.path, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "dvc", *args], cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         assert proc.returncode == 0, f"dvc {' '.join(args)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc
 
@@ -153,7 +160,9 @@ def test_dvc_repro_reproduces_the_smoke_study(tmp_path):
 
 
 def _stage(name: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.study.stages", name], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.study.stages", name], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _closed_port() -> int:
@@ -168,11 +177,16 @@ def test_stages_run_without_an_mlflow_server(tiny_bert, tiny_sts_dir, tmp_path):
     """The sweep and decide stages on the tiny model, with MLflow pointed at a server that is down."""
     from conftest import tiny_overrides
 
-    overrides = [o for o in tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) if not o.startswith(("tracking.", "records_dir", "reports_dir"))]
+    overrides = [
+        o for o in tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) if not o.startswith(("tracking.", "records_dir", "reports_dir"))
+    ]
     study = {"sweep": "smoke", "decision": "default", "bench": {"batch_size": 1, "max_seconds": 1.0}, "overrides": overrides}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"study": study}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_closed_port()}",
+    }
 
     sweep = _stage("sweep", tmp_path, env)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
@@ -207,15 +221,30 @@ def test_stages_run_without_an_mlflow_server(tiny_bert, tiny_sts_dir, tmp_path):
     dvc_env = {**env, "DVC_NO_ANALYTICS": "1"}
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=dvc_env, check=True)
     shutil.copytree(ROOT / ".dvc" / "plots", tmp_path / ".dvc" / "plots")
-    shown = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots"], cwd=tmp_path, env=dvc_env,
-                           capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "-o", "dvc_plots"],
+        cwd=tmp_path,
+        env=dvc_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shown.returncode == 0, shown.stderr[-2000:]
     page = (tmp_path / "dvc_plots" / "index.html").read_text()
     for png in ("latency_cdf.png", "pareto.png"):
         assert f"study_plots_{png}" in page or f"study/plots/{png}" in page, page[:2000]
     assert "<img" in page
-    spec = json.loads(subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=tmp_path, env=dvc_env,
-                                     capture_output=True, text=True, timeout=120, check=True).stdout)["data"]
+    spec = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "plots", "show", "--json"],
+            cwd=tmp_path,
+            env=dvc_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+    )["data"]
     pareto = spec["study/plots/pareto.csv"][0]["content"]
     assert pareto["encoding"]["color"]["field"] == "configuration"  # one colour per configuration
     assert pareto["encoding"]["x"]["scale"]["zero"] is False and pareto["encoding"]["y"]["scale"]["zero"] is False

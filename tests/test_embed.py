@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.config import ModelConfig, VariantConfig
 from pipeline.embedder.embed import Embedder, ProviderUnavailable, length_groups, pool
 from pipeline.model.export import export
-from pipeline.config import ModelConfig, VariantConfig
 from pipeline.model.sources import resolve
 
 NASTY = [

@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, WORDS
+
 from pipeline.core.errors import Exit
 from pipeline.serving.app import Front, Limits, _parser, create_app, main, target_of
 from pipeline.serving.target import TargetError, from_decision
@@ -183,18 +183,21 @@ def test_a_full_queue_answers_503_with_retry_after_and_serves_again():
         srv.stop()
 
 
-@pytest.mark.parametrize("payload, status, code", [
-    ({"input": ["x"] * 5}, 413, "too_many_texts"),
-    ({"input": ["y" * 51]}, 413, "text_too_long"),
-    ({"input": []}, 422, "invalid_input"),
-    ({"input": [1, 2]}, 422, "invalid_input"),
-    ({"input": [[101, 102]]}, 422, "invalid_input"),
-    ({"model": "tiny"}, 422, "missing_input"),
-    ({"input": ["ok"], "encoding_format": "int8"}, 422, "invalid_encoding_format"),
-    ({"input": ["ok", ""]}, 422, "empty_text"),
-    (b"{not json", 422, "invalid_json"),
-    (b"x" * 70_000, 413, "body_too_large"),  # over 4 texts of 50 chars, however escaped
-])
+@pytest.mark.parametrize(
+    "payload, status, code",
+    [
+        ({"input": ["x"] * 5}, 413, "too_many_texts"),
+        ({"input": ["y" * 51]}, 413, "text_too_long"),
+        ({"input": []}, 422, "invalid_input"),
+        ({"input": [1, 2]}, 422, "invalid_input"),
+        ({"input": [[101, 102]]}, 422, "invalid_input"),
+        ({"model": "tiny"}, 422, "missing_input"),
+        ({"input": ["ok"], "encoding_format": "int8"}, 422, "invalid_encoding_format"),
+        ({"input": ["ok", ""]}, 422, "empty_text"),
+        (b"{not json", 422, "invalid_json"),
+        (b"x" * 70_000, 413, "body_too_large"),  # over 4 texts of 50 chars, however escaped
+    ],
+)
 def test_oversized_and_malformed_requests_get_clear_4xx(payload, status, code):
     fake = Gated()
     fake.gate.set()
@@ -248,8 +251,7 @@ def test_overload_answers_every_request_right_or_503(exported, embedder):
     """Far past saturation with a small queue: each answer is its own vectors or a 503; none lost, none mixed up."""
     from pipeline.embedder.embed import Embedder
 
-    srv = Running(lambda: Embedder(exported, max_length=64, threads=1), front=Front(max_batch=4, max_wait_ms=1),
-                  limits=Limits(max_queue=6))
+    srv = Running(lambda: Embedder(exported, max_length=64, threads=1), front=Front(max_batch=4, max_wait_ms=1), limits=Limits(max_queue=6))
     rng = random.Random(5)
     requests = [[_sentence(rng) for _ in range(rng.randint(1, 3))] for _ in range(300)]
     try:
@@ -278,9 +280,30 @@ def test_pipeline_serve_starts_from_a_folder_and_sigterm_answers_what_it_accepte
     url = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "serve.log", "w")
     # a long max_wait keeps the accepted requests queued when SIGTERM comes
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--folder", str(exported), "--max-length", "64",
-                             "--threads", "1", "--port", str(port), "--max-batch", "64", "--max-wait-ms", "4000"],
-                            stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "serve",
+            "--folder",
+            str(exported),
+            "--max-length",
+            "64",
+            "--threads",
+            "1",
+            "--port",
+            str(port),
+            "--max-batch",
+            "64",
+            "--max-wait-ms",
+            "4000",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        cwd=tmp_path,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -312,10 +335,22 @@ def test_pipeline_serve_starts_from_a_folder_and_sigterm_answers_what_it_accepte
 def _record(records, exported, run_id: str) -> None:
     from pipeline.tracking.records import RunRecord, save
 
-    rec = RunRecord(record_id="r1", run_name="tiny/fp32", status="ok", mlflow_run_id=run_id,
-                    params={"pooling.mode": "cls", "model.max_length": "64", "provider.ep": "CPUExecutionProvider",
-                            "provider.threads": "1", "model.padding_side": "right", "model.query_prefix": ""},
-                    tags={"artifact.folder": str(exported), "artifact.onnx_file": "model.onnx"}, metrics={"latency.p95_ms": 4.0})
+    rec = RunRecord(
+        record_id="r1",
+        run_name="tiny/fp32",
+        status="ok",
+        mlflow_run_id=run_id,
+        params={
+            "pooling.mode": "cls",
+            "model.max_length": "64",
+            "provider.ep": "CPUExecutionProvider",
+            "provider.threads": "1",
+            "model.padding_side": "right",
+            "model.query_prefix": "",
+        },
+        tags={"artifact.folder": str(exported), "artifact.onnx_file": "model.onnx"},
+        metrics={"latency.p95_ms": 4.0},
+    )
     save(records / "r1", rec)
 
 
@@ -323,8 +358,19 @@ def test_the_decision_s_winner_is_what_is_served(exported, tmp_path):
     records = tmp_path / "runs"
     _record(records, exported, "abc123")
     decision = tmp_path / "decision.json"
-    decision.write_text(json.dumps({"verdict": "go", "winner": {"run_id": "abc123", "label": "tiny/fp32/cls", "verdict": "go",
-                                                                "metrics": {"latency.p50_ms": 1.5, "quality.stsb_spearman": 80.1}}}))
+    decision.write_text(
+        json.dumps(
+            {
+                "verdict": "go",
+                "winner": {
+                    "run_id": "abc123",
+                    "label": "tiny/fp32/cls",
+                    "verdict": "go",
+                    "metrics": {"latency.p50_ms": 1.5, "quality.stsb_spearman": 80.1},
+                },
+            }
+        )
+    )
     t = from_decision(decision, records)
     assert t.embedder["model_dir"] == str(exported) and t.embedder["pooling"] == "cls" and t.embedder["max_length"] == 64
     line = t.describe()

@@ -5,15 +5,16 @@ from __future__ import annotations
 import huggingface_hub
 import pytest
 
-from pipeline.model import sources
 from pipeline.config.job import ModelConfig
+from pipeline.model import sources
 
 
 def test_an_offline_hub_model_is_unavailable_without_the_libraries_advice(monkeypatch):
     def offline(*args, **kwargs):
         raise huggingface_hub.errors.LocalEntryNotFoundError(
             "Cannot find an appropriate cached snapshot folder for the specified revision on the local disk and outgoing "
-            "traffic has been disabled. To enable repo look-ups and downloads online, pass 'local_files_only=False' as input.")
+            "traffic has been disabled. To enable repo look-ups and downloads online, pass 'local_files_only=False' as input."
+        )
 
     monkeypatch.setattr(sources, "_hub_reachable", lambda timeout=2.0: False)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)

@@ -4,21 +4,46 @@ from __future__ import annotations
 
 import mlflow
 import pytest
+from conftest import tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from conftest import tiny_overrides
 from pipeline.config import to_config
 from pipeline.job.run import execute
 
 DESIGN_METRICS = [
-    "latency.p50_ms", "latency.p90_ms", "latency.p95_ms", "latency.p99_ms", "latency.mean_ms", "latency.std_ms",
-    "throughput.sentences_per_s", "load.session_s", "load.first_call_ms", "memory.peak_rss_mb", "model.size_mb",
-    "quality.stsb_spearman", "quality.sim_high", "quality.sim_low", "quality.separation", "quality.l2_norm_max_dev",
+    "latency.p50_ms",
+    "latency.p90_ms",
+    "latency.p95_ms",
+    "latency.p99_ms",
+    "latency.mean_ms",
+    "latency.std_ms",
+    "throughput.sentences_per_s",
+    "load.session_s",
+    "load.first_call_ms",
+    "memory.peak_rss_mb",
+    "model.size_mb",
+    "quality.stsb_spearman",
+    "quality.sim_high",
+    "quality.sim_low",
+    "quality.separation",
+    "quality.l2_norm_max_dev",
     "parity.min_cosine",
 ]
 # the config groups by name, the rest under their Hydra keys (design.md "Names every run logs")
-DESIGN_PARAMS = ["model", "variant", "provider", "pooling", "bench.batch_size", "model.max_length", "provider.threads",
-                 "bench.warmup", "bench.iterations", "bench.max_seconds", "bench.passes", "provider.graph_optimization_level"]
+DESIGN_PARAMS = [
+    "model",
+    "variant",
+    "provider",
+    "pooling",
+    "bench.batch_size",
+    "model.max_length",
+    "provider.threads",
+    "bench.warmup",
+    "bench.iterations",
+    "bench.max_seconds",
+    "bench.passes",
+    "provider.graph_optimization_level",
+]
 
 
 def _run(compose, tiny_bert, tiny_sts_dir, tmp_path, *extra):
@@ -49,8 +74,14 @@ def test_job_logs_every_design_name(compose, tiny_bert, tiny_sts_dir, tmp_path, 
     else:  # the machine's peak is never taken on a busy machine: the run says why it has none
         assert "roofline: matmul peak not measured on a quiet machine" in run.data.tags["bench.notes"]
     # the conditions of the measurement travel with the run
-    for name in ("conditions.other_cpu_share", "conditions.load_before", "conditions.involuntary_cs_per_s",
-                 "conditions.pass_spread", "bench.contended", "bench.attempts"):
+    for name in (
+        "conditions.other_cpu_share",
+        "conditions.load_before",
+        "conditions.involuntary_cs_per_s",
+        "conditions.pass_spread",
+        "bench.contended",
+        "bench.attempts",
+    ):
         assert name in run.data.metrics, name
     assert run.data.tags["bench.contended"] == "false" or run.data.metrics["bench.contended"] == 1.0
     assert run.data.tags["conditions.cpu_model"]

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.measure import load
 from pipeline.embedder.batcher import Batcher
+from pipeline.measure import load
 
 
 class Sleeper:
@@ -140,8 +140,15 @@ def test_dropped_and_timed_out_requests_count_as_missing_the_target():
 
 
 SETTINGS = dict(
-    rates=[50.0, 200.0, 1000.0], seconds_per_rate=0.6, min_requests=60, p95_target_ms=20.0, at_qps=100.0,
-    search_steps=3, saturation_ratio=0.9, timeout_ms=1000.0, warmup_seconds=0.2,
+    rates=[50.0, 200.0, 1000.0],
+    seconds_per_rate=0.6,
+    min_requests=60,
+    p95_target_ms=20.0,
+    at_qps=100.0,
+    search_steps=3,
+    saturation_ratio=0.9,
+    timeout_ms=1000.0,
+    warmup_seconds=0.2,
 )
 
 
@@ -178,14 +185,30 @@ def test_the_load_process_on_the_tiny_model(tiny_bert, tmp_path):
 
     cfg = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64, sha256=None)
     art = export(resolve(cfg), cfg, VariantConfig(), tmp_path / "cache")
-    lc = LoadConfig(rates=[50.0, 100.0], seconds_per_rate=0.5, min_requests=40, warmup_seconds=0.2,
-                    overhead_seconds=0.3, max_batch=8, max_wait_ms=1.0, search_steps=1)
-    result = load.run({"model_dir": str(art.folder), "max_length": 64, "threads": 1},
-                      ["a dog runs", "two people are talking in a park", "red"] * 10, lc)
+    lc = LoadConfig(
+        rates=[50.0, 100.0],
+        seconds_per_rate=0.5,
+        min_requests=40,
+        warmup_seconds=0.2,
+        overhead_seconds=0.3,
+        max_batch=8,
+        max_wait_ms=1.0,
+        search_steps=1,
+    )
+    result = load.run(
+        {"model_dir": str(art.folder), "max_length": 64, "threads": 1}, ["a dog runs", "two people are talking in a park", "red"] * 10, lc
+    )
     m = result.metrics()
-    for name in ("load.max_qps_at_p95_target", "load.p95_ms_at_100qps", "load.p99_ms_at_100qps",
-                 "load.achieved_qps_at_100qps", "load.lost_at_100qps", "load.generator.cpu_us_per_request",
-                 "load.generator.noop_p99_ms", "load.generator.achieved_ratio"):
+    for name in (
+        "load.max_qps_at_p95_target",
+        "load.p95_ms_at_100qps",
+        "load.p99_ms_at_100qps",
+        "load.achieved_qps_at_100qps",
+        "load.lost_at_100qps",
+        "load.generator.cpu_us_per_request",
+        "load.generator.noop_p99_ms",
+        "load.generator.achieved_ratio",
+    ):
         assert name in m and np.isfinite(m[name]), name
     assert m["load.p50_ms_at_100qps"] <= m["load.p95_ms_at_100qps"] <= m["load.p99_ms_at_100qps"]
     assert m["load.generator.cpu_us_per_request"] > 0
@@ -200,17 +223,25 @@ def test_the_load_process_on_the_tiny_model(tiny_bert, tmp_path):
 
 
 def test_a_load_job_logs_the_load_metrics_params_and_figure(compose, tiny_bert, tiny_sts_dir, tmp_path):
+    from conftest import tiny_overrides
     from mlflow.tracking import MlflowClient
 
-    from conftest import tiny_overrides
     from pipeline.config import to_config
     from pipeline.job.run import execute
 
-    dcfg = compose(tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) + [
-        "bench.scenario=load", "+serve=mb16_w0", "bench.load.rates=[50,100]", "bench.load.seconds_per_rate=0.5",
-        "bench.load.min_requests=40", "bench.load.warmup_seconds=0.2", "bench.load.overhead_seconds=0.3",
-        "bench.load.search_steps=1",
-    ])
+    dcfg = compose(
+        tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path)
+        + [
+            "bench.scenario=load",
+            "+serve=mb16_w0",
+            "bench.load.rates=[50,100]",
+            "bench.load.seconds_per_rate=0.5",
+            "bench.load.min_requests=40",
+            "bench.load.warmup_seconds=0.2",
+            "bench.load.overhead_seconds=0.3",
+            "bench.load.search_steps=1",
+        ]
+    )
     cfg = to_config(dcfg)
     assert cfg.bench.load.max_batch == 16 and cfg.bench.load.max_wait_ms == 0
     result = execute(cfg, dcfg, tmp_path / "out")

@@ -10,12 +10,14 @@ import pytest
 
 from pipeline.cluster import loopback
 
-PROBE = ("import socket\n"
-         "s = socket.socket(); s.bind(('0.0.0.0', 0)); print(s.getsockname()[0])\n"
-         "t = socket.socket(); t.bind(('127.0.0.1', 0)); print(t.getsockname()[0])\n"
-         "u = socket.socket(socket.AF_UNIX); u.bind(''); print('unix ok')\n"
-         "try:\n    v = socket.socket(socket.AF_INET6); v.bind(('::', 0)); print(v.getsockname()[0])\n"
-         "except OSError:\n    print('no ipv6')\n")
+PROBE = (
+    "import socket\n"
+    "s = socket.socket(); s.bind(('0.0.0.0', 0)); print(s.getsockname()[0])\n"
+    "t = socket.socket(); t.bind(('127.0.0.1', 0)); print(t.getsockname()[0])\n"
+    "u = socket.socket(socket.AF_UNIX); u.bind(''); print('unix ok')\n"
+    "try:\n    v = socket.socket(socket.AF_INET6); v.bind(('::', 0)); print(v.getsockname()[0])\n"
+    "except OSError:\n    print('no ipv6')\n"
+)
 
 
 def _bound(env) -> list[str]:

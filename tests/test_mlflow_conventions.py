@@ -11,14 +11,16 @@ import sys
 import urllib.request
 
 import pytest
-
 from conftest import ROOT
 from test_server import Server, _env, _free_port, _sweep_args
 
 
 def _api(uri: str, path: str, payload: dict | None = None) -> dict:
-    req = urllib.request.Request(f"{uri}/api/2.0/mlflow/{path}", data=None if payload is None else json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{uri}/api/2.0/mlflow/{path}",
+        data=None if payload is None else json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
@@ -34,8 +36,9 @@ def test_a_sweep_reads_as_mlflow_users_expect(server, tiny_bert, tiny_sts_dir, t
     server.start()
     args = _sweep_args(tiny_bert, tiny_sts_dir, tmp_path, tmp_path / "cache", server.uri, "1,2")
     args += ["provider=cpu,cuda"]  # cuda: skipped where this onnxruntime lacks it
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=600)  # a busy machine: benchmarks wait their turn
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600
+    )  # a busy machine: benchmarks wait their turn
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
     exp = _api(server.uri, "experiments/get-by-name?experiment_name=embedding-pipeline")["experiment"]
@@ -52,8 +55,17 @@ def test_a_sweep_reads_as_mlflow_users_expect(server, tiny_bert, tiny_sts_dir, t
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     for run in runs:
         t = tags[run["info"]["run_id"]]
-        for key in ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "env.cpu_model", "env.cores", "env.os",
-                    "env.torch", "env.transformers", "env.optimum"):
+        for key in (
+            "mlflow.user",
+            "mlflow.source.name",
+            "mlflow.source.type",
+            "env.cpu_model",
+            "env.cores",
+            "env.os",
+            "env.torch",
+            "env.transformers",
+            "env.optimum",
+        ):
             assert t.get(key), (run["info"]["run_name"], key)
         assert t["env.onnxruntime"] == onnxruntime.__version__
         assert t["mlflow.source.name"] == "pipeline"  # `python -m pipeline`, as its user typed it

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import onnx
 import pytest
+from conftest import WORDS, _sentence_transformers_files, tiny_overrides
 from mlflow.tracking import MlflowClient
 from onnx import helper
 
-from conftest import WORDS, _sentence_transformers_files, tiny_overrides
-from pipeline.model import export, sources
 from pipeline.config import ModelConfig, to_config
-from pipeline.job.run import execute
 from pipeline.core.cache import sha256_file
+from pipeline.job.run import execute
+from pipeline.model import export, sources
 from pipeline.model.sources import ChecksumMismatch, ModelUnavailable, resolve
 
 
@@ -104,7 +104,11 @@ def _obscure_outputs(src: Path, dst: Path) -> None:
 @pytest.fixture
 def imported_onnx(tiny_bert, tmp_path, monkeypatch):
     """An ONNX-only folder plus a conf dir naming the tiny BERT, for tokenizer_from / reference_from."""
-    base = export.base_artifact(resolve(ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), package=None)), ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), package=None), tmp_path / "c0")
+    base = export.base_artifact(
+        resolve(ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), package=None)),
+        ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), package=None),
+        tmp_path / "c0",
+    )
     onnx_dir = tmp_path / "onnx-only"
     _obscure_outputs(base.onnx_path, onnx_dir)
     conf = tmp_path / "conf"
@@ -200,12 +204,25 @@ def build_tiny_qwen3(folder: Path) -> Path:
     eos = vocab["<|endoftext|>"]
     tok.post_processor = processors.TemplateProcessing(single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", eos)])
     PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<unk>", padding_side="left", model_max_length=128
+        tokenizer_object=tok,
+        pad_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<unk>",
+        padding_side="left",
+        model_max_length=128,
     ).save_pretrained(folder)
     torch.manual_seed(0)
     config = Qwen3Config(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, max_position_embeddings=128, pad_token_id=eos, eos_token_id=eos,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=128,
+        pad_token_id=eos,
+        eos_token_id=eos,
     )
     Qwen3Model(config).eval().save_pretrained(folder, safe_serialization=True)
     _sentence_transformers_files(folder, 32, pooling="last_token")
@@ -219,9 +236,16 @@ def tiny_qwen3(tmp_path_factory) -> Path:
 
 def test_tiny_decoder_job_left_padding_last_token(compose, tiny_qwen3, tiny_sts_dir, tmp_path):
     result, cfg = _run(
-        compose, tiny_qwen3, tiny_sts_dir, tmp_path,
-        "model.name=tiny-qwen3", "pooling=last_token", "model.native_pooling=last_token", "model.padding_side=left",
-        "model.query_prefix='Instruct: query: '", "bench.batch_size=4",
+        compose,
+        tiny_qwen3,
+        tiny_sts_dir,
+        tmp_path,
+        "model.name=tiny-qwen3",
+        "pooling=last_token",
+        "model.native_pooling=last_token",
+        "model.padding_side=left",
+        "model.query_prefix='Instruct: query: '",
+        "bench.batch_size=4",
     )
     assert result.status == "ok", result.reason
     # left-padded batches, last-token pooled, the prefix on both sides: the same vectors as PyTorch
@@ -230,8 +254,14 @@ def test_tiny_decoder_job_left_padding_last_token(compose, tiny_qwen3, tiny_sts_
     assert "position_ids" in validation["inputs"] or "attention_mask" in validation["inputs"]
     # right padding with last-token pooling on a decoder still pools the real last token
     right, _ = _run(
-        compose, tiny_qwen3, tiny_sts_dir, tmp_path / "r",
-        "model.name=tiny-qwen3", "pooling=last_token", "model.native_pooling=last_token", "model.padding_side=right",
+        compose,
+        tiny_qwen3,
+        tiny_sts_dir,
+        tmp_path / "r",
+        "model.name=tiny-qwen3",
+        "pooling=last_token",
+        "model.native_pooling=last_token",
+        "model.padding_side=right",
         "model.query_prefix='Instruct: query: '",
     )
     assert right.metrics["parity.min_cosine"] > 0.999

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
 from conftest import ROOT
+from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -47,10 +46,23 @@ def smoke_store(tmp_path_factory) -> str:
     uri = f"sqlite:///{tmp}/mlflow.db"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "+sweep=smoke", f"tracking.uri={uri}", f"tracking.artifact_location={tmp}/artifacts",
-         f"cache_dir={ROOT / '.cache' / 'pipeline'}", f"records_dir={tmp}/records", f"reports_dir={tmp}/reports",
-         f"hydra.sweep.dir={tmp}/multirun"],
-        cwd=tmp, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "+sweep=smoke",
+            f"tracking.uri={uri}",
+            f"tracking.artifact_location={tmp}/artifacts",
+            f"cache_dir={ROOT / '.cache' / 'pipeline'}",
+            f"records_dir={tmp}/records",
+            f"reports_dir={tmp}/reports",
+            f"hydra.sweep.dir={tmp}/multirun",
+        ],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return uri
@@ -74,10 +86,15 @@ def _pin_kernel(folder: Path) -> str:
     other `python3` kernels the machine or the user has registered."""
     spec = folder / "kernels" / "python3"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (tests)", "language": "python",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (tests)",
+                "language": "python",
+            }
+        )
+    )
     return str(folder)
 
 
@@ -105,8 +122,10 @@ def test_notebook_runs_on_a_real_sweep(path: Path, smoke_store, monkeypatch, tmp
         # the same decision as the sweep's report: winner, score and robustness (retime.json included)
         record = json.loads((Path(smoke_store.removeprefix("sqlite:///")).parent / "reports" / "latest" / "decision.json").read_text())
         w, rob = record["winner"], record["robustness"]
-        assert f"winner: {w['label'] if w else None}; score {w['score_pct'] if w else float('nan'):.2f}%; " \
-               f"noise stability {rob['noise_stability']}; weight stability {rob['winner_stability']}" in text
+        assert (
+            f"winner: {w['label'] if w else None}; score {w['score_pct'] if w else float('nan'):.2f}%; "
+            f"noise stability {rob['noise_stability']}; weight stability {rob['winner_stability']}" in text
+        )
         assert "same winner, score and robustness as the decision of record" in text and "DIFFERS" not in text
         assert record["recommendation"] in text
         figures = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]

@@ -5,24 +5,24 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from conftest import tiny_overrides
 from onnx import TensorProto, helper
 
-from conftest import tiny_overrides
-from pipeline.model import export
-from pipeline.runtime import placement
 from pipeline.config import to_config
 from pipeline.embedder.embed import Embedder
 from pipeline.job.run import prepare
+from pipeline.model import export
+from pipeline.runtime import placement
 
 SENTENCES = ["a man is playing the guitar", "two dogs run in a green field", "the sky", "red car on the old road"]
 
 
 @pytest.fixture(scope="module")
 def tiny_export(tiny_bert, tiny_sts_dir, tmp_path_factory):
+    from conftest import CONF_DIR
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from conftest import CONF_DIR
     from pipeline.config import register_configs
 
     tmp = tmp_path_factory.mktemp("placement")

@@ -12,9 +12,9 @@ import json
 import os
 
 import pytest
+from conftest import ROOT, tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_overrides
 from pipeline.config import to_config
 from pipeline.job.run import execute
 
@@ -43,12 +43,13 @@ def _run(compose, tiny_bert, tiny_sts_dir, tmp, provider):
     return result, data
 
 
-@pytest.mark.parametrize("provider,precision,dist", [
-    ("openvino", "fp32", "onnxruntime-openvino"),
-    ("openvino_bf16", "bf16", "onnxruntime-openvino"),
-    ("ggml", "fp32", "onnxruntime-ggml"),
-])
-def test_a_provider_from_its_own_build_runs_every_node_and_says_its_versions(compose, tiny_bert, tiny_sts_dir, shared, provider, precision, dist):
+@pytest.mark.parametrize(
+    "provider,precision,dist",
+    [("openvino", "fp32", "onnxruntime-openvino"), ("openvino_bf16", "bf16", "onnxruntime-openvino"), ("ggml", "fp32", "onnxruntime-ggml")],
+)
+def test_a_provider_from_its_own_build_runs_every_node_and_says_its_versions(
+    compose, tiny_bert, tiny_sts_dir, shared, provider, precision, dist
+):
     result, data = _run(compose, tiny_bert, tiny_sts_dir, shared, provider)
     assert result.status == "ok", result.reason
     m, tags = data.metrics, data.tags

@@ -13,15 +13,15 @@ import inspect
 import json
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import tiny_overrides
-from pipeline.runtime import providers
+from mlflow.tracking import MlflowClient
+from test_envs import make_wheel
+
 from pipeline.config import to_config
 from pipeline.embedder.embed import Embedder
 from pipeline.embedder.spec import EmbedderSpec
 from pipeline.job.run import execute
-from test_envs import make_wheel
+from pipeline.runtime import providers
 
 
 def _run(compose, tiny_bert, tiny_sts_dir, tmp_path, *extra):
@@ -42,12 +42,18 @@ def test_embedder_spec_mirrors_the_embedders_constructor():
     for name in names[1:]:
         default = params[name].default
         spec_default = EmbedderSpec("m").to_dict()[name]
-        assert spec_default == (list(default) if isinstance(default, tuple) else default) or (default is None and spec_default in ({},)), name
+        assert spec_default == (list(default) if isinstance(default, tuple) else default) or (default is None and spec_default in ({},)), (
+            name
+        )
 
 
 def test_an_embedder_spec_survives_json_and_refuses_unknown_fields():
-    spec = EmbedderSpec("m", provider_options={"load_config": {"CPU": {"INFERENCE_PRECISION_HINT": "bf16"}}},
-                        disabled_optimizers=["SkipLayerNormFusion"], session_config={"session.intra_op.allow_spinning": 0})
+    spec = EmbedderSpec(
+        "m",
+        provider_options={"load_config": {"CPU": {"INFERENCE_PRECISION_HINT": "bf16"}}},
+        disabled_optimizers=["SkipLayerNormFusion"],
+        session_config={"session.intra_op.allow_spinning": 0},
+    )
     back = EmbedderSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert back == spec and back.disabled_optimizers == ("SkipLayerNormFusion",)
     assert back.session_config == {"session.intra_op.allow_spinning": "0"}
@@ -61,8 +67,17 @@ def test_a_provider_environment_is_made_offline_and_the_job_runs_in_it(compose, 
     benchmark all run in processes of that environment."""
     wheels = tmp_path / "wheels"
     make_wheel(wheels, "tinyort", "0.3")
-    result, cfg = _run(compose, tiny_bert, tiny_sts_dir, tmp_path, "provider.name=cpu_env", "provider.packages=['tinyort==0.3']",
-                       f"provider.pip_args=['--no-index','--find-links','{wheels}']", "provider.inherit=true", "bench.batch_size=2")
+    result, cfg = _run(
+        compose,
+        tiny_bert,
+        tiny_sts_dir,
+        tmp_path,
+        "provider.name=cpu_env",
+        "provider.packages=['tinyort==0.3']",
+        f"provider.pip_args=['--no-index','--find-links','{wheels}']",
+        "provider.inherit=true",
+        "bench.batch_size=2",
+    )
     assert result.status == "ok", result.reason
     data = _run_data(cfg, result)
     tags, m = data.tags, data.metrics
@@ -83,8 +98,16 @@ def test_a_provider_environment_is_made_offline_and_the_job_runs_in_it(compose, 
 
 
 def test_a_provider_whose_package_cannot_be_installed_is_skipped_with_pips_reason(compose, tiny_bert, tiny_sts_dir, tmp_path):
-    result, cfg = _run(compose, tiny_bert, tiny_sts_dir, tmp_path, "provider.name=absent", "provider.ep=NoSuchExecutionProvider",
-                       "provider.packages=['onnxruntime-no-such-build==9.9']", "provider.pip_args=['--no-index']")
+    result, cfg = _run(
+        compose,
+        tiny_bert,
+        tiny_sts_dir,
+        tmp_path,
+        "provider.name=absent",
+        "provider.ep=NoSuchExecutionProvider",
+        "provider.packages=['onnxruntime-no-such-build==9.9']",
+        "provider.pip_args=['--no-index']",
+    )
     assert result.status == "skipped"
     assert "NoSuchExecutionProvider (absent): its environment could not be made" in result.reason
     assert "onnxruntime-no-such-build" in result.reason and "failed" in result.reason  # pip's own words
@@ -109,12 +132,16 @@ def test_a_provider_that_runs_no_node_is_a_failure_not_a_cpu_run(compose, tiny_b
     if own_env:
         wheels = tmp_path / "wheels"
         make_wheel(wheels, "tinyort", "0.3")
-        extra += ["provider.packages=['tinyort==0.3']", f"provider.pip_args=['--no-index','--find-links','{wheels}']", "provider.inherit=true"]
+        extra += [
+            "provider.packages=['tinyort==0.3']",
+            f"provider.pip_args=['--no-index','--find-links','{wheels}']",
+            "provider.inherit=true",
+        ]
     with pytest.raises(Exception, match="fallback: AzureExecutionProvider ran 0 of"):
         _run(compose, tiny_bert, tiny_sts_dir, tmp_path, *extra)
     from pipeline.tracking import records
 
-    (folder, rec), = list(records.iter_records(tmp_path / "records"))
+    ((folder, rec),) = list(records.iter_records(tmp_path / "records"))
     assert rec.status == "failed" and "ProviderFallback" in rec.reason and "on CPUExecutionProvider" in rec.reason
     assert rec.metrics["provider.node_share"] == 0.0
     assert "latency.p50_ms" not in rec.metrics

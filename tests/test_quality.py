@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import QualityConfig
-from pipeline.measure.quality import cached_score, score
 from pipeline.data.sts import DataError, StsData, load_sts
+from pipeline.measure.quality import cached_score, score
 
 
 def _data(tmp_path, text: str) -> QualityConfig:

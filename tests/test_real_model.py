@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import ROOT
+from mlflow.tracking import MlflowClient
 from test_job import DESIGN_METRICS, DESIGN_PARAMS
 
 pytestmark = pytest.mark.real_model
@@ -18,7 +17,9 @@ def _pipeline(tmp_path, *overrides):
     db = tmp_path / "mlflow.db"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "pipeline",
+            sys.executable,
+            "-m",
+            "pipeline",
             f"tracking.uri=sqlite:///{db}",
             f"tracking.artifact_location={tmp_path}/artifacts",
             f"cache_dir={tmp_path}/cache",
@@ -59,11 +60,25 @@ def test_default_job_on_the_real_model(tmp_path):
 
 def _multirun(tmp_path, *overrides) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", "-m", *overrides,
-         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"tracking.artifact_location={tmp_path}/artifacts",
-         f"cache_dir={tmp_path}/cache", f"records_dir={tmp_path}/records", f"reports_dir={tmp_path}/reports",
-         "bench.max_seconds=2", "bench.contention.retries=0", "decision.retime.rounds=0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "-m",
+            *overrides,
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"tracking.artifact_location={tmp_path}/artifacts",
+            f"cache_dir={tmp_path}/cache",
+            f"records_dir={tmp_path}/records",
+            f"reports_dir={tmp_path}/reports",
+            "bench.max_seconds=2",
+            "bench.contention.retries=0",
+            "decision.retime.rounds=0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 

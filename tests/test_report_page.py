@@ -6,11 +6,10 @@ Pure DataFrame decisions (made-up metrics, test data only) written with pipeline
 from __future__ import annotations
 
 import pytest
-
 from test_decide import good_metrics as metrics
 from test_decision_noise import run
-from pipeline.decision import compose_decision, decide, runs_frame
-from pipeline.decision import report
+
+from pipeline.decision import compose_decision, decide, report, runs_frame
 
 FAST = ["decision.robustness.bootstrap=100", "decision.robustness.noise_draws=10"]
 BUSY = "other processes used 60% of the CPU during the timed calls (limit 10%)"
@@ -63,8 +62,8 @@ def test_the_pareto_figure_has_one_panel_per_batch_size_and_a_log_axis_over_deca
     from pipeline.decision import figures
 
     cfg = compose_decision("default", FAST).decision
-    one = decide(runs_frame([run(f"p{i}", metrics(2.0 * 3 ** i)) for i in range(5)]), cfg)
-    two = decide(runs_frame([run(f"p{i}", metrics(2.0 * 3 ** i), batch_size=1 + 7 * (i % 2)) for i in range(5)]), cfg)
+    one = decide(runs_frame([run(f"p{i}", metrics(2.0 * 3**i)) for i in range(5)]), cfg)
+    two = decide(runs_frame([run(f"p{i}", metrics(2.0 * 3**i), batch_size=1 + 7 * (i % 2)) for i in range(5)]), cfg)
     assert [t for t, _ in figures._panels(two.ranking)] == ["batch 1", "batch 8"]
     w1, h1 = _png_size(figures.pareto_figure(one, tmp_path / "one.png"))
     w2, h2 = _png_size(figures.pareto_figure(two, tmp_path / "two.png"))

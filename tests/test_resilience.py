@@ -19,19 +19,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_overrides
-from pipeline.measure import bench
-from pipeline.tracking import records, sync
 from pipeline.config import BenchConfig, ConfigError, ModelConfig, QualityConfig, VariantConfig, to_config
-from pipeline.embedder.embed import Embedder, length_groups
 from pipeline.core.errors import Exit
-from pipeline.model.export import export
-from pipeline.job.run import execute
 from pipeline.core.redaction import redact
 from pipeline.data.sts import DataError, load_sts
+from pipeline.embedder.embed import Embedder, length_groups
+from pipeline.job.run import execute
+from pipeline.measure import bench
+from pipeline.model.export import export
 from pipeline.model.sources import resolve
+from pipeline.tracking import records, sync
 
 PW = "pw123-s3cret"
 
@@ -45,8 +45,9 @@ def _env(**extra) -> dict:
 
 
 def _pipeline(args: list[str], cwd: Path, timeout: float = 240, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=_env(**env),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _fast(args: list[str]) -> list[str]:
@@ -82,12 +83,15 @@ def onnx_dir(tiny_bert, tmp_path_factory):
 
 
 # -- 1. credentials ---------------------------------------------------------------------------
-@pytest.mark.parametrize("text", [
-    f"http://user:{PW}@127.0.0.1:5000",
-    f"tracking.uri=http\\:\\/\\/user\\:{PW}@127.0.0.1\\:5000",  # as Hydra escapes an override
-    f"http%3A%2F%2Fuser%3A{PW}%40127.0.0.1",
-    f"View run x at: https://user:{PW}@mlflow.example.org/#/experiments/1",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"http://user:{PW}@127.0.0.1:5000",
+        f"tracking.uri=http\\:\\/\\/user\\:{PW}@127.0.0.1\\:5000",  # as Hydra escapes an override
+        f"http%3A%2F%2Fuser%3A{PW}%40127.0.0.1",
+        f"View run x at: https://user:{PW}@mlflow.example.org/#/experiments/1",
+    ],
+)
 def test_redact_masks_credentials_in_every_form(text):
     out = redact(text)
     assert PW not in out and "***" in out
@@ -107,9 +111,19 @@ def test_credentials_of_a_uri_become_secrets_and_leave_the_uri(monkeypatch):
 def test_credentials_on_the_command_line_are_refused_before_anything_is_written(tmp_path, mode):
     late = mode if mode and mode[0].startswith("tracking.uri") else []
     mode = [] if late else mode
-    proc = _pipeline([*mode, f"tracking.uri=http://user:{PW}@127.0.0.1:9", *late, f"records_dir={tmp_path}/records",
-                      f"cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/out", f"hydra.sweep.dir={tmp_path}/multi"],
-                     tmp_path, timeout=120)
+    proc = _pipeline(
+        [
+            *mode,
+            f"tracking.uri=http://user:{PW}@127.0.0.1:9",
+            *late,
+            f"records_dir={tmp_path}/records",
+            f"cache_dir={tmp_path}/cache",
+            f"hydra.run.dir={tmp_path}/out",
+            f"hydra.sweep.dir={tmp_path}/multi",
+        ],
+        tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == Exit.CONFIG, proc.stderr[-2000:]
     assert "config error: tracking.uri: holds credentials" in proc.stderr and "MLFLOW_TRACKING_PASSWORD" in proc.stderr
     assert PW not in proc.stdout + proc.stderr
@@ -124,8 +138,11 @@ def test_credentials_from_the_environment_reach_no_record_artifact_log_or_consol
     try:
         uri = f"http://user:{PW}@127.0.0.1:{srv.port}"
         args = [o for o in _tiny(tiny_bert, tiny_sts_dir, tmp_path, cache) if not o.startswith("tracking.uri=")]
-        proc = _pipeline(_fast(["-m", *args, "tracking=shared", "bench.batch_size=1", f"hydra.sweep.dir={tmp_path}/multi"]),
-                         tmp_path, MLFLOW_TRACKING_URI=uri)
+        proc = _pipeline(
+            _fast(["-m", *args, "tracking=shared", "bench.batch_size=1", f"hydra.sweep.dir={tmp_path}/multi"]),
+            tmp_path,
+            MLFLOW_TRACKING_URI=uri,
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         assert PW not in proc.stdout + proc.stderr
         (parent,) = srv.runs("tags.`sweep.role` = 'parent'")
@@ -169,8 +186,11 @@ def test_a_batch_larger_than_the_pool_is_refused_not_counted_as_measured(compose
 def test_throughput_counts_the_texts_embedded(onnx_dir):
     with pytest.raises(bench.BenchError, match="larger than the pool of 5 sentences"):
         bench.run({"model_dir": str(onnx_dir), "max_length": 64}, ["a b"] * 5, BenchConfig(batch_size=8))
-    spec = {"embedder": {"model_dir": str(onnx_dir), "max_length": 64}, "sentences": [f"a dog {i}" for i in range(7)],
-            "batch_size": 3, "warmup": 1, "iterations": 6, "min_iterations": 3, "max_seconds": 0.5, "passes": 2}
+    spec = {
+        "embedder": {"model_dir": str(onnx_dir), "max_length": 64},
+        "sentences": [f"a dog {i}" for i in range(7)],
+        "plan": {"batch_size": 3, "warmup": 1, "iterations": 6, "min_iterations": 3, "max_seconds": 0.5, "passes": 2},
+    }
     raw = bench.measure(spec)
     assert raw["texts_per_pass"] == 3 * raw["calls_per_pass"]  # what the throughput divides by the pass time
 
@@ -190,8 +210,9 @@ def _offline_sweep_records(root: Path, n_jobs: int = 2) -> tuple[Path, list[Path
 
 
 def _sync(tmp: Path, capsys) -> tuple[int, str, str]:
-    code = sync.main(["--records-dir", str(tmp / "records"), "--tracking-uri", f"sqlite:///{tmp}/s.db",
-                      "--artifact-location", str(tmp / "art")])
+    code = sync.main(
+        ["--records-dir", str(tmp / "records"), "--tracking-uri", f"sqlite:///{tmp}/s.db", "--artifact-location", str(tmp / "art")]
+    )
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -324,8 +345,17 @@ def test_a_server_that_never_answers_does_not_stall_the_sweep(tiny_bert, tiny_st
 
 # -- 9. parents end with a truthful status ------------------------------------------------------------
 def test_a_refused_launcher_creates_no_parent(tmp_path):
-    proc = _pipeline(["-m", "hydra/launcher=submitit_local", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                      f"records_dir={tmp_path}/records", f"cache_dir={tmp_path}/cache"], tmp_path, timeout=120)
+    proc = _pipeline(
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"records_dir={tmp_path}/records",
+            f"cache_dir={tmp_path}/cache",
+        ],
+        tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == Exit.CONFIG, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "runs jobs in parallel" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists() and not list((tmp_path / "records").glob("*/record.json"))
@@ -338,7 +368,7 @@ def test_rerun_after_a_kill_closes_the_killed_parent(tiny_bert, tiny_sts_dir, tm
     exp = client.get_experiment_by_name("embedding-pipeline")
     (first,) = client.search_runs([exp.experiment_id], "tags.`sweep.role` = 'parent'")
     # as a SIGKILL leaves it: the parent record open, its run RUNNING
-    (pfolder, prec), = [(f, r) for f, r in records.iter_records(tmp_path / "records") if r.is_parent]
+    ((pfolder, prec),) = [(f, r) for f, r in records.iter_records(tmp_path / "records") if r.is_parent]
     prec.status, prec.mlflow_run_id, prec.open_run_id = "running", None, first.info.run_id
     records.write(pfolder, prec)
     client.update_run(first.info.run_id, "RUNNING")
@@ -363,15 +393,19 @@ def test_sync_closes_the_parent_of_a_killed_sweep(tmp_path, capsys):
 
 
 # -- 10. exit codes -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("override,message", [
-    ("bench.batch_size=abc", "bench.batch_size"),
-    ("bench.bach_size=4", "bach_size"),
-    ("model=nope", "model/nope"),
-    ("tracking.uri=garbage://x", "config error: tracking.uri: unknown scheme 'garbage'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("bench.batch_size=abc", "bench.batch_size"),
+        ("bench.bach_size=4", "bach_size"),
+        ("model=nope", "model/nope"),
+        ("tracking.uri=garbage://x", "config error: tracking.uri: unknown scheme 'garbage'"),
+    ],
+)
 def test_config_errors_exit_2(tmp_path, override, message):
-    proc = _pipeline([override, f"records_dir={tmp_path}/records", f"cache_dir={tmp_path}/cache",
-                      f"hydra.run.dir={tmp_path}/out"], tmp_path, timeout=120)
+    proc = _pipeline(
+        [override, f"records_dir={tmp_path}/records", f"cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/out"], tmp_path, timeout=120
+    )
     assert proc.returncode == Exit.CONFIG, proc.stderr[-2000:]
     assert message in proc.stderr
     assert not (tmp_path / "cache").exists()
@@ -465,7 +499,9 @@ bench.run({{"model_dir": {str(onnx_dir)!r}, "max_length": 64}}, ["a dog runs", "
     deadline = time.time() + 60
     while child is None and time.time() < deadline:
         # the benchmark's own process (a baseline measured first runs in a process of its own too)
-        out = subprocess.run(["pgrep", "-P", str(parent.pid), "-f", "pipeline.measure.bench"], capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            ["pgrep", "-P", str(parent.pid), "-f", "pipeline.measure.bench"], capture_output=True, text=True
+        ).stdout.split()
         child = int(out[0]) if out else None
         time.sleep(0.2)
     assert child is not None, "the benchmark process did not start"
@@ -499,24 +535,30 @@ def test_the_printed_sync_command_can_be_pasted(tmp_path):
 
 
 # -- 15. the Embedder's messages and limits --------------------------------------------------------------
-@pytest.mark.parametrize("texts,error,message", [
-    (["fine", "bad \ud800 text"], ValueError, r"texts\[1\] is not valid Unicode text: surrogates not allowed '\\ud800' at position 4"),
-    (["fine", None], TypeError, r"texts\[1\] must be a str, got NoneType"),
-    (["fine", "ok", b"bytes"], TypeError, r"texts\[2\] must be a str, got bytes"),
-    ([3], TypeError, r"texts\[0\] must be a str, got int"),
-    ({"a": 1}, TypeError, r"texts must be a str or a sequence of str, got dict"),
-    (b"bytes", TypeError, r"texts must be a str or a sequence of str, got bytes"),
-])
+@pytest.mark.parametrize(
+    "texts,error,message",
+    [
+        (["fine", "bad \ud800 text"], ValueError, r"texts\[1\] is not valid Unicode text: surrogates not allowed '\\ud800' at position 4"),
+        (["fine", None], TypeError, r"texts\[1\] must be a str, got NoneType"),
+        (["fine", "ok", b"bytes"], TypeError, r"texts\[2\] must be a str, got bytes"),
+        ([3], TypeError, r"texts\[0\] must be a str, got int"),
+        ({"a": 1}, TypeError, r"texts must be a str or a sequence of str, got dict"),
+        (b"bytes", TypeError, r"texts must be a str or a sequence of str, got bytes"),
+    ],
+)
 def test_the_embedder_names_the_bad_item(onnx_dir, texts, error, message):
     with pytest.raises(error, match=message):
         Embedder(onnx_dir).embed(texts)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"threads": -1}, "threads must be >= 0, got -1"),
-    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
-    ({"max_length": 0}, "max_length must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"threads": -1}, "threads must be >= 0, got -1"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+        ({"max_length": 0}, "max_length must be >= 1, got 0"),
+    ],
+)
 def test_the_embedder_validates_its_arguments(onnx_dir, kwargs, message):
     with pytest.raises(ValueError, match=message):
         Embedder(onnx_dir, **kwargs)

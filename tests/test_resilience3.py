@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-
 from conftest import ROOT
-from pipeline.measure import bench
+
 from pipeline.core import cache, ownership
+from pipeline.measure import bench
 from pipeline.tracking import records
 
 
@@ -87,10 +86,14 @@ def test_a_nan_metric_fails_a_gate_that_passes_a_missing_one():
     from pipeline.decision.inputs import run_row, runs_frame
 
     gate = HardGateConfig(metric="quality.stsb_delta_vs_fp32", op=">=", value=-1.0, if_missing="pass")
-    rows = [run_row(run_id=name, status="ok", params={"model": "m", "variant": name}, metrics=metrics)
-            for name, metrics in (("int8", {"quality.stsb_delta_vs_fp32": float("nan")}),
-                                  ("honest", {"quality.stsb_delta_vs_fp32": -1.5}),
-                                  ("fp32", {}))]
+    rows = [
+        run_row(run_id=name, status="ok", params={"model": "m", "variant": name}, metrics=metrics)
+        for name, metrics in (
+            ("int8", {"quality.stsb_delta_vs_fp32": float("nan")}),
+            ("honest", {"quality.stsb_delta_vs_fp32": -1.5}),
+            ("fp32", {}),
+        )
+    ]
     result = gates.hard(runs_frame(rows), [gate])
     verdict = dict(zip(runs_frame(rows)["run_id"], result.columns[f"gate.{gate.name}"]))
     assert verdict == {"int8": "fail", "honest": "fail", "fp32": "pass"}
@@ -103,8 +106,9 @@ def test_the_machine_lock_is_one_path_whatever_the_temp_folder(tmp_path):
     seen = set()
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
-        out = subprocess.run([sys.executable, "-c", script], env={**env, "TMPDIR": str(tmp_path / sub)},
-                             capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            [sys.executable, "-c", script], env={**env, "TMPDIR": str(tmp_path / sub)}, capture_output=True, text=True, check=True
+        ).stdout.strip()
         seen.add(out)
     assert len(seen) == 1 and not seen.pop().startswith(str(tmp_path))
 
@@ -135,13 +139,16 @@ def test_left_padding_is_refused_on_a_graph_without_position_ids(onnx_dir):
 TOKEN = "tk-9f8e7d6c5b"
 
 
-@pytest.mark.parametrize("text", [
-    f"http://host:5000/?token={TOKEN}",
-    f"postgresql://mlflow@127.0.0.1:5432/mlflow?sslmode=disable&password={TOKEN}",
-    f"tracking.uri=http\\:\\/\\/host\\:5000\\/?token\\={TOKEN}",  # as Hydra escapes an override
-    f"http%3A%2F%2Fhost%2F%3Faccess_token%3D{TOKEN}%26a%3D1",
-    f"MLflow (http://host/?api_key={TOKEN}) did not take this run",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"http://host:5000/?token={TOKEN}",
+        f"postgresql://mlflow@127.0.0.1:5432/mlflow?sslmode=disable&password={TOKEN}",
+        f"tracking.uri=http\\:\\/\\/host\\:5000\\/?token\\={TOKEN}",  # as Hydra escapes an override
+        f"http%3A%2F%2Fhost%2F%3Faccess_token%3D{TOKEN}%26a%3D1",
+        f"MLflow (http://host/?api_key={TOKEN}) did not take this run",
+    ],
+)
 def test_redact_masks_secret_query_parameters(text):
     from pipeline.core.redaction import redact
 
@@ -191,19 +198,28 @@ def test_the_notebooks_setup_cell_prints_no_credentials(tmp_path):
         "def set_tracking_uri(uri): pass\n"
         "def get_run(run_id):\n"
         "    return types.SimpleNamespace(data=types.SimpleNamespace(tags={'sweep.name': 's'}, params={}),\n"
-        "                                 info=types.SimpleNamespace(start_time=0, run_name='s'))\n")
+        "                                 info=types.SimpleNamespace(start_time=0, run_name='s'))\n"
+    )
     pw = "s3cr3t-pa55w0rd"
-    env = _env(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]), PARENT_RUN_ID="r1",
-               MLFLOW_TRACKING_URI=f"http://alice:{pw}@127.0.0.1:5000")
+    env = _env(
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]), PARENT_RUN_ID="r1", MLFLOW_TRACKING_URI=f"http://alice:{pw}@127.0.0.1:5000"
+    )
     proc = subprocess.run([sys.executable, "-c", make_notebooks.SETUP], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "tracking store: http://***@127.0.0.1:5000" in proc.stdout and pw not in proc.stdout
 
 
 # -- 12. provider package lists are package specs --------------------------------------------------------
-@pytest.mark.parametrize("packages", [["-r", "/etc/secrets.txt"], ["--index-url=http://x/simple", "onnxruntime"],
-                                      ["/tmp/wheels/onnxruntime_gpu-1.20.0-cp311-cp311-linux_x86_64.whl"],
-                                      ["https://example.org/onnxruntime-1.0.tar.gz"], ["ort @ file:///tmp/ort.whl"]])
+@pytest.mark.parametrize(
+    "packages",
+    [
+        ["-r", "/etc/secrets.txt"],
+        ["--index-url=http://x/simple", "onnxruntime"],
+        ["/tmp/wheels/onnxruntime_gpu-1.20.0-cp311-cp311-linux_x86_64.whl"],
+        ["https://example.org/onnxruntime-1.0.tar.gz"],
+        ["ort @ file:///tmp/ort.whl"],
+    ],
+)
 def test_provider_packages_refuse_pip_options_paths_and_urls(packages, tmp_path):
     from pipeline.config import ConfigError
     from pipeline.config.job import ProviderConfig
@@ -247,10 +263,14 @@ def test_cluster_stop_does_not_signal_a_process_that_reuses_a_daemons_pid(tmp_pa
     stranger = _own_session_sleeper()  # the pid cluster.json names now belongs to someone else
     try:
         ident = ownership.process_identity(stranger.pid)
-        (tmp_path / "cluster.json").write_text(json.dumps({
-            "pids": {"slurmd": stranger.pid, "mlflow": stranger.pid},
-            "identity": {"slurmd": {**ident, "start": ident["start"] - 3600}},  # started an hour before: not it
-        }))
+        (tmp_path / "cluster.json").write_text(
+            json.dumps(
+                {
+                    "pids": {"slurmd": stranger.pid, "mlflow": stranger.pid},
+                    "identity": {"slurmd": {**ident, "start": ident["start"] - 3600}},  # started an hour before: not it
+                }
+            )
+        )
         LocalCluster(tmp_path).stop()
         time.sleep(0.3)
         assert stranger.poll() is None, "cluster stop killed an unrelated process"
@@ -265,8 +285,9 @@ def test_cluster_stop_still_stops_its_own_daemon(tmp_path):
 
     daemon = _own_session_sleeper()
     try:
-        (tmp_path / "cluster.json").write_text(json.dumps({
-            "pids": {"slurmd": daemon.pid}, "identity": {"slurmd": ownership.process_identity(daemon.pid)}}))
+        (tmp_path / "cluster.json").write_text(
+            json.dumps({"pids": {"slurmd": daemon.pid}, "identity": {"slurmd": ownership.process_identity(daemon.pid)}})
+        )
         LocalCluster(tmp_path).stop()
         assert daemon.wait(10) is not None
     finally:
@@ -337,13 +358,14 @@ def test_decide_says_the_server_cannot_be_reached(parent, capsys):
 def test_a_provider_environment_without_numpy_is_unavailable_in_one_line(tmp_path):
     from test_envs import make_wheel
 
-    from pipeline.runtime import providers
     from pipeline.config.job import ProviderConfig
+    from pipeline.runtime import providers
 
     wheels = tmp_path / "wheels"
     make_wheel(wheels, "tinyort", "0.3")
-    p = ProviderConfig(name="bare", ep="CPUExecutionProvider", packages=["tinyort==0.3"],
-                       pip_args=["--no-index", "--find-links", str(wheels)])
+    p = ProviderConfig(
+        name="bare", ep="CPUExecutionProvider", packages=["tinyort==0.3"], pip_args=["--no-index", "--find-links", str(wheels)]
+    )
     with pytest.raises(providers.Unavailable) as err:
         providers.runtime(p, tmp_path / "cache")
     assert "has no numpy, onnxruntime, tokenizers" in str(err.value) and "Traceback" not in str(err.value)
@@ -369,8 +391,10 @@ def test_pip_does_not_outlive_a_killed_pipeline(tmp_path):
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     port = silent.getsockname()[1]
-    script = (f"from pipeline.runtime import envs; envs.ensure(['tinypkg'], {str(tmp_path / 'envs')!r}, name='t', "
-              f"pip_args=['--index-url', 'http://127.0.0.1:{port}/simple', '--timeout', '120', '--retries', '0'])")
+    script = (
+        f"from pipeline.runtime import envs; envs.ensure(['tinypkg'], {str(tmp_path / 'envs')!r}, name='t', "
+        f"pip_args=['--index-url', 'http://127.0.0.1:{port}/simple', '--timeout', '120', '--retries', '0'])"
+    )
     parent = subprocess.Popen([sys.executable, "-c", script], env=_env())
     try:
         pip = None
@@ -423,8 +447,7 @@ def test_the_sweep_dies_with_a_killed_sweep_stage(tmp_path):
     fake.write_text("#!/bin/sh\nexec sleep 60\n")
     fake.chmod(0o755)
     study = {"sweep": "smoke", "decision": "default", "bench": {}, "overrides": []}
-    script = ("import sys; from pipeline.study import stages; "
-              f"stages.sys.executable = {str(fake)!r}; stages.sweep_stage({study!r})")
+    script = f"import sys; from pipeline.study import stages; stages.sys.executable = {str(fake)!r}; stages.sweep_stage({study!r})"
     stage = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db"))
     try:
         sweep = None
@@ -444,11 +467,14 @@ def test_the_sweep_dies_with_a_killed_sweep_stage(tmp_path):
 
 
 # -- this round's own attacks that broke (docs/resilience.md) ----------------------------------------------
-@pytest.mark.parametrize("text,secret", [
-    ("http://u:p@ssw0rdX@h:5000/", "ssw0rdX"),  # an @ inside the password
-    ("401 Unauthorized: Authorization: Bearer eyJhbGciOiJIUzI1", "eyJhbGciOiJIUzI1"),
-    ("https://h/cb#access_token=frag-secret1&x=1", "frag-secret1"),
-])
+@pytest.mark.parametrize(
+    "text,secret",
+    [
+        ("http://u:p@ssw0rdX@h:5000/", "ssw0rdX"),  # an @ inside the password
+        ("401 Unauthorized: Authorization: Bearer eyJhbGciOiJIUzI1", "eyJhbGciOiJIUzI1"),
+        ("https://h/cb#access_token=frag-secret1&x=1", "frag-secret1"),
+    ],
+)
 def test_redact_masks_what_this_rounds_attacks_leaked(text, secret):
     from pipeline.core.redaction import redact
 
@@ -457,8 +483,13 @@ def test_redact_masks_what_this_rounds_attacks_leaked(text, secret):
 
 def test_cluster_stop_with_a_damaged_state_file_says_so_in_one_line(tmp_path):
     (tmp_path / "cluster.json").write_text("{not json")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cluster.local", "stop", "--dir", str(tmp_path)], env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cluster.local", "stop", "--dir", str(tmp_path)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "cluster.json cannot be read" in proc.stderr
 
 

@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import CONF_DIR, ROOT, tiny_overrides
-from pipeline.tracking import records
+
 from pipeline.config import ConfigError, to_config
 from pipeline.study.stages import compose_config
 from pipeline.sweep import launcher_problem
+from pipeline.tracking import records
 
 SLURM = "hydra_plugins.pipeline_slurm.SlurmLauncher"
 
@@ -30,7 +30,9 @@ def test_the_slurm_launcher_config_composes_with_one_exclusive_node_per_job():
 
 def test_a_cluster_launcher_sharing_nodes_and_local_parallel_launchers_are_refused():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    shared = compose_config(["+sweep=batch", "hydra/launcher=slurm", "hydra.launcher.additional_parameters.exclusive=false"], hydra_config=True)
+    shared = compose_config(
+        ["+sweep=batch", "hydra/launcher=slurm", "hydra.launcher.additional_parameters.exclusive=false"], hydra_config=True
+    )
     reason = launcher_problem(SLURM, shared.hydra.launcher)
     assert reason and "node of its own" in reason and "exclusive=true" in reason
     local = compose_config(["+sweep=batch", "hydra/launcher=submitit_local"], hydra_config=True)
@@ -52,10 +54,15 @@ def test_the_shared_tracking_profile_takes_the_server_from_the_environment(monke
 
 def test_the_basic_launcher_runs_the_jobs_one_at_a_time(tiny_bert, tiny_sts_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    args = ["-m", "hydra/launcher=basic", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path), "bench.batch_size=1,2,3",
-            "bench.iterations=10", "bench.max_seconds=1"]
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    args = [
+        "-m",
+        "hydra/launcher=basic",
+        *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path),
+        "bench.batch_size=1,2,3",
+        "bench.iterations=10",
+        "bench.max_seconds=1",
+    ]
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted((r for _, r in records.iter_records(tmp_path / "records") if not r.is_parent), key=lambda r: r.created)
     assert [r.params["bench.batch_size"] for r in jobs] == ["1", "2", "3"]

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, tiny_overrides
 
 
@@ -21,20 +20,33 @@ def _env() -> dict:
 def test_screenshots_of_a_sweep(tiny_bert, tiny_sts_dir, tmp_path):
     script = [sys.executable, str(ROOT / "scripts" / "screenshots.py")]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    probe = subprocess.run([*script, "--tracking-uri", uri, "--out", str(tmp_path / "none")], env=_env(),
-                           capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [*script, "--tracking-uri", uri, "--out", str(tmp_path / "none")], env=_env(), capture_output=True, text=True, timeout=120
+    )
     if probe.returncode == 3:
         assert "screenshots skipped: " in probe.stderr
         pytest.skip(probe.stderr.strip().splitlines()[-1])
     sweep = subprocess.run(
-        [sys.executable, "-m", "pipeline", "-m", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path),
-         "bench.batch_size=1,2", "provider=cpu,cuda", "bench.iterations=10", "bench.max_seconds=1"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600,  # a busy machine: benchmarks wait their turn
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "-m",
+            *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path),
+            "bench.batch_size=1,2",
+            "provider=cpu,cuda",
+            "bench.iterations=10",
+            "bench.max_seconds=1",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,  # a busy machine: benchmarks wait their turn
     )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     out = tmp_path / "shots"
-    proc = subprocess.run([*script, "--tracking-uri", uri, "--out", str(out)], env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*script, "--tracking-uri", uri, "--out", str(out)], env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     from PIL import Image
 

@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_overrides
 from pipeline.config import to_config
 from pipeline.job.run import execute
 from pipeline.tracking.track import redact
 
-EVIL = '''
+EVIL = """
 import pathlib
 pathlib.Path({marker!r}).write_text("remote code ran")
 from transformers import BertConfig, BertModel
@@ -30,7 +30,7 @@ class EvilConfig(BertConfig):
 
 class EvilModel(BertModel):
     config_class = EvilConfig
-'''
+"""
 
 
 @pytest.fixture
@@ -89,10 +89,15 @@ def test_no_secret_from_the_environment_is_logged(tiny_bert, tiny_sts_dir, tmp_p
     params, jobs.json, each job's config.yaml, params, tags and artifacts hold none of it."""
     secret = "tok-9f8e7d6c5b4a"
     env = {**os.environ, "MY_SERVICE_API_TOKEN": secret, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    args = ["-m", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path), "bench.batch_size=1,2",
-            f"model.hub_id=org/{secret}", "bench.iterations=10", "bench.max_seconds=1"]
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    args = [
+        "-m",
+        *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path),
+        "bench.batch_size=1,2",
+        f"model.hub_id=org/{secret}",
+        "bench.iterations=10",
+        "bench.max_seconds=1",
+    ]
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     logged = _all_logged_text(client, tmp_path)

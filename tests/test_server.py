@@ -17,9 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, tiny_overrides
 from pipeline.tracking import records
 
 EXIT_UNSYNCED = 4
@@ -51,14 +51,25 @@ class Server:
         log = open(self.root / "server.log", "a")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", f"sqlite:///{self.root}/server.db",
-                "--artifacts-destination", str(self.root / "artifacts"),
-                "--host", "127.0.0.1",  # loopback only
-                "--port", str(self.port),
-                "--workers", "1",
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.root}/server.db",
+                "--artifacts-destination",
+                str(self.root / "artifacts"),
+                "--host",
+                "127.0.0.1",  # loopback only
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
             ],
-            stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            start_new_session=True,
         )
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -102,14 +113,25 @@ def cache(tmp_path_factory) -> Path:
 
 def _sweep_args(tiny_bert, tiny_sts_dir, tmp: Path, cache: Path, uri: str, batches: str) -> list[str]:
     args = [o for o in tiny_overrides(tiny_bert, tiny_sts_dir, tmp) if not o.startswith(("tracking.", "cache_dir="))]
-    return ["-m", *args, f"cache_dir={cache}", f"tracking.uri={uri}", f"bench.batch_size={batches}",
-            "bench.iterations=10", "bench.max_seconds=1"]
+    return [
+        "-m",
+        *args,
+        f"cache_dir={cache}",
+        f"tracking.uri={uri}",
+        f"bench.batch_size={batches}",
+        "bench.iterations=10",
+        "bench.max_seconds=1",
+    ]
 
 
 def _sync(tmp: Path, uri: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipeline.sync", "--records-dir", str(tmp / "records"), "--tracking-uri", uri],
-        cwd=tmp, env=_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -138,7 +160,11 @@ def test_sweep_against_a_real_server(server, tiny_bert, tiny_sts_dir, tmp_path, 
     server.start()
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", *_sweep_args(tiny_bert, tiny_sts_dir, tmp_path, cache, server.uri, "1,2")],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240,
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_each_record_once(server, tmp_path, 2)
@@ -152,7 +178,11 @@ def test_server_down_from_the_start_then_sync(server, tiny_bert, tiny_sts_dir, t
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", *_sweep_args(tiny_bert, tiny_sts_dir, tmp_path, cache, server.uri, "1,2")],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=240,
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     offline_wall = time.perf_counter() - t0
     assert proc.returncode == EXIT_UNSYNCED, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -177,7 +207,11 @@ def test_server_down_from_the_start_then_sync(server, tiny_bert, tiny_sts_dir, t
     # the synced sweep decides like any other (the command the sweep pointed to)
     decided = subprocess.run(
         [sys.executable, "-m", "pipeline.decide", "--tracking-uri", server.uri, "--out", str(tmp_path / "reports")],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert decided.returncode == 0, decided.stderr[-3000:]
     (parent,) = server.runs("tags.`sweep.role` = 'parent'")
@@ -191,8 +225,13 @@ def test_server_goes_away_mid_sweep(server, tiny_bert, tiny_sts_dir, tmp_path, c
     args = _sweep_args(tiny_bert, tiny_sts_dir, tmp_path, cache, server.uri, "1,2,3")
     out_lines: list[str] = []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *args], cwd=tmp_path, env=_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     killed_at_job2 = False
     try:

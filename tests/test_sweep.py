@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import CONF_DIR, ROOT
 from conftest import tiny_overrides as _tiny_overrides
+from mlflow.tracking import MlflowClient
+
 from pipeline.config import to_config
 from pipeline.study.stages import compose_config
 from pipeline.sweep import job_list, launcher_problem
@@ -47,9 +47,7 @@ def tiny_overrides(model_dir: Path, data_dir: Path, tmp: Path, cache: Path) -> l
 
 
 def _pipeline(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _client(tmp: Path) -> MlflowClient:
@@ -98,8 +96,9 @@ def test_a_parallel_launcher_is_refused_with_the_reason():
 def test_providers_sweep_runs_cpu_and_skips_missing_providers(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
     # offline on purpose (pip --no-index): the providers with their own builds are skipped with pip's
     # reason; the real builds run in tests/test_provider_builds.py
-    proc = _pipeline(["+sweep=providers", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
-                      "provider.pip_args=['--no-index']"], tmp_path)
+    proc = _pipeline(
+        ["+sweep=providers", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache), "provider.pip_args=['--no-index']"], tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     parents = _parents(tmp_path)
     assert len(parents) == 1
@@ -179,13 +178,21 @@ def test_a_failing_job_is_logged_and_the_sweep_goes_on(tiny_bert, tiny_sts_dir, 
 def test_killed_sweep_rerun_does_only_the_missing_jobs(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
     # detection off: what is resumed must not hang on whether the test machine was busy (a
     # contended timing is never reused: test_a_resumed_sweep_measures_again_what_another_machine_timed)
-    args = ["-m", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache), "bench.batch_size=1,2,3,4",
-            "bench.contention.enabled=false"]
+    args = [
+        "-m",
+        *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
+        "bench.batch_size=1,2,3,4",
+        "bench.contention.enabled=false",
+    ]
     log = tmp_path / "killed.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", *args],
-            cwd=tmp_path, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=tmp_path,
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     done_before: list = []
     deadline = time.time() + 120
@@ -237,8 +244,12 @@ def test_single_run_stays_plain_and_rerun_forces_a_job(tiny_bert, tiny_sts_dir, 
 
 def test_a_rerun_sweep_decides_over_jobs_done_before(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
     """A sweep whose jobs were all done earlier still ranks them (from the parent's jobs.json)."""
-    args = ["-m", "bench.batch_size=1,2", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
-            "bench.contention.enabled=false"]  # reused whether or not the test machine was busy
+    args = [
+        "-m",
+        "bench.batch_size=1,2",
+        *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
+        "bench.contention.enabled=false",
+    ]  # reused whether or not the test machine was busy
     assert _pipeline(args, tmp_path).returncode == 0
     again = _pipeline([*args, "decision=latency_first"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -251,7 +262,10 @@ def test_a_rerun_sweep_decides_over_jobs_done_before(tiny_bert, tiny_sts_dir, tm
     refs = _children(tmp_path, second.info.run_id)
     assert {r.data.tags.get("sweep.reused_run") for r in refs} == first_children
     assert all(r.info.run_name.startswith("reused: ") and r.data.tags["status"] == "done" for r in refs)
-    assert all(r.data.metrics["latency.p95_ms"] == _client(tmp_path).get_run(r.data.tags["sweep.reused_run"]).data.metrics["latency.p95_ms"] for r in refs)
+    assert all(
+        r.data.metrics["latency.p95_ms"] == _client(tmp_path).get_run(r.data.tags["sweep.reused_run"]).data.metrics["latency.p95_ms"]
+        for r in refs
+    )
     assert _runs(tmp_path, "tags.status = 'ok'") and len(_runs(tmp_path, "tags.status = 'ok'")) == 2
     assert second.data.tags["decision.winner_run_id"] in first_children  # the decision reads the runs themselves
 
@@ -283,8 +297,12 @@ def test_a_resumed_sweep_measures_again_what_another_machine_or_a_busy_one_timed
     a contended one, is not reused; it is measured again here (the export and quality come from the cache)."""
     from pipeline.tracking import records
 
-    args = ["-m", "bench.batch_size=1,2", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
-            "bench.contention.enabled=false"]
+    args = [
+        "-m",
+        "bench.batch_size=1,2",
+        *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
+        "bench.contention.enabled=false",
+    ]
     assert _pipeline(args, tmp_path).returncode == 0
     first = {r.info.run_id: r for r in _runs(tmp_path, "tags.status = 'ok'")}
     assert len(first) == 2 and all(r.data.tags["machine.fingerprint"] for r in first.values())
@@ -308,10 +326,16 @@ def test_a_resumed_sweep_measures_again_what_another_machine_or_a_busy_one_timed
 
 
 def test_the_leaders_are_retimed_in_alternation_and_the_decision_uses_it(tiny_bert, tiny_sts_dir, tmp_path, shared_cache):
-    args = ["-m", "pooling=mean,cls,max", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
-            "decision.retime.rounds=2", "decision.retime.top_k=2", "decision.retime.max_seconds=0.3",
-            # the mechanics of re-timing, whatever the load: a contended leader is never re-timed
-            "bench.contention.enabled=false"]
+    args = [
+        "-m",
+        "pooling=mean,cls,max",
+        *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path, shared_cache),
+        "decision.retime.rounds=2",
+        "decision.retime.top_k=2",
+        "decision.retime.max_seconds=0.3",
+        # the mechanics of re-timing, whatever the load: a contended leader is never re-timed
+        "bench.contention.enabled=false",
+    ]
     proc = _pipeline(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[retime] the 2 leading configurations, 2 rounds in alternation" in proc.stdout
@@ -324,7 +348,7 @@ def test_the_leaders_are_retimed_in_alternation_and_the_decision_uses_it(tiny_be
     # rotated order: the second round starts with the first round's second configuration
     assert rounds[2]["record_id"] == rounds[1]["record_id"] and rounds[0]["record_id"] != rounds[2]["record_id"]
     assert all("latency.p95_ms" in r["metrics"] for r in rounds)
-    between = (tmp_path / "reports" / parent.info.run_id / "robustness_between_runs.csv")
+    between = tmp_path / "reports" / parent.info.run_id / "robustness_between_runs.csv"
     table = pd.read_csv(between)
     quiet = [r for r in rounds if not r["contended"]]
     if quiet:  # a busy machine may leave every round out; then there is nothing to fold in

@@ -40,8 +40,12 @@ def test_the_summary_explains_node_share_and_gives_each_skip_reason_whole(capsys
 
 
 def test_the_eta_counts_jobs_like_a_skipped_one_as_skips():
-    jobs = [["provider=cpu", "bench.batch_size=1"], ["provider=cuda", "bench.batch_size=1"],
-            ["provider=cpu", "bench.batch_size=8"], ["provider=cuda", "bench.batch_size=8"]]
+    jobs = [
+        ["provider=cpu", "bench.batch_size=1"],
+        ["provider=cuda", "bench.batch_size=1"],
+        ["provider=cpu", "bench.batch_size=8"],
+        ["provider=cuda", "bench.batch_size=8"],
+    ]
     st = SweepState("t", "p", "e", "sqlite:///x.db", jobs, ["provider", "bench.batch_size"], False)
     st.records.append(JobOutcome(0, jobs[0], "cpu b1", "ok", "r0", seconds=10.0))
     st.records.append(JobOutcome(1, jobs[1], "cuda b1", "skipped", "r1", reason="no NVIDIA GPU", seconds=0.5))

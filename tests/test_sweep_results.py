@@ -19,11 +19,24 @@ def _load(name: str):
 
 
 def _job(run_id: str, start: int, variant: str, length: int, p50: float, contended: str = "false", machine: str = "m1"):
-    params = {"model": "all-MiniLM-L6-v2", "variant": variant, "bench.batch_size": "32", "workload": "lengths",
-              "workload.lengths": f"[{length}]"}
-    metrics = {"latency.p50_ms": p50, "latency.p95_ms": p50 * 1.1, "throughput.sentences_per_s": 32000 / p50,
-               "bench.padding_share": 0.0, "parity.workload_min_cosine": 0.9999, "workload.cosine_to_fp32_min": float("nan"),
-               "conditions.load_before": 0.5 + start / 10, "conditions.other_cpu_share": 0.01 * start, "conditions.cores": 2.0}
+    params = {
+        "model": "all-MiniLM-L6-v2",
+        "variant": variant,
+        "bench.batch_size": "32",
+        "workload": "lengths",
+        "workload.lengths": f"[{length}]",
+    }
+    metrics = {
+        "latency.p50_ms": p50,
+        "latency.p95_ms": p50 * 1.1,
+        "throughput.sentences_per_s": 32000 / p50,
+        "bench.padding_share": 0.0,
+        "parity.workload_min_cosine": 0.9999,
+        "workload.cosine_to_fp32_min": float("nan"),
+        "conditions.load_before": 0.5 + start / 10,
+        "conditions.other_cpu_share": 0.01 * start,
+        "conditions.cores": 2.0,
+    }
     tags = {"bench.contended": contended, "machine.kind": machine, "conditions.cpu_model": "AMD EPYC"}
     return run_row(run_id=run_id, status="ok", start_time=start, params=params, metrics=metrics, tags=tags)
 
@@ -52,14 +65,30 @@ def test_a_filed_sweep_renders_with_its_machine_and_decision(tmp_path):
     render = _load("render_results")
     folder = tmp_path / "results" / "amd-epyc"
     folder.mkdir(parents=True)
-    (folder / "sweep_traffic.json").write_text(json.dumps({
-        "command": "python -m pipeline +sweep=traffic",
-        "conditions": {"cpu_model": "AMD EPYC", "cores": 2, "load_average": [0.4, 1.6], "other_cpu_share": [0.0, 0.004], "jobs_contended": 0},
-        "rows": [{"configuration": "minilm/int8", "workload": "queries", "p95 ms": 2.1}],
-        "decision": {"profile": "traffic", "recommendation": "GO: ship minilm/int8",
-                     "parts": {"best_per_part": {"queries": "minilm/int8", "indexing": "minilm/fp32"}, "recommendation": "They differ."}},
-    }))
+    (folder / "sweep_traffic.json").write_text(
+        json.dumps(
+            {
+                "command": "python -m pipeline +sweep=traffic",
+                "conditions": {
+                    "cpu_model": "AMD EPYC",
+                    "cores": 2,
+                    "load_average": [0.4, 1.6],
+                    "other_cpu_share": [0.0, 0.004],
+                    "jobs_contended": 0,
+                },
+                "rows": [{"configuration": "minilm/int8", "workload": "queries", "p95 ms": 2.1}],
+                "decision": {
+                    "profile": "traffic",
+                    "recommendation": "GO: ship minilm/int8",
+                    "parts": {"best_per_part": {"queries": "minilm/int8", "indexing": "minilm/fp32"}, "recommendation": "They differ."},
+                },
+            }
+        )
+    )
     out = render.rendered("<!-- results:sweep_traffic -->\n<!-- /results -->\n", tmp_path / "results")
     assert "AMD EPYC; 2 cores" in out and "| minilm/int8 | queries | 2.1 |" in out
-    assert "Decision (profile `traffic`): GO: ship minilm/int8" in out and "Best per part: queries: minilm/int8; indexing: minilm/fp32. They differ." in out
+    assert (
+        "Decision (profile `traffic`): GO: ship minilm/int8" in out
+        and "Best per part: queries: minilm/int8; indexing: minilm/fp32. They differ." in out
+    )
     assert "jobs measured contended: 0" in out

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from conftest import tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from conftest import tiny_overrides
-from pipeline.tracking import records, sync
 from pipeline.config import to_config
 from pipeline.job.run import execute
+from pipeline.tracking import records, sync
 
 
 def test_an_unlogged_job_is_synced_exactly_once(compose, tiny_bert, tiny_sts_dir, tmp_path, capsys):

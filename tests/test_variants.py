@@ -8,13 +8,13 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
+from conftest import tiny_overrides
 from mlflow.tracking import MlflowClient
 
-from conftest import tiny_overrides
-from pipeline.model import export, variants
 from pipeline.config import to_config
 from pipeline.embedder.embed import Embedder
 from pipeline.job.run import execute, prepare
+from pipeline.model import export, variants
 from pipeline.model.sources import resolve
 from pipeline.model.validate import PARITY_SENTENCES
 

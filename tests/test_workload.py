@@ -10,12 +10,12 @@ import pytest
 from conftest import tiny_overrides
 from tokenizers import Tokenizer
 
-from pipeline.measure import workload
 from pipeline.config import ConfigError, ModelConfig, ProviderConfig, WorkloadConfig, to_config
 from pipeline.embedder.embed import Embedder
 from pipeline.embedder.grouping import padded_tokens, padding_share
 from pipeline.job.run import execute
 from pipeline.job.workload_checks import loss_vs_fp32
+from pipeline.measure import workload
 
 DOC, QUERY = "passage: ", "query: "
 MODEL = ModelConfig(query_prefix=QUERY, document_prefix=DOC)
@@ -30,8 +30,8 @@ def _tok(folder):
 
 def _export_dir(tiny_bert, tmp_path):
     """The tiny model as an ONNX folder the embedder reads (export cached under tmp)."""
-    from pipeline.model import export
     from pipeline.config import VariantConfig
+    from pipeline.model import export
     from pipeline.model.sources import resolve
 
     model = ModelConfig(name="tiny-bert", source="local", path=str(tiny_bert), max_length=64)
@@ -42,15 +42,20 @@ def _export_dir(tiny_bert, tmp_path):
 @pytest.mark.parametrize("name,prefix", [("passages", DOC), ("lengths", DOC)])
 def test_long_workloads_are_real_prose_of_exactly_the_stated_token_lengths_with_the_document_prefix(tiny_bert, name, prefix):
     lengths = [16, 40, 100] if name == "passages" else [24]
-    wl = workload.build(WorkloadConfig(name=name, lengths=lengths, model_limit=True, texts_per_length=6), MODEL,
-                        tiny_bert / "tokenizer.json", SENTENCES, limit=128)
+    wl = workload.build(
+        WorkloadConfig(name=name, lengths=lengths, model_limit=True, texts_per_length=6),
+        MODEL,
+        tiny_bert / "tokenizer.json",
+        SENTENCES,
+        limit=128,
+    )
     tok = _tok(tiny_bert)
     want = sorted(set(lengths) | {128})
     assert wl.targets[name] == [n for n in want for _ in range(6)]
     for text, n in zip(wl.texts, wl.targets[name]):
         assert text.startswith(prefix) and not text.startswith(prefix + QUERY)
         assert len(tok.encode(text).ids) == n
-        words = text[len(prefix):].split()
+        words = text[len(prefix) :].split()
         assert len(set(words)) > len(words) // 3  # prose, not one word repeated
     assert len(set(wl.texts)) == len(wl.texts)
     assert wl.prefixed and "pydoc_data" in wl.tags()["workload.source"]
@@ -58,8 +63,9 @@ def test_long_workloads_are_real_prose_of_exactly_the_stated_token_lengths_with_
 
 def test_the_embedder_counts_the_workload_texts_as_the_workload_states(tiny_bert, tmp_path):
     """The embedder that runs a workload (prefix already in the texts, none added) feeds the stated lengths."""
-    wl = workload.build(WorkloadConfig(name="passages", lengths=[20, 60], texts_per_length=4), MODEL,
-                        tiny_bert / "tokenizer.json", SENTENCES, limit=128)
+    wl = workload.build(
+        WorkloadConfig(name="passages", lengths=[20, 60], texts_per_length=4), MODEL, tiny_bert / "tokenizer.json", SENTENCES, limit=128
+    )
     emb = Embedder(_export_dir(tiny_bert, tmp_path), prefix="", max_length=128)
     assert emb.token_counts(wl.texts) == wl.targets["passages"]
 
@@ -73,8 +79,13 @@ def test_queries_carry_the_query_prefix_and_sentences_stay_as_before(tiny_bert):
 
 def test_mixed_workload_holds_its_parts_in_the_configured_shares(tiny_bert):
     sentences = [f"{a} {b} is playing" for a in ("a man", "a woman", "the child", "a dog") for b in ("red", "blue", "old", "new", "sad")]
-    wl = workload.build(WorkloadConfig(name="mixed", lengths=[30], texts_per_length=5, weights={"queries": 3, "passages": 1}),
-                        MODEL, tiny_bert / "tokenizer.json", sentences, 128)
+    wl = workload.build(
+        WorkloadConfig(name="mixed", lengths=[30], texts_per_length=5, weights={"queries": 3, "passages": 1}),
+        MODEL,
+        tiny_bert / "tokenizer.json",
+        sentences,
+        128,
+    )
     assert len(wl.parts["queries"]) == 3 * len(wl.parts["passages"]) == 15
     assert all(t.startswith(QUERY) for t in wl.parts["queries"]) and all(t.startswith(DOC) for t in wl.parts["passages"])
 
@@ -129,9 +140,17 @@ def test_loss_vs_fp32_is_one_for_the_same_vectors_and_falls_when_they_move():
 
 
 def test_a_passage_job_measures_its_workload_and_logs_it(compose, tiny_bert, tiny_sts_dir, tmp_path):
-    dcfg = compose(tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path) + [
-        "workload=passages", "workload.lengths=[24,48]", "workload.model_limit=false", "workload.texts_per_length=8",
-        "bench.batch_size=4", "model.document_prefix='passage: '"])
+    dcfg = compose(
+        tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path)
+        + [
+            "workload=passages",
+            "workload.lengths=[24,48]",
+            "workload.model_limit=false",
+            "workload.texts_per_length=8",
+            "bench.batch_size=4",
+            "model.document_prefix='passage: '",
+        ]
+    )
     result = execute(to_config(dcfg), dcfg, tmp_path / "out")
     assert result.status == "ok", result.reason
     m = result.metrics
@@ -187,8 +206,17 @@ def test_a_length_sweep_reports_its_curve(tiny_bert, tiny_sts_dir, tmp_path):
     from conftest import ROOT
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "pipeline", "-m", "workload=lengths", "workload.lengths=[16],[40]", "bench.batch_size=4",
-            "workload.texts_per_length=8", *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path)]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "-m",
+        "workload=lengths",
+        "workload.lengths=[16],[40]",
+        "bench.batch_size=4",
+        "workload.texts_per_length=8",
+        *tiny_overrides(tiny_bert, tiny_sts_dir, tmp_path),
+    ]
     proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((tmp_path / "reports" / "latest" / "workloads.json").read_text())

@@ -12,16 +12,25 @@ from pipeline.decision import compose_decision, run_row, runs_frame
 from pipeline.decision.parts import crossovers, decide_parts, length_curve, write
 from pipeline.decision.types import Inputs
 
-GOOD = {"latency.p95_ms": 5.0, "latency.p50_ms": 4.0, "quality.separation": 0.6, "quality.l2_norm_max_dev": 1e-6,
-        "parity.min_cosine": 0.9999, "quality.stsb_spearman": 80.0, "model.size_mb": 90.0, "memory.peak_rss_mb": 400.0}
+GOOD = {
+    "latency.p95_ms": 5.0,
+    "latency.p50_ms": 4.0,
+    "quality.separation": 0.6,
+    "quality.l2_norm_max_dev": 1e-6,
+    "parity.min_cosine": 0.9999,
+    "quality.stsb_spearman": 80.0,
+    "model.size_mb": 90.0,
+    "memory.peak_rss_mb": 400.0,
+}
 
 
 def _run(i: int, variant: str, workload: str, throughput: float, length: int | None = None, **metrics) -> dict:
     params = {"model": "m", "variant": variant, "provider": "cpu", "pooling": "mean", "bench.batch_size": "32", "workload": workload}
     if length is not None:
         params["workload.lengths"] = f"[{length}]"
-    return run_row(run_id=f"r{i}", status="ok", start_time=i, params=params,
-                   metrics={**GOOD, "throughput.sentences_per_s": throughput, **metrics})
+    return run_row(
+        run_id=f"r{i}", status="ok", start_time=i, params=params, metrics={**GOOD, "throughput.sentences_per_s": throughput, **metrics}
+    )
 
 
 def _profile(queries_weight: float, passages_weight: float):
@@ -33,8 +42,10 @@ def _profile(queries_weight: float, passages_weight: float):
 
 
 RUNS = [  # fp32 is fast on queries, int8 on passages; a run of another workload must not count
-    _run(1, "fp32", "queries", 900), _run(2, "fp32", "passages", 100),
-    _run(3, "int8", "queries", 500), _run(4, "int8", "passages", 600),
+    _run(1, "fp32", "queries", 900),
+    _run(2, "fp32", "passages", 100),
+    _run(3, "int8", "queries", 500),
+    _run(4, "int8", "passages", 600),
     _run(5, "fp32", "sentences", 10),
 ]
 
@@ -44,7 +55,9 @@ def test_the_mixed_profile_weighs_the_two_parts_as_configured():
     d = decide_parts(inputs, _profile(0.7, 0.3))
     rows = d.table.set_index("configuration")
     # each part judged on its own runs: the sentences run (10/s) is in neither
-    assert rows.loc["m/fp32/cpu/mean", "score.queries"] == pytest.approx(90) and rows.loc["m/fp32/cpu/mean", "score.indexing"] == pytest.approx(10)
+    assert rows.loc["m/fp32/cpu/mean", "score.queries"] == pytest.approx(90) and rows.loc[
+        "m/fp32/cpu/mean", "score.indexing"
+    ] == pytest.approx(10)
     assert rows.loc["m/fp32/cpu/mean", "total_pct"] == pytest.approx(0.7 * 90 + 0.3 * 10)
     assert rows.loc["m/int8/cpu/mean", "total_pct"] == pytest.approx(0.7 * 50 + 0.3 * 60)
     assert d.winner == "m/fp32/cpu/mean"
@@ -72,8 +85,9 @@ def test_the_length_curve_marks_where_the_fastest_configuration_changes(tmp_path
         runs.append(_run(11 + 2 * i, "int8", "lengths", 1000 / int8_ms, length, **{"latency.p50_ms": int8_ms}))
     curve = length_curve(runs_frame(runs))
     assert len(curve) == 8
-    assert crossovers(curve) == [{"batch_size": "32", "from_length": 64.0, "to_length": 256.0,
-                                  "before": "m/fp32/cpu/mean", "after": "m/int8/cpu/mean"}]
+    assert crossovers(curve) == [
+        {"batch_size": "32", "from_length": 64.0, "to_length": 256.0, "before": "m/fp32/cpu/mean", "after": "m/int8/cpu/mean"}
+    ]
     files = write(Inputs(runs=runs_frame(runs)), _profile(0.5, 0.5), tmp_path)
     assert {p.name for p in files} >= {"workloads.json", "workloads.md", "length_curve.png"}
     assert "between 64 and 256 tokens" in (tmp_path / "workloads.md").read_text()

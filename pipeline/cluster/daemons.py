@@ -25,6 +25,10 @@ NODE = "pipeline-node"
 DB_USER = "pipeline-db"  # the system account PostgreSQL runs as when we are root
 
 
+# initdb: passwords for local and TCP logins alike, UTF-8, no advice printed
+INITDB_OPTIONS = ("--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-instructions")
+
+
 class ClusterError(PipelineError, RuntimeError):
     """A daemon did not start or answer; the message names its log file."""
 
@@ -49,7 +53,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-
 class SlurmDaemons:
     """munged, Slurm's accounting (mariadbd + slurmdbd), slurmctld and one slurmd."""
 
@@ -72,14 +75,27 @@ class SlurmDaemons:
             key.write_bytes(secrets.token_bytes(1024))
             key.chmod(0o400)
         sock = m / "munge.socket.2"
-        self._spawn("munged", [_which("munged"), "-F", "--force", f"--socket={sock}", f"--key-file={key}",
-                               f"--pid-file={m / 'munged.pid'}", f"--seed-file={m / 'munged.seed'}",
-                               f"--log-file={self.log('munged')}"])
+        self._spawn(
+            "munged",
+            [
+                _which("munged"),
+                "-F",
+                "--force",
+                f"--socket={sock}",
+                f"--key-file={key}",
+                f"--pid-file={m / 'munged.pid'}",
+                f"--seed-file={m / 'munged.seed'}",
+                f"--log-file={self.log('munged')}",
+            ],
+        )
 
         def ready() -> bool:
             enc = subprocess.run(["munge", "-n", "-S", str(sock)], capture_output=True, timeout=10)
-            return enc.returncode == 0 and subprocess.run(["unmunge", "-S", str(sock)], input=enc.stdout,
-                                                          capture_output=True, timeout=10).returncode == 0
+            return (
+                enc.returncode == 0
+                and subprocess.run(["unmunge", "-S", str(sock)], input=enc.stdout, capture_output=True, timeout=10).returncode == 0
+            )
+
         self._wait("munged", ready, timeout)
 
     # MariaDB: Slurm's accounting store (slurmdbd supports no other)
@@ -88,19 +104,53 @@ class SlurmDaemons:
         data, sock = d / "data", d / "mysqld.sock"
         fresh = not data.exists()
         if fresh:
-            self._run([_which("mariadb-install-db"), "--no-defaults", f"--datadir={data}", "--user=root",
-                       "--auth-root-authentication-method=socket", "--skip-test-db"], timeout=300)
-        self._spawn("mariadbd", [_which("mariadbd"), "--no-defaults", f"--datadir={data}", f"--socket={sock}",
-                                 f"--port={self.state['ports']['mariadb']}", "--bind-address=127.0.0.1", "--user=root",
-                                 f"--pid-file={d / 'mysqld.pid'}", "--innodb-buffer-pool-size=64M",
-                                 "--innodb-lock-wait-timeout=900", "--skip-name-resolve"])
-        self._wait("mariadbd", lambda: self._run(["mariadb", "--no-defaults", f"--socket={sock}", "-u", "root", "-e",
-                                                  "SELECT 1"], check=False).returncode == 0, timeout)
+            self._run(
+                [
+                    _which("mariadb-install-db"),
+                    "--no-defaults",
+                    f"--datadir={data}",
+                    "--user=root",
+                    "--auth-root-authentication-method=socket",
+                    "--skip-test-db",
+                ],
+                timeout=300,
+            )
+        self._spawn(
+            "mariadbd",
+            [
+                _which("mariadbd"),
+                "--no-defaults",
+                f"--datadir={data}",
+                f"--socket={sock}",
+                f"--port={self.state['ports']['mariadb']}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                f"--pid-file={d / 'mysqld.pid'}",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-lock-wait-timeout=900",
+                "--skip-name-resolve",
+            ],
+        )
+        self._wait(
+            "mariadbd",
+            lambda: (
+                self._run(["mariadb", "--no-defaults", f"--socket={sock}", "-u", "root", "-e", "SELECT 1"], check=False).returncode == 0
+            ),
+            timeout,
+        )
         if fresh:
             pw = self.state["db_password"]
-            self._run(["mariadb", "--no-defaults", f"--socket={sock}", "-u", "root", "-e",
-                       f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{pw}'; "
-                       "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"])
+            self._run(
+                [
+                    "mariadb",
+                    "--no-defaults",
+                    f"--socket={sock}",
+                    "-u",
+                    "root",
+                    "-e",
+                    f"CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '{pw}'; GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';",
+                ]
+            )
 
     def _write_slurm_confs(self) -> None:
         s, host = self.state, socket.gethostname().split(".")[0]
@@ -149,13 +199,17 @@ class SlurmDaemons:
     def _start_slurmdbd(self, timeout: float) -> None:
         self._write_slurm_confs()
         env = {"SLURM_CONF": str(self.slurm_conf)}
-        self._spawn("slurmdbd", [_which("slurmdbd"), "-D"],
-                    env=self._on_loopback({**env, "SLURMDBD_CONF": str(self.root / "slurm" / "slurmdbd.conf")}))
+        self._spawn(
+            "slurmdbd",
+            [_which("slurmdbd"), "-D"],
+            env=self._on_loopback({**env, "SLURMDBD_CONF": str(self.root / "slurm" / "slurmdbd.conf")}),
+        )
 
         def ready() -> bool:
             with socket.create_connection(("127.0.0.1", self.state["ports"]["slurmdbd"]), timeout=1):
                 pass
             return self._run(["sacctmgr", "-n", "list", "cluster"], check=False, timeout=30).returncode == 0
+
         self._wait("slurmdbd", ready, timeout)
         listed = self._run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], timeout=30).stdout.split()
         if CLUSTER_NAME not in listed:
@@ -163,8 +217,7 @@ class SlurmDaemons:
 
     def _start_slurmctld(self, timeout: float) -> None:
         self._spawn("slurmctld", [_which("slurmctld"), "-D", "-f", str(self.slurm_conf)], env=self._on_loopback())
-        self._wait("slurmctld", lambda: self._run(["scontrol", "ping"], check=False, timeout=15).stdout.count("UP") > 0,
-                   timeout)
+        self._wait("slurmctld", lambda: self._run(["scontrol", "ping"], check=False, timeout=15).stdout.count("UP") > 0, timeout)
 
     def _start_slurmd(self, timeout: float) -> None:
         # slurmd binds to NodeAddr by NoInAddrAny; no shim for it, as its jobs would inherit it
@@ -175,6 +228,7 @@ class SlurmDaemons:
             if st.rstrip("*") in ("down", "drained", "draining", "fail"):
                 self._run(["scontrol", "update", f"NodeName={NODE}", "State=RESUME"], check=False, timeout=15)
             return st in ("idle", "mixed", "allocated")
+
         self._wait("slurmd", ready, timeout)
 
     def node_state(self) -> str:
@@ -204,8 +258,11 @@ class TrackingServer:
         try:
             pwd.getpwnam(DB_USER)
         except KeyError:
-            subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                            DB_USER], check=True, capture_output=True)
+            subprocess.run(
+                ["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", DB_USER],
+                check=True,
+                capture_output=True,
+            )
         return DB_USER
 
     def _start_postgres(self, timeout: float) -> None:
@@ -222,23 +279,24 @@ class TrackingServer:
                 shutil.chown(pwfile, user, user)
             pwfile.chmod(0o600)
             try:
-                self._run([_pg_bin("initdb"), "-D", str(data), "-U", "mlflow", f"--pwfile={pwfile}",
-                           "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-instructions"],
-                          user=user, timeout=300)
+                initdb = [_pg_bin("initdb"), "-D", str(data), "-U", "mlflow", f"--pwfile={pwfile}"]
+                self._run([*initdb, *INITDB_OPTIONS], user=user, timeout=300)
             finally:
                 pwfile.unlink()
         port = self.state["ports"]["postgres"]
         opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {pg}"
         logf = pg / "postgres.log"
-        self._run([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(logf), "-o", opts, "-w", "-t", str(int(timeout)), "start"],
-                  user=user, timeout=timeout + 10)
+        self._run(
+            [_pg_bin("pg_ctl"), "-D", str(data), "-l", str(logf), "-o", opts, "-w", "-t", str(int(timeout)), "start"],
+            user=user,
+            timeout=timeout + 10,
+        )
         self.state["pids"]["postgres"] = int((data / "postmaster.pid").read_text().split()[0])
         env = {"PGPASSWORD": self.state["pg_password"]}
-        have = self._run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "-d", "postgres", "-tA", "-c",
-                          "SELECT 1 FROM pg_database WHERE datname = 'mlflow'"], env=env).stdout.strip()
+        psql = ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "-d", "postgres"]
+        have = self._run([*psql, "-tA", "-c", "SELECT 1 FROM pg_database WHERE datname = 'mlflow'"], env=env).stdout.strip()
         if have != "1":
-            self._run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "-d", "postgres", "-c",
-                       "CREATE DATABASE mlflow"], env=env)
+            self._run([*psql, "-c", "CREATE DATABASE mlflow"], env=env)
 
     def _stop_postgres(self) -> None:
         data = self.root / "pg" / "data"
@@ -247,13 +305,31 @@ class TrackingServer:
 
     def _start_mlflow(self, timeout: float) -> None:
         port = self.state["ports"]["mlflow"]
-        self._spawn("mlflow", [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.db_uri,
-                               "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1",
-                               "--port", str(port), "--workers", "1"], env=self.db_env())
+        self._spawn(
+            "mlflow",
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                self.db_uri,
+                "--artifacts-destination",
+                str(self.artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=self.db_env(),
+        )
 
         def ready() -> bool:
             with urllib.request.urlopen(f"{self.tracking_uri}/health", timeout=2) as r:
                 return r.status == 200
+
         self._wait("mlflow", ready, max(timeout, 240))  # the first start migrates the schema
 
     # -- queries -------------------------------------------------------------------------------
@@ -262,8 +338,7 @@ class TrackingServer:
         import psycopg2
 
         s = self.state
-        conn = psycopg2.connect(host="127.0.0.1", port=s["ports"]["postgres"], user="mlflow",
-                                password=s["pg_password"], dbname="mlflow")
+        conn = psycopg2.connect(host="127.0.0.1", port=s["ports"]["postgres"], user="mlflow", password=s["pg_password"], dbname="mlflow")
         try:
             with conn.cursor() as cur:
                 cur.execute(query, params)

@@ -47,14 +47,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.core import ownership
 from pipeline.cluster.daemons import PARTITION, ClusterError, SlurmDaemons, TrackingServer, _free_port, _pg_bin, _which
+from pipeline.core import ownership
 
 # the binaries, by Debian package (what .ci/run installs)
 NEEDED = {
-    "munged": "munge", "slurmctld": "slurmctld", "slurmd": "slurmd", "slurmdbd": "slurmdbd",
-    "sbatch": "slurm-client", "sacct": "slurm-client", "sacctmgr": "slurm-client",
-    "mariadbd": "mariadb-server", "mariadb-install-db": "mariadb-server", "initdb": "postgresql", "pg_ctl": "postgresql",
+    "munged": "munge",
+    "slurmctld": "slurmctld",
+    "slurmd": "slurmd",
+    "slurmdbd": "slurmdbd",
+    "sbatch": "slurm-client",
+    "sacct": "slurm-client",
+    "sacctmgr": "slurm-client",
+    "mariadbd": "mariadb-server",
+    "mariadb-install-db": "mariadb-server",
+    "initdb": "postgresql",
+    "pg_ctl": "postgresql",
 }
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "postgres", "mlflow")
 
@@ -98,8 +106,10 @@ class LocalCluster(SlurmDaemons, TrackingServer):
         try:
             self.state: dict = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
         except (OSError, ValueError) as exc:
-            raise ClusterError(f"{self.state_file} cannot be read ({type(exc).__name__}: {exc}): stop its daemons by hand "
-                               f"(their pids are in {self.root / 'slurm'}/*.pid and {self.root / 'pg' / 'data' / 'postmaster.pid'})") from None
+            raise ClusterError(
+                f"{self.state_file} cannot be read ({type(exc).__name__}: {exc}): stop its daemons by hand "
+                f"(their pids are in {self.root / 'slurm'}/*.pid and {self.root / 'pg' / 'data' / 'postmaster.pid'})"
+            ) from None
 
     # -- paths and addresses ------------------------------------------------------------------
     @property
@@ -136,11 +146,13 @@ class LocalCluster(SlurmDaemons, TrackingServer):
         tmp.chmod(0o600)
         tmp.replace(self.state_file)
 
-    def _run(self, cmd: list[str], *, user: str | None = None, timeout: float = 120, env: dict | None = None,
-             check: bool = True) -> subprocess.CompletedProcess:
+    def _run(
+        self, cmd: list[str], *, user: str | None = None, timeout: float = 120, env: dict | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
         kw = {"user": user} if user and os.geteuid() == 0 else {}
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **(env or {}), **self.env_if_ready()}, **kw)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {}), **self.env_if_ready()}, **kw
+        )
         if check and proc.returncode != 0:
             raise ClusterError(f"{' '.join(cmd[:3])} failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-1500:]}")
         return proc
@@ -152,10 +164,14 @@ class LocalCluster(SlurmDaemons, TrackingServer):
     def start(self, timeout: float = 180) -> "LocalCluster":
         gone = missing()
         if gone:
-            raise ClusterError("not installed: " + ", ".join(gone) + " (apt-get install slurm-wlm slurmdbd munge mariadb-server postgresql)")
+            raise ClusterError(
+                "not installed: " + ", ".join(gone) + " (apt-get install slurm-wlm slurmdbd munge mariadb-server postgresql)"
+            )
         if os.geteuid() != 0:
-            raise ClusterError("run as root (in a container or VM): slurmd starts jobs as their user and munged, "
-                               "slurmctld and slurmd are set up to run as root here")
+            raise ClusterError(
+                "run as root (in a container or VM): slurmd starts jobs as their user and munged, "
+                "slurmctld and slurmd are set up to run as root here"
+            )
         if self.state.get("pids"):
             raise ClusterError(f"a cluster is already set up in {self.root}; stop it first")
         for sub in ("logs", "munge", "slurm/state", "slurm/spool", "mysql", "pg", "artifacts"):
@@ -185,8 +201,16 @@ class LocalCluster(SlurmDaemons, TrackingServer):
     def _spawn(self, name: str, cmd: list[str], user: str | None = None, env: dict | None = None) -> int:
         logf = open(self.log(name), "a")
         kw = {"user": user} if user else {}
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **(env or {})}, cwd=self.root, **kw)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=self.root,
+            **kw,
+        )
         logf.close()
         self.state["pids"][name] = proc.pid
         self._remember(name, proc.pid)
@@ -241,8 +265,11 @@ class LocalCluster(SlurmDaemons, TrackingServer):
         if pid is None:
             return
         if proc is None and (identity is None or not ownership.same_process(identity)):
-            print(f"[cluster] {name}: pid {pid} is no longer the {name} this cluster started "
-                  "(it exited, or the machine restarted): not signalled", flush=True)
+            print(
+                f"[cluster] {name}: pid {pid} is no longer the {name} this cluster started "
+                "(it exited, or the machine restarted): not signalled",
+                flush=True,
+            )
             return
         try:
             os.killpg(pid, sig)  # each daemon leads its own session (mlflow's workers included)
@@ -303,8 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         except ClusterError as exc:
             print(f"cluster: {exc}", file=sys.stderr)
             return 1
-        print(f"# cluster in {root}: slurm partition {PARTITION!r}, MLflow at {cluster.tracking_uri}\n"
-              f"# stop it with: python -m pipeline.cluster.local stop --dir {root}", file=sys.stderr)
+        print(
+            f"# cluster in {root}: slurm partition {PARTITION!r}, MLflow at {cluster.tracking_uri}\n"
+            f"# stop it with: python -m pipeline.cluster.local stop --dir {root}",
+            file=sys.stderr,
+        )
         print(_exports(cluster))
         return 0
     if not args.dir or not (Path(args.dir) / "cluster.json").exists():

@@ -33,9 +33,7 @@ from typing import Any, Sequence
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
-    SlurmLauncher as _PluginSlurmLauncher,
-)
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _PluginSlurmLauncher
 from omegaconf import OmegaConf
 
 TARGET = "hydra_plugins.pipeline_slurm.SlurmLauncher"  # Hydra takes plugins only from there
@@ -73,8 +71,9 @@ class SweepSlurmLauncher(_PluginSlurmLauncher):
         init_keys = specific_init_keys | {"submitit_folder"}
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init_params)
         baseparams = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{x if x in baseparams else f"{self._EXECUTOR}_{x}": y
-                                      for x, y in params.items() if x not in init_keys})
+        executor.update_parameters(
+            **{x if x in baseparams else f"{self._EXECUTOR}_{x}": y for x, y in params.items() if x not in init_keys}
+        )
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         job_params = []
@@ -132,15 +131,17 @@ class SweepSlurmLauncher(_PluginSlurmLauncher):
     def _stalled(self, job, jp: tuple, state: str, submitted: float) -> JobReturn:
         why = _pending_reason(job.job_id)
         job.cancel(check=False)  # submitit's scancel
-        reason = (f"Slurm job {job.job_id} was still {state} ({why}) with no job of this sweep running for "
-                  f"{self.stall_timeout_s / 60:g} min (hydra.launcher.stall_timeout_min); cancelled")
+        reason = (
+            f"Slurm job {job.job_id} was still {state} ({why}) with no job of this sweep running for "
+            f"{self.stall_timeout_s / 60:g} min (hydra.launcher.stall_timeout_min); cancelled"
+        )
         print(f"[slurm] {reason}", file=sys.stderr, flush=True)
         return self._lost(jp, reason, job.job_id, submitted)
 
     def _collect(self, ret: JobReturn) -> None:
         """The job's JobOutcome (what ``run_job`` returned on the node) joins the sweep's state."""
-        from pipeline.tracking import records
         from pipeline import sweep
+        from pipeline.tracking import records
 
         st = sweep.current()
         rec = ret._return_value if ret.status == JobStatus.COMPLETED else None
@@ -166,8 +167,9 @@ class SweepSlurmLauncher(_PluginSlurmLauncher):
         mine = resume.job_records(st.records_dir, st.parent_record, num, since=submitted)
         if mine:  # it wrote its record before it was stopped: that is its result
             r = mine[-1][1]
-            rec = sweep.JobOutcome(num, overrides, sweep.label(overrides, st.swept_keys), r.status, r.mlflow_run_id,
-                                  r.reason, r.seconds, r.record_id)
+            rec = sweep.JobOutcome(
+                num, overrides, sweep.label(overrides, st.swept_keys), r.status, r.mlflow_run_id, r.reason, r.seconds, r.record_id
+            )
         else:
             tags = {**st.job_tags(num), "slurm.job_id": str(slurm_id)}
             try:

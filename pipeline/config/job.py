@@ -7,7 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.checks import FUSIONS, INSTRUCTION_SETS, MODEL_SOURCES, HARDWARE, PADDING_SIDES, PRECISIONS, VARIANT_KINDS, ConfigError, _one_of, _positive
+from pipeline.config.checks import (
+    FUSIONS,
+    HARDWARE,
+    INSTRUCTION_SETS,
+    MODEL_SOURCES,
+    PADDING_SIDES,
+    PRECISIONS,
+    VARIANT_KINDS,
+    ConfigError,
+    _one_of,
+    _positive,
+)
 from pipeline.core.vocab import POOLING_MODES
 
 
@@ -64,9 +75,7 @@ class ModelConfig:
                 raise ConfigError("model.path", f"source={self.source!r} needs a folder path")
             if not Path(self.path).expanduser().is_dir():
                 raise ConfigError("model.path", f"folder {self.path!r} does not exist")
-        if self.sha256 is not None and (
-            len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256.lower())
-        ):
+        if self.sha256 is not None and (len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256.lower())):
             raise ConfigError("model.sha256", f"got {self.sha256!r}, must be 64 hex digits or null")
 
 
@@ -161,11 +170,7 @@ class ProviderConfig:
         _one_of("provider.hardware", self.hardware, HARDWARE)
         _positive("provider.threads", self.threads, allow_zero=True)
         _positive("provider.call_cost", self.call_cost, allow_zero=True)
-        _one_of(
-            "provider.graph_optimization_level",
-            self.graph_optimization_level,
-            ("disable", "basic", "extended", "all"),
-        )
+        _one_of("provider.graph_optimization_level", self.graph_optimization_level, ("disable", "basic", "extended", "all"))
         for spec in self.packages:
             _package_spec(spec, self.allow_local_packages)
 
@@ -184,8 +189,10 @@ def _package_spec(spec, allow_local: bool) -> None:
     except InvalidRequirement:
         req = None
     if (local or (req is not None and req.url)) and not allow_local:
-        raise ConfigError("provider.packages", f"{spec!r} is a local path or a URL, not a package spec: "
-                          "set provider.allow_local_packages=true to install it")
+        raise ConfigError(
+            "provider.packages",
+            f"{spec!r} is a local path or a URL, not a package spec: set provider.allow_local_packages=true to install it",
+        )
     if req is None and not local:
         raise ConfigError("provider.packages", f"{spec!r} is not a package spec (name[extras] versions; markers)")
 
@@ -217,8 +224,18 @@ class ContentionConfig:
     wait_for_other_s: float = 300.0  # wait this long for another pipeline benchmark on the machine
 
     def __post_init__(self) -> None:
-        for name in ("max_other_cpu_share", "max_other_cores", "max_cpu_pressure", "max_involuntary_cs_per_s", "pressure_needs_other_cores", "max_steal_share",
-                     "calibration_margin", "max_pass_spread", "retry_wait_s", "wait_for_other_s"):
+        for name in (
+            "max_other_cpu_share",
+            "max_other_cores",
+            "max_cpu_pressure",
+            "max_involuntary_cs_per_s",
+            "pressure_needs_other_cores",
+            "max_steal_share",
+            "calibration_margin",
+            "max_pass_spread",
+            "retry_wait_s",
+            "wait_for_other_s",
+        ):
             _positive(f"bench.contention.{name}", getattr(self, name), allow_zero=True)
         _positive("bench.contention.retries", self.retries, allow_zero=True)
         _positive("bench.contention.baseline_max_age_h", self.baseline_max_age_h)

@@ -1,9 +1,10 @@
-"""Cache primitives shared by every stage: atomic writes, the cleanup of what killed writers left,
+"""Cache primitives shared by every stage: atomic writes, JSON cache entries (one reader: a damaged
+entry is logged, removed and computed again), the cleanup of what killed writers left,
 file digests, and content-addressed build folders (:func:`cached_build`: built in a temporary
 folder, renamed into place when complete, trusted again only while every file matches its
 manifest).
 
-A leaf module: it imports nothing from the package, so any stage can use it without
+Of the package it imports only :mod:`pipeline.core.ownership`, so any stage can use it without
 pulling in another stage.
 """
 
@@ -16,8 +17,12 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from pipeline.core import ownership
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def pid_alive(pid: int) -> bool:
@@ -36,6 +41,27 @@ def clean_stale(folder: str | Path) -> list[Path]:
     by the one policy of :mod:`pipeline.core.ownership` (another host's, a live writer's, and
     anything unmarked are left)."""
     return ownership.clean_stale(folder, prefix=".")
+
+
+def read_json_entry(path: str | Path, parse: Callable[[Any], T], what: str) -> T | None:
+    """The one way a cache entry is read: ``parse`` of the JSON in ``path``, or None when there is no
+    entry.  An entry that cannot be read or parsed (a damaged file, another version's fields) is
+    said in the log, removed and read as none: the caller computes it again.  ``parse`` may return
+    None for an entry that is whole but not usable (too old, contended): it stays on disk."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return parse(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("%s cache entry %s is unreadable (%s: %s): computing it again", what, path, type(exc).__name__, exc)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def write_json_entry(path: str | Path, value: Any, indent: int | None = None) -> None:
+    """A cache entry, written atomically (:func:`write_atomic`)."""
+    write_atomic(Path(path), json.dumps(value, indent=indent, default=str))
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -47,9 +47,14 @@ def fingerprint() -> dict[str, str]:
     hash of them all (two hosts with the same CPU model have different ids: baselines and resume
     are keyed on it), and ``kind``, a hash of the hardware alone (CPU model, cores, architecture:
     the decision never ranks two kinds together)."""
-    parts = {"cpu_model": cpu_model(), "cores": str(os.cpu_count() or 1), "kernel": platform.release(),
-             "host": platform.node(), "machine_id": hashlib.sha256(_machine_id().encode()).hexdigest()[:12],
-             "arch": platform.machine()}
+    parts = {
+        "cpu_model": cpu_model(),
+        "cores": str(os.cpu_count() or 1),
+        "kernel": platform.release(),
+        "host": platform.node(),
+        "machine_id": hashlib.sha256(_machine_id().encode()).hexdigest()[:12],
+        "arch": platform.machine(),
+    }
     parts["id"] = hashlib.sha256(repr(sorted(parts.items())).encode()).hexdigest()[:12]
     # the hardware alone: identical nodes of a cluster share it (the decision ranks one kind)
     parts["kind"] = hashlib.sha256(repr((parts["cpu_model"], parts["cores"], parts["arch"])).encode()).hexdigest()[:12]

@@ -65,8 +65,11 @@ class MachineLock:
             except Timeout:
                 self.holder = holder
         except OSError as exc:  # (after Timeout, an OSError too) a lock file this user cannot open
-            print(f"[bench] the machine-wide benchmark lock {self.path} is not usable ({exc}); "
-                  "another pipeline benchmark on this machine would go unseen", flush=True)
+            print(
+                f"[bench] the machine-wide benchmark lock {self.path} is not usable ({exc}); "
+                "another pipeline benchmark on this machine would go unseen",
+                flush=True,
+            )
             return self
         self.waited_s = time.perf_counter() - t0
         self.held = self._lock.is_locked

@@ -44,3 +44,13 @@ class Metric(StrEnum):
     CONTENDED = "bench.contended"
     LOAD_MAX_QPS = "load.max_qps_at_p95_target"
     LOAD_P95_AT_100 = "load.p95_ms_at_100qps"
+
+
+QUIET = "false"  # the tag bench.contended of a benchmark that had the machine to itself (else: the reason)
+
+
+def contended_reason(tag: object) -> str:
+    """The reason in a ``bench.contended`` tag, or "" for a quiet benchmark (``false``, and runs logged
+    before the tag held a reason: ``0``, ``none``, missing)."""
+    text = "" if tag is None else str(tag)
+    return "" if text.lower() in (QUIET, "0", "none", "") else text

@@ -74,8 +74,16 @@ def load_sweep(parent_run_id: str, decision_cfg, tracking_uri: str) -> Inputs:
     return mlflow_io.load_inputs(mlflow_io.client(tracking_uri), parent_run_id, cfg)
 
 
-def decide_sweep(parent_run_id: str, decision_cfg, tracking_uri: str, out_dir: str | Path = "reports", log_to_parent: bool = True,
-                 record: bool = True, whatif: str | None = None, latest: bool | None = True) -> Decision:
+def decide_sweep(
+    parent_run_id: str,
+    decision_cfg,
+    tracking_uri: str,
+    out_dir: str | Path = "reports",
+    log_to_parent: bool = True,
+    record: bool = True,
+    whatif: str | None = None,
+    latest: bool | None = True,
+) -> Decision:
     """Decide one sweep: read its children from MLflow, rank, write ``out_dir``, log on the parent.
 
     ``decision_cfg``: the composed ``decision`` group (DictConfig, dict or DecisionConfig).

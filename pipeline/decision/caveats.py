@@ -27,11 +27,15 @@ def _pct(v: float) -> str:
 def robustness_caveats(rob: Robustness) -> list[str]:
     out = []
     if rob.noise_stability is not None and rob.noise_stability < FIRM:
-        out.append(f"Not firm: the winner stays the winner in only {_pct(rob.noise_stability)} of {rob.noise_draws} p95 redraws "
-                   f"from the raw samples (firm at {_pct(FIRM)} or more); on this machine and sample the leaders are too close to call.")
+        out.append(
+            f"Not firm: the winner stays the winner in only {_pct(rob.noise_stability)} of {rob.noise_draws} p95 redraws "
+            f"from the raw samples (firm at {_pct(FIRM)} or more); on this machine and sample the leaders are too close to call."
+        )
     if rob.winner_stability is not None and rob.winner_stability < FIRM:
-        out.append(f"The choice depends on the weights: the winner stays the winner in only {_pct(rob.winner_stability)} "
-                   f"of the weight moves (firm at {_pct(FIRM)} or more).")
+        out.append(
+            f"The choice depends on the weights: the winner stays the winner in only {_pct(rob.winner_stability)} "
+            f"of the weight moves (firm at {_pct(FIRM)} or more)."
+        )
     return out
 
 
@@ -60,9 +64,11 @@ def contended_caveat(ranked: pd.DataFrame, winner: Winner) -> list[str]:
     if faster.empty:
         return []
     best = faster.loc[pd.to_numeric(faster[Metric.P95_MS]).idxmin()]
-    return [f"{len(faster)} configuration(s) measured on a busy machine looked faster ({best['label']}: p95 "
-            f"{float(best[Metric.P95_MS]):.2f} ms against the winner's {winner.metrics[Metric.P95_MS]:.2f} ms) and were ranked "
-            f"after the quiet ones; measure them again on a quiet machine before ruling them out."]
+    return [
+        f"{len(faster)} configuration(s) measured on a busy machine looked faster ({best['label']}: p95 "
+        f"{float(best[Metric.P95_MS]):.2f} ms against the winner's {winner.metrics[Metric.P95_MS]:.2f} ms) and were ranked "
+        f"after the quiet ones; measure them again on a quiet machine before ruling them out."
+    ]
 
 
 def caveats(ranked: pd.DataFrame, winner: Winner | None, rob: Robustness) -> list[str]:

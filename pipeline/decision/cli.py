@@ -18,13 +18,13 @@ import hashlib
 import logging
 import sys
 
-from pipeline.tracking import track
 from pipeline.config import CONF_DIR, ConfigError
+from pipeline.core.redaction import redact
 from pipeline.decision import mlflow_io
 from pipeline.decision.api import decide_sweep
 from pipeline.decision.profile import compose_decision
 from pipeline.decision.types import DecideError
-from pipeline.core.redaction import redact
+from pipeline.tracking import track
 
 
 def _pct(v: float | None) -> str:
@@ -38,8 +38,7 @@ def _latest_parent(c, uri: str) -> str:
         raise
     except Exception as exc:  # the store answered, but not with runs (a damaged database, a proxy's page)
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise DecideError(f"the tracking store {redact(uri)} could not be searched: {type(exc).__name__}: "
-                          f"{redact(first)[:300]}") from None
+        raise DecideError(f"the tracking store {redact(uri)} could not be searched: {type(exc).__name__}: {redact(first)[:300]}") from None
 
 
 def profiles() -> list[str]:
@@ -58,14 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.decide",
         description="Rank the configurations of a sweep, apply the gates, name the one to ship. A sweep that "
-                    "already has its decision keeps it: deciding it again writes a what-if beside it, unless --record.",
+        "already has its decision keeps it: deciding it again writes a what-if beside it, unless --record.",
     )
     parser.add_argument("--parent", help="the sweep's parent run id (default: the latest sweep)")
     parser.add_argument("--profile", default="default", help=f"decision profile: one of {', '.join(profiles())} (conf/decision/)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the tracking config)")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
-    parser.add_argument("--record", action="store_true",
-                        help="replace the sweep's decision of record (its report, its tags and description on the parent run)")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="replace the sweep's decision of record (its report, its tags and description on the parent run)",
+    )
     parser.add_argument("--no-log", action="store_true", help="log nothing on the parent run")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. decision.robustness.bootstrap=2000")
     return parser
@@ -97,15 +99,25 @@ def main(argv: list[str] | None = None) -> int:
         c = mlflow_io.client(uri)
         parent = args.parent or _latest_parent(c, uri)
         record = args.record or not mlflow_io.has_decision(c, parent)
-        decision = decide_sweep(parent, cfg.decision, uri, out_dir=args.out, log_to_parent=not args.no_log, record=record,
-                                whatif=whatif_name(args.profile, args.overrides), latest=None)
+        decision = decide_sweep(
+            parent,
+            cfg.decision,
+            uri,
+            out_dir=args.out,
+            log_to_parent=not args.no_log,
+            record=record,
+            whatif=whatif_name(args.profile, args.overrides),
+            latest=None,
+        )
     except (DecideError, ConfigError) as exc:
         print(f"decide: {exc}", file=sys.stderr)
         return 1
     print(decision.recommendation)
-    print(f"ranked {len(decision.ranking)} configurations ({len(decision.contended)} contended), excluded {len(decision.excluded)}; "
-          f"winner stays the winner in {_pct(decision.robustness.winner_stability)} of the weight moves, "
-          f"{_pct(decision.robustness.noise_stability)} of the p95 redraws")
+    print(
+        f"ranked {len(decision.ranking)} configurations ({len(decision.contended)} contended), excluded {len(decision.excluded)}; "
+        f"winner stays the winner in {_pct(decision.robustness.winner_stability)} of the weight moves, "
+        f"{_pct(decision.robustness.noise_stability)} of the p95 redraws"
+    )
     if record:
         print(f"report (the sweep's decision of record): {decision.out_dir / 'report.md'}")
     else:

@@ -12,11 +12,10 @@ from pipeline.core.vocab import Metric, Status
 from pipeline.decision import noise
 from pipeline.decision.caveats import caveats as caveats_of
 from pipeline.decision.inputs import PARAM_KEYS, PARAMS, SERVING_PARAMS, runs_frame
-from pipeline.tracking.names import HEADLINE_METRICS
 from pipeline.decision.machines import one_machine
 from pipeline.decision.matrix import evaluate, pareto_front, winner_of
 from pipeline.decision.types import Decision, Inputs, Robustness, Winner
-
+from pipeline.tracking.names import HEADLINE_METRICS
 
 
 def reproduce_command(params: dict[str, Any]) -> str:
@@ -40,7 +39,12 @@ def _winner(ranked: pd.DataFrame, cfg: DecisionConfig) -> Winner | None:
     if win_id is None:
         return None
     row = ranked.iloc[0]
-    names = [*HEADLINE_METRICS, *(c.metric for c in cfg.criteria), *(g.metric for g in cfg.hard_gates), *(g.metric for g in cfg.graded_gates)]
+    names = [
+        *HEADLINE_METRICS,
+        *(c.metric for c in cfg.criteria),
+        *(g.metric for g in cfg.hard_gates),
+        *(g.metric for g in cfg.graded_gates),
+    ]
     params = {p: str(row[p]) for p in (*PARAMS, *SERVING_PARAMS) if p in row and row[p] is not None and str(row[p]) != "nan"}
     tied = ranked[(ranked["tie_group"] == row["tie_group"]) & (ranked["run_id"] != win_id)]["label"].tolist()
     return Winner(
@@ -56,13 +60,30 @@ def _winner(ranked: pd.DataFrame, cfg: DecisionConfig) -> Winner | None:
     )
 
 
-def recommendation(ranked: pd.DataFrame, winner: Winner | None, cfg: DecisionConfig, complete: bool | None = None,
-                   unfinished: int = 0, caveats: list[str] | None = None) -> str:
+# what the recommendation says of the winner, where it has the figure
+_FACTS = (
+    (Metric.P95_MS, "p95 {:.2f} ms"),
+    (Metric.THROUGHPUT, "{:.0f} sentences/s"),
+    (Metric.STSB, "STS {:.1f}"),
+    (Metric.LOAD_MAX_QPS, "sustains {:.0f} requests/s within its p95 target"),
+    (Metric.LOAD_P95_AT_100, "p95 {:.1f} ms at 100 requests/s"),
+)
+
+
+def recommendation(
+    ranked: pd.DataFrame,
+    winner: Winner | None,
+    cfg: DecisionConfig,
+    complete: bool | None = None,
+    unfinished: int = 0,
+    caveats: list[str] | None = None,
+) -> str:
     """The verdict in words a person can act on, with its caveats (:mod:`.caveats`) before the command."""
     incomplete = ""
     if complete is False or unfinished:
-        incomplete = (f" The sweep is incomplete ({unfinished} run(s) never finished)" if unfinished else " The sweep is incomplete") + \
-            ": a configuration that did not finish was not considered; rerun the sweep to complete it."
+        incomplete = (
+            f" The sweep is incomplete ({unfinished} run(s) never finished)" if unfinished else " The sweep is incomplete"
+        ) + ": a configuration that did not finish was not considered; rerun the sweep to complete it."
     if ranked.empty:
         return "NO-GO: no configuration of this sweep finished (status=ok); nothing to ship. See the excluded runs." + incomplete
     if winner is None:
@@ -72,25 +93,23 @@ def recommendation(ranked: pd.DataFrame, winner: Winner | None, cfg: DecisionCon
             f"({', '.join(g.name for g in cfg.hard_gates)}); nothing to ship. "
             f"Closest by score: {first['label']} ({first['total_pct']:.1f}%), which fails: {first['why']}." + incomplete
         )
-    m = winner.metrics
-    facts = []
-    for metric, fmt in ((Metric.P95_MS, "p95 {:.2f} ms"), (Metric.THROUGHPUT, "{:.0f} sentences/s"), (Metric.STSB, "STS {:.1f}"),
-                        (Metric.LOAD_MAX_QPS, "sustains {:.0f} requests/s within its p95 target"),
-                        (Metric.LOAD_P95_AT_100, "p95 {:.1f} ms at 100 requests/s")):
-        if np.isfinite(m.get(metric, np.nan)):
-            facts.append(fmt.format(m[metric]))
+    facts = [fmt.format(winner.metrics[k]) for k, fmt in _FACTS if np.isfinite(winner.metrics.get(k, np.nan))]
     head = f"{winner.label} (run {winner.run_id}, score {winner.score_pct:.1f}%: {', '.join(facts)})"
     row = ranked.iloc[0]
     contended = str(row.get("contended", "") or "")
     if contended:
-        text = (f"NO-GO: the best configuration, {head}, was measured on a busy machine ({contended}); its latencies "
-                f"are not comparable and cannot support a go. Measure it again on a quiet machine.")
+        text = (
+            f"NO-GO: the best configuration, {head}, was measured on a busy machine ({contended}); its latencies "
+            f"are not comparable and cannot support a go. Measure it again on a quiet machine."
+        )
         others = int((ranked["contended"].astype(str) != "").sum()) if "contended" in ranked else 0
         if others > 1:
             text += f" {others} of the {len(ranked)} ranked configurations were contended."
     elif winner.verdict == "go" and winner.tied_with:
-        text = (f"GO: ship {head}, or any of {', '.join(winner.tied_with)}: they meet every target and cannot be told apart "
-                f"(every difference lies inside the measured noise; the tie is broken by name).")
+        text = (
+            f"GO: ship {head}, or any of {', '.join(winner.tied_with)}: they meet every target and cannot be told apart "
+            f"(every difference lies inside the measured noise; the tie is broken by name)."
+        )
     elif winner.verdict == "go":
         text = f"GO: ship {head}. It meets every target."
     elif winner.verdict == "close":
@@ -104,8 +123,13 @@ def recommendation(ranked: pd.DataFrame, winner: Winner | None, cfg: DecisionCon
     return f"{text}{incomplete} Reproduce: {winner.command}"
 
 
-def decide(inputs: Inputs | pd.DataFrame, cfg: DecisionConfig, samples_ms: dict[str, np.ndarray] | None = None,
-           parent_run_id: str = "", sweep: str = "") -> Decision:
+def decide(
+    inputs: Inputs | pd.DataFrame,
+    cfg: DecisionConfig,
+    samples_ms: dict[str, np.ndarray] | None = None,
+    parent_run_id: str = "",
+    sweep: str = "",
+) -> Decision:
     """The decision for a sweep's :class:`Inputs` (or a runs frame, with its samples)."""
     if isinstance(inputs, pd.DataFrame):
         frame = inputs if "label" in inputs else runs_frame(inputs.to_dict(orient="records"))

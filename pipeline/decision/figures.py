@@ -8,26 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.core.plots import ecdf, palette, pyplot, save
 from pipeline.core.vocab import Metric
 from pipeline.decision.types import Decision
 
 COLORS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _empty(ax, text: str) -> None:
@@ -85,8 +70,13 @@ def _pareto_panel(ax, decision: Decision, x: pd.Series, y: pd.Series, idx: pd.In
         order = np.argsort(x[front].to_numpy())
         ax.step(x[front].to_numpy()[order], y[front].to_numpy()[order], where="post", color=COLORS[1], lw=1.5, label="Pareto front")
         for n, i in enumerate(front[order]):  # labels on the front only, alternating sides to keep them apart
-            ax.annotate(f"#{int(r.at[i, 'rank'])} {r.at[i, 'label']}", (x[i], y[i]), textcoords="offset points",
-                        xytext=(6, 6 if n % 2 == 0 else -10), fontsize=6.5)
+            ax.annotate(
+                f"#{int(r.at[i, 'rank'])} {r.at[i, 'label']}",
+                (x[i], y[i]),
+                textcoords="offset points",
+                xytext=(6, 6 if n % 2 == 0 else -10),
+                fontsize=6.5,
+            )
     if decision.winner is not None and r.index[0] in ok:
         ax.scatter(x.iloc[:1], y.iloc[:1], marker="*", s=260, color=COLORS[1], zorder=5, label="winner")
     _gate_lines(ax, cfg, cfg.pareto_x, float(x[ok].max()), "")
@@ -100,7 +90,7 @@ def _pareto_panel(ax, decision: Decision, x: pd.Series, y: pd.Series, idx: pd.In
 
 
 def pareto_figure(decision: Decision, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     cfg = decision.config
     r = decision.ranking
     x = pd.to_numeric(r[cfg.pareto_x], errors="coerce") if cfg.pareto_x in r else pd.Series(np.nan, index=r.index)
@@ -110,40 +100,42 @@ def pareto_figure(decision: Decision, path: Path) -> Path:
     for ax, (title, idx) in zip(axes[:, 0], panels):
         _pareto_panel(ax, decision, x, y, idx, title)
     fig.suptitle(f"sweep {decision.sweep}: Pareto front", fontsize=10)
-    return _save(plt, fig, path)
+    return save(fig, path)
 
 
-def cdf_figure(decision: Decision, path: Path) -> Path:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    leaders = decision.ranking[decision.ranking["eligible"].astype(bool)].head(decision.config.robustness.top_k)
-    drawn = 0
-    for i, (_, row) in enumerate(leaders.iterrows()):
-        s = decision.samples_ms.get(row["label"])
-        if s is None or s.size == 0:
-            continue
-        ms = np.sort(s)
-        ax.plot(ms, np.arange(1, ms.size + 1) / ms.size, color=COLORS[i % len(COLORS)], lw=1.5,
-                label=f"#{int(row['rank'])} {row['label']} (p95 {np.percentile(ms, 95):.2f} ms, n={ms.size})")
-        drawn += 1
-    if drawn == 0:
-        _empty(ax, "no raw latency samples for the leading configurations")
+def cdf_figure(decision: Decision, path: Path, every: bool = False) -> Path:
+    """The latency CDFs of the leading configurations, or of ``every`` configuration that has
+    samples (the DVC study's plot)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8) if every else (7, 4.2))
+    if every:
+        lines = [(label, s) for label, s in sorted(decision.samples_ms.items()) if s is not None and s.size]
+    else:
+        leaders = decision.ranking[decision.ranking["eligible"].astype(bool)].head(decision.config.robustness.top_k)
+        lines = [(f"#{int(row['rank'])} {row['label']}", decision.samples_ms.get(row["label"])) for _, row in leaders.iterrows()]
+        lines = [(label, s) for label, s in lines if s is not None and s.size]
+    colours = palette(len(lines)) if every else [COLORS[i % len(COLORS)] for i in range(len(lines))]
+    for (label, s), colour in zip(lines, colours):
+        x, y = ecdf(s)
+        ax.step(x, y, where="post", color=colour, lw=1.4, label=f"{label} (p95 {np.percentile(x, 95):.2f} ms, n={x.size})")
+    if not lines:
+        _empty(ax, "no latency samples" if every else "no raw latency samples for the leading configurations")
     else:
         ax.axhline(0.95, color="#999999", ls=":", lw=1)
-        data_max = max(float(np.max(s)) for s in decision.samples_ms.values() if s is not None and s.size)
+        data_max = max(float(np.max(s)) for _, s in lines)
         _gate_lines(ax, decision.config, Metric.P95_MS, data_max, "p95 ")
-        log = _log_if_wide(ax, [v for s in decision.samples_ms.values() if s is not None for v in (np.min(s), np.max(s))])
+        log = _log_if_wide(ax, [v for _, s in lines for v in (np.min(s), np.max(s))])
         ax.set_xlabel(f"latency per call (ms{', log scale' if log else ''})")
         ax.set_ylabel("fraction of calls")
         ax.legend(fontsize=7, loc="lower right")
-        ax.grid(alpha=0.3)
-    ax.set_title("latency CDF of the leading configurations")
-    return _save(plt, fig, path)
+        ax.grid(alpha=0.3, which="both")
+    ax.set_title("Latency per call (CDF), one line per configuration" if every else "latency CDF of the leading configurations")
+    return save(fig, path)
 
 
 def differences_figure(decision: Decision, path: Path) -> Path:
     """The raw values of the leaders (not scores) with their noise intervals, per metric."""
-    plt = _plt()
+    plt = pyplot()
     cfg = decision.config
     top = decision.ranking[decision.ranking["eligible"].astype(bool)].head(cfg.robustness.top_k)
     metrics = [(Metric.P95_MS, "p95 latency (ms), lower is better"), (Metric.THROUGHPUT, "throughput (sentences/s), higher is better")]
@@ -158,10 +150,19 @@ def differences_figure(decision: Decision, path: Path) -> Path:
                 continue
             lo = hi = v
             src = "single run"
-            b = between[(between["label"] == row["label"]) & (between["metric"] == metric)] if between is not None and not between.empty else None
+            b = (
+                between[(between["label"] == row["label"]) & (between["metric"] == metric)]
+                if between is not None and not between.empty
+                else None
+            )
             if b is not None and len(b):
                 lo, hi, src = float(b["low"].iloc[0]), float(b["high"].iloc[0]), f"{int(b['n'].iloc[0])} runs"
-            elif metric == Metric.P95_MS and noise is not None and row["label"] in noise.index and pd.notna(noise.loc[row["label"], "ci_low_ms"]):
+            elif (
+                metric == Metric.P95_MS
+                and noise is not None
+                and row["label"] in noise.index
+                and pd.notna(noise.loc[row["label"], "ci_low_ms"])
+            ):
                 lo, hi, src = float(noise.loc[row["label"], "ci_low_ms"]), float(noise.loc[row["label"], "ci_high_ms"]), "bootstrap"
             y = len(top) - i
             ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]], fmt="o", color=COLORS[i % len(COLORS)], capsize=4)
@@ -184,7 +185,7 @@ def differences_figure(decision: Decision, path: Path) -> Path:
 
 
 def scores_figure(decision: Decision, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     cfg = decision.config
     top = decision.ranking.head(cfg.robustness.top_k)
     fig, ax = plt.subplots(figsize=(7.5, 4.2 + 0.25 * len(top)))
@@ -196,8 +197,13 @@ def scores_figure(decision: Decision, path: Path) -> Path:
         xs = np.arange(len(cfg.criteria))
         for i, (_, row) in enumerate(top.iterrows()):
             vals = [row[f"score.{c.metric}"] for c in cfg.criteria]
-            ax.bar(xs + i * width - 0.4 + width / 2, vals, width, color=COLORS[i % len(COLORS)],
-                   label=f"#{int(row['rank'])} {row['label']} ({row['total_pct']:.1f}%)")
+            ax.bar(
+                xs + i * width - 0.4 + width / 2,
+                vals,
+                width,
+                color=COLORS[i % len(COLORS)],
+                label=f"#{int(row['rank'])} {row['label']} ({row['total_pct']:.1f}%)",
+            )
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{n}\n(w {c.weight:g})" for n, c in zip(names, cfg.criteria)], fontsize=8)
         ax.set_ylim(0, 1.05)
@@ -205,4 +211,4 @@ def scores_figure(decision: Decision, path: Path) -> Path:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1, frameon=False)
         ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"criterion scores, profile {cfg.name}")
-    return _save(plt, fig, path)
+    return save(fig, path)

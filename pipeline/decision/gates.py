@@ -123,7 +123,9 @@ def graded(frame: pd.DataFrame, gates, not_comparable: np.ndarray, sensitive: tu
                 tier[i] = min(tier[i], 1)
                 missed[i] += 1
                 shortfall[i] += _shortfall(x, gate.target)
-                misses[i].append(f"{gate.metric} {x:.4g} misses the target {gate.op} {gate.target:g} (acceptable {gate.op} {gate.acceptable:g})")
+                misses[i].append(
+                    f"{gate.metric} {x:.4g} misses the target {gate.op} {gate.target:g} (acceptable {gate.op} {gate.acceptable:g})"
+                )
             else:
                 verdicts.append("fail")
                 tier[i] = 0

@@ -13,8 +13,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from pipeline.core.vocab import Metric, Status, contended_reason
 from pipeline.tracking.names import GROUPS, OLD_PARAM_NAMES, label, load_suffix
-from pipeline.core.vocab import Status
+
 PARAMS = ("model", "variant", "provider", "pooling", "batch_size", "max_length", "threads", "precision")
 # params only some runs have: the load scenario's serving front
 SERVING_PARAMS = ("scenario", "serve.max_batch", "serve.max_wait_ms", "serve.workers")
@@ -29,15 +30,27 @@ def param_of(params: dict[str, Any] | None, column: str):
     params = params or {}
     key = PARAM_KEYS.get(column, column)
     return params[key] if key in params else params.get(column)
+
+
 BASE_COLUMNS = ("run_id", "record_id", "run_name", "status", "reason", "contended", "start_time", *PARAMS)
 SAMPLES_COLUMN = "latency_ns"
 FAILED_METRICS = "failed_metrics"  # the metrics a run logged as NaN/inf, space-separated
 RETIME_FILE = "retime.json"
 
 
-def run_row(*, run_id: str, run_name: str = "", status: str | None, reason: str = "", start_time: int = 0,
-            params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-            tags: dict[str, str] | None = None, finished: bool = True, record_id: str | None = None) -> dict[str, Any]:
+def run_row(
+    *,
+    run_id: str,
+    run_name: str = "",
+    status: str | None,
+    reason: str = "",
+    start_time: int = 0,
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+    finished: bool = True,
+    record_id: str | None = None,
+) -> dict[str, Any]:
     """One run as the matrix reads it.
 
     ``status`` is the job's own tag; a run with no status, or one the tracking store still
@@ -49,9 +62,7 @@ def run_row(*, run_id: str, run_name: str = "", status: str | None, reason: str 
     if status is None or not finished:
         why = "its tracking run never finished (killed while it was logged?)" if status is not None else "no status tag"
         status, reason = "unfinished", reason or why
-    contended = tags.get("bench.contended", "") or ""
-    if contended.lower() in ("false", "0", "none"):
-        contended = ""
+    contended = contended_reason(tags.get(Metric.CONTENDED))
     row: dict[str, Any] = {
         "run_id": run_id,
         "record_id": record_id or tags.get("record_id") or run_id,
@@ -93,15 +104,30 @@ def from_search_runs(found: pd.DataFrame) -> pd.DataFrame:
     MLflow's own API hands them to the decision."""
     rows = []
     for rec in found.to_dict(orient="records"):
+
         def part(prefix: str) -> dict[str, Any]:
-            return {k[len(prefix):]: v for k, v in rec.items() if k.startswith(prefix) and v is not None and not (isinstance(v, float) and np.isnan(v))}
+            return {
+                k[len(prefix) :]: v
+                for k, v in rec.items()
+                if k.startswith(prefix) and v is not None and not (isinstance(v, float) and np.isnan(v))
+            }
 
         tags = part("tags.")
         start = rec.get("start_time")
         start_ms = int(pd.Timestamp(start).value // 1_000_000) if start is not None and not pd.isna(start) else 0
-        rows.append(run_row(run_id=rec["run_id"], run_name=tags.get("mlflow.runName", ""), status=tags.get("status"),
-                            reason=tags.get("reason", ""), start_time=start_ms, params=part("params."),
-                            metrics=part("metrics."), tags=tags, finished=rec.get("status") != "RUNNING"))
+        rows.append(
+            run_row(
+                run_id=rec["run_id"],
+                run_name=tags.get("mlflow.runName", ""),
+                status=tags.get("status"),
+                reason=tags.get("reason", ""),
+                start_time=start_ms,
+                params=part("params."),
+                metrics=part("metrics."),
+                tags=tags,
+                finished=rec.get("status") != "RUNNING",
+            )
+        )
     return runs_frame(rows)
 
 
@@ -142,8 +168,10 @@ def labels(frame: pd.DataFrame) -> list[str]:
         if name in frame and len({_text(r.get(name)) for r in recs} - {"?"}) > 1:
             out = [o + prefix + _text(r.get(name)) for o, r in zip(out, recs)]
     if "scenario" in frame:  # a load run: its serving front is part of the configuration
-        out = [o + (load_suffix(_text(r.get("serve.max_batch")), _text(r.get("serve.max_wait_ms"))) if r.get("scenario") == "load" else "")
-               for o, r in zip(out, recs)]
+        out = [
+            o + (load_suffix(_text(r.get("serve.max_batch")), _text(r.get("serve.max_wait_ms"))) if r.get("scenario") == "load" else "")
+            for o, r in zip(out, recs)
+        ]
     counts: dict[str, int] = {}
     for o in out:
         counts[o] = counts.get(o, 0) + 1
@@ -169,8 +197,7 @@ def rounds_frame(payload: dict | None) -> pd.DataFrame:
 
 
 # -- the local records producer ------------------------------------------------------------------
-def from_records(found: list[tuple[Path, Any]], samples_artifact: str, parent_folder: Path | None = None,
-                 sweep: str = "") -> Any:
+def from_records(found: list[tuple[Path, Any]], samples_artifact: str, parent_folder: Path | None = None, sweep: str = "") -> Any:
     """Inputs from local run records (``records.iter_records``): jobs, their raw samples, and
     the parent record's ``retime.json`` when it has one.  Reads no MLflow store."""
     from pipeline.decision.types import Inputs
@@ -183,9 +210,19 @@ def from_records(found: list[tuple[Path, Any]], samples_artifact: str, parent_fo
         rid = rec.mlflow_run_id or rec.record_id
         folders[rid] = folder
         status = rec.status if rec.status != Status.RUNNING else None
-        rows.append(run_row(run_id=rid, record_id=rec.record_id, run_name=rec.run_name, status=status,
-                            reason=rec.reason or ("the job never finished" if rec.status == Status.RUNNING else ""),
-                            start_time=int(rec.created * 1000), params=rec.params, metrics=rec.metrics, tags=rec.tags))
+        rows.append(
+            run_row(
+                run_id=rid,
+                record_id=rec.record_id,
+                run_name=rec.run_name,
+                status=status,
+                reason=rec.reason or ("the job never finished" if rec.status == Status.RUNNING else ""),
+                start_time=int(rec.created * 1000),
+                params=rec.params,
+                metrics=rec.metrics,
+                tags=rec.tags,
+            )
+        )
         parent_id = parent_id or rec.tags.get("mlflow.parentRunId", "")
     runs = runs_frame(rows)
     samples = {}

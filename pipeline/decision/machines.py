@@ -11,6 +11,7 @@ one kind, that of the latest ok run, and excludes the others with a reason that 
 from __future__ import annotations
 
 import pandas as pd
+
 from pipeline.core.vocab import Status
 
 OTHER_MACHINE = "other-machine"
@@ -31,6 +32,8 @@ def one_machine(runs: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
         other = str(out.at[i, "machine"] or "") or "none recorded"
         cpu = str(out.at[i, "cpu_model"] or "unknown CPU") if "cpu_model" in out else "unknown CPU"
         out.at[i, "status"] = OTHER_MACHINE
-        out.at[i, "reason"] = (f"timed on another machine ({cpu}, fingerprint {other}); this decision ranks the timings of "
-                               f"one machine only: {ref_cpu}, fingerprint {ref or 'none recorded'}")
+        out.at[i, "reason"] = (
+            f"timed on another machine ({cpu}, fingerprint {other}); this decision ranks the timings of "
+            f"one machine only: {ref_cpu}, fingerprint {ref or 'none recorded'}"
+        )
     return out, ref or None

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import ConfigError, DecisionConfig
+from pipeline.core.vocab import Status
 from pipeline.decision import gates, scores
 from pipeline.decision.types import VERDICTS
 
@@ -27,8 +28,16 @@ def _contended(frame: pd.DataFrame) -> np.ndarray:
     return (frame["contended"].fillna("").astype(str) != "").to_numpy()
 
 
-def evaluate(candidates: pd.DataFrame, cfg: DecisionConfig, weights: dict[str, float] | None = None,
-             bands: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+def leaders(runs: pd.DataFrame, cfg: DecisionConfig, top_k: int) -> pd.DataFrame:
+    """The first ``top_k`` of a ranking of the ok runs that pass the hard gates: whose raw samples
+    are read (the decision's figures, its noise) and who is timed again."""
+    ranked = evaluate(runs[runs["status"] == Status.OK], cfg)
+    return ranked[ranked["eligible"]].head(top_k)
+
+
+def evaluate(
+    candidates: pd.DataFrame, cfg: DecisionConfig, weights: dict[str, float] | None = None, bands: dict[str, np.ndarray] | None = None
+) -> pd.DataFrame:
     """Gates, scores, total and rank for the ``ok`` configurations; returns the ranked frame.
 
     Adds ``gate.<name>`` (pass|fail|n/a; target|acceptable|fail|n/c), ``eligible`` (every hard
@@ -113,8 +122,15 @@ def _order(frame, cfg: DecisionConfig, eligible, contended, tier, g, total_pct, 
 
     def primary(i: int) -> tuple:
         if cfg.prefer_verdict:
-            return (-int(eligible[i]), int(contended[i]), -int(tier[i]), int(g.failed[i]), int(g.missed[i]),
-                    round(float(g.shortfall[i]), 6), -round(float(total_pct[i]), 9))
+            return (
+                -int(eligible[i]),
+                int(contended[i]),
+                -int(tier[i]),
+                int(g.failed[i]),
+                int(g.missed[i]),
+                round(float(g.shortfall[i]), 6),
+                -round(float(total_pct[i]), 9),
+            )
         return (-int(eligible[i]), int(contended[i]), -round(float(total_pct[i]), 9))
 
     order = sorted(range(n), key=lambda i: (*primary(i), -round(float(raw_pct[i]), 9), labels[i], run_ids[i]))

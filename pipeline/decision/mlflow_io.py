@@ -15,7 +15,6 @@ import pandas as pd
 from pipeline.decision import report
 from pipeline.decision.inputs import RETIME_FILE, rounds_frame, run_row, runs_frame, samples_from_csv
 from pipeline.decision.types import DecideError, Decision, Inputs
-from pipeline.core.vocab import Status
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +86,17 @@ def load_children(c, parent_run_id: str) -> pd.DataFrame:
             except Exception as exc:  # deleted since: the sweep's own children still count
                 log.warning("job run %s listed in jobs.json is gone (%s)", run_id, type(exc).__name__)
     rows = [
-        run_row(run_id=r.info.run_id, run_name=r.info.run_name or "", status=r.data.tags.get("status"),
-                reason=r.data.tags.get("reason", ""), start_time=r.info.start_time or 0, params=r.data.params,
-                metrics=r.data.metrics, tags=r.data.tags, finished=r.info.status != "RUNNING")
+        run_row(
+            run_id=r.info.run_id,
+            run_name=r.info.run_name or "",
+            status=r.data.tags.get("status"),
+            reason=r.data.tags.get("reason", ""),
+            start_time=r.info.start_time or 0,
+            params=r.data.params,
+            metrics=r.data.metrics,
+            tags=r.data.tags,
+            finished=r.info.status != "RUNNING",
+        )
         for r in runs
     ]
     return runs_frame(rows)
@@ -108,7 +115,7 @@ def load_samples_ms(c, run_id: str, artifact: str):
 
 def load_inputs(c, parent_run_id: str, cfg) -> Inputs:
     """A sweep's :class:`Inputs` from MLflow: its runs, the leaders' raw samples, the re-timings."""
-    from pipeline.decision.matrix import evaluate
+    from pipeline.decision.matrix import leaders
 
     try:
         parent = c.get_run(parent_run_id)
@@ -124,15 +131,20 @@ def load_inputs(c, parent_run_id: str, cfg) -> Inputs:
     runs = load_children(c, parent_run_id)
     if runs.empty:
         raise DecideError(f"run {parent_run_id} ({sweep}) has no child runs: it is not a sweep parent")
-    ranked = evaluate(runs[runs["status"] == Status.OK], cfg)
     samples = {}
-    for _, row in ranked[ranked["eligible"]].head(cfg.robustness.top_k).iterrows():
+    for _, row in leaders(runs, cfg, cfg.robustness.top_k).iterrows():
         s = load_samples_ms(c, row["run_id"], cfg.samples_artifact)
         if s is not None:
             samples[row["label"]] = s
     complete = {"true": True, "false": False}.get(tags.get("sweep.complete", ""))
-    return Inputs(runs=runs, samples_ms=samples, rounds=rounds_frame(_artifact_json(c, parent_run_id, RETIME_FILE)),
-                  parent_run_id=parent_run_id, sweep=sweep, complete=complete)
+    return Inputs(
+        runs=runs,
+        samples_ms=samples,
+        rounds=rounds_frame(_artifact_json(c, parent_run_id, RETIME_FILE)),
+        parent_run_id=parent_run_id,
+        sweep=sweep,
+        complete=complete,
+    )
 
 
 def has_decision(c, parent_run_id: str) -> bool:
@@ -155,9 +167,11 @@ def log_on_parent(c, decision: Decision, folder: Path) -> None:
     if w is not None:
         metrics += [Metric(f"best.{k}", float(v), now, 0) for k, v in w.metrics.items()]
         metrics.append(Metric("best.score_pct", w.score_pct, now, 0))
-    for key, value in (("decision.winner_stability", decision.robustness.winner_stability),
-                       ("decision.noise_stability", decision.robustness.noise_stability),
-                       ("decision.contended", float(len(decision.contended)))):
+    for key, value in (
+        ("decision.winner_stability", decision.robustness.winner_stability),
+        ("decision.noise_stability", decision.robustness.noise_stability),
+        ("decision.contended", float(len(decision.contended))),
+    ):
         if value is not None:
             metrics.append(Metric(key, float(value), now, 0))
     tags = [
@@ -182,9 +196,13 @@ def tag_children(c, decision: Decision) -> None:
 
     n = len(decision.ranking)
     for _, row in decision.ranking.iterrows():
-        tags = [RunTag("decision.rank", str(int(row["rank"]))), RunTag("decision.of", str(n)),
-                RunTag("decision.verdict", str(row["verdict"])), RunTag("decision.parent", decision.parent_run_id),
-                RunTag("decision.score_pct", f"{float(row['total_pct']):.1f}")]
+        tags = [
+            RunTag("decision.rank", str(int(row["rank"]))),
+            RunTag("decision.of", str(n)),
+            RunTag("decision.verdict", str(row["verdict"])),
+            RunTag("decision.parent", decision.parent_run_id),
+            RunTag("decision.score_pct", f"{float(row['total_pct']):.1f}"),
+        ]
         try:
             c.log_batch(str(row["run_id"]), tags=tags)
         except Exception as exc:  # a run deleted since it was read: the decision stands without its tag

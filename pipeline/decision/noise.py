@@ -50,9 +50,20 @@ def between_runs(candidates: pd.DataFrame, rounds: pd.DataFrame) -> tuple[pd.Dat
             cand.at[i, f"measured.{m}"] = row[m]
             cand.at[i, m] = med
             bands[m][i] = hi - lo
-            rows.append({"label": row["label"], "run_id": row["run_id"], "metric": m, "n": int(vals.size), "sweep": float(row[m]),
-                         "median": med, "low": lo, "high": hi, "rounds": ", ".join(f"{v:.4g}" for v in (vals if was else vals[1:])),
-                         "was_contended": was})
+            rows.append(
+                {
+                    "label": row["label"],
+                    "run_id": row["run_id"],
+                    "metric": m,
+                    "n": int(vals.size),
+                    "sweep": float(row[m]),
+                    "median": med,
+                    "low": lo,
+                    "high": hi,
+                    "rounds": ", ".join(f"{v:.4g}" for v in (vals if was else vals[1:])),
+                    "was_contended": was,
+                }
+            )
         if was and any(r["run_id"] == row["run_id"] for r in rows):
             cand.at[i, "retimed_from_contended"] = was
             cand.at[i, "contended"] = ""
@@ -74,13 +85,22 @@ def differences(table: pd.DataFrame, ranked: pd.DataFrame) -> pd.DataFrame:
             continue
         wr = w.loc[r["metric"]]
         lo, hi = r["low"] - wr["high"], r["high"] - wr["low"]
-        rows.append({"label": r["label"], "metric": r["metric"], "diff": r["median"] - wr["median"], "diff_low": lo, "diff_high": hi,
-                     "distinguishable": bool(lo > 0 or hi < 0)})
+        rows.append(
+            {
+                "label": r["label"],
+                "metric": r["metric"],
+                "diff": r["median"] - wr["median"],
+                "diff_low": lo,
+                "diff_high": hi,
+                "distinguishable": bool(lo > 0 or hi < 0),
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
-def weight_sensitivity(candidates: pd.DataFrame, cfg: DecisionConfig, winner: str | None,
-                       bands: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, float | None, float | None]:
+def weight_sensitivity(
+    candidates: pd.DataFrame, cfg: DecisionConfig, winner: str | None, bands: dict[str, np.ndarray] | None = None
+) -> tuple[pd.DataFrame, float | None, float | None]:
     """Each weight moved by -x and +x: the winner and the top-k order each time."""
     k = cfg.robustness.top_k
     base = evaluate(candidates, cfg, bands=bands)
@@ -94,11 +114,18 @@ def weight_sensitivity(candidates: pd.DataFrame, cfg: DecisionConfig, winner: st
             ranked = evaluate(candidates, cfg, {crit.metric: crit.weight * (1 + change)}, bands=bands)
             top = ranked.loc[ranked["eligible"], "label"].head(k).tolist()
             w = winner_of(ranked)
-            rows.append({
-                "criterion": crit.metric, "change": f"{change:+.0%}", "weight": crit.weight * (1 + change),
-                "winner": ranked["label"].iloc[0] if w else None, "winner_run_id": w, "same_winner": w == winner,
-                "top": " > ".join(top), "same_top": top == base_top,
-            })
+            rows.append(
+                {
+                    "criterion": crit.metric,
+                    "change": f"{change:+.0%}",
+                    "weight": crit.weight * (1 + change),
+                    "winner": ranked["label"].iloc[0] if w else None,
+                    "winner_run_id": w,
+                    "same_winner": w == winner,
+                    "top": " > ".join(top),
+                    "same_top": top == base_top,
+                }
+            )
     table = pd.DataFrame(rows, columns=["criterion", "change", "weight", "winner", "winner_run_id", "same_winner", "top", "same_top"])
     if table.empty:
         return table, None, None
@@ -115,8 +142,19 @@ def _bootstrap_percentile(samples: np.ndarray, q: float, draws: int, rng: np.ran
     return out
 
 
-def within_run(candidates: pd.DataFrame, ranked: pd.DataFrame, cfg: DecisionConfig, samples_ms: dict[str, np.ndarray],
-               bands: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, float | None, int]:
+# the within-run table: per leading configuration, its p95 interval and its difference from the winner
+WITHIN_RUN_COLUMNS = tuple(
+    "rank label run_id n_samples p95_ms ci_low_ms ci_high_ms diff_vs_winner_ms diff_ci_low_ms diff_ci_high_ms distinguishable".split()
+)
+
+
+def within_run(
+    candidates: pd.DataFrame,
+    ranked: pd.DataFrame,
+    cfg: DecisionConfig,
+    samples_ms: dict[str, np.ndarray],
+    bands: dict[str, np.ndarray] | None = None,
+) -> tuple[pd.DataFrame, float | None, int]:
     """Bootstrap the noise metric (p95) of the leading configurations from their raw samples.
 
     This resamples the calls of one run, so it is a lower bound on the noise: it cannot see a
@@ -126,8 +164,7 @@ def within_run(candidates: pd.DataFrame, ranked: pd.DataFrame, cfg: DecisionConf
     redraws.
     """
     r = cfg.robustness
-    cols = ["rank", "label", "run_id", "n_samples", "p95_ms", "ci_low_ms", "ci_high_ms",
-            "diff_vs_winner_ms", "diff_ci_low_ms", "diff_ci_high_ms", "distinguishable"]
+    cols = list(WITHIN_RUN_COLUMNS)
     leaders = ranked[ranked["eligible"]].head(r.top_k)
     if leaders.empty or r.bootstrap == 0:
         return pd.DataFrame(columns=cols), None, 0
@@ -147,29 +184,47 @@ def within_run(candidates: pd.DataFrame, ranked: pd.DataFrame, cfg: DecisionConf
         b = boot.get(row["run_id"])
         rec = {"rank": int(row["rank"]), "label": row["label"], "run_id": row["run_id"], "n_samples": 0 if s is None else int(s.size)}
         if b is not None:
-            rec.update(p95_ms=float(np.percentile(s, cfg.noise_percentile)),
-                       ci_low_ms=float(np.quantile(b, alpha)), ci_high_ms=float(np.quantile(b, 1 - alpha)))
+            rec.update(
+                p95_ms=float(np.percentile(s, cfg.noise_percentile)),
+                ci_low_ms=float(np.quantile(b, alpha)),
+                ci_high_ms=float(np.quantile(b, 1 - alpha)),
+            )
             if row["run_id"] != win_id and win_id in boot and win_samples is not None:
                 d = b - boot[win_id]
                 lo, hi = float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))
-                rec.update(diff_vs_winner_ms=float(np.percentile(s, cfg.noise_percentile) - np.percentile(win_samples, cfg.noise_percentile)),
-                           diff_ci_low_ms=lo, diff_ci_high_ms=hi, distinguishable=bool(lo > 0 or hi < 0))
+                rec.update(
+                    diff_vs_winner_ms=float(np.percentile(s, cfg.noise_percentile) - np.percentile(win_samples, cfg.noise_percentile)),
+                    diff_ci_low_ms=lo,
+                    diff_ci_high_ms=hi,
+                    distinguishable=bool(lo > 0 or hi < 0),
+                )
         rows.append(rec)
     table = pd.DataFrame(rows, columns=cols)
 
-    stability = None
     n_draws = min(r.noise_draws, draws)
-    if boot and n_draws and win_id is not None:
-        metric = cfg.noise_metric
-        same = 0
-        base = candidates.copy().reset_index(drop=True)
-        if metric not in base:
-            base[metric] = np.nan
-        where = {rid: np.flatnonzero(base["run_id"].to_numpy() == rid)[0] for rid in boot}
-        for j in range(n_draws):
-            redraw = base.copy()
-            for rid, b in boot.items():
-                redraw.loc[where[rid], metric] = b[j]
-            same += winner_of(evaluate(redraw, cfg, bands=bands)) == win_id
-        stability = same / n_draws
+    stability = _winner_stability(candidates, cfg, boot, win_id, n_draws, bands) if boot and n_draws and win_id is not None else None
     return table, stability, n_draws
+
+
+def _winner_stability(
+    candidates: pd.DataFrame,
+    cfg: DecisionConfig,
+    boot: dict[str, np.ndarray],
+    win_id: str,
+    n_draws: int,
+    bands: dict[str, np.ndarray] | None,
+) -> float:
+    """The share of redraws (each leader's noise metric replaced by a bootstrap draw) in which the
+    winner stays the winner."""
+    metric = cfg.noise_metric
+    same = 0
+    base = candidates.copy().reset_index(drop=True)
+    if metric not in base:
+        base[metric] = np.nan
+    where = {rid: np.flatnonzero(base["run_id"].to_numpy() == rid)[0] for rid in boot}
+    for j in range(n_draws):
+        redraw = base.copy()
+        for rid, b in boot.items():
+            redraw.loc[where[rid], metric] = b[j]
+        same += winner_of(evaluate(redraw, cfg, bands=bands)) == win_id
+    return same / n_draws

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.core.vocab import Status
 from pipeline.decision.core import decide
 from pipeline.decision.types import Decision, Inputs
-from pipeline.core.vocab import Status
 
 SHIPPED = ("model", "variant", "provider", "pooling")
 TIER = {"go": 2, "close": 1, "no-go": 0}
@@ -38,8 +38,13 @@ class PartsDecision:
     weights: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"weights": self.weights, "best_per_part": self.best, "winner": self.winner,
-                "recommendation": self.recommendation, "table": json.loads(self.table.to_json(orient="records"))}
+        return {
+            "weights": self.weights,
+            "best_per_part": self.best,
+            "winner": self.winner,
+            "recommendation": self.recommendation,
+            "table": json.loads(self.table.to_json(orient="records")),
+        }
 
 
 def only_workload(inputs: Inputs, workload: str) -> Inputs:
@@ -55,8 +60,13 @@ def _per_configuration(d: Decision) -> dict[str, dict]:
     for _, row in d.ranking.iterrows():
         key = shipped(row)
         if key not in out:
-            out[key] = {"score": float(row["total_pct"]), "verdict": row["verdict"], "eligible": bool(row["eligible"]),
-                        "label": row["label"], "contended": str(row.get("contended", "") or "")}
+            out[key] = {
+                "score": float(row["total_pct"]),
+                "verdict": row["verdict"],
+                "eligible": bool(row["eligible"]),
+                "label": row["label"],
+                "contended": str(row.get("contended", "") or ""),
+            }
     return out
 
 
@@ -157,8 +167,10 @@ def write(inputs: Inputs, cfg, folder: Path) -> list[Path]:
         doc["length_curve"] = json.loads(curve.to_json(orient="records"))
         doc["crossovers"] = crossovers(curve)
         lines += ["## Latency against length", "", curve.to_markdown(index=False), ""]
-        lines += [f"- batch {c['batch_size']}: from {c['before']} to {c['after']} between {c['from_length']:g} and "
-                  f"{c['to_length']:g} tokens" for c in doc["crossovers"]] or ["- no crossover: one configuration is fastest at every length"]
+        lines += [
+            f"- batch {c['batch_size']}: from {c['before']} to {c['after']} between {c['from_length']:g} and {c['to_length']:g} tokens"
+            for c in doc["crossovers"]
+        ] or ["- no crossover: one configuration is fastest at every length"]
         written.append(_figure(curve, doc["crossovers"], folder / "length_curve.png"))
     if not doc:
         return written

@@ -82,20 +82,28 @@ def why_others_lost(decision: Decision, top: int = TOP) -> list[str]:
     failed = ~rest["eligible"].astype(bool)
     lines = []
     if failed.any():
-        lines.append(f"- {int(failed.sum())} fail a hard gate and cannot win, whatever their score: {_names(rest[failed])} "
-                     f"(first: {rest[failed]['why'].iloc[0]}).")
+        lines.append(
+            f"- {int(failed.sum())} fail a hard gate and cannot win, whatever their score: {_names(rest[failed])} "
+            f"(first: {rest[failed]['why'].iloc[0]})."
+        )
     if (busy & ~failed).any():
-        lines.append(f"- {int((busy & ~failed).sum())} were measured on a busy machine: not comparable, ranked after the quiet "
-                     f"ones: {_names(rest[busy & ~failed])}.")
+        lines.append(
+            f"- {int((busy & ~failed).sum())} were measured on a busy machine: not comparable, ranked after the quiet "
+            f"ones: {_names(rest[busy & ~failed])}."
+        )
     lower = rest[~failed & ~busy]
     if len(lower):
         by_verdict = lower.groupby("verdict", sort=False).size()
         parts = [f"{n} {v}" for v, n in by_verdict.items()]
-        lines.append(f"- {len(lower)} pass the hard gates but rank lower ({', '.join(parts)}); the best of them, "
-                     f"{lower['label'].iloc[0]}, scores {float(lower['total_pct'].iloc[0]):.1f}%.")
-    order = ("Configurations that pass the hard gates rank first, then those measured on a quiet machine, "
-             + ("then go before close before no-go, then by score: " if decision.config.prefer_verdict else "then by score: ")
-             + "a high score does not lift a configuration above one that clears more gates.")
+        lines.append(
+            f"- {len(lower)} pass the hard gates but rank lower ({', '.join(parts)}); the best of them, "
+            f"{lower['label'].iloc[0]}, scores {float(lower['total_pct'].iloc[0]):.1f}%."
+        )
+    order = (
+        "Configurations that pass the hard gates rank first, then those measured on a quiet machine, "
+        + ("then go before close before no-go, then by score: " if decision.config.prefer_verdict else "then by score: ")
+        + "a high score does not lift a configuration above one that clears more gates."
+    )
     return [*lines, "", order]
 
 
@@ -111,7 +119,10 @@ def first_page(decision: Decision) -> list[str]:
     others = why_others_lost(decision)
     if others:
         lines += ["## Why the others lost", "", *others, ""]
-    lines += [f"Parent run `{decision.parent_run_id}`, decision profile `{decision.profile}`; "
-              f"{len(decision.excluded)} job(s) not ranked (skipped, failed or unfinished: see the appendix). "
-              "The appendix has the full 0-1 score table, the robustness checks, the figures and the method.", ""]
+    lines += [
+        f"Parent run `{decision.parent_run_id}`, decision profile `{decision.profile}`; "
+        f"{len(decision.excluded)} job(s) not ranked (skipped, failed or unfinished: see the appendix). "
+        "The appendix has the full 0-1 score table, the robustness checks, the figures and the method.",
+        "",
+    ]
     return lines

@@ -150,9 +150,17 @@ class Decision:
                 "tied_with": self.winner.tied_with,
             },
             "ranking": [
-                {"rank": int(r["rank"]), "label": r["label"], "run_id": r["run_id"], "total_pct": num(r["total_pct"]),
-                 "eligible": bool(r["eligible"]), "verdict": r["verdict"], "tie_group": int(r["tie_group"]),
-                 "contended": r.get("contended", "") or None, "why": r["why"]}
+                {
+                    "rank": int(r["rank"]),
+                    "label": r["label"],
+                    "run_id": r["run_id"],
+                    "total_pct": num(r["total_pct"]),
+                    "eligible": bool(r["eligible"]),
+                    "verdict": r["verdict"],
+                    "tie_group": int(r["tie_group"]),
+                    "contended": r.get("contended", "") or None,
+                    "why": r["why"],
+                }
                 for _, r in self.ranking.iterrows()
             ],
             "excluded": self.excluded[[c for c in ("label", "run_id", "status", "reason") if c in self.excluded]].to_dict(orient="records"),

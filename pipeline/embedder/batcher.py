@@ -1,10 +1,9 @@
 """A micro-batching front for the embedder: many callers, one inference call per batch.
 
-An application that embeds one text per request (a web handler, a queue consumer) calls
-:meth:`Batcher.submit` or :meth:`Batcher.embed` from any number of threads; a worker thread
-takes the requests in arrival order, up to ``max_batch`` of them, or whatever has arrived
-``max_wait_ms`` after the oldest one, and embeds them in one call (the embedder's own length
-grouping applies).  Each caller gets its own vector.
+An application that embeds one text per request (a web handler, a queue consumer) calls :meth:`Batcher.submit`
+or :meth:`Batcher.embed` from any number of threads; a worker thread takes the requests in arrival order, up to
+``max_batch`` of them, or whatever has arrived ``max_wait_ms`` after the oldest one, and embeds them in one call
+(the embedder's own length grouping applies). Each caller gets its own vector.
 
     from pipeline.embedder.embed import Embedder
     from pipeline.embedder.batcher import Batcher
@@ -14,22 +13,20 @@ grouping applies).  Each caller gets its own vector.
         fut = b.submit("another", timeout_ms=50)       # concurrent.futures.Future
         vec2 = fut.result()                            # asyncio: await asyncio.wrap_future(fut)
 
-``max_batch=1`` is one call per request (a FIFO queue in front of one worker): the baseline
-that micro-batching is measured against.  ``max_wait_ms=0`` waits for nobody: a worker takes
-whatever queued up while it was busy (batches form only under load).
+``max_batch=1`` is one call per request (a FIFO queue in front of one worker): the baseline that micro-batching
+is measured against. ``max_wait_ms=0`` waits for nobody: a worker takes whatever queued up while it was busy
+(batches form only under load).
 
-Failures stay with their request: a text that makes the embed call raise fails only its own
-future (the batch is retried one text at a time).  With ``max_queue`` set, a request that finds
-the queue full is refused at once with :class:`QueueFull` (load shedding).
+Failures stay with their request: a text that makes the embed call raise fails only its own future (the batch is
+retried one text at a time). With ``max_queue`` set, a request that finds the queue full is refused at once with
+:class:`QueueFull` (load shedding).
 
-Deadlines: a reaper thread fails a request at its ``timeout_ms`` deadline with
-:class:`RequestTimeout`, whatever the workers are doing (queued: never embedded; running: its
-vector is dropped).  A batch waiting to fill never waits past half a member's timeout.
-Worker death: an ``Exception`` in a worker's handling of a batch fails that batch, and the
-worker goes on; a ``BaseException`` (``SystemExit``...) fails the batch and the queue with
-:class:`WorkerDied`, and :meth:`submit` refuses from then on (no restart).
-Callbacks: a done-callback never runs on the batcher's threads (they go to a callback thread),
-so a callback may call :meth:`embed`.
+Deadlines: a reaper thread fails a request at its ``timeout_ms`` deadline with :class:`RequestTimeout`, whatever
+the workers are doing (queued: never embedded; running: its vector is dropped). A batch waiting to fill never
+waits past half a member's timeout. Worker death: an ``Exception`` in a worker's handling of a batch fails that
+batch, and the worker goes on; a ``BaseException`` (``SystemExit``...) fails the batch and the queue with
+:class:`WorkerDied`, and :meth:`submit` refuses from then on (no restart). Callbacks: a done-callback never runs
+on the batcher's threads (they go to a callback thread), so a callback may call :meth:`embed`.
 """
 
 from __future__ import annotations
@@ -151,8 +148,17 @@ class Batcher:
         concurrent calls; on a small machine one worker with all intra-op threads is best).
     """
 
-    def __init__(self, embedder, *, max_batch: int = 16, max_wait_ms: float = 2.0, timeout_ms: float | None = None,
-                 max_queue: int = 0, workers: int = 1, name: str = "embed-batcher"):
+    def __init__(
+        self,
+        embedder,
+        *,
+        max_batch: int = 16,
+        max_wait_ms: float = 2.0,
+        timeout_ms: float | None = None,
+        max_queue: int = 0,
+        workers: int = 1,
+        name: str = "embed-batcher",
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if not (isinstance(max_wait_ms, (int, float)) and math.isfinite(max_wait_ms) and max_wait_ms >= 0):

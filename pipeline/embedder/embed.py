@@ -18,13 +18,7 @@ from typing import Any
 
 import numpy as np
 
-
-_GRAPH_OPT = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
+_GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
 # ONNX Runtime graph fusions left off by default, per provider, because they were measured to
@@ -36,10 +30,9 @@ SLOW_FUSIONS: dict[str, tuple[str, ...]] = {"CPUExecutionProvider": ("SkipLayerN
 
 DEFAULT_MAX_LENGTH = 256
 
-from pipeline.embedder.plugin_eps import ProviderFallback, ProviderUnavailable  # noqa: E402,F401  (part of the embedder's contract)
-from pipeline.embedder.grouping import length_groups  # noqa: E402,F401  (the batch split, re-exported)
 from pipeline.core.vocab import POOLING_MODES  # noqa: E402
-
+from pipeline.embedder.grouping import length_groups  # noqa: E402,F401  (the batch split, re-exported)
+from pipeline.embedder.plugin_eps import ProviderFallback, ProviderUnavailable  # noqa: E402,F401  (part of the embedder's contract)
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
@@ -106,9 +99,7 @@ def _texts(texts: Any) -> list[str]:
         try:
             t.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise ValueError(
-                f"texts[{i}] is not valid Unicode text: {exc.reason} {t[exc.start]!r} at position {exc.start}"
-            ) from None
+            raise ValueError(f"texts[{i}] is not valid Unicode text: {exc.reason} {t[exc.start]!r} at position {exc.start}") from None
     return out
 
 
@@ -123,8 +114,9 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
-def session_options(threads: int = 0, graph_optimization_level: str = "all", mem_arena: bool = True,
-                    session_config: dict[str, str] | None = None):
+def session_options(
+    threads: int = 0, graph_optimization_level: str = "all", mem_arena: bool = True, session_config: dict[str, str] | None = None
+):
     """ONNX Runtime session options; ``session_config``: session config entries, for example
     ``{"session.intra_op.allow_spinning": "0"}``."""
     import onnxruntime as ort
@@ -164,8 +156,7 @@ def _session(path: Path, so, provider: str, provider_options, devices, disabled_
     if devices is not None:
         so.add_provider_for_devices(devices, options)
         providers = None
-    return ort.InferenceSession(str(path), sess_options=so, providers=providers,
-                                disabled_optimizers=list(disabled_optimizers) or None)
+    return ort.InferenceSession(str(path), sess_options=so, providers=providers, disabled_optimizers=list(disabled_optimizers) or None)
 
 
 class Embedder:
@@ -223,8 +214,7 @@ class Embedder:
         devices = load_plugin(plugin, provider) if plugin else None
         if devices is None and provider not in available_providers():
             raise ProviderUnavailable(
-                f"execution provider {provider} is not in this onnxruntime build "
-                f"(available: {', '.join(available_providers())})"
+                f"execution provider {provider} is not in this onnxruntime build (available: {', '.join(available_providers())})"
             )
         self.model_dir = Path(model_dir)
         self.pooling = pooling
@@ -257,8 +247,10 @@ class Embedder:
         if self.padding_side == "left" and "position_ids" not in self.input_names:
             # the graph numbers positions from the first slot, pads included: a text's vector would
             # then depend on how long its batch-mates are
-            raise ValueError(f"padding_side='left' needs a graph that takes position_ids; {onnx_file} takes only "
-                             f"{', '.join(self.input_names)}: use padding_side='right' for this model")
+            raise ValueError(
+                f"padding_side='left' needs a graph that takes position_ids; {onnx_file} takes only "
+                f"{', '.join(self.input_names)}: use padding_side='right' for this model"
+            )
 
     def _setup_tokenizer(self, onnx_file: str, tokenizer_dir, max_length: int | None) -> None:
         from tokenizers import Tokenizer
@@ -388,4 +380,3 @@ class Embedder:
         return out
 
     __call__ = embed
-

@@ -64,8 +64,7 @@ def load_plugin(plugin: str, provider: str) -> list:
     devices = [d for d in ort.get_ep_devices() if d.ep_name == provider]
     if not devices:
         found = "; ".join(f"{d.ep_name} on {hardware_text(d.device)}" for d in ort.get_ep_devices()) or "none"
-        raise ProviderUnavailable(f"no device: {provider} registered but offers no device on this machine "
-                                  f"(onnxruntime's devices: {found})")
+        raise ProviderUnavailable(f"no device: {provider} registered but offers no device on this machine (onnxruntime's devices: {found})")
     return devices
 
 

@@ -8,18 +8,11 @@ that only in :meth:`EmbedderSpec.build`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.embedder.embed import Embedder
-
-
-_SPEC_FIELDS = (
-    "model_dir", "pooling", "provider", "provider_options", "threads", "max_length", "batch_size", "padding_side",
-    "prefix", "onnx_file", "output_name", "tokenizer_dir", "graph_optimization_level", "mem_arena", "normalize",
-    "io_binding", "call_cost", "disabled_optimizers", "session_config", "plugin",
-)
 
 
 @dataclass(frozen=True)
@@ -63,7 +56,7 @@ class EmbedderSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EmbedderSpec":
-        unknown = sorted(set(d) - set(_SPEC_FIELDS))
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise TypeError(f"EmbedderSpec: unknown field(s) {', '.join(unknown)}")
         return cls(**d)
@@ -104,7 +97,7 @@ class EmbedderSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: lists for tuples, plain dicts."""
-        d = {name: getattr(self, name) for name in _SPEC_FIELDS}
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         if d["disabled_optimizers"] is not None:
             d["disabled_optimizers"] = list(d["disabled_optimizers"])
         d["provider_options"] = dict(d["provider_options"])

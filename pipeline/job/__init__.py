@@ -1,1 +1,2 @@
-"""One job, from a composed config to its record: the stages (run), the timing stages, the workload checks."""
+"""One job, from a composed config to its record: run (prepare, execute), stages (the pipeline of stages),
+results (the typed job state and the one naming of its metrics and tags), checks, timing, workload_checks."""

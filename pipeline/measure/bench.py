@@ -6,37 +6,36 @@ embed path's own.  Every call is timed with ``time.perf_counter_ns`` after warm-
 kept.  The timed calls run as ``passes`` passes over the same batches: ``throughput.sentences_per_s`` is
 the best pass, ``throughput.mean_sentences_per_s`` all of them; the latency percentiles use every call.
 
-    python -m pipeline.measure.bench SPEC.json OUT.json     # what the stage runs
+    python -m pipeline.measure.bench REQUEST.json REPLY.json     # what the stage runs (pipeline.core.child)
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.core import ownership
+from pipeline.core import child, ownership
 from pipeline.core.errors import PipelineError
 from pipeline.core.machine_lock import MachineLock
+from pipeline.core.vocab import QUIET, Metric
 from pipeline.embedder.grouping import token_figures
 from pipeline.measure import calibration, conditions, roofline
 from pipeline.measure.process_stats import peak_rss_mb, timer_overhead_ns
 from pipeline.measure.signals import Mark, Window
 
 if TYPE_CHECKING:
-    from pipeline.runtime.providers import Runtime
     from pipeline.embedder.spec import EmbedderSpec
+    from pipeline.runtime.providers import Runtime
 
 
 @dataclass(frozen=True)
@@ -58,6 +57,24 @@ class Latency:
             raise ValueError("no latency samples")
         p50, p90, p95, p99 = np.percentile(a, [50, 90, 95, 99])
         return cls(tuple(int(s) for s in samples_ns), float(p50), float(p90), float(p95), float(p99), float(a.mean()), float(a.std()))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The ``bench.*`` settings the benchmark process times with, typed on both sides of the process
+    boundary (the process may run in a provider's own environment, where the config package is not)."""
+
+    batch_size: int
+    warmup: int
+    iterations: int
+    min_iterations: int
+    max_seconds: float
+    seed: int = 0
+    passes: int = 3
+
+    @classmethod
+    def of(cls, bench_cfg) -> "Plan":
+        return cls(**{f.name: getattr(bench_cfg, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -89,7 +106,7 @@ class BenchResult:
 
     def tags(self) -> dict[str, str]:
         """``bench.contended``: the reason, or ``false``; the machine's description."""
-        t = {"bench.contended": self.contended or "false"}
+        t = {Metric.CONTENDED: self.contended or QUIET}
         if self.conditions is not None:
             t.update(self.conditions.tags())
         if self.notes:
@@ -99,21 +116,21 @@ class BenchResult:
     def metrics(self) -> dict[str, float]:
         lat = self.latency
         return {
-            "latency.p50_ms": lat.p50_ms,
+            Metric.P50_MS: lat.p50_ms,
             "latency.p90_ms": lat.p90_ms,
-            "latency.p95_ms": lat.p95_ms,
-            "latency.p99_ms": lat.p99_ms,
+            Metric.P95_MS: lat.p95_ms,
+            Metric.P99_MS: lat.p99_ms,
             "latency.mean_ms": lat.mean_ms,
             "latency.std_ms": lat.std_ms,
-            "throughput.sentences_per_s": self.throughput,
+            Metric.THROUGHPUT: self.throughput,
             "throughput.mean_sentences_per_s": self.mean_throughput if self.mean_throughput is not None else self.throughput,
             "bench.passes": float(self.passes),
             "load.session_s": self.session_s,
             "load.first_call_ms": self.first_call_ms,
-            "memory.peak_rss_mb": self.peak_rss_mb,
+            Metric.PEAK_RSS_MB: self.peak_rss_mb,
             "bench.timer_overhead_ns": self.timer_overhead_ns,
             "bench.iterations": float(self.iterations),
-            "bench.contended": float(self.contended is not None),
+            Metric.CONTENDED: float(self.contended is not None),
             "bench.attempts": float(self.attempts),
             **({"throughput.tokens_per_s": self.tokens_per_s} if self.tokens_per_s is not None else {}),
             **({"bench.padding_share": self.padding_share} if self.padding_share is not None else {}),
@@ -141,12 +158,13 @@ def measure(spec: dict) -> dict:
     from pipeline.embedder.spec import EmbedderSpec
 
     sentences: list[str] = spec["sentences"]
-    rng = random.Random(spec.get("seed", 0))
+    plan = Plan(**spec["plan"])
+    rng = random.Random(plan.seed)
     rng.shuffle(sentences)
-    bs = int(spec["batch_size"])
+    bs = plan.batch_size
     if bs > len(sentences):  # every call would embed the whole pool, not a batch of bs
         raise BenchError(f"batch_size {bs} is larger than the pool of {len(sentences)} sentences: refused")
-    passes = max(1, int(spec.get("passes", 3)))
+    passes = max(1, plan.passes)
 
     embedder = EmbedderSpec.from_dict(spec["embedder"])
     probe = conditions.Probe(embedder.threads, spec.get("probe_model"))
@@ -155,9 +173,9 @@ def measure(spec: dict) -> dict:
     emb = embedder.build()
     session_s = time.perf_counter() - t0
     it = _batches(sentences, bs)
-    first_call_ns, per_call_s = _warm_up(emb, it, int(spec["warmup"]), bs)
-    n_max, n_min = int(spec["iterations"]), int(spec["min_iterations"])
-    affordable = int(float(spec["max_seconds"]) / max(per_call_s, 1e-9))
+    first_call_ns, per_call_s = _warm_up(emb, it, plan.warmup, bs)
+    n_max, n_min = plan.iterations, plan.min_iterations
+    affordable = int(plan.max_seconds / max(per_call_s, 1e-9))
     per_pass = max(math.ceil(n_min / passes), min(n_max, affordable) // passes, 1)
     timed = [next(it) for _ in range(per_pass)]
 
@@ -309,35 +327,26 @@ def _until_quiet(embedder, sentences, bench_cfg, timeout_s: float, th, cal, runt
                 why = cond.verdict(th)
         if why is None or attempts > th.retries:
             break
-        print(f"[bench] contended ({why}); measuring again in {th.retry_wait_s:g} s "
-              f"(attempt {attempts + 1} of {th.retries + 1})", flush=True)
+        print(
+            f"[bench] contended ({why}); measuring again in {th.retry_wait_s:g} s (attempt {attempts + 1} of {th.retries + 1})", flush=True
+        )
         time.sleep(th.retry_wait_s)
     return raw, cond, why, attempts
 
 
 def _attempt(embedder, sentences: list[str], bench_cfg, timeout_s: float, th, cal, runtime=None):
     """One benchmark process, holding the machine lock; returns its raw output and conditions."""
-    spec = {
-        "embedder": embedder.to_dict(),
-        "sentences": list(sentences),
-        "batch_size": bench_cfg.batch_size,
-        "warmup": bench_cfg.warmup,
-        "iterations": bench_cfg.iterations,
-        "min_iterations": bench_cfg.min_iterations,
-        "max_seconds": bench_cfg.max_seconds,
-        "seed": bench_cfg.seed,
-        "passes": bench_cfg.passes,
-    }
+    spec = {"embedder": embedder.to_dict(), "sentences": list(sentences), "plan": asdict(Plan.of(bench_cfg))}
     label = Path(embedder.model_dir).name
     clean_stale_temps()
-    with MachineLock(th.wait_for_other_s if th.enabled else 0.0, label) as lock, \
-            tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
+    with (
+        MachineLock(th.wait_for_other_s if th.enabled else 0.0, label) as lock,
+        tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp,
+    ):
         ownership.mark(tmp)  # what proves to a later cleanup that the pipeline made this folder
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         if runtime is not None and runtime.own:  # no onnx there to make the probe's graph
             (Path(tmp) / "probe.onnx").write_bytes(conditions.probe_model_bytes())
             spec["probe_model"] = str(Path(tmp) / "probe.onnx")
-        spec_path.write_text(json.dumps(spec))
         if runtime is not None:
             python, env = runtime.python, runtime.process_env()
         else:
@@ -345,17 +354,12 @@ def _attempt(embedder, sentences: list[str], bench_cfg, timeout_s: float, th, ca
             env.pop("OMP_NUM_THREADS", None)
         mem = conditions.MemProbe() if cal is not None else None  # here: its 128 MiB stay out of the job's peak RSS
         mem_before = mem() if mem else None
-        proc = subprocess.run(
-            [python, "-m", "pipeline.measure.bench", str(spec_path), str(out_path), str(os.getpid())],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=env,
-        )
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-            raise BenchError(f"benchmark process failed (exit {proc.returncode}):\n{tail}")
-        raw = json.loads(out_path.read_text())
+        try:  # the process dies with this one (a killed job leaves no benchmark running beside the next)
+            raw = child.call(
+                "pipeline.measure.bench", spec, what="benchmark process", timeout=timeout_s, python=python, env=env, folder=tmp
+            )
+        except child.ChildFailed as exc:
+            raise BenchError(str(exc)) from exc
         mem_after = mem() if mem else None
     spread, pass_cv, lat_cv = conditions.stability(raw["pass_ns"], raw["samples_ns"])
     cond = conditions.Conditions(
@@ -386,15 +390,5 @@ def clean_stale_temps(root: str | Path | None = None) -> list[Path]:
     return ownership.clean_stale(root or tempfile.gettempdir(), prefix=TEMP_PREFIX)
 
 
-def _main(argv: list[str]) -> int:
-    spec_path, out_path = argv[:2]
-    if len(argv) > 2:
-        conditions.die_with_parent(int(argv[2]))
-    spec = json.loads(Path(spec_path).read_text())
-    result = measure(spec)
-    Path(out_path).write_text(json.dumps(result))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    raise SystemExit(child.serve(measure))

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.measure import conditions
 from pipeline.core.cache import write_atomic
 from pipeline.core.machine import fingerprint
 from pipeline.core.machine_lock import MachineLock
+from pipeline.measure import conditions
 from pipeline.measure.signals import Mark, Window
 
 
@@ -54,8 +54,15 @@ class Calibration:
 
     def quiet(self) -> dict[str, float]:
         """The highest quiet reading of each direct signal (for :meth:`conditions.Thresholds.limit`)."""
-        return {k: float(max(v)) for k, v in (("cpu_pressure", self.cpu_pressure), ("involuntary_cs_per_s", self.involuntary_cs_per_s),
-                                               ("other_cores", self.other_cores)) if v}
+        return {
+            k: float(max(v))
+            for k, v in (
+                ("cpu_pressure", self.cpu_pressure),
+                ("involuntary_cs_per_s", self.involuntary_cs_per_s),
+                ("other_cores", self.other_cores),
+            )
+            if v
+        }
 
     def expired(self, max_age_h: float, now: float | None = None) -> str | None:
         """Why this calibration cannot be used here and now, or None."""

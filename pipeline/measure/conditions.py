@@ -19,25 +19,24 @@ thresholds of ``conf/bench/default.yaml`` (``bench.contention``) and the calibra
 quiet reading's highest value times ``1 + calibration_margin``).  docs/measuring.md says
 what each kind of interference looks like here.
 
-This module imports nothing from the package but the leaves :mod:`pipeline.measure.signals` and
-:mod:`pipeline.core.machine_lock` (one benchmark at a time on a machine).
+This module imports nothing from the package but :mod:`pipeline.measure.signals` and the core
+(:mod:`pipeline.core.machine`; :mod:`pipeline.core.child` runs the baselines in a fresh process).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.measure.signals import Mark, Window
+from pipeline.config import ContentionConfig
+from pipeline.core import child
 from pipeline.core.machine import fingerprint, governor
+from pipeline.measure.signals import Mark, Window
 
 # -- the calibration probe -------------------------------------------------------------------------
 PROBE_N = 256  # a 256^3 product: ~0.2 ms on a quiet core, long enough to see a shared core
@@ -130,8 +129,16 @@ def machine_key(threads: int) -> str:
 
 def machine() -> dict:
     fp = fingerprint()
-    return {"cpu_model": fp["cpu_model"], "cores": os.cpu_count() or 1, "governor": governor(), "machine": platform.machine(),
-            "fingerprint": fp["id"], "kind": fp["kind"], "kernel": fp["kernel"], "host": fp["host"]}
+    return {
+        "cpu_model": fp["cpu_model"],
+        "cores": os.cpu_count() or 1,
+        "governor": governor(),
+        "machine": platform.machine(),
+        "fingerprint": fp["id"],
+        "kind": fp["kind"],
+        "kernel": fp["kernel"],
+        "host": fp["host"],
+    }
 
 
 # passes shorter than this (a tiny model's few calls) vary by the scheduler's quantum alone:
@@ -140,23 +147,9 @@ MIN_PASS_S = 0.05
 
 
 # -- thresholds and the verdict ------------------------------------------------------------------
-@dataclass
-class Thresholds:
-    """``bench.contention`` (see conf/bench/default.yaml for the stated defaults)."""
-
-    enabled: bool = True
-    max_other_cpu_share: float = 0.10
-    max_other_cores: float = 0.05
-    max_cpu_pressure: float = 0.05
-    max_involuntary_cs_per_s: float = 100.0
-    pressure_needs_other_cores: float = 0.02
-    max_steal_share: float = 0.05
-    calibration_margin: float = 0.25
-    max_pass_spread: float = 0.25
-    baseline_max_age_h: float = 24.0
-    retries: int = 2
-    retry_wait_s: float = 5.0
-    wait_for_other_s: float = 300.0
+class Thresholds(ContentionConfig):
+    """``bench.contention`` as the checks read it: the fields are :class:`pipeline.config.ContentionConfig`'s
+    (one home, defaults stated in conf/bench/default.yaml), plus how a signal's limit is found."""
 
     @classmethod
     def of(cls, cfg) -> "Thresholds":
@@ -234,8 +227,10 @@ class Conditions:
         # the lower of the two readings: a probe judges what lasts across the job (one slow reading
         # alone is a spell the direct signals judge over the timed window itself)
         why = []
-        for name, readings, limit in (("calibration probe", (self.probe_before_ms, self.probe_after_ms), self.probe_limit_ms),
-                                      ("memory probe", (self.mem_before_ms, self.mem_after_ms), self.mem_limit_ms)):
+        for name, readings, limit in (
+            ("calibration probe", (self.probe_before_ms, self.probe_after_ms), self.probe_limit_ms),
+            ("memory probe", (self.mem_before_ms, self.mem_after_ms), self.mem_limit_ms),
+        ):
             seen = [r for r in readings if r is not None]
             if limit and seen and min(seen) > limit:
                 why.append(f"{name} {min(seen):.3g} ms before and after the job, outside its quiet distribution (limit {limit:.3g} ms)")
@@ -256,22 +251,44 @@ class Conditions:
         m: dict[str, float] = {"conditions.threads": float(self.threads), "conditions.cores": float(self.machine.get("cores") or 0)}
         w = self.window
         if w is not None:
-            for name in ("load_before", "load_after", "involuntary_cs_per_s", "other_cpu_share", "steal_share", "other_cores", "cpu_pressure"):
+            for name in (
+                "load_before",
+                "load_after",
+                "involuntary_cs_per_s",
+                "other_cpu_share",
+                "steal_share",
+                "other_cores",
+                "cpu_pressure",
+            ):
                 if getattr(w, name, None) is not None:
                     m[f"conditions.{name}"] = float(getattr(w, name))
             if w.core_busy:
                 m["conditions.busiest_core"] = float(max(w.core_busy))
-        for name in ("probe_before_ms", "probe_after_ms", "probe_baseline_ms", "probe_limit_ms", "probe_slowdown", "mem_before_ms",
-                     "mem_after_ms", "mem_limit_ms", "pass_spread", "pass_cv", "latency_cv"):
+        for name in (
+            "probe_before_ms",
+            "probe_after_ms",
+            "probe_baseline_ms",
+            "probe_limit_ms",
+            "probe_slowdown",
+            "mem_before_ms",
+            "mem_after_ms",
+            "mem_limit_ms",
+            "pass_spread",
+            "pass_cv",
+            "latency_cv",
+        ):
             v = getattr(self, name)
             if v is not None and np.isfinite(v):
                 m[f"conditions.{name}"] = float(v)
         return m
 
     def tags(self) -> dict[str, str]:
-        return {"conditions.cpu_model": str(self.machine.get("cpu_model")), "conditions.governor": str(self.machine.get("governor") or "unknown"),
-                "machine.fingerprint": str(self.machine.get("fingerprint") or fingerprint()["id"]),
-                "machine.kind": str(self.machine.get("kind") or fingerprint()["kind"])}
+        return {
+            "conditions.cpu_model": str(self.machine.get("cpu_model")),
+            "conditions.governor": str(self.machine.get("governor") or "unknown"),
+            "machine.fingerprint": str(self.machine.get("fingerprint") or fingerprint()["id"]),
+            "machine.kind": str(self.machine.get("kind") or fingerprint()["kind"]),
+        }
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -316,31 +333,10 @@ def quiet_window(fn, th: Thresholds, attempts: int | None = None):
 
 
 def in_fresh_process(kind: str, threads: int, precision: str, th: Thresholds):
-    """Measure a machine baseline (``probe`` or ``peak``) in a fresh Python process, as the
+    """Measure a machine baseline (``calibrate`` or ``peak``) in a fresh Python process, as the
     benchmark itself is: a long-lived process (a sweep, a test run) holds thread pools that spin
     after use and count as its own CPU, hiding other processes' time.  Returns (value, window,
-    reason) as :func:`quiet_window`."""
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.measure.baselines", kind, str(threads), precision, json.dumps(asdict(th)), str(os.getpid())],
-        capture_output=True, text=True, timeout=600,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"baseline process failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    reason) as :func:`quiet_window`; raises :class:`pipeline.core.child.ChildFailed`."""
+    request = {"kind": kind, "threads": threads, "precision": precision, "thresholds": asdict(th)}
+    out = child.call("pipeline.measure.baselines", request, what=f"baseline process ({kind})", timeout=600)
     return out["value"], Window(**out["window"]), out["reason"]
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """End this measuring process when the process that started it ends (killed included), so
-    that it never runs on beside the next job (Linux: PR_SET_PDEATHSIG)."""
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before the line above: go now
-        os._exit(1)
-

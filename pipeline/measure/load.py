@@ -24,7 +24,7 @@ own overhead, reported beside the figures.
 The generator itself (schedule, driver, rate search) is :mod:`pipeline.measure.loadgen`.  The
 measurement runs in a fresh process, as the benchmark does:
 
-    python -m pipeline.measure.load SPEC.json OUT.json
+    python -m pipeline.measure.load REQUEST.json REPLY.json     (pipeline.core.child)
 """
 
 from __future__ import annotations
@@ -32,23 +32,38 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.embedder.embed import Embedder
+from pipeline.core import child
 from pipeline.core.errors import PipelineError
-from pipeline.measure.loadgen import DROPPED, FAILED, OK, PENDING, TIMED_OUT, Driver, Point, Scenario, drive, poisson_offsets
-from pipeline.embedder.batcher import Batcher
 from pipeline.core.vocab import Metric
+from pipeline.embedder.batcher import Batcher
+from pipeline.embedder.embed import Embedder
+from pipeline.measure.loadgen import DROPPED, FAILED, OK, PENDING, TIMED_OUT, Driver, Point, Scenario, drive, poisson_offsets
 
-__all__ = ["DROPPED", "FAILED", "OK", "PENDING", "TIMED_OUT", "Driver", "LoadError", "LoadResult", "Point", "Scenario",
-           "drive", "figure", "measure", "poisson_offsets", "run", "settings_of"]
+__all__ = [
+    "DROPPED",
+    "FAILED",
+    "OK",
+    "PENDING",
+    "TIMED_OUT",
+    "Driver",
+    "LoadError",
+    "LoadResult",
+    "Point",
+    "Scenario",
+    "drive",
+    "figure",
+    "measure",
+    "poisson_offsets",
+    "run",
+    "settings_of",
+]
 
 
 def measure(spec: dict) -> dict:
@@ -64,8 +79,13 @@ def measure(spec: dict) -> dict:
     for k in sorted({1, 2, 4, 8, 16, 32, int(s["max_batch"])}):  # each batch shape once, before the clock
         if k <= int(s["max_batch"]):
             emb.embed(sentences[:k])
-    front = dict(max_batch=int(s["max_batch"]), max_wait_ms=float(s["max_wait_ms"]), timeout_ms=float(s["timeout_ms"]),
-                 max_queue=int(s["max_queue"]), workers=int(s["workers"]))
+    front = dict(
+        max_batch=int(s["max_batch"]),
+        max_wait_ms=float(s["max_wait_ms"]),
+        timeout_ms=float(s["timeout_ms"]),
+        max_queue=int(s["max_queue"]),
+        workers=int(s["workers"]),
+    )
     batcher = Batcher(emb, **front)
     seed = int(spec.get("seed", 0))
     sc = Scenario(Driver.for_batcher(batcher, sentences, s, seed), s)
@@ -137,14 +157,16 @@ class LoadResult:
         }
         o = r.get("overhead")
         if o:
-            m.update({
-                "load.generator.offered_qps": o["offered_qps"],
-                "load.generator.achieved_ratio": o["achieved_ratio"],
-                "load.generator.noop_p50_ms": o["p50_ms"],
-                "load.generator.noop_p99_ms": o["p99_ms"],
-                "load.generator.cpu_us_per_request": o["cpu_us_per_request"],
-                "load.generator.cpu_share": o["cpu_share"],
-            })
+            m.update(
+                {
+                    "load.generator.offered_qps": o["offered_qps"],
+                    "load.generator.achieved_ratio": o["achieved_ratio"],
+                    "load.generator.noop_p50_ms": o["p50_ms"],
+                    "load.generator.noop_p99_ms": o["p99_ms"],
+                    "load.generator.cpu_us_per_request": o["cpu_us_per_request"],
+                    "load.generator.cpu_share": o["cpu_share"],
+                }
+            )
         return m
 
     def write(self, out_dir: Path, title: str) -> None:
@@ -161,7 +183,13 @@ class LoadResult:
                 kept = 0 if p.get("superseded") else 1
                 for lat, st in zip(p["latencies_ms"], p["status"]):
                     f.write(f"{p['offered_qps']:g},{lat},{names[st]},{kept}\n")
-        figure([p for p in table if not p.get("superseded")], self.settings["p95_target_ms"], self.raw["max_qps_at_p95_target"], out_dir / "load.png", title)
+        figure(
+            [p for p in table if not p.get("superseded")],
+            self.settings["p95_target_ms"],
+            self.raw["max_qps_at_p95_target"],
+            out_dir / "load.png",
+            title,
+        )
 
 
 def figure(points: list[dict], target_ms: float, max_qps: float, path: Path, title: str) -> None:
@@ -223,28 +251,14 @@ def run(embedder_kwargs: dict, sentences: list[str], load_cfg, seed: int = 0, ti
         "load": settings,
         "seed": seed,
     }
-    with tempfile.TemporaryDirectory(prefix="load-") as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
-        spec_path.write_text(json.dumps(spec))
-        env = dict(os.environ)
-        env.pop("OMP_NUM_THREADS", None)
-        proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.measure.load", str(spec_path), str(out_path)],
-            capture_output=True, text=True, timeout=timeout_s, env=env,
-        )
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-            raise LoadError(f"load process failed (exit {proc.returncode}):\n{tail}")
-        raw = json.loads(out_path.read_text())
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
+    try:
+        raw = child.call("pipeline.measure.load", spec, what="load process", timeout=timeout_s, env=env)
+    except child.ChildFailed as exc:
+        raise LoadError(str(exc)) from exc
     return LoadResult(raw, settings)
 
 
-def _main(argv: list[str]) -> int:
-    spec_path, out_path = argv
-    spec = json.loads(Path(spec_path).read_text())
-    Path(out_path).write_text(json.dumps(measure(spec)))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    raise SystemExit(child.serve(measure))

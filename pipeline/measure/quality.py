@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.cache import write_atomic
+from pipeline.core.cache import read_json_entry, write_json_entry
 from pipeline.core.vocab import Metric
 from pipeline.data.sts import StsData
 
@@ -72,16 +72,9 @@ def cached_score(embed, data: StsData, cache_dir: str | Path, key_parts: dict, b
     """:func:`score`, cached under ``cache_dir/quality`` by ``key_parts`` and the data's digest."""
     blob = json.dumps({**key_parts, "data": data.digest}, sort_keys=True).encode()
     path = Path(cache_dir) / "quality" / f"{hashlib.sha256(blob).hexdigest()[:20]}.json"
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-            if not isinstance(stored, dict):
-                raise TypeError(f"a JSON {type(stored).__name__}, not an object")
-            stored.pop("key", None)
-            return QualityResult(**{**stored, "cached": True})
-        except (ValueError, TypeError, OSError):
-            path.unlink(missing_ok=True)  # unreadable: compute again
+    stored = read_json_entry(path, lambda d: QualityResult(**{**{k: v for k, v in d.items() if k != "key"}, "cached": True}), "quality")
+    if stored is not None:
+        return stored
     result = score(embed, data, batch_size)
-
-    write_atomic(path, json.dumps({**asdict(result), "key": key_parts}, indent=2))
+    write_json_entry(path, {**asdict(result), "key": key_parts}, indent=2)
     return result

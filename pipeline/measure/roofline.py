@@ -10,17 +10,16 @@ peak is measured once per (machine, threads, precision) and cached.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.measure import conditions
-from pipeline.core.cache import write_atomic
-from pipeline.embedder.embed import session_options
+from pipeline.core.cache import read_json_entry, write_json_entry
 from pipeline.core.machine_lock import MachineLock
+from pipeline.embedder.embed import session_options
+from pipeline.measure import conditions
 
 
 def model_flops(config: dict, lengths) -> float | None:
@@ -51,7 +50,6 @@ PRECISIONS = ("fp32", "int8")
 def _matmul_session(n: int, precision: str, threads: int):
     import onnxruntime as ort
     from onnx import TensorProto, helper
-
 
     rng = np.random.default_rng(0)
     if precision == "int8":  # what dynamic int8 runs on: u8 activations x s8 weights
@@ -102,11 +100,15 @@ def _measure_peak(threads: int, n: int = 1024, repeats: int = 24, precision: str
                     best_np = max(best_np, flop / (time.perf_counter() - t))
         except ImportError:  # pragma: no cover
             pass
-    return {"precision": precision, "ort_gflops": best_ort / 1e9, "numpy_gflops": best_np / 1e9, "peak_gflops": max(best_ort, best_np) / 1e9}
+    return {
+        "precision": precision,
+        "ort_gflops": best_ort / 1e9,
+        "numpy_gflops": best_np / 1e9,
+        "peak_gflops": max(best_ort, best_np) / 1e9,
+    }
 
 
-def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: str = "fp32", thresholds=None,
-                refresh: bool = False) -> dict:
+def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: str = "fp32", thresholds=None, refresh: bool = False) -> dict:
     """This machine's matrix-product peak at ``threads`` threads (0: all cores), cached per
     machine fingerprint, thread count and precision: for fp32 the best of ONNX Runtime's MatMul
     (MLAS, what the models run on) and numpy's BLAS in GFLOP/s; for int8 ONNX Runtime's
@@ -136,20 +138,18 @@ def matmul_peak(threads: int, cache_dir: str | Path | None = None, precision: st
     if reason is not None:
         return {**peak, "contended": f"matmul peak not measured on a quiet machine: {reason}"}
     if path is not None:
-        write_atomic(path, json.dumps(peak))
+        write_json_entry(path, peak)
     return peak
 
 
 def _cached_peak(path: Path | None, max_age_h: float) -> dict | None:
-    if path is None or not path.is_file():
-        return None
-    try:
-        cached = json.loads(path.read_text())
-    except ValueError:
-        return None
-    if "peak_gflops" not in cached or cached.get("contended") or time.time() - float(cached.get("created", 0)) > max_age_h * 3600:
-        return None
-    return cached
+    """A cached peak, unless it is missing, contended or older than ``max_age_h``."""
+
+    def usable(cached: dict) -> dict | None:
+        fresh = time.time() - float(cached.get("created", 0)) <= max_age_h * 3600
+        return cached if "peak_gflops" in cached and not cached.get("contended") and fresh else None
+
+    return read_json_entry(path, usable, "matmul peak") if path is not None else None
 
 
 def for_benchmark(model_config, token_lengths, best_pass_s: float, threads: int, cache_dir, precision: str, th):

@@ -114,8 +114,10 @@ class Window:
             other_s = max(0.0, busy - own - slack)
             other, other_cores = other_s / (dt * cores), other_s / dt
             steal = max(0.0, (b.stat["cpu"]["steal"] - a.stat["cpu"]["steal"]) / (dt * cores))
-            per_core = [round(min(1.0, max(0.0, (_busy(b.stat[k]) - _busy(a.stat[k])) / dt)), 4)
-                        for k in sorted((k for k in b.stat if k != "cpu" and k in a.stat), key=lambda k: int(k[3:]))]
+            per_core = [
+                round(min(1.0, max(0.0, (_busy(b.stat[k]) - _busy(a.stat[k])) / dt)), 4)
+                for k in sorted((k for k in b.stat if k != "cpu" and k in a.stat), key=lambda k: int(k[3:]))
+            ]
         if a.psi_us is not None and b.psi_us is not None:
             pressure = max(0.0, (b.psi_us - a.psi_us) / 1e6 / dt)
         return cls(dt, other, steal, (b.nivcsw - a.nivcsw) / dt, a.load, b.load, other_cores, pressure, per_core)

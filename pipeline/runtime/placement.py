@@ -17,12 +17,13 @@ Two sources, both from onnxruntime itself:
 from __future__ import annotations
 
 import io
-import json
 import logging
 import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from pipeline.core.cache import read_json_entry, write_json_entry
 
 COREML_MAX_DIM = 16_384
 
@@ -53,8 +54,9 @@ class NodeAssignment:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NodeAssignment":
-        return cls(d["requested"], dict(d["nodes_by_provider"]), dict(d.get("ops_off_requested") or {}),
-                   d.get("source", "graph_assignment_info"))
+        return cls(
+            d["requested"], dict(d["nodes_by_provider"]), dict(d.get("ops_off_requested") or {}), d.get("source", "graph_assignment_info")
+        )
 
     def fallback_reason(self) -> str | None:
         """Why this is not a run of the requested provider (None: every node ran on it)."""
@@ -64,8 +66,10 @@ class NodeAssignment:
             return f"{self.requested}: onnxruntime recorded no node assignment ({self.source})"
         elsewhere = ", ".join(f"{n} on {ep}" for ep, n in sorted(self.nodes_by_provider.items()) if ep != self.requested)
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.ops_off_requested.items(), key=lambda kv: -kv[1])[:8])
-        return (f"fallback: {self.requested} ran {self.nodes_by_provider.get(self.requested, 0)} of {self.total} nodes "
-                f"(share {self.share:.3f}); {elsewhere}" + (f" (ops: {ops})" if ops else ""))
+        return (
+            f"fallback: {self.requested} ran {self.nodes_by_provider.get(self.requested, 0)} of {self.total} nodes "
+            f"(share {self.share:.3f}); {elsewhere}" + (f" (ops: {ops})" if ops else "")
+        )
 
 
 def assignment_of(session, provider: str) -> NodeAssignment:
@@ -138,7 +142,7 @@ def mobile_usability(onnx_path: str | Path) -> MobileUsability:
     from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo, optimize_model
 
     buf = io.StringIO()
-    logger = logging.getLogger(f"pipeline.runtime.placement.usability.{id(buf)}")
+    logger = logging.getLogger(f"{__name__}.usability.{id(buf)}")
     logger.propagate = False
     logger.setLevel(logging.INFO)
     handler = logging.StreamHandler(buf)
@@ -181,14 +185,11 @@ def mobile_usability(onnx_path: str | Path) -> MobileUsability:
 def cached_mobile_usability(onnx_path: str | Path, cache_dir: str | Path, key: str) -> MobileUsability:
     """:func:`mobile_usability`, cached per export artifact (its content key)."""
     path = Path(cache_dir) / "usability" / f"{key}.json"
-    if path.is_file():
-        try:
-            d = json.loads(path.read_text())
-            return MobileUsability(d["may_use_mobile_ep"], d["eps"], d["coreml_oversize_dims"], d["log"])
-        except (ValueError, KeyError):
-            path.unlink(missing_ok=True)
+    stored = read_json_entry(
+        path, lambda d: MobileUsability(d["may_use_mobile_ep"], d["eps"], d["coreml_oversize_dims"], d["log"]), "usability"
+    )
+    if stored is not None:
+        return stored
     result = mobile_usability(onnx_path)
-    from pipeline.core.cache import write_atomic
-
-    write_atomic(path, json.dumps({**result.to_dict(), "log": result.log}))
+    write_json_entry(path, {**result.to_dict(), "log": result.log})
     return result

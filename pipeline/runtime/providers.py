@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.runtime import envs
-from pipeline.embedder.plugin_eps import ProviderFallback
+from pipeline.core import child
 from pipeline.core.errors import PipelineError
-from pipeline.runtime.placement import NodeAssignment
-from pipeline.embedder.spec import EmbedderSpec
 from pipeline.core.vocab import Status
+from pipeline.embedder.plugin_eps import ProviderFallback
+from pipeline.embedder.spec import EmbedderSpec
+from pipeline.runtime import envs
+from pipeline.runtime.placement import NodeAssignment
 
 ROOT = Path(__file__).resolve().parents[2]  # on the worker's PYTHONPATH: the package, not installed there
 
@@ -123,8 +124,7 @@ def prerequisite_problem(p) -> str | None:
     """Why provider ``p`` (a ProviderConfig) cannot run on this machine before any environment is
     made: its builds are for other platforms, or it needs hardware that is not here."""
     if p.platforms and sys.platform not in p.platforms:
-        return (f"{p.ep} ({p.name}): its onnxruntime builds are for {', '.join(p.platforms)} only; "
-                f"this machine is {sys.platform}")
+        return f"{p.ep} ({p.name}): its onnxruntime builds are for {', '.join(p.platforms)} only; this machine is {sys.platform}"
     check = HARDWARE_CHECKS.get(p.hardware)
     why = check() if check else None
     return f"{p.ep} ({p.name}): {why}" if why else None
@@ -139,15 +139,18 @@ def runtime(p, cache_dir: str | Path, log=None) -> Runtime:
         raise Unavailable(why)
     if not p.packages:
         return main_runtime()
-    env = envs.ensure(list(p.packages), env_root(cache_dir), name=env_name(p.packages), pip_args=list(p.pip_args),
-                      inherit=p.inherit, log=log)
+    env = envs.ensure(
+        list(p.packages), env_root(cache_dir), name=env_name(p.packages), pip_args=list(p.pip_args), inherit=p.inherit, log=log
+    )
     if not env.ok:
         raise Unavailable(f"{p.ep} ({p.name}): its environment could not be made: {env.reason}")
     rt = Runtime(str(env.python), env.path.name, tuple(env.packages), dict(env.versions), env.created_s, env.size_mb)
     lacking = missing_modules(rt)
     if lacking:
-        raise Unavailable(f"{p.ep} ({p.name}): its environment {env.path.name} has no {', '.join(lacking)}, which the "
-                          "measurements need: add them to provider.packages (or set provider.inherit=true)")
+        raise Unavailable(
+            f"{p.ep} ({p.name}): its environment {env.path.name} has no {', '.join(lacking)}, which the "
+            "measurements need: add them to provider.packages (or set provider.inherit=true)"
+        )
     return rt
 
 
@@ -175,22 +178,31 @@ class WorkerResult:
     dim: int | None
 
 
-def call(rt: Runtime, spec: EmbedderSpec, texts: list[str] | None = None, batch_size: int | None = None,
-         assignment: bool = False, timeout_s: float = 900) -> WorkerResult:
+def call(
+    rt: Runtime,
+    spec: EmbedderSpec,
+    texts: list[str] | None = None,
+    batch_size: int | None = None,
+    assignment: bool = False,
+    timeout_s: float = 900,
+) -> WorkerResult:
     """Run :mod:`pipeline.runtime.worker` once in ``rt``: build the embedder, optionally record where the
     nodes went and embed ``texts``.  Raises Unavailable (no such provider or device there),
     ProviderFallback (it ran elsewhere), or WorkerError."""
-    task = {"spec": spec.to_dict(), "texts": texts, "batch_size": batch_size, "assignment": assignment}
     with tempfile.TemporaryDirectory(prefix="provider-worker-") as tmp:
-        tmp = Path(tmp)
-        (tmp / "task.json").write_text(json.dumps(task))
-        proc = subprocess.run([rt.python, "-m", "pipeline.runtime.worker", str(tmp / "task.json"), str(tmp)],
-                              capture_output=True, text=True, timeout=timeout_s, env=rt.process_env())
-        path = tmp / "result.json"
-        if proc.returncode != 0 or not path.is_file():
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
-            raise WorkerError(f"the provider's process ({rt.env}) failed (exit {proc.returncode}):\n{tail}")
-        result = json.loads(path.read_text())
+        task = {"spec": spec.to_dict(), "texts": texts, "batch_size": batch_size, "assignment": assignment, "out_dir": tmp}
+        try:
+            result = child.call(
+                "pipeline.runtime.worker",
+                task,
+                what=f"the provider's process ({rt.env})",
+                timeout=timeout_s,
+                python=rt.python,
+                env=rt.process_env(),
+                folder=tmp,
+            )
+        except child.ChildFailed as exc:
+            raise WorkerError(str(exc)) from exc
         status, reason = result.get("status"), result.get("reason", "")
         if status == "unavailable":
             raise Unavailable(reason)
@@ -200,7 +212,7 @@ def call(rt: Runtime, spec: EmbedderSpec, texts: list[str] | None = None, batch_
             raise exc
         if status != Status.OK:
             raise WorkerError(f"the provider's process ({rt.env}): {reason}\n{result.get('traceback', '')[-2000:]}")
-        vectors = np.load(tmp / result["vectors"]) if result.get("vectors") else None
+        vectors = np.load(Path(tmp) / result["vectors"]) if result.get("vectors") else None
     a = result.get("assignment")
     return WorkerResult(result.get("runtime", {}), NodeAssignment.from_dict(a) if a else None, vectors, result.get("dim"))
 
@@ -231,8 +243,13 @@ def version_tags(info: dict[str, Any]) -> dict[str, str]:
     dists = info.get("distributions") or {}
     if dists:
         t["runtime.distributions"] = json.dumps(dists, sort_keys=True)[:4000]
-    eps = sorted({f"{d['ep_name']} {d['ep_metadata'].get('version', '')}".strip() for d in info.get("ep_devices") or []
-                  if d.get("ep_name") not in (None, "CPUExecutionProvider")})
+    eps = sorted(
+        {
+            f"{d['ep_name']} {d['ep_metadata'].get('version', '')}".strip()
+            for d in info.get("ep_devices") or []
+            if d.get("ep_name") not in (None, "CPUExecutionProvider")
+        }
+    )
     if eps:
         t["runtime.ep_devices"] = "; ".join(eps)[:4000]
     return t

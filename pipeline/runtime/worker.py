@@ -3,21 +3,22 @@
 It imports only numpy, tokenizers, onnxruntime and the package's light modules (embed,
 placement), so an environment holding an onnxruntime build and those two packages is enough:
 
-    <env>/bin/python -m pipeline.runtime.worker TASK.json OUT_DIR
+    <env>/bin/python -m pipeline.runtime.worker REQUEST.json REPLY.json     (pipeline.core.child)
 
-TASK.json: ``{"spec": EmbedderSpec as a dict, "texts": [...] or null, "batch_size": int or null,
-"assignment": bool}``.  OUT_DIR gets ``result.json`` (``status`` ok | unavailable | fallback |
-error, ``reason``, the runtime's versions, the node assignment) and, when texts were given,
+The request: ``{"spec": EmbedderSpec as a dict, "texts": [...] or null, "batch_size": int or null,
+"assignment": bool, "out_dir": folder}``.  The reply: ``status`` (ok | unavailable | fallback),
+``reason``, the runtime's versions, the node assignment; when texts were given, ``out_dir`` gets
 ``vectors.npy``.  A provider that is missing or offers no device is ``unavailable``; one that
-onnxruntime accepted but ran elsewhere (fully or in part) is ``fallback``, never a quiet CPU run.
+onnxruntime accepted but ran elsewhere (fully or in part) is ``fallback``, never a quiet CPU run;
+any other failure is the protocol's error (the parent raises with its message and traceback).
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 from pathlib import Path
+
+from pipeline.core import child
 
 
 def runtime_info() -> dict:
@@ -51,8 +52,12 @@ def runtime_info() -> dict:
         pass
     try:
         info["ep_devices"] = [
-            {"ep_name": d.ep_name, "ep_vendor": d.ep_vendor, "ep_metadata": dict(d.ep_metadata),
-             "device": f"{getattr(d.device.type, 'name', d.device.type)} {d.device.vendor} 0x{int(d.device.vendor_id):04x}"}
+            {
+                "ep_name": d.ep_name,
+                "ep_vendor": d.ep_vendor,
+                "ep_metadata": dict(d.ep_metadata),
+                "device": f"{getattr(d.device.type, 'name', d.device.type)} {d.device.vendor} 0x{int(d.device.vendor_id):04x}",
+            }
             for d in ort.get_ep_devices()
         ]
     except Exception:  # noqa: BLE001 - an onnxruntime without the device API
@@ -60,7 +65,7 @@ def runtime_info() -> dict:
     return info
 
 
-def run(task: dict, out_dir: Path) -> dict:
+def run(task: dict) -> dict:
     import numpy as np
 
     from pipeline.embedder.plugin_eps import ProviderFallback, ProviderUnavailable
@@ -86,21 +91,11 @@ def run(task: dict, out_dir: Path) -> dict:
             return {**result, "status": "fallback", "reason": why}
     if task.get("texts") is not None:
         vecs = emb.embed(list(task["texts"]), batch_size=task.get("batch_size"))
-        np.save(out_dir / "vectors.npy", np.asarray(vecs, dtype=np.float32))
+        np.save(Path(task["out_dir"]) / "vectors.npy", np.asarray(vecs, dtype=np.float32))
         result["vectors"] = "vectors.npy"
     result["dim"] = int(emb.dim)
     return result
 
 
-def _main(argv: list[str]) -> int:
-    task_path, out_dir = Path(argv[0]), Path(argv[1])
-    try:
-        result = run(json.loads(task_path.read_text()), out_dir)
-    except Exception as exc:  # noqa: BLE001 - said to the parent, which fails the job with it
-        result = {"status": "error", "reason": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    (out_dir / "result.json").write_text(json.dumps(result, default=str))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    raise SystemExit(child.serve(run, default=str))

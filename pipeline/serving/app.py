@@ -88,12 +88,24 @@ class _State:
             for k in sorted({1, 2, min(self.front.max_batch, 8), self.front.max_batch}):
                 emb.embed((WARM_TEXTS * k)[:k])  # every usual batch shape once, before readiness
             self.embedder = emb
-            self.batcher = Batcher(emb, max_batch=self.front.max_batch, max_wait_ms=self.front.max_wait_ms,
-                                   timeout_ms=self.limits.timeout_ms, max_queue=self.limits.max_queue,
-                                   workers=self.front.workers, name="serve-batcher")
+            self.batcher = Batcher(
+                emb,
+                max_batch=self.front.max_batch,
+                max_wait_ms=self.front.max_wait_ms,
+                timeout_ms=self.limits.timeout_ms,
+                max_queue=self.limits.max_queue,
+                workers=self.front.workers,
+                name="serve-batcher",
+            )
             self.ready = True
-            log.info("ready in %.1f s: serving %s; front max_batch=%d max_wait_ms=%g, queue %d texts", time.perf_counter() - t0,
-                     self.describe, self.front.max_batch, self.front.max_wait_ms, self.limits.max_queue)
+            log.info(
+                "ready in %.1f s: serving %s; front max_batch=%d max_wait_ms=%g, queue %d texts",
+                time.perf_counter() - t0,
+                self.describe,
+                self.front.max_batch,
+                self.front.max_wait_ms,
+                self.limits.max_queue,
+            )
         except Exception as exc:  # readiness stays 503 and says why
             self.failed = f"{type(exc).__name__}: {exc}"
             log.error("the model could not be loaded: %s", self.failed)
@@ -105,8 +117,13 @@ class _State:
         if self.batcher is not None:
             self.batcher.close(drain=True)
             st = self.batcher.stats
-            log.info("stopped: %d texts embedded, %d failed, %d timed out, %d refused (queue full)", st.embedded, st.failed,
-                     st.timed_out, st.refused)
+            log.info(
+                "stopped: %d texts embedded, %d failed, %d timed out, %d refused (queue full)",
+                st.embedded,
+                st.failed,
+                st.timed_out,
+                st.refused,
+            )
 
 
 def _texts(body, limits: Limits) -> tuple[list[str], str]:
@@ -118,14 +135,22 @@ def _texts(body, limits: Limits) -> tuple[list[str], str]:
     raw = body["input"]
     texts = [raw] if isinstance(raw, str) else raw
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise _Error(422, "'input' must be a non-empty string or a non-empty list of strings (token arrays are not accepted)",
-                     "invalid_request_error", "invalid_input")
+        raise _Error(
+            422,
+            "'input' must be a non-empty string or a non-empty list of strings (token arrays are not accepted)",
+            "invalid_request_error",
+            "invalid_input",
+        )
     if len(texts) > limits.max_texts:
         raise _Error(413, f"{len(texts)} texts in one request; at most {limits.max_texts}", "invalid_request_error", "too_many_texts")
     long = [i for i, t in enumerate(texts) if len(t) > limits.max_chars]
     if long:
-        raise _Error(413, f"text {long[0]} has {len(texts[long[0]])} characters; at most {limits.max_chars} per text",
-                     "invalid_request_error", "text_too_long")
+        raise _Error(
+            413,
+            f"text {long[0]} has {len(texts[long[0]])} characters; at most {limits.max_chars} per text",
+            "invalid_request_error",
+            "text_too_long",
+        )
     if any(not t for t in texts):
         raise _Error(422, "an empty string cannot be embedded", "invalid_request_error", "empty_text")
     fmt = body.get("encoding_format") or "float"
@@ -147,8 +172,13 @@ async def _embed(state: _State, texts: list[str]) -> list[np.ndarray]:
     except QueueFull:
         for f in futs:
             f.cancel()
-        raise _Error(503, f"the queue is full ({state.limits.max_queue} texts waiting); retry later", "server_overloaded",
-                     "queue_full", {"Retry-After": str(state.limits.retry_after_s)}) from None
+        raise _Error(
+            503,
+            f"the queue is full ({state.limits.max_queue} texts waiting); retry later",
+            "server_overloaded",
+            "queue_full",
+            {"Retry-After": str(state.limits.retry_after_s)},
+        ) from None
     except Closed:
         raise _Error(503, "the server is shutting down", "server_unavailable", "shutting_down") from None
     try:
@@ -159,8 +189,7 @@ async def _embed(state: _State, texts: list[str]) -> list[np.ndarray]:
         raise _Error(503, str(exc), "server_unavailable", "shutting_down") from None
 
 
-def create_app(load: Callable[[], object], *, name: str, front: Front | None = None, limits: Limits | None = None,
-               describe: str = ""):
+def create_app(load: Callable[[], object], *, name: str, front: Front | None = None, limits: Limits | None = None, describe: str = ""):
     """The ASGI app; ``load()`` builds the embedder (in a thread, after the server listens)."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
@@ -178,8 +207,9 @@ def create_app(load: Callable[[], object], *, name: str, front: Front | None = N
     app.state.server = state
 
     def error(e: _Error) -> JSONResponse:
-        return JSONResponse({"error": {"message": e.message, "type": e.kind, "code": e.code, "param": None}},
-                            status_code=e.status, headers=e.headers)
+        return JSONResponse(
+            {"error": {"message": e.message, "type": e.kind, "code": e.code, "param": None}}, status_code=e.status, headers=e.headers
+        )
 
     @app.get("/health")
     async def health():
@@ -220,9 +250,12 @@ async def _answer(state: _State, request) -> dict:
     vecs = await _embed(state, texts)
     counts = getattr(state.embedder, "token_counts", None)
     tokens = int(sum(counts(texts))) if counts else 0
-    return {"object": "list", "model": state.name,
-            "data": [{"object": "embedding", "index": i, "embedding": _encode(v, fmt)} for i, v in enumerate(vecs)],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {
+        "object": "list",
+        "model": state.name,
+        "data": [{"object": "embedding", "index": i, "embedding": _encode(v, fmt)} for i, v in enumerate(vecs)],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -255,12 +288,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def target_of(args) -> Target:
     if args.folder:
-        return explicit(args.folder, onnx_file=args.onnx_file, pooling=args.pooling, max_length=args.max_length,
-                        threads=args.threads, provider=args.provider)
-    t = from_run(args.run_id, args.records_dir, args.tracking_uri) if args.run_id else from_decision(args.decision, args.records_dir,
-                                                                                                       args.tracking_uri)
-    given = {"onnx_file": args.onnx_file, "pooling": args.pooling, "max_length": args.max_length, "threads": args.threads,
-             "provider": args.provider}
+        return explicit(
+            args.folder,
+            onnx_file=args.onnx_file,
+            pooling=args.pooling,
+            max_length=args.max_length,
+            threads=args.threads,
+            provider=args.provider,
+        )
+    t = (
+        from_run(args.run_id, args.records_dir, args.tracking_uri)
+        if args.run_id
+        else from_decision(args.decision, args.records_dir, args.tracking_uri)
+    )
+    given = {
+        "onnx_file": args.onnx_file,
+        "pooling": args.pooling,
+        "max_length": args.max_length,
+        "threads": args.threads,
+        "provider": args.provider,
+    }
     over = {k: v for k, v in given.items() if v is not None}
     if over:  # explicit settings win over the run's, and the line says so
         t.embedder.update(over)
@@ -275,8 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         target = target_of(args)
         limits = Limits(args.max_texts, args.max_chars, args.max_queue, args.timeout_ms)
         front = Front(args.max_batch, args.max_wait_ms, args.workers)
-        Batcher(lambda t: t, max_batch=front.max_batch, max_wait_ms=front.max_wait_ms, timeout_ms=limits.timeout_ms,
-                max_queue=limits.max_queue, workers=front.workers).close()  # its settings refused now, not after loading
+        Batcher(
+            lambda t: t,
+            max_batch=front.max_batch,
+            max_wait_ms=front.max_wait_ms,
+            timeout_ms=limits.timeout_ms,
+            max_queue=limits.max_queue,
+            workers=front.workers,
+        ).close()  # its settings refused now, not after loading
     except (TargetError, ValueError) as exc:
         print(f"pipeline serve: {exc}", file=sys.stderr)
         return Exit.CONFIG
@@ -285,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.embedder.embed import Embedder
 
     log.info("serving %s on http://%s:%d", target.describe(), args.host, args.port)
-    app = create_app(lambda: Embedder(**target.embedder), name=args.model_name or target.label, front=front, limits=limits,
-                     describe=target.describe())
+    app = create_app(
+        lambda: Embedder(**target.embedder), name=args.model_name or target.label, front=front, limits=limits, describe=target.describe()
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=args.graceful_s)
     return Exit.OK if app.state.server.failed is None else Exit.FAILED
 

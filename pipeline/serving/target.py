@@ -19,9 +19,14 @@ from pipeline.tracking.records import iter_records
 __all__ = ["Target", "TargetError", "from_decision", "from_run", "from_params", "explicit"]
 
 # the figures the startup line names, as (metric, label, format)
-FIGURES = (("latency.p50_ms", "p50", "{:.2f} ms"), ("latency.p95_ms", "p95", "{:.2f} ms"),
-           ("throughput.sentences_per_s", "throughput", "{:.0f}/s"), ("load.max_qps_at_p95_target", "max QPS at p95 target", "{:.0f}/s"),
-           ("quality.stsb_spearman", "STS", "{:.2f}"), ("quality.stsb_delta_vs_fp32", "STS delta", "{:+.2f}"))
+FIGURES = (
+    ("latency.p50_ms", "p50", "{:.2f} ms"),
+    ("latency.p95_ms", "p95", "{:.2f} ms"),
+    ("throughput.sentences_per_s", "throughput", "{:.0f}/s"),
+    ("load.max_qps_at_p95_target", "max QPS at p95 target", "{:.0f}/s"),
+    ("quality.stsb_spearman", "STS", "{:.2f}"),
+    ("quality.stsb_delta_vs_fp32", "STS delta", "{:+.2f}"),
+)
 
 
 class TargetError(PipelineError, ValueError):
@@ -39,8 +44,10 @@ class Target:
         measured = ", ".join(f"{name} {fmt.format(self.figures[k])}" for k, name, fmt in FIGURES if k in self.figures)
         measured = measured or "no measured figures"
         e = self.embedder
-        return (f"{self.label} [{e['model_dir']}/{e.get('onnx_file', 'model.onnx')}, pooling {e.get('pooling', 'mean')}, "
-                f"max_length {e.get('max_length')}, threads {e.get('threads', 0)}] from {self.source}; measured: {measured}")
+        return (
+            f"{self.label} [{e['model_dir']}/{e.get('onnx_file', 'model.onnx')}, pooling {e.get('pooling', 'mean')}, "
+            f"max_length {e.get('max_length')}, threads {e.get('threads', 0)}] from {self.source}; measured: {measured}"
+        )
 
 
 def _int(v, default=None):
@@ -92,13 +99,16 @@ def from_run(run_id: str, records_dir: str | Path = "reports/runs", tracking_uri
     params, tags, metrics = found if found is not None else _from_mlflow(run_id, tracking_uri)
     kw = from_params(params, tags)
     if not Path(kw["model_dir"], kw["onnx_file"]).is_file():
-        raise TargetError(f"run {run_id}'s model {kw['model_dir']}/{kw['onnx_file']} is not on this machine "
-                          "(the export cache was cleared or the run was made elsewhere): re-run its job, or give --folder")
+        raise TargetError(
+            f"run {run_id}'s model {kw['model_dir']}/{kw['onnx_file']} is not on this machine "
+            "(the export cache was cleared or the run was made elsewhere): re-run its job, or give --folder"
+        )
     return Target(label or tags.get("mlflow.runName") or run_id, kw, {k: float(v) for k, v in metrics.items()}, f"run {run_id}")
 
 
-def from_decision(path: str | Path = "reports/latest/decision.json", records_dir: str | Path = "reports/runs",
-                  tracking_uri: str | None = None) -> Target:
+def from_decision(
+    path: str | Path = "reports/latest/decision.json", records_dir: str | Path = "reports/runs", tracking_uri: str | None = None
+) -> Target:
     """The winner of a decision (its ``decision.json``)."""
     path = Path(path)
     try:

@@ -14,7 +14,7 @@
 
 Outputs go under ``study/`` (``OUT``): ``exports.json`` (the artifact keys; the artifacts
 themselves stay in the export cache, ``.cache/pipeline``), ``runs/`` (one record folder per
-job, ``pipeline.tracking.records``), ``decision/`` (the report files of ``pipeline.report``),
+job, ``pipeline.tracking.records``), ``decision/`` (the report files of :mod:`pipeline.decision.report`),
 ``metrics.json`` (the headline, a DVC metric) and ``plots/`` (the latency CDF of every configuration,
 the Pareto data; DVC plots).  Every stage writes its outputs from scratch.
 
@@ -37,16 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import decision as decision_pkg
-from pipeline.core import ownership
-from pipeline.tracking import records
 from pipeline.config import CONF_DIR, ConfigError, compose_config, to_config
-from pipeline.decision import report
+from pipeline.core import ownership
 from pipeline.core.errors import Exit, PipelineError
-from pipeline.model.export import export
-from pipeline.job.run import JobSkipped, prepare
-from pipeline.sweep import job_list
-from pipeline.tracking.track import tracking_problem
+from pipeline.core.plots import ecdf
 from pipeline.core.vocab import Metric
+from pipeline.decision import figures, report
+from pipeline.job.run import prepare
+from pipeline.job.stages import JobSkipped
+from pipeline.model.export import export
+from pipeline.sweep import job_list
+from pipeline.tracking import records
+from pipeline.tracking.track import tracking_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = "params.yaml"
@@ -138,11 +140,25 @@ def export_stage(study: dict[str, Any]) -> dict[str, Any]:
             failed.append({"job": label, "reason": f"{type(exc).__name__}: {str(exc)[:300]}"})
             print(f"[export] FAILED {cfg.model.name} {cfg.variant.name}: {exc}", file=sys.stderr, flush=True)
             continue
-        print(f"[export] {cfg.model.name} {cfg.variant.name}: {art.key} ({'cached' if art.cached else f'built in {art.seconds:.1f} s'})", flush=True)
-        built[key] = {"model": art.model, "variant": art.variant, "key": art.key, "folder": art.folder.name,
-                      "size_mb": round(art.size_mb, 3), "weights_verified": resolved.verified, "jobs": 1}
-    manifest = {"sweep": study["sweep"], "artifacts": sorted(built.values(), key=lambda a: (a["model"], a["variant"])),
-                "skipped": skipped, "failed": failed}
+        print(
+            f"[export] {cfg.model.name} {cfg.variant.name}: {art.key} ({'cached' if art.cached else f'built in {art.seconds:.1f} s'})",
+            flush=True,
+        )
+        built[key] = {
+            "model": art.model,
+            "variant": art.variant,
+            "key": art.key,
+            "folder": art.folder.name,
+            "size_mb": round(art.size_mb, 3),
+            "weights_verified": resolved.verified,
+            "jobs": 1,
+        }
+    manifest = {
+        "sweep": study["sweep"],
+        "artifacts": sorted(built.values(), key=lambda a: (a["model"], a["variant"])),
+        "skipped": skipped,
+        "failed": failed,
+    }
     EXPORTS.parent.mkdir(parents=True, exist_ok=True)
     EXPORTS.write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"[export] {len(built)} artifacts, {len(skipped)} jobs skipped here, {len(failed)} failed -> {EXPORTS}", flush=True)
@@ -166,15 +182,27 @@ def sweep_stage(study: dict[str, Any]) -> int:
     uri = to_config(compose_config(job_overrides(study))).tracking.resolved_uri()
     problem = tracking_problem(uri)
     if problem:
-        print(f"[sweep] MLflow: {problem}. The jobs run anyway; their records are in {RUNS}, not logged "
-              "(python -m pipeline.sync logs them once the server is back).", file=sys.stderr, flush=True)
+        print(
+            f"[sweep] MLflow: {problem}. The jobs run anyway; their records are in {RUNS}, not logged "
+            "(python -m pipeline.sync logs them once the server is back).",
+            file=sys.stderr,
+            flush=True,
+        )
     # the sweep's job logs (multirun/) and the report it decides on its parent run (reports/) stay
     # where any sweep puts them, so that the paths it prints exist; the study's own report is
     # the decide stage's (study/decision/)
     here = Path.cwd()
-    cmd = [sys.executable, "-m", "pipeline", *job_overrides(study), f"records_dir={RUNS.resolve()}", "rerun=true",
-           f"reports_dir={here / 'reports'}", f"hydra.sweep.dir={here / 'multirun'}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}",
-           f"decision={study['decision']}"]  # the parent run's decision uses the study's profile too
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        *job_overrides(study),
+        f"records_dir={RUNS.resolve()}",
+        "rerun=true",
+        f"reports_dir={here / 'reports'}",
+        f"hydra.sweep.dir={here / 'multirun'}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}",
+        f"decision={study['decision']}",
+    ]  # the parent run's decision uses the study's profile too
     print("[sweep] " + " ".join(cmd[1:]), flush=True)
     run_id = uuid.uuid4().hex
     (RUNS / STAGE_RUN).write_text(run_id)
@@ -200,8 +228,10 @@ def _this_runs_records() -> list:
         raise StageError(f"{RUNS} was not written by the sweep stage (no {STAGE_RUN}): run it again (dvc repro -f)") from None
     foreign = [f.name for f, r in found if r.tags.get("stage.run") != run_id]
     if foreign:
-        raise StageError(f"{len(foreign)} record(s) in {RUNS} were not written by the sweep stage's last run "
-                         f"(an orphan of a killed run?): {', '.join(sorted(foreign)[:5])}; run it again (dvc repro -f)")
+        raise StageError(
+            f"{len(foreign)} record(s) in {RUNS} were not written by the sweep stage's last run "
+            f"(an orphan of a killed run?): {', '.join(sorted(foreign)[:5])}; run it again (dvc repro -f)"
+        )
     return found
 
 
@@ -210,7 +240,6 @@ def decide_stage(study: dict[str, Any]):
     ``metrics.json`` and the plot data.  Reads no MLflow store and logs nothing."""
     import numpy as np
     import pandas as pd
-
 
     found = _this_runs_records()
     parents = [f for f, r in found if r.is_parent]
@@ -230,96 +259,33 @@ def decide_stage(study: dict[str, Any]):
     PLOTS.mkdir(parents=True)
     cdf = []
     for label, ms in sorted(samples.items()):
-        ms = np.sort(ms)
-        cdf.append(pd.DataFrame({"configuration": label, "latency_ms": ms, "fraction": np.arange(1, ms.size + 1) / ms.size}))
+        x, y = ecdf(ms)
+        cdf.append(pd.DataFrame({"configuration": label, "latency_ms": x, "fraction": y}))
     cdf_frame = pd.concat(cdf) if cdf else pd.DataFrame(columns=["configuration", "latency_ms", "fraction"])
     cdf_frame.to_csv(PLOTS / "latency_cdf.csv", index=False, float_format="%.6g")
     r = decision.ranking
-    pareto = pd.DataFrame({
-        "configuration": r.get("label", pd.Series(dtype=str)),
-        "rank": r.get("rank", pd.Series(dtype=int)),
-        "verdict": r.get("verdict", pd.Series(dtype=str)),
-        "pareto": r.get("pareto", pd.Series(dtype=bool)),
-        "latency_p95_ms": r.get(Metric.P95_MS, pd.Series(np.nan, index=r.index)),
-        "stsb_spearman": r.get(Metric.STSB, pd.Series(np.nan, index=r.index)),
-    })
+    pareto = pd.DataFrame(
+        {
+            "configuration": r.get("label", pd.Series(dtype=str)),
+            "rank": r.get("rank", pd.Series(dtype=int)),
+            "verdict": r.get("verdict", pd.Series(dtype=str)),
+            "pareto": r.get("pareto", pd.Series(dtype=bool)),
+            "latency_p95_ms": r.get(Metric.P95_MS, pd.Series(np.nan, index=r.index)),
+            "stsb_spearman": r.get(Metric.STSB, pd.Series(np.nan, index=r.index)),
+        }
+    )
     pareto.to_csv(PLOTS / "pareto.csv", index=False, float_format="%.6g")
     # the same plots as images: `dvc plots show` renders vega plots with scripts from a CDN, so
     # without a network only these are readable
-    cdf_png(cdf_frame, PLOTS / "latency_cdf.png")
-    pareto_png(pareto, PLOTS / "pareto.png", study["sweep"])
+    figures.cdf_figure(decision, PLOTS / "latency_cdf.png", every=True)
+    figures.pareto_figure(decision, PLOTS / "pareto.png")
     print(decision.recommendation)
-    print(f"[decide] {len(decision.ranking)} ranked, {len(decision.excluded)} excluded (profile {decision.profile}); "
-          f"report: {DECISION / 'report.md'}, metrics: {METRICS}", flush=True)
+    print(
+        f"[decide] {len(decision.ranking)} ranked, {len(decision.excluded)} excluded (profile {decision.profile}); "
+        f"report: {DECISION / 'report.md'}, metrics: {METRICS}",
+        flush=True,
+    )
     return decision
-
-
-def _colours(n: int):
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab20" if n > 10 else "tab10"]
-    return [cmap(i % cmap.N) for i in range(n)]
-
-
-def cdf_png(frame, path: Path) -> Path:
-    """Latency CDF of every configuration (log x), one colour each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    labels = list(dict.fromkeys(frame["configuration"])) if len(frame) else []
-    for label, colour in zip(labels, _colours(len(labels))):
-        part = frame[frame["configuration"] == label]
-        ax.step(part["latency_ms"], part["fraction"], where="post", color=colour, lw=1.4, label=label)
-    if labels:
-        ax.set_xscale("log")
-        ax.legend(fontsize=7, loc="lower right")
-    else:
-        ax.text(0.5, 0.5, "no latency samples", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("latency per call (ms, log scale)")
-    ax.set_ylabel("fraction of calls")
-    ax.set_title("Latency per call (CDF), one line per configuration")
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def pareto_png(frame, path: Path, sweep: str) -> Path:
-    """Quality against p95 latency, one colour per configuration (named in the legend), the
-    Pareto front joined, the axes fitted to the data (not from 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    data = frame.dropna(subset=["latency_p95_ms", "stsb_spearman"])
-    for (_, row), colour in zip(data.iterrows(), _colours(len(data))):
-        front = str(row.get("pareto")).lower() == "true"
-        ax.scatter(row["latency_p95_ms"], row["stsb_spearman"], color=colour, s=70 if front else 40,
-                   marker="o" if front else "s", edgecolor="black" if front else "none",
-                   label=f"#{row['rank']:g} {row['configuration']} ({row['verdict']})")
-    on_front = data[data["pareto"].astype(str).str.lower() == "true"].sort_values("latency_p95_ms")
-    if len(on_front) > 1:
-        ax.step(on_front["latency_p95_ms"], on_front["stsb_spearman"], where="post", color="#555555", lw=1, ls="--",
-                label="Pareto front")
-    if len(data):
-        ax.margins(0.08)  # fitted to the data, never from 0
-        ax.legend(fontsize=7, loc="best")
-    else:
-        ax.text(0.5, 0.5, "no configuration has both p95 latency and STS", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("p95 latency per call (ms, lower is better)")
-    ax.set_ylabel("STS Benchmark Spearman x100 (higher is better)")
-    ax.set_title(f"study {sweep}: quality against p95 latency (circled: on the Pareto front)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,7 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default=PARAMS, help="the parameters file (default: params.yaml)")
     args = parser.parse_args(argv)
     from hydra.errors import HydraException
-
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:

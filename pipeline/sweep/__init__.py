@@ -40,16 +40,42 @@ How it fits together:
 
 from __future__ import annotations
 
-from pipeline.tracking.records import SweepBusy, sweep_lock_free
 from pipeline.sweep.callback import SweepCallback
 from pipeline.sweep.jobs import failed_record, run_job
 from pipeline.sweep.parent import finish as on_sweep_end
-from pipeline.sweep.plan import CLUSTER_LAUNCHERS, SEQUENTIAL_LAUNCHERS, SweepConfigError, config_hash, job_list, label, launcher_problem, swept_keys
+from pipeline.sweep.plan import (
+    CLUSTER_LAUNCHERS,
+    SEQUENTIAL_LAUNCHERS,
+    SweepConfigError,
+    config_hash,
+    job_list,
+    label,
+    launcher_problem,
+    swept_keys,
+)
 from pipeline.sweep.resume import find_done, find_done_locally
 from pipeline.sweep.state import STATE_ENV, JobOutcome, SweepState, current
+from pipeline.tracking.sweep_lock import SweepBusy, sweep_lock_free
 
 __all__ = [
-    "CLUSTER_LAUNCHERS", "SEQUENTIAL_LAUNCHERS", "STATE_ENV", "JobOutcome", "SweepBusy", "SweepCallback",
-    "SweepConfigError", "SweepState", "config_hash", "current", "failed_record", "find_done", "find_done_locally",
-    "job_list", "label", "launcher_problem", "on_sweep_end", "run_job", "sweep_lock_free", "swept_keys",
+    "CLUSTER_LAUNCHERS",
+    "SEQUENTIAL_LAUNCHERS",
+    "STATE_ENV",
+    "JobOutcome",
+    "SweepBusy",
+    "SweepCallback",
+    "SweepConfigError",
+    "SweepState",
+    "config_hash",
+    "current",
+    "failed_record",
+    "find_done",
+    "find_done_locally",
+    "job_list",
+    "label",
+    "launcher_problem",
+    "on_sweep_end",
+    "run_job",
+    "sweep_lock_free",
+    "swept_keys",
 ]

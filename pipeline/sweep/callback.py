@@ -9,14 +9,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.tracking import track
 from pipeline.config import has_credentials
 from pipeline.core.errors import Exit
-from pipeline.tracking.records import SweepBusy
+from pipeline.core.redaction import has_url_credentials
 from pipeline.sweep import parent
 from pipeline.sweep.plan import SweepConfigError
 from pipeline.sweep.state import current
-from pipeline.core.redaction import has_url_credentials
+from pipeline.tracking import track
+from pipeline.tracking.sweep_lock import SweepBusy
 
 
 class Composed:
@@ -39,7 +39,8 @@ def refuse_credentials(config: DictConfig) -> None:
             f"config error: {field}: holds credentials (user:password@); they would be written to Hydra's "
             "output folder and printed. Put them in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
             "(or the whole URI in MLFLOW_TRACKING_URI) instead. Nothing was run.",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
         raise SystemExit(Exit.CONFIG)
 

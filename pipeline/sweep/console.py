@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 import time
 
+from pipeline.core.redaction import redact
 from pipeline.core.vocab import Metric, Status
 from pipeline.sweep.state import JobOutcome, SweepState
-from pipeline.core.redaction import redact
 
 
 def fmt_s(s: float) -> str:
@@ -28,7 +28,8 @@ def started(st: SweepState, experiment: str, offline: str | None, sync_command: 
             f"[sweep {st.name}] the sweep runs anyway: every job's results are kept in {st.records_dir}/ "
             f"(sweep record {st.parent_record}); they are logged at the end if MLflow is back, else by\n"
             f"    {sync_command}",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
     else:
         print(
@@ -49,8 +50,7 @@ SKIP_KEYS = ("provider", "model", "candidate", "variant")
 
 
 def _likely_skipped(st: SweepState, job: list[str]) -> bool:
-    skipped = {o for r in st.records if r.status == Status.SKIPPED for o in st.jobs[r.num]
-               if o.lstrip("+").split("=", 1)[0] in SKIP_KEYS}
+    skipped = {o for r in st.records if r.status == Status.SKIPPED for o in st.jobs[r.num] if o.lstrip("+").split("=", 1)[0] in SKIP_KEYS}
     return bool(skipped & set(job))
 
 
@@ -126,10 +126,12 @@ def summary(st: SweepState, parent_run_id: str | None) -> None:
     if any(Metric.LOAD_MAX_QPS in m for m in loaded):  # a load sweep: what each sustains
         header = header[:6] + ("qps@p95", "p95@100/s") + header[6:]
         rows = [
-            row[:6] + (
+            row[:6]
+            + (
                 format(m[Metric.LOAD_MAX_QPS], ".0f") if Metric.LOAD_MAX_QPS in m else "-",
                 format(m[Metric.LOAD_P95_AT_100], ".1f") if Metric.LOAD_P95_AT_100 in m else "-",
-            ) + row[6:]
+            )
+            + row[6:]
             for row, m in zip(rows, loaded)
         ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
@@ -148,7 +150,9 @@ def summary(st: SweepState, parent_run_id: str | None) -> None:
     ]
     why = [r for r in st.records if r.status in (Status.SKIPPED, Status.FAILED)]
     if why:
-        out += ["", "skipped and failed jobs, why:"] + [f"  {r.num + 1}/{len(st.jobs)} {r.label}: {r.status}: {r.reason or '-'}" for r in why]
+        out += ["", "skipped and failed jobs, why:"] + [
+            f"  {r.num + 1}/{len(st.jobs)} {r.label}: {r.status}: {r.reason or '-'}" for r in why
+        ]
     print("\n".join(out + [""]), flush=True)
 
 

@@ -10,20 +10,28 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.core import logs
-from pipeline.tracking import records, track
 from pipeline.config import TrackingConfig, to_config
+from pipeline.core import logs
 from pipeline.core.errors import PipelineError
-from pipeline.job.run import execute
 from pipeline.core.machine import fingerprint
+from pipeline.core.redaction import redact
 from pipeline.core.vocab import Status
+from pipeline.job.run import execute
 from pipeline.sweep import console, plan, resume
 from pipeline.sweep.state import JobOutcome, SweepState, current
-from pipeline.core.redaction import redact
+from pipeline.tracking import records, track
 
 
-def failed_record(st: SweepState, tracking: TrackingConfig, num: int, overrides: list[str], tags: dict, reason: str,
-                  traceback_text: str | None = None, suffix: str = "failed") -> JobOutcome:
+def failed_record(
+    st: SweepState,
+    tracking: TrackingConfig,
+    num: int,
+    overrides: list[str],
+    tags: dict,
+    reason: str,
+    traceback_text: str | None = None,
+    suffix: str = "failed",
+) -> JobOutcome:
     """A failed record (and run) for a job that left none (it raised before it had a record, or
     its cluster job ended without a result): its overrides and traceback, logged like any other."""
     rec = records.RunRecord.new(f"{st.name}-job{num}-{suffix}", {}, tags)
@@ -74,8 +82,13 @@ def link_reused(st: SweepState, num: int, run_id: str | None) -> None:
         if c.search_runs([st.experiment_id], filter_string=flt, max_results=1):
             return  # linked by an earlier resume of this sweep
         name = f"reused: {run.info.run_name or run_id}"
-        tags = {**st.job_tags(num), "sweep.reused_run": run_id, "status": Status.DONE, "mlflow.runName": name,
-                "mlflow.note.content": f"Measured in run {run_id} (an earlier sweep), reused here: nothing was measured again."}
+        tags = {
+            **st.job_tags(num),
+            "sweep.reused_run": run_id,
+            "status": Status.DONE,
+            "mlflow.runName": name,
+            "mlflow.note.content": f"Measured in run {run_id} (an earlier sweep), reused here: nothing was measured again.",
+        }
         ref = c.create_run(st.experiment_id, run_name=name, tags=tags).info.run_id
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, 0) for k, v in run.data.metrics.items()]
@@ -86,7 +99,9 @@ def link_reused(st: SweepState, num: int, run_id: str | None) -> None:
         print(f"[sweep {st.name}]   run {run_id} not shown under this parent ({console.why(exc)})", flush=True)
 
 
-def _failed(st: SweepState, dcfg: DictConfig, num: int, overrides: list[str], tags: dict, exc: BaseException, t0: float, t0_s: float) -> JobOutcome:
+def _failed(
+    st: SweepState, dcfg: DictConfig, num: int, overrides: list[str], tags: dict, exc: BaseException, t0: float, t0_s: float
+) -> JobOutcome:
     tb = traceback.format_exc()
     mine = resume.job_records(st.records_dir, st.parent_record, num, since=t0_s)  # failed inside execute(): has its record
     if mine:
@@ -98,20 +113,23 @@ def _failed(st: SweepState, dcfg: DictConfig, num: int, overrides: list[str], ta
             record_id, run_id = made.record_id, made.run_id
         except OSError as exc2:  # the records folder filled up: say so, the sweep goes on
             record_id, run_id = None, None
-            print(f"[sweep {st.name}]   job {num + 1}: its failure could not be recorded either "
-                  f"({console.why(exc2)})", file=sys.stderr, flush=True)
+            print(
+                f"[sweep {st.name}]   job {num + 1}: its failure could not be recorded either ({console.why(exc2)})",
+                file=sys.stderr,
+                flush=True,
+            )
     if isinstance(exc, PipelineError):  # an error the package reports on purpose: one line (traceback in the record)
         print(f"[sweep {st.name}]   job {num + 1}: {console.why(exc)}", file=sys.stderr, flush=True)
     else:  # a bug: the whole traceback
         print(tb, file=sys.stderr, flush=True)
-    return JobOutcome(num, overrides, plan.label(overrides, st.swept_keys), Status.FAILED, run_id, console.why(exc),
-                     time.perf_counter() - t0, record_id)
+    return JobOutcome(
+        num, overrides, plan.label(overrides, st.swept_keys), Status.FAILED, run_id, console.why(exc), time.perf_counter() - t0, record_id
+    )
 
 
 def run_job(dcfg: DictConfig) -> JobOutcome:
     """Run one job of a multirun; never raises for a job's own failure."""
     from hydra.core.hydra_config import HydraConfig
-
 
     hc = HydraConfig.get()
     problem = plan.launcher_problem(OmegaConf.select(hc, "launcher._target_"), OmegaConf.select(hc, "launcher"))

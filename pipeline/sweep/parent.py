@@ -14,16 +14,15 @@ from datetime import datetime
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import decision as decision_pkg
-from pipeline.tracking import records, track
-from pipeline.sweep import retime
-from pipeline.core.cache import write_atomic
 from pipeline.config import TrackingConfig, to_config
+from pipeline.core.cache import write_atomic
 from pipeline.core.errors import Exit, PipelineError
-from pipeline.tracking.sync import close_stale_parents, command, sync
-from pipeline.core.vocab import RESULT_STATUSES, Status
-from pipeline.sweep import console, plan, resume
-from pipeline.sweep.state import JobOutcome, SweepState, set_current
 from pipeline.core.redaction import redact
+from pipeline.core.vocab import RESULT_STATUSES, Status
+from pipeline.sweep import console, plan, resume, retime
+from pipeline.sweep.state import JobOutcome, SweepState, set_current
+from pipeline.tracking import records, sweep_lock, track
+from pipeline.tracking.sync import close_stale_parents, command, sync
 
 # set by the DVC sweep stage (pipeline/study/stages.py) for the sweep it runs
 STAGE_ENV = "PIPELINE_STAGE"
@@ -54,7 +53,6 @@ def _parent_record(records_dir: str, key: str, name: str, rerun: bool, params: d
     ``rerun=true`` starts a new one and closes the one left open (failed, sweep.complete=false)."""
     stale = []
     if rerun:
-
         stale = close_stale_parents(records_dir, key)
     prev = None if rerun else resume.open_parent(records_dir, key)
     if prev is not None:
@@ -91,8 +89,9 @@ def _parent_run(tracking: TrackingConfig, prec, pfolder, records_dir: str, key: 
         return parent_id, exp_id, resumed, pfolder
     from mlflow.entities import Param
 
-    run = client.create_run(exp_id, run_name=prec.run_name, start_time=int(prec.created * 1000),
-                            tags={**prec.all_tags(), "mlflow.runName": prec.run_name})
+    run = client.create_run(
+        exp_id, run_name=prec.run_name, start_time=int(prec.created * 1000), tags={**prec.all_tags(), "mlflow.runName": prec.run_name}
+    )
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in prec.params.items()])
     return run.info.run_id, exp_id, False, pfolder
 
@@ -120,7 +119,7 @@ def start(config: DictConfig) -> SweepState:
         raise plan.SweepConfigError(f"config error: {exc}") from None
     # this sweep's lock, before its records or its MLflow parent are looked up: a second run of
     # the same sweep started at the same moment finds it held and is refused (nothing is shared)
-    records.hold_sweep(records_dir, key, name)  # held by records until the process ends or another sweep starts
+    sweep_lock.hold_sweep(records_dir, key, name)  # held until the process ends or another sweep starts
     tracking = _tracking(config)
     pfolder, prec, resumed, stale = _parent_record(records_dir, key, name, rerun, _params(config, name, jobs))
     parent_id, exp_id, offline = None, None, None
@@ -135,8 +134,19 @@ def start(config: DictConfig) -> SweepState:
     prec.open_run_id = parent_id or prec.open_run_id
     prec.status = Status.RUNNING
     records.write(pfolder, prec)
-    st = SweepState(name, parent_id, exp_id, tracking.resolved_uri(), jobs, plan.swept_keys(jobs), rerun, records_dir,
-                    prec.record_id, key, resumed=resumed)
+    st = SweepState(
+        name,
+        parent_id,
+        exp_id,
+        tracking.resolved_uri(),
+        jobs,
+        plan.swept_keys(jobs),
+        rerun,
+        records_dir,
+        prec.record_id,
+        key,
+        resumed=resumed,
+    )
     set_current(st)
     console.started(st, tracking.experiment, offline, _sync_command(st))
     return st
@@ -150,9 +160,7 @@ def collect_remote_jobs(st: SweepState) -> None:
         num = int(rec.tags.get("sweep.job", -1))
         if num in have or not 0 <= num < len(st.jobs):
             continue
-        st.records.append(JobOutcome(num, st.jobs[num], plan.label(st.jobs[num], st.swept_keys), rec.status,
-                                    rec.mlflow_run_id, rec.reason, rec.seconds, rec.record_id))
-        st.metrics[num] = dict(rec.metrics)
+        _add_outcome(st, num, rec.status, rec.mlflow_run_id, rec.reason, rec.seconds, rec.record_id, rec.metrics)
         have.add(num)
     if len(have) < len(st.jobs) and st.parent_run_id and st.experiment_id:
         try:
@@ -165,12 +173,25 @@ def collect_remote_jobs(st: SweepState) -> None:
             num = int(run.data.tags.get("sweep.job", -1))
             if num in have or not 0 <= num < len(st.jobs) or run.data.tags.get("record.complete") != "true":
                 continue
-            st.records.append(JobOutcome(num, st.jobs[num], plan.label(st.jobs[num], st.swept_keys),
-                                        run.data.tags.get("status", Status.FAILED), run.info.run_id,
-                                        run.data.tags.get("reason"), 0.0, run.data.tags.get("record_id")))
-            st.metrics[num] = dict(run.data.metrics)
+            tags = run.data.tags
+            _add_outcome(
+                st,
+                num,
+                tags.get("status", Status.FAILED),
+                run.info.run_id,
+                tags.get("reason"),
+                0.0,
+                tags.get("record_id"),
+                run.data.metrics,
+            )
             have.add(num)
     st.records.sort(key=lambda r: r.num)
+
+
+def _add_outcome(st: SweepState, num: int, status, run_id, reason, seconds: float, record_id, metrics) -> None:
+    """A job found done by an earlier run of the sweep, as its outcome."""
+    st.records.append(JobOutcome(num, st.jobs[num], plan.label(st.jobs[num], st.swept_keys), status, run_id, reason, seconds, record_id))
+    st.metrics[num] = dict(metrics)
 
 
 def retime_leaders(st: SweepState, config: DictConfig) -> None:
@@ -181,8 +202,7 @@ def retime_leaders(st: SweepState, config: DictConfig) -> None:
     if plan.runs_elsewhere(launcher):
         # the jobs ran on other nodes: re-timing them here (on the launching host) would compare
         # other hardware; ties rest on each criterion's tolerance
-        print(f"[sweep {st.name}] leaders not re-timed: the jobs ran through {launcher.rsplit('.', 1)[-1]}, "
-              "not on this host", flush=True)
+        print(f"[sweep {st.name}] leaders not re-timed: the jobs ran through {launcher.rsplit('.', 1)[-1]}, not on this host", flush=True)
         return
     found = []
     for r in st.records:
@@ -196,8 +216,11 @@ def retime_leaders(st: SweepState, config: DictConfig) -> None:
         typed = to_config(config)
         retime.retime_sweep(st.parent_folder, found, typed.decision, typed.cache_dir, progress=lambda m: print(m, flush=True))
     except Exception as exc:
-        print(f"[sweep {st.name}] leaders not re-timed ({console.why(exc)}): ties rest on each criterion's tolerance only",
-              file=sys.stderr, flush=True)
+        print(
+            f"[sweep {st.name}] leaders not re-timed ({console.why(exc)}): ties rest on each criterion's tolerance only",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _write_parent(st: SweepState) -> bool:
@@ -217,8 +240,12 @@ def _write_parent(st: SweepState) -> bool:
         return True
     except OSError as exc:
         st.exit_code = Exit.FAILED
-        print(f"[sweep {st.name}] the sweep's record {st.parent_folder} could not be written ({console.why(exc)}); "
-              "its parent run is ended FAILED", file=sys.stderr, flush=True)
+        print(
+            f"[sweep {st.name}] the sweep's record {st.parent_folder} could not be written ({console.why(exc)}); "
+            "its parent run is ended FAILED",
+            file=sys.stderr,
+            flush=True,
+        )
         if st.parent_run_id and not track.is_down(st.tracking_uri):
             try:
                 st.client().set_terminated(st.parent_run_id, "FAILED")
@@ -258,7 +285,8 @@ def end(st: SweepState, config: DictConfig) -> Exit:
             f"\n[sweep {st.name}] MLflow ({redact(st.tracking_uri)}) could not take {len(unsynced)} record(s) "
             f"(jobs and/or the sweep's parent run). Nothing is lost: they are in {st.records_dir}/. "
             f"Once MLflow is reachable, log them (each exactly once) with:\n    {_sync_command(st)}",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
     return st.exit_code
 
@@ -271,8 +299,10 @@ def finish(st: SweepState, parent_run_id: str | None, cfg: DictConfig) -> None:
     """
     console.summary(st, parent_run_id)
     if parent_run_id is None:
-        print("[sweep] no decision: MLflow is unreachable; after `python -m pipeline.sync`, "
-              "`python -m pipeline.decide` decides the sweep", flush=True)
+        print(
+            "[sweep] no decision: MLflow is unreachable; after `python -m pipeline.sync`, `python -m pipeline.decide` decides the sweep",
+            flush=True,
+        )
         return
 
     try:
@@ -291,12 +321,18 @@ def finish(st: SweepState, parent_run_id: str | None, cfg: DictConfig) -> None:
     contended = decision.contended
     if len(contended):
         lines = [f"  {r['label']}: {r['contended']}" for _, r in contended.iterrows()]
-        print(f"\n[sweep] {len(contended)} configuration(s) measured on a busy machine; their latencies are not "
-              "comparable and support no go:\n" + "\n".join(lines), flush=True)
+        print(
+            f"\n[sweep] {len(contended)} configuration(s) measured on a busy machine; their latencies are not "
+            "comparable and support no go:\n" + "\n".join(lines),
+            flush=True,
+        )
     if os.environ.get(STAGE_ENV) == "sweep":  # dvc repro: the decide stage says the study's decision, once
         w = decision.winner
-        print(f"\n[sweep] decided on the parent run: {decision.verdict.upper()}, {w.label if w else 'no winner'} "
-              "(the study's decision and report: the decide stage)", flush=True)
+        print(
+            f"\n[sweep] decided on the parent run: {decision.verdict.upper()}, {w.label if w else 'no winner'} "
+            "(the study's decision and report: the decide stage)",
+            flush=True,
+        )
     else:
         print(f"\n{decision.recommendation}\n(report: {decision.out_dir / 'report.html'})", flush=True)
     print(console.mlflow_ui_hint(typed.tracking.resolved_uri()), flush=True)

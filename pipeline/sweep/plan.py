@@ -140,7 +140,5 @@ def check_jobs_compose(config: DictConfig, jobs: list[list[str]]) -> None:
         except Exception as exc:
             msg = str(exc).split("\nConfig search path")[0].strip()
             raise SweepConfigError(
-                f"config error: sweep job {num + 1}/{len(jobs)} ({' '.join(job)}): {msg}\n"
-                "nothing was run and no run was logged"
+                f"config error: sweep job {num + 1}/{len(jobs)} ({' '.join(job)}): {msg}\nnothing was run and no run was logged"
             ) from None
-

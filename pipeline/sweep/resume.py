@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pipeline.core.vocab import Metric, Status, contended_reason
 from pipeline.tracking import records
-from pipeline.core.vocab import Status
 
 
 def find_done(client, experiment_id: str, chash: str, machine: str | None = None):
@@ -24,14 +24,15 @@ def reusable_timing(tags: dict, machine: str | None) -> bool:
     """A timing may be reused here: taken on this machine (its fingerprint) and not contended."""
     if machine is None:
         return True
-    return tags.get("machine.fingerprint") == machine and str(tags.get("bench.contended", "false")).lower() == "false"
+    return tags.get("machine.fingerprint") == machine and not contended_reason(tags.get(Metric.CONTENDED))
 
 
 def find_done_locally(records_dir: str, chash: str, tracking_uri: str, machine: str | None = None):
     """The latest local record with status ok and this config hash that belongs to this store
     (logged to it, or not logged anywhere yet), timed on this machine and not contended, or None."""
     found = [
-        r for _, r in records.find(records_dir, "config_hash", chash)
+        r
+        for _, r in records.find(records_dir, "config_hash", chash)
         if r.status == Status.OK and r.tracking_uri in (None, tracking_uri) and reusable_timing(r.tags, machine)
     ]
     return found[-1] if found else None
@@ -46,6 +47,7 @@ def open_parent(records_dir: str, sweep_key: str):
 def job_records(records_dir: str, parent_record: str, num: int | None = None, since: float = 0.0):
     """The records of a sweep's jobs (of job ``num`` only, when given) created at ``since`` or later."""
     return [
-        (f, r) for f, r in records.find(records_dir, "sweep.parent_record", parent_record)
+        (f, r)
+        for f, r in records.find(records_dir, "sweep.parent_record", parent_record)
         if not r.is_parent and (num is None or r.tags.get("sweep.job") == str(num)) and r.created >= since
     ]

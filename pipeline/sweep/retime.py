@@ -18,15 +18,15 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.measure import bench
-from pipeline.tracking import records
-from pipeline.model import validate
 from pipeline.config import BenchConfig, ContentionConfig, QualityConfig, RetimeConfig
-from pipeline.decision import decide, from_records
-from pipeline.decision.matrix import evaluate
-from pipeline.decision.inputs import RETIME_FILE as FILE
-from pipeline.core.vocab import Metric, Status
+from pipeline.core.vocab import Metric
 from pipeline.data.sts import load_sts
+from pipeline.decision import decide, from_records
+from pipeline.decision.inputs import RETIME_FILE as FILE
+from pipeline.decision.matrix import leaders as ranked_leaders
+from pipeline.measure import bench
+from pipeline.model import validate
+from pipeline.tracking import records
 
 
 def _sentences(spec: dict) -> list[str]:
@@ -54,12 +54,10 @@ def contended_contenders(found: list[tuple[Path, records.RunRecord]], decision_c
     runs = inputs.runs
     if runs.empty or not (runs["contended"].astype(str) != "").any():
         return []
-    ok = runs[runs["status"] == Status.OK].reset_index(drop=True)
-    ranked = evaluate(ok.assign(contended=""), decision_cfg)  # as if every one were quiet
-    why = dict(zip(ok["record_id"], ok["contended"].astype(str)))
+    why = dict(zip(runs["record_id"], runs["contended"].astype(str)))
     folders = {r.record_id: f for f, r in found}
     out = []
-    for _, row in ranked[ranked["eligible"]].head(top_k).iterrows():
+    for _, row in ranked_leaders(runs.assign(contended=""), decision_cfg, top_k).iterrows():  # as if every one were quiet
         folder = folders.get(row["record_id"])
         if why.get(row["record_id"]) and folder is not None and (folder / "bench_spec.json").is_file():
             out.append((row["record_id"], why[row["record_id"]], folder))
@@ -104,25 +102,37 @@ def retime(targets: list[tuple[str, Path]], settings: RetimeConfig, cache_dir: s
     rows = []
     n = len(targets)
     for r in range(settings.rounds):
-        order = targets[r % n:] + targets[: r % n] if n else []
+        order = targets[r % n :] + targets[: r % n] if n else []
         for rid, _ in order:
             spec = specs[rid]
-            progress(f"[retime] round {r + 1}/{settings.rounds}: {Path(spec['embedder']['model_dir']).name} "
-                     f"batch {spec['bench']['batch_size']} ({rid[:8]})")
-            b = bench.run(spec["embedder"], sentences[rid], _bench_config(spec, settings), cache_dir=cache_dir,
-                          precision=spec.get("precision", "fp32"), runtime=_runtime(spec))
+            progress(
+                f"[retime] round {r + 1}/{settings.rounds}: {Path(spec['embedder']['model_dir']).name} "
+                f"batch {spec['bench']['batch_size']} ({rid[:8]})"
+            )
+            b = bench.run(
+                spec["embedder"],
+                sentences[rid],
+                _bench_config(spec, settings),
+                cache_dir=cache_dir,
+                precision=spec.get("precision", "fp32"),
+                runtime=_runtime(spec),
+            )
             m = b.metrics()
-            rows.append({
-                "record_id": rid,
-                "round": r,
-                "contended": b.contended,
-                "metrics": {k: m[k] for k in (Metric.P50_MS, Metric.P95_MS, Metric.P99_MS, Metric.THROUGHPUT) if k in m},
-                "conditions": b.conditions.metrics() if b.conditions is not None else {},
-            })
+            rows.append(
+                {
+                    "record_id": rid,
+                    "round": r,
+                    "contended": b.contended,
+                    "metrics": {k: m[k] for k in (Metric.P50_MS, Metric.P95_MS, Metric.P99_MS, Metric.THROUGHPUT) if k in m},
+                    "conditions": b.conditions.metrics() if b.conditions is not None else {},
+                }
+            )
     return {"settings": asdict(settings), "rounds": rows}
 
 
-def retime_sweep(parent_folder: Path, found: list[tuple[Path, records.RunRecord]], decision_cfg, cache_dir: str | Path, progress=print) -> dict | None:
+def retime_sweep(
+    parent_folder: Path, found: list[tuple[Path, records.RunRecord]], decision_cfg, cache_dir: str | Path, progress=print
+) -> dict | None:
     """Re-time the leaders of a sweep's records; writes ``retime.json`` into its parent record.
 
     None when there is nothing to compare (fewer than two leaders, or re-timing switched off)."""
@@ -150,7 +160,9 @@ def _say_what_changed(payload: dict, flagged: list, progress) -> None:
         mine = [r for r in payload["rounds"] if r["record_id"] == rid]
         quiet = [r["metrics"].get(Metric.P95_MS) for r in mine if not r["contended"]]
         if quiet:
-            progress(f"[retime] {rid[:8]} was contended ({why}); quiet in {len(quiet)} of {len(mine)} rounds: ranked with "
-                     f"its quiet figures (p95 {min(quiet):.3g}-{max(quiet):.3g} ms)")
+            progress(
+                f"[retime] {rid[:8]} was contended ({why}); quiet in {len(quiet)} of {len(mine)} rounds: ranked with "
+                f"its quiet figures (p95 {min(quiet):.3g}-{max(quiet):.3g} ms)"
+            )
         else:
             progress(f"[retime] {rid[:8]} was contended ({why}) and stayed contended in all {len(mine)} rounds: not comparable")

@@ -3,7 +3,7 @@
 Hydra calls the sweep's callback and its jobs as separate functions, so the state has one
 registry (:func:`current`), set when the sweep starts.  A job that a cluster launcher starts in
 another process (on another machine) rebuilds it from ``$PIPELINE_SWEEP_STATE``
-(:meth:`SweepState.to_env`).  The sweep's lock on its records is held by ``records.hold_sweep``.
+(:meth:`SweepState.to_env`).  The sweep's lock on its records is held by ``sweep_lock.hold_sweep`` (pipeline/tracking/sweep_lock.py).
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-from pipeline.tracking import records, track
 from pipeline.core.errors import Exit
 from pipeline.core.vocab import Status
+from pipeline.tracking import records, track
 
 # the sweep's state for jobs a cluster launcher runs in other processes (on other machines)
 STATE_ENV = "PIPELINE_SWEEP_STATE"
@@ -55,8 +54,18 @@ class SweepState:
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)  # per job num, for the summary
     exit_code: Exit = Exit.OK
 
-    _ENV_KEYS = ("name", "parent_run_id", "experiment_id", "tracking_uri", "jobs", "swept_keys", "rerun",
-                 "records_dir", "parent_record", "sweep_key")
+    _ENV_KEYS = (
+        "name",
+        "parent_run_id",
+        "experiment_id",
+        "tracking_uri",
+        "jobs",
+        "swept_keys",
+        "rerun",
+        "records_dir",
+        "parent_record",
+        "sweep_key",
+    )
 
     @property
     def failed(self) -> list[JobOutcome]:

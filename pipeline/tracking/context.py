@@ -50,13 +50,15 @@ def system_tags() -> dict[str, str]:
     tags.update(_git_tags(Path(__file__).resolve().parent))
     from pipeline.core.machine import cpu_model
 
-    tags.update({
-        "env.cpu_model": cpu_model(),
-        "env.cores": str(os.cpu_count() or 1),
-        "env.machine": platform.machine(),
-        "env.os": platform.platform(),
-        "env.python": platform.python_version(),
-    })
+    tags.update(
+        {
+            "env.cpu_model": cpu_model(),
+            "env.cores": str(os.cpu_count() or 1),
+            "env.machine": platform.machine(),
+            "env.os": platform.platform(),
+            "env.python": platform.python_version(),
+        }
+    )
     for pkg in ENV_PACKAGES:
         try:
             tags[f"env.{pkg}"] = metadata.version(pkg)
@@ -175,5 +177,3 @@ def context_tags() -> dict[str, str]:
     by which the decide stage keeps only the records of its own run."""
     stage = {"stage.run": os.environ["PIPELINE_STAGE_RUN"]} if os.environ.get("PIPELINE_STAGE_RUN") else {}
     return {k: redact(v) for k, v in {**system_tags(), **hydra_tags(), **stage}.items()}
-
-

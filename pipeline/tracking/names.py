@@ -5,6 +5,7 @@ Pure functions of a config or a record; :mod:`pipeline.tracking.track` logs what
 from __future__ import annotations
 
 from pathlib import Path
+
 from pipeline.core.vocab import Status
 
 # the keys of a config that do not change what a job measures: not logged as params, not in the config hash
@@ -129,9 +130,20 @@ def display_name(base: str, params: dict[str, str], tags: dict[str, str], status
 
 
 HEADLINE_METRICS = (
-    "latency.p95_ms", "quality.stsb_spearman", "throughput.sentences_per_s", "latency.p50_ms", "latency.p99_ms",
-    "load.max_qps_at_p95_target", "load.p95_ms_at_100qps", "parity.min_cosine", "quality.stsb_delta_vs_fp32",
-    "memory.peak_rss_mb", "model.size_mb", "load.session_s", "load.first_call_ms", "roofline_fraction",
+    "latency.p95_ms",
+    "quality.stsb_spearman",
+    "throughput.sentences_per_s",
+    "latency.p50_ms",
+    "latency.p99_ms",
+    "load.max_qps_at_p95_target",
+    "load.p95_ms_at_100qps",
+    "parity.min_cosine",
+    "quality.stsb_delta_vs_fp32",
+    "memory.peak_rss_mb",
+    "model.size_mb",
+    "load.session_s",
+    "load.first_call_ms",
+    "roofline_fraction",
 )
 BOOKKEEPING = ("bench.", "conditions.", "export.", "usability.", "provider.nodes")
 
@@ -164,10 +176,20 @@ def dataset_input(rec):
         source_type, where = "local", {"uri": str(path.resolve())}
     else:
         source_type, where = "hugging_face", {"path": param(rec.params, "quality.hub_dataset") or "", "split": split}
-    schema = {"mlflow_colspec": [{"type": "string", "name": "sentence1"}, {"type": "string", "name": "sentence2"},
-                                 {"type": "double", "name": "score"}]}
+    schema = {
+        "mlflow_colspec": [
+            {"type": "string", "name": "sentence1"},
+            {"type": "string", "name": "sentence2"},
+            {"type": "double", "name": "score"},
+        ]
+    }
     profile = {"num_rows": int(rec.metrics.get("quality.pairs", 0)), "sha256": sha}
-    dataset = Dataset(name=name, digest=sha[:16], source_type=source_type, source=json.dumps(where),
-                      schema=json.dumps(schema), profile=json.dumps(profile))
+    dataset = Dataset(
+        name=name,
+        digest=sha[:16],
+        source_type=source_type,
+        source=json.dumps(where),
+        schema=json.dumps(schema),
+        profile=json.dumps(profile),
+    )
     return DatasetInput(dataset=dataset, tags=[InputTag("mlflow.data.context", "evaluation")])
-

@@ -1,11 +1,10 @@
 """Run records: every job's results on local disk, before and apart from MLflow.
 
-Each job writes ``<records_dir>/<record_id>/`` holding ``record.json`` (params, tags,
-metrics, status) and the job's artifact files.  It is written before the job is logged to
-MLflow, so a tracking server that is down or goes away loses nothing: the record says it is
-not logged yet, and ``python -m pipeline.sync`` logs it later (once: a run carries its
-``record_id`` tag, and a record already in the store is not logged again).  The same files
-let the DVC stages and the decision matrix work without any MLflow store.
+Each job writes ``<records_dir>/<record_id>/`` holding ``record.json`` (params, tags, metrics, status) and the
+job's artifact files. It is written before the job is logged to MLflow, so a tracking server that is down or
+goes away loses nothing: the record says it is not logged yet, and ``python -m pipeline.sync`` logs it later
+(once: a run carries its ``record_id`` tag, and a record already in the store is not logged again). The same
+files let the DVC stages and the decision matrix work without any MLflow store.
 """
 
 from __future__ import annotations
@@ -22,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from pipeline.core import ownership
-from pipeline.core.errors import Exit, PipelineError
 from pipeline.core.cache import clean_stale
+from pipeline.core.errors import PipelineError
 from pipeline.core.vocab import Status
 
 if TYPE_CHECKING:
-    from filelock import FileLock
+    pass
 
 RECORD = "record.json"
 # tags by which records are looked up (resume, a sweep's jobs, a sweep's parent): an index of
@@ -37,7 +36,7 @@ INDEXED_TAGS = ("config_hash", "sweep.key", "sweep.parent_record")
 INDEX = ".index"
 log = logging.getLogger(__name__)
 _INDEX_COMPLETE = "complete"
-_ALL = "_all"  # .index/_all/<record_id>: every record the index covers  # written once the index covers every record of the folder
+_ALL = "_all"  # .index/_all/<record_id>: every record the index covers (written once it covers the whole folder)
 
 
 @dataclass
@@ -128,8 +127,9 @@ def _index_after_write(records_dir: Path, rec: "RunRecord") -> None:
     try:
         _index(records_dir, rec)
     except OSError as exc:
-        log.warning("the records index %s could not take %s (%s): it is rebuilt on the next lookup",
-                    records_dir / INDEX, rec.record_id, exc)
+        log.warning(
+            "the records index %s could not take %s (%s): it is rebuilt on the next lookup", records_dir / INDEX, rec.record_id, exc
+        )
         with contextlib.suppress(OSError):
             _drop_index(records_dir)
 
@@ -172,7 +172,7 @@ def _refresh_index(root: Path) -> None:
 def _lookup(root: Path, tag: str, value: str) -> list[tuple[Path, "RunRecord"]]:
     found = []
     entry = root / INDEX / tag / _safe(value)
-    for name in (sorted(p.name for p in entry.iterdir()) if entry.is_dir() else []):
+    for name in sorted(p.name for p in entry.iterdir()) if entry.is_dir() else []:
         try:
             rec = load(root / name)
         except (UnreadableRecord, OSError):  # removed or damaged since: not a result
@@ -217,8 +217,6 @@ def _write_json(path: Path, payload: dict) -> None:
         raise
 
 
-
-
 def check_writable(records_dir: str | Path) -> None:
     """Refuse, before any work, a records folder that cannot take a record (read-only, full,
     not a folder): raises :class:`RecordError` naming it."""
@@ -228,8 +226,10 @@ def check_writable(records_dir: str | Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"x" * 4096)
     except OSError as exc:
-        raise RecordError(f"records_dir {root} cannot be written ({type(exc).__name__}: {exc.strerror or exc}); "
-                          "nothing was run: point records_dir at a writable folder") from None
+        raise RecordError(
+            f"records_dir {root} cannot be written ({type(exc).__name__}: {exc.strerror or exc}); "
+            "nothing was run: point records_dir at a writable folder"
+        ) from None
     finally:
         try:
             probe.unlink(missing_ok=True)
@@ -291,8 +291,13 @@ def load(path: Path) -> RunRecord:
     missing = sorted({"record_id", "run_name", "params", "tags"} - set(data))
     unknown = sorted(set(data) - _FIELDS)
     if missing or unknown:
-        raise UnreadableRecord(f"{file}: " + "; ".join(
-            ([f"missing field(s) {', '.join(missing)}"] if missing else []) + ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])))
+        raise UnreadableRecord(
+            f"{file}: "
+            + "; ".join(
+                ([f"missing field(s) {', '.join(missing)}"] if missing else [])
+                + ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])
+            )
+        )
     for name, kind in (("params", dict), ("tags", dict), ("metrics", dict), ("record_id", str)):
         if name in data and not isinstance(data[name], kind):
             raise UnreadableRecord(f"{file}: field {name} must be a {kind.__name__}, got {type(data[name]).__name__}")
@@ -341,61 +346,5 @@ def scan(records_dir: str | Path) -> tuple[list[tuple[Path, RunRecord]], list[tu
 
 
 def iter_records(records_dir: str | Path) -> Iterator[tuple[Path, RunRecord]]:
-    """Every readable record under ``records_dir``, oldest first (:func:`scan` also lists the
-    unreadable ones)."""
+    """Every readable record under ``records_dir``, oldest first (:func:`scan` lists the unreadable too)."""
     yield from scan(records_dir)[0]
-
-
-# -- a sweep's lock on its records ------------------------------------------------------------------
-class SweepBusy(PipelineError, RuntimeError):
-    """The same sweep is running in another process on these records."""
-
-    exit = Exit.BUSY
-
-
-_HELD: dict[str, "FileLock"] = {}  # the sweep locks this process holds, by lock file
-
-
-def _sweep_lock_path(records_dir: str | Path, sweep_key: str) -> Path:
-    return Path(records_dir) / f".sweep-{sweep_key}.lock"
-
-
-def hold_sweep(records_dir: str | Path, sweep_key: str, name: str) -> "FileLock":
-    """Lock sweep ``sweep_key`` (its name and job list) on these records for this process, before
-    anything of it is looked up or created: a second run of the same sweep at the same time
-    (another user, another terminal) is refused (:class:`SweepBusy`) instead of sharing its
-    parent and measuring every job twice under the other's load.  Held until released or the
-    process ends; a lock this process held for another sweep is released."""
-    from filelock import FileLock, Timeout
-
-    path = str(_sweep_lock_path(records_dir, sweep_key))
-    lock = FileLock(path, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise SweepBusy(
-            f"refused: sweep {name!r} (key {sweep_key}, records {records_dir}) is running in another process "
-            "right now; wait for it to finish, or run a different sweep"
-        ) from None
-    for other in [p for p in _HELD if p != path]:
-        _HELD.pop(other).release()
-    _HELD[path] = lock
-    return lock
-
-
-def sweep_lock_free(records_dir: str | Path, sweep_key: str) -> bool:
-    """True when no process holds the lock of sweep ``sweep_key`` on ``records_dir`` (its
-    process is gone); a sweep this process runs counts as held."""
-    from filelock import FileLock, Timeout
-
-    path = str(_sweep_lock_path(records_dir, sweep_key))
-    if path in _HELD:
-        return False
-    lock = FileLock(path, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        return False
-    lock.release()
-    return True
-

@@ -25,11 +25,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.tracking import records, track
 from pipeline.config import ConfigError, TrackingConfig
 from pipeline.core.errors import Exit
-from pipeline.core.vocab import Status
 from pipeline.core.redaction import redact
+from pipeline.core.vocab import Status
+from pipeline.tracking import records, sweep_lock, track
 
 COMMAND = "python -m pipeline.sync"
 
@@ -63,7 +63,7 @@ def close_stale_parents(records_dir: str | Path, sweep_key: str | None = None) -
     for folder, rec in candidates:
         if not rec.is_parent or rec.status != Status.RUNNING or (sweep_key and rec.tags.get("sweep.key") != sweep_key):
             continue
-        if not sweep_key and not records.sweep_lock_free(records_dir, rec.tags.get("sweep.key", "")):
+        if not sweep_key and not sweep_lock.sweep_lock_free(records_dir, rec.tags.get("sweep.key", "")):
             continue  # its sweep is still running
         rec.status = "failed"
         rec.reason = "the sweep's process ended before the sweep did (killed); its finished jobs are kept"
@@ -133,9 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.FAILED
     report = sync(args.records_dir, tracking)
     uri = redact(tracking.resolved_uri())
-    print(f"sync {args.records_dir} -> {uri}: {len(report.logged)} logged, {len(report.failed)} not logged, "
-          f"{len(report.waiting)} waiting for their sweep to end, {len(report.unreadable)} unreadable, "
-          f"{len(report.held)} held back")
+    print(
+        f"sync {args.records_dir} -> {uri}: {len(report.logged)} logged, {len(report.failed)} not logged, "
+        f"{len(report.waiting)} waiting for their sweep to end, {len(report.unreadable)} unreadable, "
+        f"{len(report.held)} held back"
+    )
     for rid in report.closed:
         print(f"closed the parent record {rid} of a killed sweep (status failed, sweep.complete=false)")
     for line in report.unreadable:
@@ -143,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     for line in report.held:
         print(f"held back: job record {line}", file=sys.stderr)
     if report.failed:
-        print(f"MLflow ({uri}) did not take {len(report.failed)} record(s); they stay in {args.records_dir}; "
-              f"run `{command(args.records_dir, tracking.resolved_uri())}` again once it is reachable", file=sys.stderr)
+        print(
+            f"MLflow ({uri}) did not take {len(report.failed)} record(s); they stay in {args.records_dir}; "
+            f"run `{command(args.records_dir, tracking.resolved_uri())}` again once it is reachable",
+            file=sys.stderr,
+        )
     return Exit.OK if report.ok else Exit.FAILED
 
 

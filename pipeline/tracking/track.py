@@ -8,11 +8,19 @@ import os
 import time
 from pathlib import Path
 
-from pipeline.tracking.context import system_tags
-from pipeline.tracking.names import GROUPS, MAX_PARAM_VALUE, NOT_JOB_SETTINGS, dataset_input, display_name, flatten, hydra_choices, metric_rank
-
 from pipeline.core.redaction import redact
 from pipeline.core.vocab import Status
+from pipeline.tracking.context import system_tags
+from pipeline.tracking.names import (
+    GROUPS,
+    MAX_PARAM_VALUE,
+    NOT_JOB_SETTINGS,
+    dataset_input,
+    display_name,
+    flatten,
+    hydra_choices,
+    metric_rank,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +160,14 @@ def job_params(cfg) -> dict[str, str]:
 
 
 # settings that change nothing unless the job is of their kind: no param of a run they do not apply to
-QUANTIZE_ONLY = ("variant.quantization", "variant.instruction_set", "variant.per_channel", "variant.reduce_range",
-                 "variant.operators", "variant.weights_only")
+QUANTIZE_ONLY = (
+    "variant.quantization",
+    "variant.instruction_set",
+    "variant.per_channel",
+    "variant.reduce_range",
+    "variant.operators",
+    "variant.weights_only",
+)
 
 
 def applies(cfg, key: str) -> bool:
@@ -171,6 +185,7 @@ def applies(cfg, key: str) -> bool:
 
 
 # params of runs logged before the Hydra keys (read by the decision, pipeline/decision/inputs.py)
+
 
 def client(uri: str):
     """The MLflow client for ``uri`` (the one factory the package uses)."""
@@ -239,7 +254,10 @@ def log_record(tracking_cfg, folder: Path, rec) -> str | None:
         log.warning(
             "MLflow (%s) could not take this run (%s: %s); its results are kept in %s; "
             "`python -m pipeline.sync` logs them once the store is back",
-            redact(uri), type(exc).__name__, redact(str(exc).splitlines()[0] if str(exc) else ""), folder,
+            redact(uri),
+            type(exc).__name__,
+            redact(str(exc).splitlines()[0] if str(exc) else ""),
+            folder,
         )
         return None
 
@@ -297,5 +315,3 @@ def run_tags(rec) -> dict[str, str]:
     tags = {**system_tags(), **rec.all_tags()}
     tags["mlflow.runName"] = rec.run_name if rec.is_parent else display_name(rec.run_name, rec.params, tags, rec.status)
     return tags
-
-
