@@ -89,7 +89,8 @@ MOVED = {
 }
 
 
-RECORD_MODULES = ("pipeline.tracking", "pipeline.records", "pipeline.names", "pipeline.track")  # where a record is kept
+# where a record is kept: pipeline.tracking, and its modules in the tree before the move (by name)
+RECORD_MODULES = ("pipeline.tracking", *(f"pipeline.{m}" for m in ("records", "names", "track")))
 
 
 def layer(module: str) -> int:
