@@ -22,6 +22,7 @@ Only the standard library is imported here at load time; ``pipeline`` (the repos
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -135,23 +136,28 @@ def st_optimized(st_folder: Path, level: str) -> str:
     return fname
 
 
-def infinity_onnx_folder(resolved, graph: Path, root: Path) -> Path:
+def infinity_onnx_folder(resolved, graph: Path, root: Path, name: str = "infinity-onnx") -> Path:
     """The folder infinity-emb's optimum engine loads: the checkpoint's config, tokenizer and pooling
     files with ``graph`` as model.onnx, its only ONNX file, at the top (the engine picks a file by
     globbing the folder, preferring one named *quantize* on the CPU, and there is none; it passes
     the path it found as Optimum's file_name, which Optimum 2 matches against bare file names only)."""
-    folder = root / "infinity-onnx"
+    folder = root / name
     source = f"{graph.resolve()} {graph.stat().st_size}"
     if not (folder / "model.onnx").is_file() or not (folder / "source.txt").is_file() or (folder / "source.txt").read_text() != source:
-        tmp = root / f".infinity-onnx.{os.getpid()}"
+        tmp = root / f".{name}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(resolved.folder, tmp, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.onnx", "onnx", "openvino"))
         shutil.copy2(graph, tmp / "model.onnx")
         (tmp / "source.txt").write_text(source)
         shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(root / "infinity-onnx.hub", ignore_errors=True)  # its optimized graph of an older folder
+        shutil.rmtree(infinity_hub(folder), ignore_errors=True)  # its optimized graph of an older folder
         tmp.rename(folder)
     return folder
+
+
+def infinity_hub(folder: Path) -> Path:
+    """Where infinity-emb's engine writes its optimized graph of ``folder`` (one cache per folder)."""
+    return folder.parent / f"{folder.name}.hub"
 
 
 def infinity_o2_folder(resolved, fp32_art, root: Path, st_folder: Path | None = None) -> Path:
@@ -163,6 +169,61 @@ def infinity_o2_folder(resolved, fp32_art, root: Path, st_folder: Path | None = 
     torch.onnx lost _attention_scale.)"""
     st = st_folder if st_folder is not None else st_onnx_folder(resolved, fp32_art, root)
     return infinity_onnx_folder(resolved, st / "onnx" / st_optimized(st, "O2"), root)
+
+
+def optimum_qint8_folder(st_folder: Path, fp32_art, root: Path) -> Path:
+    folder = root / "optimum-qint8"
+    if not (folder / "model_qint8_avx512_vnni.onnx").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        for p in fp32_art.folder.iterdir():
+            if p.is_file() and p.suffix != ".onnx" and not p.name.startswith("."):
+                shutil.copy2(p, folder / p.name)
+        shutil.copy2(st_folder / "onnx" / "model_qint8_avx512_vnni.onnx", folder / "model_qint8_avx512_vnni.onnx")
+    return folder
+
+
+OV_STATIC_FILE = "openvino/openvino_model_qint8_quantized.xml"
+_OV_STATIC = """
+import sys
+from optimum.intel import OVQuantizationConfig
+from sentence_transformers import SentenceTransformer, export_static_quantized_openvino_model
+folder, calibration, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+model = SentenceTransformer(folder, backend="openvino", device="cpu", local_files_only=True)
+export_static_quantized_openvino_model(model, OVQuantizationConfig(num_samples=n), folder, dataset_name=calibration,
+                                       dataset_config_name="default", dataset_split="train", column_name="sentence")
+"""
+
+
+def ov_static_folder(python: Path, resolved, calibration: list[str], root: Path, timeout_s: float = 1800) -> Path:
+    """sentence-transformers' ``export_static_quantized_openvino_model`` (NNCF post-training static int8)
+    of the checkpoint, made once in the OpenVINO peer's environment.  Its calibration set is the
+    given local sentences, written as a one-column CSV folder that ``datasets.load_dataset`` reads
+    offline, in place of its default (glue/sst2 from the hub)."""
+    folder = root / "st-openvino-static"
+    if (folder / OV_STATIC_FILE).is_file():
+        return folder
+    if not calibration:
+        raise ValueError("no calibration sentences")
+    tmp, cal = root / f".st-openvino-static.{os.getpid()}", root / f".ov-calibration.{os.getpid()}"
+    for d in (tmp, cal):
+        shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(resolved.folder, tmp, ignore=shutil.ignore_patterns("onnx", "openvino"))
+    cal.mkdir()
+    with open(cal / "train.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence"])
+        w.writerows([t] for t in calibration)
+    try:
+        run_tool(python, _OV_STATIC, [tmp, cal, len(calibration)], "export_static_quantized_openvino_model", timeout_s)
+        if not (tmp / OV_STATIC_FILE).is_file():
+            found = sorted(p.name for p in (tmp / "openvino").iterdir()) if (tmp / "openvino").is_dir() else []
+            raise RuntimeError(f"export_static_quantized_openvino_model wrote {found}, not {OV_STATIC_FILE}")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(cal, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def infinity_pooling(cfg) -> str:

@@ -48,7 +48,6 @@ The last line printed is one JSON object.
 
 from __future__ import annotations
 
-import csv
 import inspect
 import json
 import os
@@ -290,61 +289,6 @@ class Contender:
 
 
 # -- preparing the files only this script's peers read (harness.py: the shared ones) --------------
-def optimum_qint8_folder(st_folder: Path, fp32_art, root: Path) -> Path:
-    folder = root / "optimum-qint8"
-    if not (folder / "model_qint8_avx512_vnni.onnx").is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        for p in fp32_art.folder.iterdir():
-            if p.is_file() and p.suffix != ".onnx" and not p.name.startswith("."):
-                shutil.copy2(p, folder / p.name)
-        shutil.copy2(st_folder / "onnx" / "model_qint8_avx512_vnni.onnx", folder / "model_qint8_avx512_vnni.onnx")
-    return folder
-
-
-OV_STATIC_FILE = "openvino/openvino_model_qint8_quantized.xml"
-_OV_STATIC = """
-import sys
-from optimum.intel import OVQuantizationConfig
-from sentence_transformers import SentenceTransformer, export_static_quantized_openvino_model
-folder, calibration, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-model = SentenceTransformer(folder, backend="openvino", device="cpu", local_files_only=True)
-export_static_quantized_openvino_model(model, OVQuantizationConfig(num_samples=n), folder, dataset_name=calibration,
-                                       dataset_config_name="default", dataset_split="train", column_name="sentence")
-"""
-
-
-def ov_static_folder(python: Path, resolved, calibration: list[str], root: Path, timeout_s: float = 1800) -> Path:
-    """sentence-transformers' ``export_static_quantized_openvino_model`` (NNCF post-training static int8)
-    of the checkpoint, made once in the OpenVINO peer's environment.  Its calibration set is the
-    given local sentences, written as a one-column CSV folder that ``datasets.load_dataset`` reads
-    offline, in place of its default (glue/sst2 from the hub)."""
-    folder = root / "st-openvino-static"
-    if (folder / OV_STATIC_FILE).is_file():
-        return folder
-    if not calibration:
-        raise ValueError("no calibration sentences")
-    tmp, cal = root / f".st-openvino-static.{os.getpid()}", root / f".ov-calibration.{os.getpid()}"
-    for d in (tmp, cal):
-        shutil.rmtree(d, ignore_errors=True)
-    shutil.copytree(resolved.folder, tmp, ignore=shutil.ignore_patterns("onnx", "openvino"))
-    cal.mkdir()
-    with open(cal / "train.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sentence"])
-        w.writerows([t] for t in calibration)
-    try:
-        harness.run_tool(python, _OV_STATIC, [tmp, cal, len(calibration)], "export_static_quantized_openvino_model", timeout_s)
-        if not (tmp / OV_STATIC_FILE).is_file():
-            found = sorted(p.name for p in (tmp / "openvino").iterdir()) if (tmp / "openvino").is_dir() else []
-            raise RuntimeError(f"export_static_quantized_openvino_model wrote {found}, not {OV_STATIC_FILE}")
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(cal, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
 def ct2_folder(python: Path, resolved, root: Path) -> Path:
     """CTranslate2's conversion of the checkpoint (float32 weights; the compute type is chosen
     at load), made once with its converter in its environment."""
@@ -632,7 +576,7 @@ def st_optimized_rows(p: Prep) -> None:
             )
         )
     if p.opts.wants("optimum-ort-qint8") and p.st_folder is not None:
-        q = optimum_qint8_folder(p.st_folder, p.fp32, p.peers_root)
+        q = harness.optimum_qint8_folder(p.st_folder, p.fp32, p.peers_root)
         p.add(
             Contender(
                 "optimum-ort-qint8",
@@ -695,7 +639,7 @@ def st_openvino_static_row(p: Prep, env) -> None:
         from pipeline.data.sts import load_sts
 
         dev = load_sts(QualityConfig(split="dev")).unique_sentences[: p.opts.ov_calibration_samples]
-        folder = ov_static_folder(env.python, p.resolved, dev, p.peers_root)
+        folder = harness.ov_static_folder(env.python, p.resolved, dev, p.peers_root)
         p.add(
             Contender(
                 "st-openvino-int8-static",
@@ -707,7 +651,7 @@ def st_openvino_static_row(p: Prep, env) -> None:
                     "backend": "openvino",
                     "folder": str(folder),
                     "threads": th,
-                    "model_kwargs": {"file_name": OV_STATIC_FILE, "ov_config": {"INFERENCE_NUM_THREADS": th}},
+                    "model_kwargs": {"file_name": harness.OV_STATIC_FILE, "ov_config": {"INFERENCE_NUM_THREADS": th}},
                 },
                 note=f"export_static_quantized_openvino_model, {len(dev)} STS dev sentences as its calibration set",
             ),
@@ -811,7 +755,10 @@ def infinity_rows(p: Prep) -> None:
                     "infinity-optimum",
                     "optimum",
                     harness.infinity_o2_folder(p.resolved, p.fp32, p.peers_root, p.st_folder),
-                    {"hf_hub_cache": str(p.peers_root / "infinity-onnx.hub"), "pooling_method": harness.infinity_pooling(p.cfg)},
+                    {
+                        "hf_hub_cache": str(harness.infinity_hub(p.peers_root / "infinity-onnx")),
+                        "pooling_method": harness.infinity_pooling(p.cfg),
+                    },
                 )
             )
         except Exception as exc:

@@ -1,4 +1,4 @@
-"""The folders benchmarks/harness.py and benchmarks/peers_best.py prepare for two peer paths, with
+"""The folders benchmarks/harness.py prepares for two peer paths, with
 stand-ins for the peer's own tools: infinity-emb's optimum engine (a folder whose only ONNX file is
 the graph it is given) and sentence-transformers' OpenVINO static int8 export (its calibration set
 from local sentences)."""
@@ -15,7 +15,6 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import harness  # noqa: E402
-import peers_best  # noqa: E402
 
 
 def _checkpoint(tmp_path: Path) -> SimpleNamespace:
@@ -75,15 +74,15 @@ def test_the_openvino_static_export_is_calibrated_on_the_given_sentences_as_one_
     )
     sentences = ["A man plays a guitar.", 'She said "yes, later".', "Two, three"]
 
-    folder = peers_best.ov_static_folder(python, resolved, sentences, root)
+    folder = harness.ov_static_folder(python, resolved, sentences, root)
 
-    assert (folder / peers_best.OV_STATIC_FILE).is_file()
+    assert (folder / harness.OV_STATIC_FILE).is_file()
     assert (folder / "model.safetensors").is_file()  # the OpenVINO export needs the checkpoint's weights
     with open(seen, newline="") as f:
         assert list(csv.reader(f)) == [["sentence"]] + [[s] for s in sentences]  # commas and quotes survive
     assert not [p.name for p in root.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
     # made once: a second call does not run the export again
-    assert peers_best.ov_static_folder(tmp_path / "no-such-python", resolved, sentences, root) == folder
+    assert harness.ov_static_folder(tmp_path / "no-such-python", resolved, sentences, root) == folder
 
 
 def test_a_failed_openvino_static_export_says_why_and_leaves_nothing_half_made(tmp_path):
@@ -92,11 +91,11 @@ def test_a_failed_openvino_static_export_says_why_and_leaves_nothing_half_made(t
     root.mkdir()
     python = _fake_python(tmp_path, 'echo "ValueError: BuilderConfig default not found" >&2\nexit 1\n')
     with pytest.raises(RuntimeError, match="exit 1.*BuilderConfig default not found"):
-        peers_best.ov_static_folder(python, resolved, ["one sentence"], root)
+        harness.ov_static_folder(python, resolved, ["one sentence"], root)
     assert list(root.iterdir()) == []
     silent = _fake_python(tmp_path, "exit 0\n")  # ran, but wrote no quantized model
     with pytest.raises(RuntimeError, match="not openvino/openvino_model_qint8_quantized.xml"):
-        peers_best.ov_static_folder(silent, resolved, ["one sentence"], root)
+        harness.ov_static_folder(silent, resolved, ["one sentence"], root)
     with pytest.raises(ValueError, match="no calibration sentences"):
-        peers_best.ov_static_folder(silent, resolved, [], root)
+        harness.ov_static_folder(silent, resolved, [], root)
     assert not (root / "st-openvino-static").exists()
