@@ -60,7 +60,9 @@ class Limits:
 @dataclass
 class Front:
     max_batch: int = 16
-    max_wait_ms: float = 2.0
+    # no waiting: a batch is what queued while the worker was busy (under load the oldest request has
+    # always waited past any wait; idle, a wait only adds latency: benchmarks/serving.py, docs/serving.md)
+    max_wait_ms: float = 0.0
     workers: int = 1
 
 
@@ -285,7 +287,9 @@ def _parser() -> argparse.ArgumentParser:
     net.add_argument("--port", type=int, default=8000)
     net.add_argument("--model-name", default=None, help="the name answered in 'model' (default: the configuration's label)")
     net.add_argument("--max-batch", type=int, default=16)
-    net.add_argument("--max-wait-ms", type=float, default=2.0)
+    net.add_argument(
+        "--max-wait-ms", type=float, default=0.0, help="how long a batch waits to fill after its oldest text (0: batches form under load)"
+    )
     net.add_argument("--workers", type=int, default=1, help="batcher worker threads")
     net.add_argument("--max-queue", type=int, default=1024, help="texts waiting; beyond: 503 with Retry-After")
     net.add_argument("--max-texts", type=int, default=256, help="texts per request; beyond: 413")
