@@ -15,15 +15,20 @@ ascending from 5/s until the p95 passes the largest target or the server saturat
 rounds (the contenders' order reversed every other round).  infinity-emb's own HTTP server
 (``infinity_emb v2``, its optimum engine) is driven over HTTP with its own batching.
 
-Contenders: ours-fp32, ours-int8 (listed, not in the fp32 headline), st-onnx and st-openvino
-(sentence-transformers' ONNX and OpenVINO backends on our fp32 export), optimum-ort (Optimum's
-ORTModelForFeatureExtraction), infinity-optimum (infinity-emb's optimum engine behind our
-fronts), infinity-server (its own server).  One that cannot run here is listed with its reason.
+Contenders, by precision class.  fp32: ours-fp32, st-onnx and st-openvino (sentence-transformers'
+ONNX and OpenVINO backends on our fp32 export), optimum-ort (Optimum's ORTModelForFeatureExtraction
+on it), infinity-optimum (infinity-emb's optimum engine behind our fronts), infinity-server (its own
+server).  int8: ours-int8 (the variant the decision ships, int8_dynamic), optimum-ort-int8 (Optimum
+on the same int8 file), st-onnx-qint8 (sentence-transformers' own qint8 export), st-openvino-int8
+(its static int8 OpenVINO export, calibrated on STS dev sentences) and infinity-server-int8
+(infinity-emb's own server on the same int8 file as ours).  One that cannot run here is
+listed with its reason.
 
 Per contender, front and transport: the single-call service time (measured in its process), the
 p95 measured at each rate beside the p95 an M/G/1 queue predicts from that service time
 (benchmarks/serving_stats.py), max QPS within p95 20, 30 and 50 ms (median over rounds); per
-transport and target, ours over the best peer.  The machine lock (pipeline.core.machine_lock) is held
+group, transport and target, our best over the best peer: ``best:`` across the classes,
+``fp32:`` and ``int8:`` within one.  The machine lock (pipeline.core.machine_lock) is held
 throughout; the results (rows, per-round points with their latency percentiles, conditions, CPU
 model, load average, versions) go to benchmarks/results/<cpu-slug>/serving.json.
 """
@@ -53,8 +58,29 @@ from peerstats import cpu_slug, results_path  # noqa: E402
 from pipeline.core import child  # noqa: E402
 
 RATES = (5, 10, 20, 40, 60, 80, 100, 130, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1300, 1600, 2000)
-PEERS = ("st-onnx", "st-openvino", "optimum-ort", "infinity-optimum", "infinity-server")
+PEERS = (
+    "st-onnx",
+    "st-openvino",
+    "optimum-ort",
+    "infinity-optimum",
+    "infinity-server",
+    "optimum-ort-int8",
+    "st-onnx-qint8",
+    "st-openvino-int8",
+    "infinity-server-int8",
+)
 OURS = ("ours-fp32", "ours-int8")
+# each contender's precision class (the rest: fp32); every int8 path here is within 1 STS point of
+# fp32 in benchmarks/peers_best.py (its rows ours-int8_dynamic, optimum-ort-int8-O2, st-onnx-qint8,
+# st-openvino-int8-static)
+INT8 = ("ours-int8", "optimum-ort-int8", "st-onnx-qint8", "st-openvino-int8", "infinity-server-int8")
+OV_CALIBRATION_SAMPLES = 300  # as peers_best.py's st-openvino-int8-static: the same cached folder
+
+
+def precision(contender: str) -> str:
+    return "int8" if contender in INT8 else "fp32"
+
+
 VERSIONS = ("onnxruntime", "numpy", "tokenizers", "fastapi", "uvicorn", "sentence-transformers", "optimum", "torch")
 
 
@@ -95,7 +121,7 @@ class Server:
         env, cwd = harness.child_env(), None
         if self.spec is None:  # infinity's own server, started in its model folder and given it as "." (an absolute
             # --model-id becomes an absolute ONNX file name, which Optimum 2 refuses), its optimized graph in its own cache
-            cwd, env["HF_HUB_CACHE"] = self.front["folder"], str(Path(self.front["folder"]).parent / "infinity-onnx.hub")
+            cwd, env["HF_HUB_CACHE"] = self.front["folder"], str(harness.infinity_hub(Path(self.front["folder"])))
             cmd = [
                 str(self.python.parent / "infinity_emb"),
                 "v2",
@@ -180,7 +206,7 @@ class Generator:
 
 # -- the contenders -------------------------------------------------------------------------------
 def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped: dict) -> dict[str, tuple[Path, dict | None]]:
-    """name -> (python, builder spec of _peer_worker.py; None for infinity's own server)."""
+    """name -> (python, builder spec of _peer_worker.py, or ``{"own_server": "infinity", ...}``)."""
     want = [n for n in (*OURS, *PEERS) if (not args.only or n in args.only) and n not in args.skip]
     for n in args.skip:  # left out on request: the result says so, as for any contender not measured
         skipped[n] = "left out by --skip"
@@ -189,21 +215,23 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
     ml = cfg.model.max_length
     out: dict[str, tuple[Path, dict | None]] = {}
     arts = {"ours-fp32": fp32}
-    if "ours-int8" in want:
+    if any(n in want for n in ("ours-int8", "optimum-ort-int8", "infinity-server-int8")):
         try:
             arts["ours-int8"] = harness.load_artifact(args.int8_variant)[2]
         except Exception as exc:
             skipped["ours-int8"] = f"{args.int8_variant} export failed: {type(exc).__name__}: {exc}"
     for n, a in arts.items():
-        if n in want:
+        if n in want:  # ours-int8: the variant the decision ships (reports/latest/decision.json)
             out[n] = (main_py, {"kind": "ours", "folder": str(a.folder), "onnx_file": a.onnx_path.name, "threads": th, "max_length": ml})
     st_folder = None
-    if any(n in want for n in ("st-onnx", "infinity-optimum", "infinity-server")):
+    st_users = ("st-onnx", "st-onnx-qint8", "infinity-optimum", "infinity-server")
+    if any(n in want for n in st_users):
         try:
             st_folder = harness.st_onnx_folder(resolved, fp32, peers_root)
         except Exception as exc:
-            for n in ("st-onnx", "infinity-optimum", "infinity-server"):
-                skipped[n] = f"preparing the ONNX checkpoint folder failed: {type(exc).__name__}: {exc}"
+            for n in st_users:
+                if n in want:
+                    skipped[n] = f"preparing the ONNX checkpoint folder failed: {type(exc).__name__}: {exc}"
     if "st-onnx" in want and st_folder is not None:
         out["st-onnx"] = (main_py, {"kind": "st-onnx", "folder": str(st_folder), "file_name": "onnx/model.onnx", "threads": th})
     if "optimum-ort" in want:
@@ -218,6 +246,52 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
                 "max_length": ml,
             },
         )
+    int8 = arts.get("ours-int8")
+    if "optimum-ort-int8" in want:
+        if int8 is None:
+            skipped["optimum-ort-int8"] = f"the {args.int8_variant} file was not built"
+        else:  # the same file as ours-int8 (Optimum's O2 graph plus ORTQuantizer: one recipe for both)
+            out["optimum-ort-int8"] = (
+                main_py,
+                {
+                    "kind": "optimum",
+                    "folder": str(int8.folder),
+                    "onnx_file": int8.onnx_path.name,
+                    "tokenizer_folder": str(fp32.folder),
+                    "threads": th,
+                    "max_length": ml,
+                },
+            )
+    if "st-onnx-qint8" in want and st_folder is not None:  # sentence-transformers' own qint8 export
+        out["st-onnx-qint8"] = (
+            main_py,
+            {"kind": "st-onnx", "folder": str(st_folder), "file_name": "onnx/model_qint8_avx512_vnni.onnx", "threads": th},
+        )
+    if "st-openvino" in want or "st-openvino-int8" in want:
+        env = harness.peer_env("st-openvino", env_root, env_report)
+        if not env.ok:
+            for n in ("st-openvino", "st-openvino-int8"):
+                if n in want:
+                    skipped[n] = f"environment not made: {env.reason}"
+        elif "st-openvino-int8" in want:
+            try:  # NNCF static int8 calibrated on STS dev sentences (the test set untouched), made once
+                from pipeline.config import QualityConfig
+                from pipeline.data.sts import load_sts
+
+                dev = load_sts(QualityConfig(split="dev")).unique_sentences[:OV_CALIBRATION_SAMPLES]
+                folder = harness.ov_static_folder(env.python, resolved, dev, peers_root)
+                out["st-openvino-int8"] = (
+                    env.python,
+                    {
+                        "kind": "st",
+                        "backend": "openvino",
+                        "folder": str(folder),
+                        "threads": th,
+                        "model_kwargs": {"file_name": harness.OV_STATIC_FILE, "ov_config": {"INFERENCE_NUM_THREADS": th}},
+                    },
+                )
+            except Exception as exc:
+                skipped["st-openvino-int8"] = f"export_static_quantized_openvino_model: {type(exc).__name__}: {exc}"
     if "st-openvino" in want:
         env = harness.peer_env("st-openvino", env_root, env_report)
         if env.ok:
@@ -231,37 +305,41 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
                     "model_kwargs": {"ov_config": {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": th}},
                 },
             )
-        else:
-            skipped["st-openvino"] = f"environment not made: {env.reason}"
-    inf_folder = None
-    if any(n in want for n in ("infinity-optimum", "infinity-server")):
-        try:  # a folder whose only ONNX file is Optimum's O2 graph of our fp32 export
-            inf_folder = harness.infinity_o2_folder(resolved, fp32, peers_root, st_folder)
+    folders: dict[str, Path] = {}  # the folder each infinity contender's engine loads
+    fp32_inf = [n for n in ("infinity-optimum", "infinity-server") if n in want]
+    try:  # Optimum's O2 graph of our fp32 export, the only ONNX file of its folder
+        if fp32_inf:
+            folders.update(dict.fromkeys(fp32_inf, harness.infinity_o2_folder(resolved, fp32, peers_root, st_folder)))
+    except Exception as exc:
+        skipped.update(dict.fromkeys(fp32_inf, f"preparing its ONNX folder failed: {type(exc).__name__}: {exc}"))
+    if "infinity-server-int8" in want:
+        try:  # the same int8 file as ours-int8, the folder's only ONNX file
+            if int8 is None:
+                raise RuntimeError(f"the {args.int8_variant} file was not built")
+            folders["infinity-server-int8"] = harness.infinity_onnx_folder(resolved, int8.onnx_path, peers_root, name="infinity-onnx-int8")
         except Exception as exc:
-            for n in ("infinity-optimum", "infinity-server"):
-                skipped[n] = f"preparing its ONNX folder failed: {type(exc).__name__}: {exc}"
-    if inf_folder is not None and any(n in want for n in ("infinity-optimum", "infinity-server")):
+            skipped["infinity-server-int8"] = f"preparing its ONNX folder failed: {type(exc).__name__}: {exc}"
+    if folders:
         env = harness.peer_env("infinity-emb-server", env_root, env_report)  # one environment with peers_best.py's infinity rows
-        for n in ("infinity-optimum", "infinity-server"):
-            if n in want and not env.ok:
+        pooling = harness.infinity_pooling(cfg)
+        for n, folder in folders.items():
+            if not env.ok:
                 skipped[n] = f"environment not made: {env.reason}"
-            elif n == "infinity-optimum" and n in want:
+            elif n == "infinity-optimum":
                 out[n] = (
                     env.python,
                     {
                         "kind": "infinity",
                         "engine": "optimum",
-                        "folder": str(inf_folder),
+                        "folder": str(folder),
                         "threads": th,
                         "batch_size": args.max_batch,
-                        "hf_hub_cache": str(peers_root / "infinity-onnx.hub"),
-                        "pooling_method": harness.infinity_pooling(cfg),
+                        "hf_hub_cache": str(harness.infinity_hub(folder)),
+                        "pooling_method": pooling,
                     },
                 )
-            elif n in want:
-                out[n] = (env.python, None)
-        os.environ["INFINITY_FOLDER"] = str(inf_folder)
-        os.environ["INFINITY_POOLING"] = harness.infinity_pooling(cfg)
+            else:  # its own server (infinity_emb v2): no builder of ours, its own front
+                out[n] = (env.python, {"own_server": "infinity", "folder": str(folder), "pooling": pooling})
     return out
 
 
@@ -273,7 +351,7 @@ def series_of(cands: dict, args) -> list[dict]:
     }
     out = []
     for name, (python, spec) in cands.items():
-        if spec is None:  # infinity's own server: its own batching, over HTTP only
+        if spec.get("own_server"):  # infinity's own server: its own batching, over HTTP only
             out.append(
                 {
                     "contender": name,
@@ -281,12 +359,7 @@ def series_of(cands: dict, args) -> list[dict]:
                     "python": python,
                     "spec": None,
                     "transports": ["http"] if "http" in args.transports else [],
-                    "front_settings": {
-                        "max_batch": args.max_batch,
-                        "folder": os.environ["INFINITY_FOLDER"],
-                        "served": name,
-                        "pooling": os.environ.get("INFINITY_POOLING", "mean"),
-                    },
+                    "front_settings": {"max_batch": args.max_batch, "folder": spec["folder"], "served": name, "pooling": spec["pooling"]},
                 }
             )
             continue
@@ -357,6 +430,7 @@ def row(contender: str, front: str, transport: str, rounds: list[dict]) -> dict:
         "front": front,
         "transport": transport,
         "peer": contender not in OURS,
+        "precision": precision(contender),
         "service_ms_p50": float(np.median(basis)),
         "service_ms_mean": float(np.mean(basis)),
         "service_from": "in-process single calls" if service else "closed-loop requests over HTTP",
@@ -374,32 +448,33 @@ def row(contender: str, front: str, transport: str, rounds: list[dict]) -> dict:
     return out
 
 
+HEADLINE_GROUPS = {"best": None, "fp32": "fp32", "int8": "int8"}
+
+
 def headline(rows: list[dict]) -> dict:
-    """Per transport and target: our best fp32 front over the best peer (any front)."""
+    """Per group, transport and target: our best contender and front over the best peer's.
+
+    ``best:``: every class (ours-int8 is the variant the decision ships; the peers include their
+    own int8 paths); ``fp32:`` and ``int8:``: within one precision class.  Keys read
+    ``<group>:<process|http>@<target>ms``."""
     out = {}
-    for transport in ("tcp", "http"):
-        for t in ss.TARGETS_MS:
-            key = f"max_qps_p95_{t:g}ms"
-            ours = {
-                f"{r['contender']}/{r['front']}": {**r[key], "saturation_qps": r["saturation_qps"]}
-                for r in rows
-                if r["transport"] == transport and r["contender"] == "ours-fp32"
-            }
-            peers = {
-                f"{r['contender']}/{r['front']}": {**r[key], "saturation_qps": r["saturation_qps"]}
-                for r in rows
-                if r["transport"] == transport and r["peer"]
-            }
-            if not ours or not peers:
-                continue
-            o, p = ss.best_peer(ours), ss.best_peer(peers)
-            out[f"{'process' if transport == 'tcp' else 'http'}@{t:g}ms"] = {
-                "ours": o,
-                "ours_qps": ours[o]["qps"],
-                "best_peer": p,
-                "peer_qps": peers[p]["qps"],
-                **ss.ratio(ours[o], peers[p]),
-            }
+    for group, cls in HEADLINE_GROUPS.items():
+        for transport in ("tcp", "http"):
+            for t in ss.TARGETS_MS:
+                key = f"max_qps_p95_{t:g}ms"
+                sel = [r for r in rows if r["transport"] == transport and (cls is None or precision(r["contender"]) == cls)]
+                ours = {f"{r['contender']}/{r['front']}": {**r[key], "saturation_qps": r["saturation_qps"]} for r in sel if not r["peer"]}
+                peers = {f"{r['contender']}/{r['front']}": {**r[key], "saturation_qps": r["saturation_qps"]} for r in sel if r["peer"]}
+                if not ours or not peers:
+                    continue
+                o, p = ss.best_peer(ours), ss.best_peer(peers)
+                out[f"{group}:{'process' if transport == 'tcp' else 'http'}@{t:g}ms"] = {
+                    "ours": o,
+                    "ours_qps": ours[o]["qps"],
+                    "best_peer": p,
+                    "peer_qps": peers[p]["qps"],
+                    **ss.ratio(ours[o], peers[p]),
+                }
     return out
 
 
@@ -492,7 +567,7 @@ def parse(argv=None):
     p.add_argument("--closed-requests", type=int, default=200, help="one-at-a-time requests per transport (service time over it)")
     p.add_argument("--timeout-s", type=float, default=2.0)
     p.add_argument("--max-batch", type=int, default=16)
-    p.add_argument("--max-wait-ms", type=float, default=2.0)
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="the batched front's wait, the same for all (pipeline serve's default)")
     p.add_argument("--fronts", default="per-request,batched")
     p.add_argument("--transports", default="tcp,http")
     p.add_argument("--only", default="", help=f"contenders, comma-separated (of {', '.join((*OURS, *PEERS))})")

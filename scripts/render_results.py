@@ -135,6 +135,7 @@ def view_serving(data: dict) -> tuple[list[dict], dict, list[str]]:
         row = {
             "contender": r["contender"],
             "front": r["front"],
+            "class": r.get("precision", "int8" if r["contender"].endswith(("int8", "qint8")) else "fp32"),
             "transport": "in process" if r["transport"] == "tcp" else "HTTP",
             "service ms (p50)": _num(r["service_ms_p50"]),
         }
@@ -144,10 +145,20 @@ def view_serving(data: dict) -> tuple[list[dict], dict, list[str]]:
         rows.append(row)
     cond = dict(data.get("conditions") or {})
     cond["load_average"] = cond.get("load_average", cond.get("loadavg_end"))
-    notes = [
-        f"`{k}`: ours {v.get('ours')} {v.get('ours_qps')}/s against {v.get('best_peer')} {v.get('peer_qps')}/s, ratio {v.get('ratio')}"
-        for k, v in (data.get("headline") or {}).items()
-    ]
+    lines: dict[str, list[str]] = {}
+    for k, v in (data.get("headline") or {}).items():
+        group, _, at = k.rpartition(":")  # "<group>:<transport>@<target>ms" (older files: no group)
+        transport, _, target = at.partition("@")
+        r = v.get("ratio")
+        ratio = (
+            "no ratio"
+            if r is None
+            else f"{'at least ' if v.get('kind') == 'at_least' else 'at most ' if v.get('kind') == 'at_most' else ''}{r:.2f}x"
+        )
+        lines.setdefault(f"{group or 'fp32'}, {'in process' if transport == 'process' else 'HTTP'}", []).append(
+            f"{target}: {v.get('ours')} {_qps(v.get('ours_qps'))}/s against {v.get('best_peer')} {_qps(v.get('peer_qps'))}/s, {ratio}"
+        )
+    notes = [f"Headline, `{g}`: " + "; ".join(x) for g, x in lines.items()]
     return rows, cond, notes
 
 

@@ -145,10 +145,39 @@ def test_rows_and_the_headline_compare_our_best_front_with_the_best_peer():
     assert [m["offered_qps"] for m in r["mg1"]] == [5, 100, 200, 400] and r["mg1"][0]["mg1_p95_ms"] == pytest.approx(3.0, abs=0.05)
     assert rows[-1]["service_from"].startswith("closed-loop") and rows[-1]["max_qps_p95_20ms"]["below_lowest"]
     h = serving.headline(rows)
-    assert h["http@20ms"]["ours"] == "ours-fp32/batched" and h["http@20ms"]["best_peer"] == "st-onnx/batched"
-    assert h["http@20ms"]["ratio"] == pytest.approx(200 / 5) and h["http@20ms"]["kind"] == "exact"  # st-onnx met only 5/s
-    assert h["process@50ms"]["kind"] == "at_least"  # ours met 50 ms at the highest rate tried
-    assert "process@20ms" in h and set(h) == {f"{t}@{x:g}ms" for t in ("process", "http") for x in ss.TARGETS_MS}
+    assert h["fp32:http@20ms"]["ours"] == "ours-fp32/batched" and h["fp32:http@20ms"]["best_peer"] == "st-onnx/batched"
+    assert h["fp32:http@20ms"]["ratio"] == pytest.approx(200 / 5) and h["fp32:http@20ms"]["kind"] == "exact"  # st-onnx met only 5/s
+    assert h["fp32:process@50ms"]["kind"] == "at_least"  # ours met 50 ms at the highest rate tried
+    # no int8 row: no int8 group; "best" (every class) is the fp32 comparison here
+    assert set(h) == {f"{g}:{t}@{x:g}ms" for g in ("best", "fp32") for t in ("process", "http") for x in ss.TARGETS_MS}
+    assert all(h[f"best:{k}"] == h[f"fp32:{k}"] for k in ("http@20ms", "process@30ms"))
+
+
+def test_the_headline_compares_within_each_precision_class_and_across_them():
+    """A fast int8 peer beats our fp32 in the cross-class group and stands against our int8 only;
+    the fp32 class keeps its own comparison, which the int8 peer does not enter."""
+    import serving
+
+    def rate_row(name, knee_p95):  # p95 at 5, 100, 200, 400, 800/s
+        pts = _pts(*zip((5, 100, 200, 400, 800), knee_p95))
+        for p in pts:
+            p["achieved_qps"] = p["offered_qps"]
+        return serving.row(name, "batched", "http", [_round(pts, [2.0] * 10)] * 2)
+
+    rows = [
+        rate_row("ours-fp32", (4, 10, 18, 60, 90)),  # 20 ms: 200/s
+        rate_row("ours-int8", (2, 5, 8, 12, 60)),  # 20 ms: 400/s
+        rate_row("st-onnx", (5, 15, 40, 90, 99)),  # 20 ms: 100/s
+        rate_row("optimum-ort-int8", (3, 8, 15, 45, 90)),  # 20 ms: 200/s
+    ]
+    assert [r["precision"] for r in rows] == ["fp32", "int8", "fp32", "int8"]
+    h = serving.headline(rows)
+    assert (h["best:http@20ms"]["ours"], h["best:http@20ms"]["best_peer"]) == ("ours-int8/batched", "optimum-ort-int8/batched")
+    assert h["best:http@20ms"]["ratio"] == pytest.approx(2.0)
+    assert (h["fp32:http@20ms"]["ours"], h["fp32:http@20ms"]["best_peer"]) == ("ours-fp32/batched", "st-onnx/batched")
+    assert h["fp32:http@20ms"]["ratio"] == pytest.approx(2.0)
+    assert h["int8:http@20ms"]["best_peer"] == "optimum-ort-int8/batched" and h["int8:http@20ms"]["ratio"] == pytest.approx(2.0)
+    assert not any(k.endswith(("process@20ms", "process@30ms", "process@50ms")) for k in h)  # no in-process rows
 
 
 def test_one_generator_drives_a_server_process_over_tcp_and_http(tiny_bert, tmp_path):
@@ -176,3 +205,71 @@ def test_one_generator_drives_a_server_process_over_tcp_and_http(tiny_bert, tmp_
     finally:
         gen.close()
         srv.stop()
+
+
+def test_the_int8_peers_run_the_file_ours_ships_or_their_own_recipe_and_a_failed_int8_export_is_named(monkeypatch, tmp_path):
+    import harness
+    import serving
+
+    class Art:
+        def __init__(self, name):
+            self.folder = tmp_path / name
+            self.onnx_path = self.folder / f"{name}.onnx"
+
+    class Cfg:
+        class model:
+            max_length = 128
+
+    arts = {"fp32": Art("fp32"), "int8_dynamic": Art("int8")}
+
+    def load(variant):
+        if variant not in arts:
+            raise RuntimeError(f"no {variant}")
+        return Cfg, object(), arts[variant]
+
+    monkeypatch.setattr(harness, "load_artifact", load)
+    monkeypatch.setattr(harness, "st_onnx_folder", lambda *a: tmp_path / "st")
+    got = serving.contenders(serving.parse(["--only", "ours-int8,optimum-ort-int8,st-onnx-qint8"]), tmp_path, tmp_path, {}, {})
+    assert set(got) == {"ours-int8", "optimum-ort-int8", "st-onnx-qint8"}
+    ours, opt = got["ours-int8"][1], got["optimum-ort-int8"][1]
+    assert (opt["folder"], opt["onnx_file"]) == (ours["folder"], ours["onnx_file"]) == (str(arts["int8_dynamic"].folder), "int8.onnx")
+    assert got["st-onnx-qint8"][1]["file_name"] == "onnx/model_qint8_avx512_vnni.onnx"
+    skipped: dict = {}
+    got = serving.contenders(
+        serving.parse(["--only", "ours-int8,optimum-ort-int8", "--int8-variant", "int8_x"]), tmp_path, tmp_path, {}, skipped
+    )
+    assert got == {} and set(skipped) == {"ours-int8", "optimum-ort-int8"} and "int8_x" in skipped["optimum-ort-int8"]
+
+
+def test_infinity_servers_are_made_only_when_asked_for_each_on_its_own_folder(monkeypatch, tmp_path):
+    """--only infinity-server once also started infinity-optimum (the two shared one folder entry)."""
+    import harness
+    import serving
+
+    class Art:
+        def __init__(self, name):
+            self.folder, self.onnx_path = tmp_path / name, tmp_path / name / "model.onnx"
+
+    class Cfg:
+        class model:
+            max_length = 128
+
+    class Env:
+        ok, reason, python, path = True, "", tmp_path / "env" / "bin" / "python", tmp_path / "env"
+
+    monkeypatch.setattr(harness, "load_artifact", lambda v: (Cfg, object(), Art(v)))
+    monkeypatch.setattr(harness, "st_onnx_folder", lambda *a: tmp_path / "st")
+    monkeypatch.setattr(harness, "infinity_o2_folder", lambda *a: tmp_path / "infinity-onnx")
+    monkeypatch.setattr(harness, "infinity_onnx_folder", lambda resolved, graph, root, name: tmp_path / name)
+    monkeypatch.setattr(harness, "peer_env", lambda *a: Env)
+    monkeypatch.setattr(harness, "infinity_pooling", lambda cfg: "mean")
+    got = serving.contenders(serving.parse(["--only", "infinity-server"]), tmp_path, tmp_path, {}, {})
+    assert list(got) == ["infinity-server"] and got["infinity-server"][1]["folder"] == str(tmp_path / "infinity-onnx")
+    got = serving.contenders(serving.parse(["--only", "infinity-server-int8,infinity-optimum"]), tmp_path, tmp_path, {}, {})
+    assert set(got) == {"infinity-server-int8", "infinity-optimum"}
+    assert got["infinity-server-int8"][1] == {"own_server": "infinity", "folder": str(tmp_path / "infinity-onnx-int8"), "pooling": "mean"}
+    assert got["infinity-optimum"][1]["hf_hub_cache"] == str(tmp_path / "infinity-onnx.hub")
+    series = serving.series_of(got, serving.parse(["--fronts", "batched"]))
+    own = [s for s in series if s["contender"] == "infinity-server-int8"]
+    assert len(own) == 1 and own[0]["spec"] is None and own[0]["transports"] == ["http"]
+    assert own[0]["front_settings"]["folder"] == str(tmp_path / "infinity-onnx-int8")

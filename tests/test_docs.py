@@ -134,3 +134,44 @@ def test_each_benchmarks_own_result_renders_through_its_view(tmp_path):
     assert "`best_single_p50_ratio_vs_best_peer` 0.80" in out and "as shipped: `best_single_p50_ratio_vs_best_peer` 0.70" in out
     assert "| quiet 2 | 12 | fp32 b8 | a |" in out and "| pinned | 12 | 12 (100%) |" in out
     assert "Verdict: fail: quiet run 2: 1 false alarm" in out and "p50 within 3.1%" in out
+
+
+def test_the_serving_view_shows_each_rows_class_and_the_headline_by_group_and_transport(tmp_path):
+    mod = _render()
+    folder = tmp_path / "benchmarks" / "results" / "amd-epyc"
+    folder.mkdir(parents=True)
+    cell = lambda q, **k: {"qps": q, **k}  # noqa: E731
+    row = {"front": "batched", "transport": "http", "service_ms_p50": 1.05, "saturation_qps": 473.2}
+    entry = {"ours": "ours-int8/batched", "ours_qps": 350.0, "best_peer": "optimum-ort-int8/batched", "peer_qps": 150.0}
+    (folder / "serving.json").write_text(
+        json.dumps(
+            {
+                "conditions": {"cpu_model": "AMD EPYC", "cores": 2, "loadavg_end": [0.5, 0.4, 0.3]},
+                "rows": [
+                    {
+                        **row,
+                        "contender": "ours-int8",
+                        "precision": "int8",
+                        "max_qps_p95_20ms": cell(350.0),
+                        "max_qps_p95_30ms": cell(400.0),
+                    },
+                    {**row, "contender": "st-onnx", "precision": "fp32", "max_qps_p95_20ms": cell(0.0), "max_qps_p95_30ms": cell(5.0)},
+                ],
+                "headline": {
+                    "best:http@20ms": {**entry, "ratio": 350 / 150, "kind": "exact"},
+                    "best:http@30ms": {**entry, "ratio": 2.0, "kind": "at_least"},
+                    "int8:process@20ms": {**entry, "ratio": None, "kind": "unknown"},
+                },
+            }
+        )
+    )
+    out = mod.rendered("<!-- results:serving -->\n<!-- /results -->\n", tmp_path / "benchmarks" / "results")
+    assert (
+        "| ours-int8 | batched | int8 | HTTP | 1.05 | 350 | 400 | 473 |" in out
+        and "| st-onnx | batched | fp32 | HTTP | 1.05 | 0 | 5 | 473 |" in out
+    )
+    assert (
+        "Headline, `best, HTTP`: 20ms: ours-int8/batched 350/s against optimum-ort-int8/batched 150/s, 2.33x; "
+        "30ms: ours-int8/batched 350/s against optimum-ort-int8/batched 150/s, at least 2.00x"
+    ) in out
+    assert "Headline, `int8, in process`: 20ms: " in out and "no ratio" in out
