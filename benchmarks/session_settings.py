@@ -1,0 +1,130 @@
+"""Which ONNX Runtime session settings make our embedder faster here: a probe, interleaved in one process.
+
+    python benchmarks/session_settings.py             # ~2 min on 2 cores; last line: JSON
+
+Our ``Embedder`` is built once per setting (the same export, pooling and texts), and the settings
+are timed in turn, round after round, the order rotated each round.  Two workloads: single calls
+of the int8 variant (the p50 of ``--single`` STS sentences, one at a time: the single-call
+headline of peers_best.py) and the fp32 O2_cpu corpus (all STS-test sentences at batch 32:
+sentences/s).  Each setting's figure is the median over rounds, and its ratio to the default (2
+intra-op threads) is the median of the per-round ratios, so a slow round moves both sides.  The
+run holds the machine lock and records its conditions.  A lead, not a product figure: a setting
+that wins here is a change to test in peers_best.py.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import harness
+
+SETTINGS = {  # name -> (intra-op threads, session config entries)
+    "t2": (2, {}),
+    "t1": (1, {}),
+    "t2-dynamic_block_base4": (2, {"session.dynamic_block_base": "4"}),
+    "t2-no-spinning": (2, {"session.intra_op.allow_spinning": "0"}),
+}
+BASE = "t2"
+
+
+def rotation(names: list[str], r: int) -> list[str]:
+    """Round ``r``'s order: the list rotated by ``r``, so each setting leads one round in turn."""
+    k = r % len(names)
+    return names[k:] + names[:k]
+
+
+def paired(per_round: dict[str, list[float]], base: str = BASE) -> dict[str, dict]:
+    """Each setting's median over rounds and the median of its per-round ratios to ``base``."""
+    out = {}
+    for name, xs in per_round.items():
+        pairs = [x / b for x, b in zip(xs, per_round[base]) if b]
+        out[name] = {"median": statistics.median(xs), "ratio_to_base": statistics.median(pairs) if pairs else None, "rounds": xs}
+    return out
+
+
+def embedder(art, threads: int, config: dict):
+    import onnxruntime as ort
+
+    from pipeline.embedder.embed import Embedder, session_options
+
+    e = Embedder(str(art.folder), onnx_file=art.onnx_path.name, pooling="mean", threads=threads, max_length=256)
+    if config:  # the same session, with the entries added (the Embedder does not take them)
+        so = session_options(threads)
+        for k, v in config.items():
+            so.add_session_config_entry(k, v)
+        e.session = ort.InferenceSession(
+            str(art.onnx_path), sess_options=so, providers=["CPUExecutionProvider"], disabled_optimizers=list(e.disabled_optimizers) or None
+        )
+    return e
+
+
+def main(argv=None) -> int:
+    p = harness.parser(__doc__, threads=None, rounds=6, lock_wait_s=600)
+    p.add_argument("--single", type=int, default=100, help="sentences timed one at a time per round")
+    p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<cpu-slug>/session_settings.json")
+    a = p.parse_args(argv)
+    from peerstats import cpu_slug
+
+    from pipeline.config import QualityConfig
+    from pipeline.core.machine import cpu_model
+    from pipeline.core.machine_lock import MachineLock
+    from pipeline.data.sts import load_sts
+    from pipeline.measure.signals import Mark, Window
+
+    sents = list(load_sts(QualityConfig(split="test")).unique_sentences)
+    result = {"benchmark": "session_settings", "cpu_model": cpu_model(), "rounds": a.rounds, "settings": SETTINGS, "base": BASE}
+    with MachineLock(a.lock_wait_s, "session settings") as lock:
+        before, t0 = Mark.now(), time.time()
+        for work, variant in (("single_p50_ms", "int8_dynamic"), ("corpus_sentences_per_s", "O2_cpu")):
+            art = harness.load_artifact(variant)[2]
+            embs = {n: embedder(art, t, c) for n, (t, c) in SETTINGS.items()}
+            per = {n: [] for n in SETTINGS}
+            for r in range(a.rounds):
+                for n in rotation(list(SETTINGS), r):
+                    e = embs[n]
+                    if work == "single_p50_ms":
+                        for t in sents[:10]:
+                            e.embed([t])
+                        ms = []
+                        for t in sents[: a.single]:
+                            s0 = time.perf_counter_ns()
+                            e.embed([t])
+                            ms.append((time.perf_counter_ns() - s0) / 1e6)
+                        per[n].append(statistics.median(ms))
+                    else:
+                        s0 = time.perf_counter()
+                        e.embed(sents, batch_size=32)
+                        per[n].append(len(sents) / (time.perf_counter() - s0))
+            result[work] = {"variant": variant, **paired(per)}
+            del embs
+        w = Window.between(before, Mark.now())
+    result["conditions"] = {
+        "other_cpu_share": w.other_cpu_share,
+        "seconds": round(time.time() - t0, 1),
+        "loadavg_start": w.load_before,
+        "loadavg_end": harness.loadavg(),
+        "lock": {"held": True, "contended": lock.contention},
+    }
+    result["date"] = harness.utc_now()
+    result["versions"] = harness.versions(("onnxruntime", "numpy", "tokenizers"))
+    out = a.out or harness.ROOT / "benchmarks" / "results" / cpu_slug(result["cpu_model"]) / "session_settings.json"
+    harness.write_result(out, result)
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                **{
+                    k: {n: v["ratio_to_base"] for n, v in result[k].items() if isinstance(v, dict)}
+                    for k in ("single_p50_ms", "corpus_sentences_per_s")
+                },
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
