@@ -194,6 +194,17 @@ export_static_quantized_openvino_model(model, OVQuantizationConfig(num_samples=n
 """
 
 
+OV_CALIBRATION_SAMPLES = 300  # STS dev sentences (the test set untouched); the folder is made once with them
+
+
+def ov_static_calibrated(python: Path, resolved, root: Path, samples: int = OV_CALIBRATION_SAMPLES) -> Path:
+    """``ov_static_folder`` calibrated on the first ``samples`` unique STS dev sentences (as our int8_static)."""
+    from pipeline.config import QualityConfig
+    from pipeline.data.sts import load_sts
+
+    return ov_static_folder(python, resolved, load_sts(QualityConfig(split="dev")).unique_sentences[:samples], root)
+
+
 def ov_static_folder(python: Path, resolved, calibration: list[str], root: Path, timeout_s: float = 1800) -> Path:
     """sentence-transformers' ``export_static_quantized_openvino_model`` (NNCF post-training static int8)
     of the checkpoint, made once in the OpenVINO peer's environment.  Its calibration set is the

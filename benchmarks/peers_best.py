@@ -93,7 +93,7 @@ class Options:
     seed: int = 0
     slow_corpus_rounds: int = 2
     variants: list[str] = field(default_factory=list)
-    ov_calibration_samples: int = 300
+    ov_calibration_samples: int = harness.OV_CALIBRATION_SAMPLES
     only: list[str] = field(default_factory=list)
     skip: list[str] = field(default_factory=list)
     ov_ep_f32: bool = False
@@ -635,11 +635,7 @@ def st_openvino_static_row(p: Prep, env) -> None:
     try:
         if not env.ok:
             raise RuntimeError(f"environment not made: {env.reason}")
-        from pipeline.config import QualityConfig
-        from pipeline.data.sts import load_sts
-
-        dev = load_sts(QualityConfig(split="dev")).unique_sentences[: p.opts.ov_calibration_samples]
-        folder = harness.ov_static_folder(env.python, p.resolved, dev, p.peers_root)
+        folder = harness.ov_static_calibrated(env.python, p.resolved, p.peers_root, p.opts.ov_calibration_samples)
         p.add(
             Contender(
                 "st-openvino-int8-static",
@@ -653,7 +649,7 @@ def st_openvino_static_row(p: Prep, env) -> None:
                     "threads": th,
                     "model_kwargs": {"file_name": harness.OV_STATIC_FILE, "ov_config": {"INFERENCE_NUM_THREADS": th}},
                 },
-                note=f"export_static_quantized_openvino_model, {len(dev)} STS dev sentences as its calibration set",
+                note=f"export_static_quantized_openvino_model, up to {p.opts.ov_calibration_samples} STS dev sentences as its calibration set",
             ),
             env.python,
         )
@@ -750,15 +746,13 @@ def infinity_rows(p: Prep) -> None:
     engines = [("infinity-torch", "torch", p.resolved.folder, {})]
     if p.opts.wants("infinity-optimum"):
         try:
+            folder = harness.infinity_o2_folder(p.resolved, p.fp32, p.peers_root, p.st_folder)
             engines.append(
                 (
                     "infinity-optimum",
                     "optimum",
-                    harness.infinity_o2_folder(p.resolved, p.fp32, p.peers_root, p.st_folder),
-                    {
-                        "hf_hub_cache": str(harness.infinity_hub(p.peers_root / "infinity-onnx")),
-                        "pooling_method": harness.infinity_pooling(p.cfg),
-                    },
+                    folder,
+                    {"hf_hub_cache": str(harness.infinity_hub(folder)), "pooling_method": harness.infinity_pooling(p.cfg)},
                 )
             )
         except Exception as exc:

@@ -74,7 +74,6 @@ OURS = ("ours-fp32", "ours-int8")
 # fp32 in benchmarks/peers_best.py (its rows ours-int8_dynamic, optimum-ort-int8-O2, st-onnx-qint8,
 # st-openvino-int8-static)
 INT8 = ("ours-int8", "optimum-ort-int8", "st-onnx-qint8", "st-openvino-int8", "infinity-server-int8")
-OV_CALIBRATION_SAMPLES = 300  # as peers_best.py's st-openvino-int8-static: the same cached folder
 
 
 def precision(contender: str) -> str:
@@ -270,16 +269,10 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
     if "st-openvino" in want or "st-openvino-int8" in want:
         env = harness.peer_env("st-openvino", env_root, env_report)
         if not env.ok:
-            for n in ("st-openvino", "st-openvino-int8"):
-                if n in want:
-                    skipped[n] = f"environment not made: {env.reason}"
-        elif "st-openvino-int8" in want:
-            try:  # NNCF static int8 calibrated on STS dev sentences (the test set untouched), made once
-                from pipeline.config import QualityConfig
-                from pipeline.data.sts import load_sts
-
-                dev = load_sts(QualityConfig(split="dev")).unique_sentences[:OV_CALIBRATION_SAMPLES]
-                folder = harness.ov_static_folder(env.python, resolved, dev, peers_root)
+            skipped.update({n: f"environment not made: {env.reason}" for n in ("st-openvino", "st-openvino-int8") if n in want})
+        if env.ok and "st-openvino-int8" in want:
+            try:  # NNCF static int8 calibrated on STS dev sentences: the same cached folder as peers_best.py's
+                folder = harness.ov_static_calibrated(env.python, resolved, peers_root)
                 out["st-openvino-int8"] = (
                     env.python,
                     {
@@ -292,9 +285,7 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
                 )
             except Exception as exc:
                 skipped["st-openvino-int8"] = f"export_static_quantized_openvino_model: {type(exc).__name__}: {exc}"
-    if "st-openvino" in want:
-        env = harness.peer_env("st-openvino", env_root, env_report)
-        if env.ok:
+        if env.ok and "st-openvino" in want:
             out["st-openvino"] = (
                 env.python,
                 {

@@ -46,19 +46,12 @@ def paired(per_round: dict[str, list[float]], base: str = BASE) -> dict[str, dic
 
 
 def embedder(art, threads: int, config: dict):
-    import onnxruntime as ort
+    """Our embed call with these settings: _peer_worker.py's builder of ours (its session config entries)."""
+    from _peer_worker import BUILDERS
 
-    from pipeline.embedder.embed import Embedder, session_options
-
-    e = Embedder(str(art.folder), onnx_file=art.onnx_path.name, pooling="mean", threads=threads, max_length=256)
-    if config:  # the same session, with the entries added (the Embedder does not take them)
-        so = session_options(threads)
-        for k, v in config.items():
-            so.add_session_config_entry(k, v)
-        e.session = ort.InferenceSession(
-            str(art.onnx_path), sess_options=so, providers=["CPUExecutionProvider"], disabled_optimizers=list(e.disabled_optimizers) or None
-        )
-    return e
+    spec = {"root": str(harness.ROOT), "folder": str(art.folder), "onnx_file": art.onnx_path.name, "threads": threads, "max_length": 256}
+    fn, _ = BUILDERS["ours"]({**spec, "session_config": config})
+    return fn
 
 
 def main(argv=None) -> int:
@@ -84,19 +77,19 @@ def main(argv=None) -> int:
             per = {n: [] for n in SETTINGS}
             for r in range(a.rounds):
                 for n in rotation(list(SETTINGS), r):
-                    e = embs[n]
+                    embed = embs[n]
                     if work == "single_p50_ms":
                         for t in sents[:10]:
-                            e.embed([t])
+                            embed([t], 1)
                         ms = []
                         for t in sents[: a.single]:
                             s0 = time.perf_counter_ns()
-                            e.embed([t])
+                            embed([t], 1)
                             ms.append((time.perf_counter_ns() - s0) / 1e6)
                         per[n].append(statistics.median(ms))
                     else:
                         s0 = time.perf_counter()
-                        e.embed(sents, batch_size=32)
+                        embed(sents, 32)
                         per[n].append(len(sents) / (time.perf_counter() - s0))
             result[work] = {"variant": variant, **paired(per)}
             del embs

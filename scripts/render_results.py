@@ -135,7 +135,7 @@ def view_serving(data: dict) -> tuple[list[dict], dict, list[str]]:
         row = {
             "contender": r["contender"],
             "front": r["front"],
-            "class": r.get("precision", "int8" if r["contender"].endswith(("int8", "qint8")) else "fp32"),
+            "class": r.get("precision"),
             "transport": "in process" if r["transport"] == "tcp" else "HTTP",
             "service ms (p50)": _num(r["service_ms_p50"]),
         }
@@ -150,11 +150,7 @@ def view_serving(data: dict) -> tuple[list[dict], dict, list[str]]:
         group, _, at = k.rpartition(":")  # "<group>:<transport>@<target>ms" (older files: no group)
         transport, _, target = at.partition("@")
         r = v.get("ratio")
-        ratio = (
-            "no ratio"
-            if r is None
-            else f"{'at least ' if v.get('kind') == 'at_least' else 'at most ' if v.get('kind') == 'at_most' else ''}{r:.2f}x"
-        )
+        ratio = "no ratio" if r is None else {"at_least": "at least ", "at_most": "at most "}.get(v.get("kind"), "") + f"{r:.2f}x"
         lines.setdefault(f"{group or 'fp32'}, {'in process' if transport == 'process' else 'HTTP'}", []).append(
             f"{target}: {v.get('ours')} {_qps(v.get('ours_qps'))}/s against {v.get('best_peer')} {_qps(v.get('peer_qps'))}/s, {ratio}"
         )
