@@ -79,7 +79,7 @@ async def tcp_front(app, port: int):
                 rid, n = REQ.unpack(await reader.readexactly(REQ.size))
                 text = (await reader.readexactly(n)).decode()
                 try:
-                    fut = asyncio.wrap_future(state.batcher.submit(text))
+                    fut = state.batcher.submit_async(text)  # as pipeline.serving.app does
                 except Exception as exc:
                     body = repr(exc).encode()
                     writer.write(REP.pack(rid, len(body), 1) + body)

@@ -353,3 +353,69 @@ def test_embed_many_of_nothing_has_the_embedder_s_width():
     with Batcher(Fake()) as b:  # a bare callable: the width of what it embedded
         b.embed("1")
         assert b.embed_many([]).shape == (0, 2)
+
+
+# -- submit_async: the asyncio face of the same queue ---------------------------------------------
+def test_submit_async_gives_each_coroutine_its_own_vector_and_error():
+    import asyncio
+
+    async def main(b):
+        ok = [b.submit_async(str(k)) for k in range(5)]
+        bad = b.submit_async("13")
+        got = await asyncio.gather(*ok)
+        with pytest.raises(ValueError, match="cannot embed '13'"):
+            await bad
+        return got
+
+    with Batcher(Fake(bad="13"), max_batch=32, max_wait_ms=20) as b:
+        got = asyncio.run(main(b))
+    assert [v[0] for v in got] == [0, 1, 2, 3, 4]
+
+
+def test_cancelling_the_asyncio_future_cancels_the_queued_request():
+    import asyncio
+
+    gate = threading.Event()
+    fake = Fake(gate=gate)
+
+    async def main(b):
+        first = b.submit_async("1")  # the worker takes it and waits at the gate
+        while not fake.calls:
+            await asyncio.sleep(0.001)
+        second = b.submit_async("2")
+        second.cancel()
+        await asyncio.sleep(0.01)
+        gate.set()
+        return await first
+
+    with Batcher(fake, max_batch=1) as b:
+        assert asyncio.run(main(b))[0] == 1
+        assert b.embed("3")[0] == 3  # the worker lives on
+    assert ["2"] not in fake.calls
+
+
+def test_a_result_for_a_closed_loop_is_dropped_and_the_worker_serves_on():
+    import asyncio
+
+    gate = threading.Event()
+    fake = Fake(gate=gate)
+
+    async def leave(b):
+        b.submit_async("1")  # never awaited: its loop is closed before the vector comes
+
+    with Batcher(fake, max_batch=1) as b:
+        asyncio.run(leave(b))
+        gate.set()
+        assert b.embed("2")[0] == 2
+    assert b.stats.embedded == 2 and b.stats.failed == 0
+
+
+def test_submit_async_refuses_at_once_like_submit():
+    import asyncio
+
+    async def main(b):
+        with pytest.raises(TypeError):
+            b.submit_async(3)
+
+    with Batcher(Fake(), max_batch=1) as b:
+        asyncio.run(main(b))

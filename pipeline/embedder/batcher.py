@@ -11,7 +11,7 @@ or :meth:`Batcher.embed` from any number of threads; a worker thread takes the r
     with Batcher(Embedder("path/to/onnx-folder", threads=2), max_batch=16, max_wait_ms=2) as b:
         vec = b.embed("one sentence")                  # (dim,) float32; blocks
         fut = b.submit("another", timeout_ms=50)       # concurrent.futures.Future
-        vec2 = fut.result()                            # asyncio: await asyncio.wrap_future(fut)
+        vec2 = fut.result()                            # in a coroutine: vec3 = await b.submit_async("a third")
 
 ``max_batch=1`` is one call per request (a FIFO queue in front of one worker): the baseline that micro-batching
 is measured against. ``max_wait_ms=0`` waits for nobody: a worker takes whatever queued up while it was busy
@@ -31,6 +31,7 @@ on the batcher's threads (they go to a callback thread), so a callback may call 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import queue
@@ -119,6 +120,18 @@ def _settle(fut: Future, value=None, exc: BaseException | None = None) -> bool:
         return True
     except InvalidStateError:
         return False
+
+
+def _hand_over(f: Future, afut: asyncio.Future) -> None:
+    """Copy a settled request's outcome into its asyncio Future (on the loop's thread)."""
+    if afut.done():
+        return
+    if f.cancelled():
+        afut.cancel()
+    elif (exc := f.exception()) is not None:
+        afut.set_exception(exc)
+    else:
+        afut.set_result(f.result())
 
 
 class _Request:
@@ -225,6 +238,28 @@ class Batcher:
                 self._reap_at = req.deadline
                 self._reap_cv.notify()
         return fut
+
+    def submit_async(self, text: str, timeout_ms: float | None = None) -> asyncio.Future:
+        """:meth:`submit` for a coroutine: an asyncio Future of the running loop, settled there.
+
+        The batcher's thread hands the outcome straight to the loop (``call_soon_threadsafe``, which
+        neither blocks nor runs user code), so no callback-thread hop lies between a vector and its
+        awaiter, as it does with ``asyncio.wrap_future(submit(...))``.  Cancelling the asyncio Future
+        cancels the request while it is still queued.  Raises at once as :meth:`submit` does.
+        """
+        loop = asyncio.get_running_loop()
+        fut = self.submit(text, timeout_ms)
+        afut = loop.create_future()
+
+        def deliver(f: Future) -> None:  # on the thread that settled f
+            try:
+                loop.call_soon_threadsafe(_hand_over, f, afut)
+            except RuntimeError:  # the loop is closed: nobody awaits it any more
+                pass
+
+        Future.add_done_callback(fut, deliver)  # the base class's: runs where f is settled, no hop
+        afut.add_done_callback(lambda a: fut.cancel() if a.cancelled() else None)
+        return afut
 
     def embed(self, text: str, timeout_ms: float | None = None) -> np.ndarray:
         """Embed one text through the queue and wait for its vector (or its error)."""
