@@ -78,22 +78,9 @@ def build_ours(s: dict):
         max_length=s["max_length"],
         provider=provider,
         provider_options=opts or None,
+        session_config=s.get("session_config") or None,
         **({"call_cost": s["call_cost"]} if "call_cost" in s else {}),
     )
-    if s.get("session_config"):  # an experiment: session config entries the Embedder does not take (yet)
-        import onnxruntime as ort
-
-        from pipeline.embedder.embed import session_options
-
-        so = session_options(s["threads"])
-        for k, v in s["session_config"].items():
-            so.add_session_config_entry(k, str(v))
-        emb.session = ort.InferenceSession(
-            os.path.join(s["folder"], s.get("onnx_file", "model.onnx")),
-            sess_options=so,
-            providers=[(provider, opts)],
-            disabled_optimizers=list(emb.disabled_optimizers) or None,
-        )
     info = {
         "versions": _versions("onnxruntime", "onnxruntime-openvino", "openvino", "numpy", "tokenizers"),
         "providers": emb.session.get_providers(),
@@ -135,16 +122,26 @@ def build_st(s: dict):
     return embed, info
 
 
-def build_st_onnx(s: dict):
-    """sentence-transformers with backend="onnx": the session options must be onnxruntime's own
-    object, made here (threads as everyone's)."""
+def _ort_options(s: dict):
+    """onnxruntime's own SessionOptions for a peer that takes them: threads as everyone's, and the
+    spec's ``session_config`` entries (the same as ours gets, where a benchmark gives any)."""
     import onnxruntime as ort
-    from sentence_transformers import SentenceTransformer
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = s["threads"]
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    for k, v in (s.get("session_config") or {}).items():
+        so.add_session_config_entry(str(k), str(v))
+    return so
+
+
+def build_st_onnx(s: dict):
+    """sentence-transformers with backend="onnx": the session options must be onnxruntime's own
+    object, made here (threads as everyone's)."""
+    from sentence_transformers import SentenceTransformer
+
+    so = _ort_options(s)
     kwargs = {"file_name": s["file_name"], "provider": "CPUExecutionProvider", "session_options": so}
     model = SentenceTransformer(s["folder"], backend="onnx", device="cpu", local_files_only=True, model_kwargs=kwargs)
     info = {"versions": _versions("sentence-transformers", "onnxruntime", "optimum", "optimum-onnx"), "file": s["file_name"]}
@@ -165,14 +162,10 @@ def build_fastembed(s: dict):
 
 
 def build_optimum(s: dict):
-    import onnxruntime as ort
     from optimum.onnxruntime import ORTModelForFeatureExtraction
     from transformers import AutoTokenizer
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = s["threads"]
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so = _ort_options(s)
     model = ORTModelForFeatureExtraction.from_pretrained(
         s["folder"], file_name=s["onnx_file"], provider="CPUExecutionProvider", session_options=so
     )

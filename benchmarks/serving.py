@@ -24,6 +24,12 @@ on the same int8 file), st-onnx-qint8 (sentence-transformers' own qint8 export),
 (infinity-emb's own server on the same int8 file as ours).  One that cannot run here is
 listed with its reason.
 
+Every contender that runs on ONNX Runtime through an API that takes session options (ours,
+optimum-ort*, st-onnx*) gets the same session config entries, ``--session-config``, by default
+the ones ``pipeline serve`` gives its session (pipeline.serving.app.SESSION_CONFIG): a serving
+setting any ONNX Runtime user can make, so none of ours alone.  infinity-emb's engines and
+OpenVINO take none through their APIs and run as shipped.
+
 Per contender, front and transport: the single-call service time (measured in its process), the
 p95 measured at each rate beside the p95 an M/G/1 queue predicts from that service time
 (benchmarks/serving_stats.py), max QPS within p95 20, 30 and 50 ms (median over rounds); per
@@ -73,6 +79,8 @@ OURS = ("ours-fp32", "ours-int8")
 # each contender's precision class (the rest: fp32); every int8 path here is within 1 STS point of
 # fp32 in benchmarks/peers_best.py (its rows ours-int8_dynamic, optimum-ort-int8-O2, st-onnx-qint8,
 # st-openvino-int8-static)
+# the builders of _peer_worker.py whose ONNX Runtime session takes config entries
+ORT_SESSION_KINDS = ("ours", "optimum", "st-onnx")
 INT8 = ("ours-int8", "optimum-ort-int8", "st-onnx-qint8", "st-openvino-int8", "infinity-server-int8")
 
 
@@ -331,6 +339,9 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
                 )
             else:  # its own server (infinity_emb v2): no builder of ours, its own front
                 out[n] = (env.python, {"own_server": "infinity", "folder": str(folder), "pooling": pooling})
+    for _, spec in out.values():  # one ONNX Runtime session config for all that take one
+        if spec.get("kind") in ORT_SESSION_KINDS:
+            spec["session_config"] = dict(args.session_config)
     return out
 
 
@@ -534,6 +545,10 @@ def run(args) -> dict:
         "max_point_s": args.max_point_s,
         "rounds": args.rounds,
         "front": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
+        "session_config": {
+            "entries": args.session_config,
+            "given_to": sorted(n for n, (_, s) in cands.items() if "session_config" in (s or {})),
+        },
         "targets_ms": list(ss.TARGETS_MS),
         "quick": args.quick,
         "headline": headline(rows),
@@ -543,6 +558,15 @@ def run(args) -> dict:
         "logs": str(work),
         "rows": rows,
     }
+
+
+def session_config_of(given: str | None) -> dict[str, str]:
+    """``--session-config``: None is pipeline serve's entries, "none" is none, else KEY=VALUE,..."""
+    from pipeline.serving.app import SESSION_CONFIG, session_entries
+
+    if given is None:
+        return dict(SESSION_CONFIG)
+    return {} if given.strip().lower() == "none" else session_entries(x for x in given.split(",") if x.strip())
 
 
 def parse(argv=None):
@@ -564,6 +588,12 @@ def parse(argv=None):
     p.add_argument("--only", default="", help=f"contenders, comma-separated (of {', '.join((*OURS, *PEERS))})")
     p.add_argument("--skip", default="")
     p.add_argument("--int8-variant", default="int8_dynamic")
+    p.add_argument(
+        "--session-config",
+        default=None,
+        help="ONNX Runtime session config entries for every ONNX Runtime contender, KEY=VALUE[,KEY=VALUE] ('none': "
+        "ONNX Runtime's defaults; default: pipeline serve's)",
+    )
     p.add_argument("--quick", action="store_true", help="a short run that shows it works (its figures are not kept)")
     p.add_argument("--out", default=None, help="default: benchmarks/results/<cpu-slug>/serving.json (quick: serving-quick.json)")
     args = p.parse_args(argv)
@@ -573,6 +603,10 @@ def parse(argv=None):
     args.rates = [float(r) for r in harness.names(args.rates)]
     args.fronts, args.transports = args.fronts.split(","), args.transports.split(",")
     args.only, args.skip = harness.names(args.only), harness.names(args.skip)
+    try:
+        args.session_config = session_config_of(args.session_config)
+    except ValueError as exc:
+        p.error(str(exc))
     unknown = sorted(set(args.only + args.skip) - {*OURS, *PEERS})
     if unknown:
         p.error(f"unknown contender(s) {', '.join(unknown)}; known: {', '.join((*OURS, *PEERS))}")

@@ -273,3 +273,26 @@ def test_infinity_servers_are_made_only_when_asked_for_each_on_its_own_folder(mo
     own = [s for s in series if s["contender"] == "infinity-server-int8"]
     assert len(own) == 1 and own[0]["spec"] is None and own[0]["transports"] == ["http"]
     assert own[0]["front_settings"]["folder"] == str(tmp_path / "infinity-onnx-int8")
+
+
+def test_every_onnx_runtime_contender_gets_the_same_session_config(monkeypatch, tmp_path):
+    """Ours runs with pipeline serve's session entries; a peer on the same ONNX Runtime must get them too."""
+    from types import SimpleNamespace as NS
+
+    import harness
+    import serving
+
+    from pipeline.serving.app import SESSION_CONFIG
+
+    art = NS(folder=tmp_path, onnx_path=tmp_path / "model.onnx")
+    monkeypatch.setattr(harness, "load_artifact", lambda v: (NS(model=NS(max_length=64)), NS(folder=tmp_path), art))
+    monkeypatch.setattr(harness, "st_onnx_folder", lambda *a: tmp_path)
+    only = ["--only", "ours-fp32,ours-int8,optimum-ort,optimum-ort-int8,st-onnx,st-onnx-qint8"]
+    cands = serving.contenders(serving.parse(only), tmp_path, tmp_path, {}, {})
+    assert len(cands) == 6 and all(spec["session_config"] == SESSION_CONFIG for _, spec in cands.values())
+    cands = serving.contenders(serving.parse([*only, "--session-config", "none"]), tmp_path, tmp_path, {}, {})
+    assert all(spec["session_config"] == {} for _, spec in cands.values())
+    args = serving.parse([*only, "--session-config", "session.intra_op.allow_spinning=0,session.force_spinning_stop=0"])
+    assert args.session_config == {"session.intra_op.allow_spinning": "0", "session.force_spinning_stop": "0"}
+    with pytest.raises(SystemExit):
+        serving.parse(["--session-config", "no-equals"])

@@ -212,6 +212,35 @@ def test_oversized_and_malformed_requests_get_clear_4xx(payload, status, code):
         srv.stop()
 
 
+def _chunked(port: int, chunks: list[bytes]):
+    """POST chunks with Transfer-Encoding: chunked (no Content-Length): (status, json body)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", "/v1/embeddings", body=iter(chunks), headers={"Content-Type": "application/json"}, encode_chunked=True)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def test_a_streamed_body_is_read_whole_and_refused_once_past_the_limit():
+    fake = Gated()
+    fake.gate.set()
+    srv = Running(lambda: fake, limits=Limits(max_texts=4, max_chars=50))
+    try:
+        status, body = _chunked(srv.port, [b'{"input": ', b'["abc",', b' "de"]}'])
+        assert status == 200 and [d["embedding"] for d in body["data"]] == [[3.0, 1.0], [2.0, 1.0]]
+        status, body = _chunked(srv.port, [b'{"input": ["'] + [b"z" * 8192] * 10 + [b'"]}'])  # no length to refuse it by
+        assert (status, body["error"]["code"]) == (413, "body_too_large"), body
+        status, headers, body = _call(srv.url + "/v1/embeddings", method="GET")
+        assert (status, headers.get("allow"), body["error"]["code"]) == (405, "POST", "method_not_allowed")
+        assert _call(srv.url + "/v1/models", method="GET")[0] == 200  # the other routes pass through
+    finally:
+        srv.stop()
+
+
 def test_ready_only_once_the_model_is_loaded_and_warmed():
     fake, loading = Gated(), threading.Event()
 
@@ -389,3 +418,18 @@ def test_a_missing_decision_or_model_is_a_config_error(tmp_path, capsys):
     assert main(["--folder", str(tmp_path), "--max-batch", "0"]) == Exit.CONFIG
     err = capsys.readouterr().err
     assert "cannot read the decision" in err and "no model.onnx" in err
+
+
+def test_the_served_session_stops_spinning_by_default_and_flags_override_it(exported, capsys):
+    t = target_of(_parser().parse_args(["--folder", str(exported)]))
+    assert t.embedder["session_config"] == {"session.force_spinning_stop": "1"}
+    assert "session.force_spinning_stop=1" in t.describe()
+    flags = ["--folder", str(exported), "--session-config", "session.force_spinning_stop=0"]
+    t = target_of(_parser().parse_args([*flags, "--session-config", "session.intra_op.allow_spinning=0"]))
+    assert t.embedder["session_config"] == {"session.force_spinning_stop": "0", "session.intra_op.allow_spinning": "0"}
+    from pipeline.embedder.embed import Embedder
+
+    emb = Embedder(**t.embedder)  # the entries reach ONNX Runtime's session, which takes them
+    assert emb.embed(["a sentence"]).shape[0] == 1
+    assert main(["--folder", str(exported), "--session-config", "no-equals-sign"]) == Exit.CONFIG
+    assert "KEY=VALUE" in capsys.readouterr().err

@@ -17,6 +17,11 @@ characters, or a body over what those allow: 413; a malformed body: 422; errors 
 ``{"error": {"message", "type", "code"}}`` as OpenAI's.  SIGTERM/SIGINT: uvicorn stops
 accepting connections, the requests already accepted are answered (up to ``--graceful-s``),
 then the batcher drains and closes.
+
+ONNX Runtime's session gets :data:`SESSION_CONFIG` unless ``--session-config KEY=VALUE`` says
+otherwise: its intra-op threads stop spinning when a run ends instead of burning a core until
+the next one, which under load is CPU that the batcher, the tokenizer and the HTTP stack need
+(benchmarks/serving.py gives every ONNX Runtime contender the same; docs/serving.md).
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from fastapi import Request  # at module level: FastAPI reads the handler's annotation from the module
 
 from pipeline.core.errors import Exit
 from pipeline.embedder.batcher import Batcher, Closed, QueueFull, RequestTimeout
@@ -42,6 +46,10 @@ from pipeline.serving.target import Target, TargetError, explicit, from_decision
 __all__ = ["Limits", "Front", "create_app", "main"]
 
 log = logging.getLogger("pipeline.serving.app")
+# the session config entries a served model gets by default: on a 2-core AMD EPYC, over HTTP behind
+# the batched front, they raised the int8 model's rate within p95 20 ms from 350/s to 450/s (two
+# interleaved rounds; docs/serving.md), at 1-3 ms more p95 at 150/s
+SESSION_CONFIG = {"session.force_spinning_stop": "1"}
 WARM_TEXTS = ["warm up", "a somewhat longer sentence to warm up the model with more tokens in it"]
 
 
@@ -170,7 +178,7 @@ async def _embed(state: _State, texts: list[str]) -> list[np.ndarray]:
     futs = []
     try:
         for t in texts:
-            futs.append(state.batcher.submit(t))
+            futs.append(state.batcher.submit_async(t))
     except QueueFull:
         for f in futs:
             f.cancel()
@@ -182,13 +190,52 @@ async def _embed(state: _State, texts: list[str]) -> list[np.ndarray]:
             {"Retry-After": str(state.limits.retry_after_s)},
         ) from None
     except Closed:
+        for f in futs:
+            f.cancel()
         raise _Error(503, "the server is shutting down", "server_unavailable", "shutting_down") from None
     try:
-        return await asyncio.gather(*(asyncio.wrap_future(f) for f in futs))
+        return [await futs[0]] if len(futs) == 1 else await asyncio.gather(*futs)
     except RequestTimeout as exc:
         raise _Error(504, f"not embedded in time: {exc}", "timeout", "timeout") from None
     except Closed as exc:
         raise _Error(503, str(exc), "server_unavailable", "shutting_down") from None
+
+
+class _EmbeddingsRoute:
+    """``POST /v1/embeddings`` as a bare ASGI handler in front of the FastAPI app (every other
+    request passes through to it).  FastAPI's request object, routing and response classes cost
+    about as much CPU per request as the rest of the server's work on a small machine
+    (benchmarks/serving.py; docs/serving.md), and this route needs none of them: it reads the
+    body, parses it with orjson, and writes the answer in one call."""
+
+    PATH = "/v1/embeddings"
+
+    def __init__(self, app, state: _State):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != self.PATH:
+            return await self.app(scope, receive, send)
+        try:
+            if scope["method"] != "POST":
+                raise _Error(
+                    405,
+                    f"{scope['method']} is not allowed here; POST a JSON body",
+                    "invalid_request_error",
+                    "method_not_allowed",
+                    {"Allow": "POST"},
+                )
+            status, body, headers = 200, _dumps(await _answer(self.state, scope, receive)), {}
+        except _Error as e:
+            status, body, headers = e.status, _dumps(_error_body(e)), e.headers
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        raw += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _error_body(e: _Error) -> dict:
+    return {"error": {"message": e.message, "type": e.kind, "code": e.code, "param": None}}
 
 
 def create_app(load: Callable[[], object], *, name: str, front: Front | None = None, limits: Limits | None = None, describe: str = ""):
@@ -208,11 +255,6 @@ def create_app(load: Callable[[], object], *, name: str, front: Front | None = N
     app = FastAPI(title="pipeline serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = state
 
-    def error(e: _Error) -> JSONResponse:
-        return JSONResponse(
-            {"error": {"message": e.message, "type": e.kind, "code": e.code, "param": None}}, status_code=e.status, headers=e.headers
-        )
-
     @app.get("/health")
     async def health():
         return {"status": "ok"}
@@ -228,34 +270,47 @@ def create_app(load: Callable[[], object], *, name: str, front: Front | None = N
     async def models():
         return {"object": "list", "data": [{"id": state.name, "object": "model", "owned_by": "pipeline"}]}
 
-    @app.post("/v1/embeddings")
-    async def embeddings(request: Request):
-        try:
-            return _json(await _answer(state, request))
-        except _Error as e:
-            return error(e)
-
+    app.add_middleware(_EmbeddingsRoute, state=state)  # POST /v1/embeddings, before FastAPI's routing
     return app
 
 
-def _json(payload: dict):
-    """The answer as JSON written by orjson in one call (FastAPI's own encoder visits every float of
-    every vector in Python first: most of a request's cost on a small machine)."""
+def _dumps(payload: dict) -> bytes:
+    """The answer as JSON written by orjson in one call (a JSON encoder that visits every float of
+    every vector in Python first is most of a request's cost on a small machine)."""
     import orjson
-    from starlette.responses import Response
 
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return orjson.dumps(payload)
 
 
-async def _answer(state: _State, request) -> dict:
+async def _body(state: _State, scope, receive) -> bytes:
+    """The request's body, or a 413 past what the limits allow (by its Content-Length, or as it comes)."""
+    cap = state.limits.max_body()
+    for k, v in scope.get("headers", ()):
+        if k == b"content-length" and v.isdigit() and int(v) > cap:
+            raise _Error(413, f"the body has {int(v)} bytes; at most {cap}", "invalid_request_error", "body_too_large")
+    chunks, size = [], 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise _Error(400, "the client went away", "invalid_request_error", "disconnected")
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            raise _Error(413, f"the body passed {cap} bytes", "invalid_request_error", "body_too_large")
+        chunks.append(chunk)
+        if not msg.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _answer(state: _State, scope, receive) -> dict:
+    import orjson
+
     if not state.ready:
         raise _Error(503, "the model is not ready yet", "server_unavailable", "not_ready", {"Retry-After": "1"})
-    size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > state.limits.max_body():
-        raise _Error(413, f"the body has {size} bytes; at most {state.limits.max_body()}", "invalid_request_error", "body_too_large")
+    raw = await _body(state, scope, receive)
     try:
-        body = await request.json()
-    except ValueError:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise _Error(422, "the body is not JSON", "invalid_request_error", "invalid_json") from None
     texts, fmt = _texts(body, state.limits)
     vecs = await _embed(state, texts)
@@ -280,6 +335,13 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--max-length", type=int, default=None)
     src.add_argument("--threads", type=int, default=None, help="intra-op threads (0: ONNX Runtime's default)")
     src.add_argument("--provider", default=None, help="an ONNX Runtime execution provider")
+    src.add_argument(
+        "--session-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"an ONNX Runtime session config entry, repeatable (default: {', '.join(f'{k}={v}' for k, v in SESSION_CONFIG.items())})",
+    )
     src.add_argument("--records-dir", default="reports/runs")
     src.add_argument("--tracking-uri", default=None)
     net = p.add_argument_group("server")
@@ -301,7 +363,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def target_of(args) -> Target:
     if args.folder:
-        return explicit(
+        t = explicit(
             args.folder,
             onnx_file=args.onnx_file,
             pooling=args.pooling,
@@ -309,6 +371,7 @@ def target_of(args) -> Target:
             threads=args.threads,
             provider=args.provider,
         )
+        return _with_session_config(t, args.session_config)
     t = (
         from_run(args.run_id, args.records_dir, args.tracking_uri)
         if args.run_id
@@ -325,6 +388,23 @@ def target_of(args) -> Target:
     if over:  # explicit settings win over the run's, and the line says so
         t.embedder.update(over)
         t.source += " with " + ", ".join(f"{k}={v}" for k, v in over.items())
+    return _with_session_config(t, args.session_config)
+
+
+def session_entries(entries) -> dict[str, str]:
+    """``KEY=VALUE`` strings as session config entries (a TargetError, a ValueError, on a bad one)."""
+    out = {}
+    for e in entries or ():
+        key, eq, value = e.partition("=")
+        if not eq or not key.strip():
+            raise TargetError(f"--session-config takes KEY=VALUE, not {e!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _with_session_config(t: Target, entries: list[str]) -> Target:
+    """The serving defaults, under the target's own entries, under ``--session-config`` ones."""
+    t.embedder["session_config"] = {**SESSION_CONFIG, **(t.embedder.get("session_config") or {}), **session_entries(entries)}
     return t
 
 

@@ -46,7 +46,9 @@ class Target:
         e = self.embedder
         return (
             f"{self.label} [{e['model_dir']}/{e.get('onnx_file', 'model.onnx')}, pooling {e.get('pooling', 'mean')}, "
-            f"max_length {e.get('max_length')}, threads {e.get('threads', 0)}] from {self.source}; measured: {measured}"
+            f"max_length {e.get('max_length')}, threads {e.get('threads', 0)}"
+            + "".join(f", {k}={v}" for k, v in (e.get("session_config") or {}).items())
+            + f"] from {self.source}; measured: {measured}"
         )
 
 
