@@ -26,6 +26,7 @@ SETTINGS = {  # name -> (intra-op threads, session config entries)
     "t1": (1, {}),
     "t2-dynamic_block_base4": (2, {"session.dynamic_block_base": "4"}),
     "t2-no-spinning": (2, {"session.intra_op.allow_spinning": "0"}),
+    "t2-force-spinning-stop": (2, {"session.force_spinning_stop": "1"}),  # pipeline serve's default
 }
 BASE = "t2"
 

@@ -37,6 +37,7 @@ COMMANDS = {
     "peers_best": "python benchmarks/peers_best.py",
     "serving": "python benchmarks/serving.py --threads 2",
     "stability": "python benchmarks/stability.py",
+    "serving_session": "python benchmarks/serving_session.py",
     "peers_best_passages": "python benchmarks/peers_best.py --workload passages",
     "sweep_lengths": "python -m pipeline +sweep=lengths, then python scripts/sweep_results.py",
     "sweep_traffic": "python -m pipeline +sweep=traffic, then python scripts/sweep_results.py",
@@ -209,8 +210,44 @@ def view_sweep(data: dict) -> tuple[list[dict], dict, list[str]]:
 
 
 # how each result file becomes a table: a benchmark's rows hold more than a page can show
-VIEWS = {"peers_best": view_peers_best, "peers_best_passages": view_peers_best, "serving": view_serving, "stability": view_stability}
-VIEW_KEYS = {"peers_best": "table", "peers_best_passages": "table", "serving": "headline", "stability": "quiet"}
+def view_serving_session(data: dict) -> tuple[list[dict], dict, list[str]]:
+    base = data.get("base")
+    rows = []
+    for r in data.get("rows", []):
+        row = {"session config": r["config"], "entries": r["entries"]}
+        targets = [k[len("max_qps_p95_") :] for k in sorted(k for k in r if k.startswith("max_qps_p95_"))]
+        for t in targets:
+            row[f"max QPS, p95 <= {t}"] = _qps(r[f"max_qps_p95_{t}"])
+        for t in targets:
+            v = r.get(f"vs_{base}_{t}") or {}
+            kind = {"at_least": ">= ", "at_most": "<= "}.get(v.get("kind"), "")
+            row[f"vs {base}, {t}"] = None if v.get("ratio") is None else f"{kind}{v['ratio']:.2f}x"
+        row["server CPU ms/request"] = _num(r.get("server_cpu_ms_per_request"))
+        low = min(r["p95_ms_by_rate"], key=float) if r.get("p95_ms_by_rate") else None
+        row["p95 ms at the lowest rate"] = None if low is None else f"{r['p95_ms_by_rate'][low]:.1f} ({low}/s)"
+        rows.append(row)
+    notes = [
+        f"{data.get('variant')} over HTTP behind the batched front (max_batch {data['front']['max_batch']}, no wait), "
+        f"{data.get('rounds')} rounds, rates {', '.join(f'{x:g}' for x in data.get('rates', []))}/s; "
+        "a `+` marks a target met at the highest rate tried in some round."
+    ]
+    return rows, dict(data.get("conditions") or {}), notes
+
+
+VIEWS = {
+    "peers_best": view_peers_best,
+    "peers_best_passages": view_peers_best,
+    "serving": view_serving,
+    "stability": view_stability,
+    "serving_session": view_serving_session,
+}
+VIEW_KEYS = {
+    "peers_best": "table",
+    "peers_best_passages": "table",
+    "serving": "headline",
+    "stability": "quiet",
+    "serving_session": "configs",
+}
 
 
 def render(name: str, results: Path = RESULTS) -> str:

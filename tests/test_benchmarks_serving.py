@@ -296,3 +296,50 @@ def test_every_onnx_runtime_contender_gets_the_same_session_config(monkeypatch, 
     assert args.session_config == {"session.intra_op.allow_spinning": "0", "session.force_spinning_stop": "0"}
     with pytest.raises(SystemExit):
         serving.parse(["--session-config", "no-equals"])
+
+
+def test_the_session_config_benchmark_compares_each_config_with_onnx_runtime_s_defaults(tmp_path):
+    import importlib.util
+
+    import serving_session as sess
+
+    assert sess.order(["a", "b", "c"], 1) == ["a", "b", "c"] and sess.order(["a", "b", "c"], 2) == ["c", "b", "a"]
+    spin = _pts((100, 8), (200, 12), (300, 25), (400, 60))  # 20 ms: 200/s; 30 ms: 300/s; 50 ms: 300/s
+    stop = _pts((100, 9), (200, 11), (300, 15), (400, 18))  # every target met at the highest rate
+    rows = sess.summarize(
+        {
+            "ort-default": [{"points": spin, "cpu_ms_per_request": 8.0}, {"points": spin, "cpu_ms_per_request": 6.0}],
+            "force_spinning_stop": [{"points": stop, "cpu_ms_per_request": 4.0}, {"points": stop, "cpu_ms_per_request": None}],
+        }
+    )
+    base, new = rows
+    assert base["max_qps_p95_20ms"]["qps"] == 200 and base["vs_ort-default_20ms"]["ratio"] == 1.0
+    assert new["max_qps_p95_20ms"]["qps"] == 400 and new["vs_ort-default_20ms"] == {
+        **new["vs_ort-default_20ms"],
+        "ratio": 2.0,
+        "kind": "at_least",
+    }
+    assert new["vs_ort-default_30ms"]["ratio"] == pytest.approx(400 / 300)
+    assert base["server_cpu_ms_per_request"] == 7.0 and new["server_cpu_ms_per_request"] == 4.0  # a round without it is left out
+    assert new["p95_ms_by_rate"] == {"100": 9.0, "200": 11.0, "300": 15.0, "400": 18.0}
+    assert new["entries"] == "session.force_spinning_stop=1" and base["entries"] == "(none)"
+    spec = importlib.util.spec_from_file_location("render_results", ROOT / "scripts" / "render_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    folder = tmp_path / "results" / "amd-epyc"
+    folder.mkdir(parents=True)
+    data = {
+        "base": "ort-default",
+        "configs": sess.CONFIGS,
+        "rows": rows,
+        "variant": "int8_dynamic",
+        "front": {"max_batch": 16},
+        "rounds": 2,
+    }
+    (folder / "serving_session.json").write_text(json.dumps({**data, "rates": [100, 400], "conditions": {"cpu_model": "AMD EPYC"}}))
+    out = mod.rendered("<!-- results:serving_session -->\n<!-- /results -->\n", tmp_path / "results")
+    assert (
+        "| force_spinning_stop | session.force_spinning_stop=1 | 400+ | 400+ | 400+ | >= 2.00x | >= 1.33x | >= 1.33x | 4 | 9.0 (100/s) |"
+        in out
+    )
+    assert "| ort-default | (none) | 200 | 300 | 300 | 1.00x | 1.00x | 1.00x | 7 | 8.0 (100/s) |" in out and "AMD EPYC" in out

@@ -46,9 +46,9 @@ from pipeline.serving.target import Target, TargetError, explicit, from_decision
 __all__ = ["Limits", "Front", "create_app", "main"]
 
 log = logging.getLogger("pipeline.serving.app")
-# the session config entries a served model gets by default: on a 2-core AMD EPYC, over HTTP behind
-# the batched front, they raised the int8 model's rate within p95 20 ms from 350/s to 450/s (two
-# interleaved rounds; docs/serving.md), at 1-3 ms more p95 at 150/s
+# the session config entries a served model gets by default: the intra-op threads stop spinning when
+# a run ends; under load, a third less server CPU per request and a higher rate within the p95
+# targets, for a slower single call on an idle server (benchmarks/serving_session.py; docs/serving.md)
 SESSION_CONFIG = {"session.force_spinning_stop": "1"}
 WARM_TEXTS = ["warm up", "a somewhat longer sentence to warm up the model with more tokens in it"]
 
