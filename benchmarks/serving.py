@@ -118,7 +118,8 @@ class Server:
     killed if it does not end, or when it never became ready)."""
 
     def __init__(self, name: str, python: Path, spec: dict | None, front: dict | None, work: Path, sentences: Path):
-        self.name, self.python, self.spec, self.front, self.work, self.sentences = name, python, spec, front, work, sentences
+        self.name, self.spec, self.front, self.work, self.sentences = name, spec, front, work, sentences
+        self.python = Path(python).absolute()  # infinity's server starts in its model folder: a relative path would not resolve there
         self.proc: subprocess.Popen | None = None
         self.service: dict = {}
 
@@ -507,7 +508,7 @@ def run(args) -> dict:
     from pipeline.data.sts import load_sts
 
     started = time.time()
-    cache = Path(os.environ.get("PIPELINE_CACHE_DIR") or ROOT / ".cache" / "pipeline")
+    cache = Path(os.environ.get("PIPELINE_CACHE_DIR") or ROOT / ".cache" / "pipeline").absolute()
     work = Path(tempfile.mkdtemp(prefix="serving-"))
     sentences = list(load_sts(QualityConfig(split="test")).unique_sentences)
     import random

@@ -343,3 +343,26 @@ def test_the_session_config_benchmark_compares_each_config_with_onnx_runtime_s_d
         in out
     )
     assert "| ort-default | (none) | 200 | 300 | 300 | 1.00x | 1.00x | 1.00x | 7 | 8.0 (100/s) |" in out and "AMD EPYC" in out
+
+
+def test_infinity_s_own_server_is_started_by_an_absolute_path_from_a_relative_cache(monkeypatch, tmp_path):
+    """PIPELINE_CACHE_DIR=.cache/pipeline (docs/serving.md's command) made the environment's path
+    relative; infinity's server starts in its model folder, where that path does not exist, and
+    every round of both its rows failed with FileNotFoundError."""
+    import serving
+
+    seen = {}
+
+    def start(cmd, **kw):
+        seen.update(cmd=cmd, cwd=kw.get("cwd"))
+        raise RuntimeError("not started in a test")
+
+    monkeypatch.setattr(serving.child, "start", start)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    front = {"folder": str(tmp_path / "model"), "pooling": "mean", "max_batch": 16, "served": "infinity-server"}
+    srv = serving.Server("inf", Path(".cache/pipeline/envs/x/bin/python"), None, front, tmp_path, tmp_path / "s.json")
+    with pytest.raises(RuntimeError, match="not started"):
+        srv.start()
+    exe = Path(seen["cmd"][0])
+    assert seen["cwd"] == str(tmp_path / "model") and exe.is_absolute() and exe == tmp_path / ".cache/pipeline/envs/x/bin/infinity_emb"
