@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import logging
 import sys
 import threading
@@ -42,6 +41,7 @@ import numpy as np
 from pipeline.core.errors import Exit
 from pipeline.embedder.batcher import Batcher, Closed, QueueFull, RequestTimeout
 from pipeline.serving.target import Target, TargetError, explicit, from_decision, from_run
+from pipeline.serving.wire import ApiError, Limits, dumps, encode, error_body, read_body, texts_of
 
 __all__ = ["Limits", "Front", "create_app", "main"]
 
@@ -54,30 +54,12 @@ WARM_TEXTS = ["warm up", "a somewhat longer sentence to warm up the model with m
 
 
 @dataclass
-class Limits:
-    max_texts: int = 256  # texts per request
-    max_chars: int = 8192  # characters per text
-    max_queue: int = 1024  # texts waiting in the batcher (beyond: 503)
-    timeout_ms: float = 30_000  # per text, from arrival (beyond: 504)
-    retry_after_s: int = 1
-
-    def max_body(self) -> int:  # bytes: every text at its limit, 6 bytes a char (a \uXXXX escape), plus framing
-        return self.max_texts * (self.max_chars * 6 + 16) + 65_536
-
-
-@dataclass
 class Front:
     max_batch: int = 16
     # no waiting: a batch is what queued while the worker was busy (under load the oldest request has
     # always waited past any wait; idle, a wait only adds latency: benchmarks/serving.py, docs/serving.md)
     max_wait_ms: float = 0.0
     workers: int = 1
-
-
-class _Error(Exception):
-    def __init__(self, status: int, message: str, kind: str, code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code, self.headers = status, message, kind, code, headers or {}
 
 
 class _State:
@@ -136,44 +118,6 @@ class _State:
             )
 
 
-def _texts(body, limits: Limits) -> tuple[list[str], str]:
-    """The request's texts and encoding format, or a 413/422 :class:`_Error`."""
-    if not isinstance(body, dict):
-        raise _Error(422, "the body must be a JSON object", "invalid_request_error")
-    if "input" not in body:
-        raise _Error(422, "'input' is required: a string or a list of strings", "invalid_request_error", "missing_input")
-    raw = body["input"]
-    texts = [raw] if isinstance(raw, str) else raw
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise _Error(
-            422,
-            "'input' must be a non-empty string or a non-empty list of strings (token arrays are not accepted)",
-            "invalid_request_error",
-            "invalid_input",
-        )
-    if len(texts) > limits.max_texts:
-        raise _Error(413, f"{len(texts)} texts in one request; at most {limits.max_texts}", "invalid_request_error", "too_many_texts")
-    long = [i for i, t in enumerate(texts) if len(t) > limits.max_chars]
-    if long:
-        raise _Error(
-            413,
-            f"text {long[0]} has {len(texts[long[0]])} characters; at most {limits.max_chars} per text",
-            "invalid_request_error",
-            "text_too_long",
-        )
-    if any(not t for t in texts):
-        raise _Error(422, "an empty string cannot be embedded", "invalid_request_error", "empty_text")
-    fmt = body.get("encoding_format") or "float"
-    if fmt not in ("float", "base64"):
-        raise _Error(422, f"encoding_format must be 'float' or 'base64', got {fmt!r}", "invalid_request_error", "invalid_encoding_format")
-    return texts, fmt
-
-
-def _encode(vec: np.ndarray, fmt: str):
-    v = np.asarray(vec, dtype="<f4")
-    return base64.b64encode(v.tobytes()).decode("ascii") if fmt == "base64" else v.tolist()
-
-
 async def _embed(state: _State, texts: list[str]) -> list[np.ndarray]:
     futs = []
     try:
@@ -182,7 +126,7 @@ async def _embed(state: _State, texts: list[str]) -> list[np.ndarray]:
     except QueueFull:
         for f in futs:
             f.cancel()
-        raise _Error(
+        raise ApiError(
             503,
             f"the queue is full ({state.limits.max_queue} texts waiting); retry later",
             "server_overloaded",
@@ -192,13 +136,13 @@ async def _embed(state: _State, texts: list[str]) -> list[np.ndarray]:
     except Closed:
         for f in futs:
             f.cancel()
-        raise _Error(503, "the server is shutting down", "server_unavailable", "shutting_down") from None
+        raise ApiError(503, "the server is shutting down", "server_unavailable", "shutting_down") from None
     try:
         return [await futs[0]] if len(futs) == 1 else await asyncio.gather(*futs)
     except RequestTimeout as exc:
-        raise _Error(504, f"not embedded in time: {exc}", "timeout", "timeout") from None
+        raise ApiError(504, f"not embedded in time: {exc}", "timeout", "timeout") from None
     except Closed as exc:
-        raise _Error(503, str(exc), "server_unavailable", "shutting_down") from None
+        raise ApiError(503, str(exc), "server_unavailable", "shutting_down") from None
 
 
 class _EmbeddingsRoute:
@@ -218,24 +162,20 @@ class _EmbeddingsRoute:
             return await self.app(scope, receive, send)
         try:
             if scope["method"] != "POST":
-                raise _Error(
+                raise ApiError(
                     405,
                     f"{scope['method']} is not allowed here; POST a JSON body",
                     "invalid_request_error",
                     "method_not_allowed",
                     {"Allow": "POST"},
                 )
-            status, body, headers = 200, _dumps(await _answer(self.state, scope, receive)), {}
-        except _Error as e:
-            status, body, headers = e.status, _dumps(_error_body(e)), e.headers
+            status, body, headers = 200, dumps(await _answer(self.state, scope, receive)), {}
+        except ApiError as e:
+            status, body, headers = e.status, dumps(error_body(e)), e.headers
         raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         raw += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
-
-
-def _error_body(e: _Error) -> dict:
-    return {"error": {"message": e.message, "type": e.kind, "code": e.code, "param": None}}
 
 
 def create_app(load: Callable[[], object], *, name: str, front: Front | None = None, limits: Limits | None = None, describe: str = ""):
@@ -274,52 +214,24 @@ def create_app(load: Callable[[], object], *, name: str, front: Front | None = N
     return app
 
 
-def _dumps(payload: dict) -> bytes:
-    """The answer as JSON written by orjson in one call (a JSON encoder that visits every float of
-    every vector in Python first is most of a request's cost on a small machine)."""
-    import orjson
-
-    return orjson.dumps(payload)
-
-
-async def _body(state: _State, scope, receive) -> bytes:
-    """The request's body, or a 413 past what the limits allow (by its Content-Length, or as it comes)."""
-    cap = state.limits.max_body()
-    for k, v in scope.get("headers", ()):
-        if k == b"content-length" and v.isdigit() and int(v) > cap:
-            raise _Error(413, f"the body has {int(v)} bytes; at most {cap}", "invalid_request_error", "body_too_large")
-    chunks, size = [], 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise _Error(400, "the client went away", "invalid_request_error", "disconnected")
-        chunk = msg.get("body", b"")
-        size += len(chunk)
-        if size > cap:
-            raise _Error(413, f"the body passed {cap} bytes", "invalid_request_error", "body_too_large")
-        chunks.append(chunk)
-        if not msg.get("more_body"):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 async def _answer(state: _State, scope, receive) -> dict:
     import orjson
 
     if not state.ready:
-        raise _Error(503, "the model is not ready yet", "server_unavailable", "not_ready", {"Retry-After": "1"})
-    raw = await _body(state, scope, receive)
+        raise ApiError(503, "the model is not ready yet", "server_unavailable", "not_ready", {"Retry-After": "1"})
+    raw = await read_body(state.limits, scope, receive)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise _Error(422, "the body is not JSON", "invalid_request_error", "invalid_json") from None
-    texts, fmt = _texts(body, state.limits)
+        raise ApiError(422, "the body is not JSON", "invalid_request_error", "invalid_json") from None
+    texts, fmt = texts_of(body, state.limits)
     vecs = await _embed(state, texts)
     counts = getattr(state.embedder, "token_counts", None)
     tokens = int(sum(counts(texts))) if counts else 0
     return {
         "object": "list",
         "model": state.name,
-        "data": [{"object": "embedding", "index": i, "embedding": _encode(v, fmt)} for i, v in enumerate(vecs)],
+        "data": [{"object": "embedding", "index": i, "embedding": encode(v, fmt)} for i, v in enumerate(vecs)],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
 
