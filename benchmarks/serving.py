@@ -79,9 +79,9 @@ OURS = ("ours-fp32", "ours-int8")
 # each contender's precision class (the rest: fp32); every int8 path here is within 1 STS point of
 # fp32 in benchmarks/peers_best.py (its rows ours-int8_dynamic, optimum-ort-int8-O2, st-onnx-qint8,
 # st-openvino-int8-static)
+INT8 = ("ours-int8", "optimum-ort-int8", "st-onnx-qint8", "st-openvino-int8", "infinity-server-int8")
 # the builders of _peer_worker.py whose ONNX Runtime session takes config entries
 ORT_SESSION_KINDS = ("ours", "optimum", "st-onnx")
-INT8 = ("ours-int8", "optimum-ort-int8", "st-onnx-qint8", "st-openvino-int8", "infinity-server-int8")
 
 
 def precision(contender: str) -> str:
@@ -501,20 +501,29 @@ def rows_of(measured: dict) -> list[dict]:
     return [row(c, f, t, rs) for (c, f), rs in measured.items() if rs for t in rs[0]["transports"] if all(t in r["transports"] for r in rs)]
 
 
-def run(args) -> dict:
+def sentences_file(work: Path) -> Path:
+    """The STS-test sentences, shuffled the same way every run, as the JSON file the servers and
+    the load generator read (``work/sentences.json``)."""
+    import random
+
     from pipeline.config import QualityConfig
+    from pipeline.data.sts import load_sts
+
+    sentences = list(load_sts(QualityConfig(split="test")).unique_sentences)
+    random.Random(0).shuffle(sentences)
+    path = work / "sentences.json"
+    path.write_text(json.dumps(sentences))
+    return path
+
+
+def run(args) -> dict:
     from pipeline.core.machine import cpu_model
     from pipeline.core.machine_lock import MachineLock
-    from pipeline.data.sts import load_sts
 
     started = time.time()
     cache = Path(os.environ.get("PIPELINE_CACHE_DIR") or ROOT / ".cache" / "pipeline").absolute()
     work = Path(tempfile.mkdtemp(prefix="serving-"))
-    sentences = list(load_sts(QualityConfig(split="test")).unique_sentences)
-    import random
-
-    random.Random(0).shuffle(sentences)
-    (work / "sentences.json").write_text(json.dumps(sentences))
+    sentences_file(work)
     skipped, env_report = {}, {}
     cands = contenders(args, cache / "envs", cache / "peers", env_report, skipped)
     series = series_of(cands, args)

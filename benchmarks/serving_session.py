@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -66,18 +65,14 @@ def summarize(measured: dict[str, list[dict]], base: str = BASE) -> list[dict]:
 
 
 def run(args) -> dict:
-    from pipeline.config import QualityConfig
     from pipeline.core.machine import cpu_model
     from pipeline.core.machine_lock import MachineLock
-    from pipeline.data.sts import load_sts
 
     started = time.time()
     cfg, _, _ = harness.load_artifact("fp32")
     art = harness.load_artifact(args.variant)[2]
     work = Path(tempfile.mkdtemp(prefix="serving-session-"))
-    sentences = list(load_sts(QualityConfig(split="test")).unique_sentences)
-    random.Random(0).shuffle(sentences)
-    (work / "sentences.json").write_text(json.dumps(sentences))
+    sentences = serving.sentences_file(work)
     spec = {
         "kind": "ours",
         "folder": str(art.folder),
@@ -88,18 +83,13 @@ def run(args) -> dict:
     front = {"max_batch": args.max_batch, "max_wait_ms": 0.0}
     measured: dict[str, list[dict]] = {n: [] for n in CONFIGS}
     with MachineLock(args.lock_wait_s, "benchmarks/serving_session.py") as lock:
-        gen = serving.Generator(work / "sentences.json")
+        gen = serving.Generator(sentences)
         try:
             for rnd in range(1, args.rounds + 1):
                 for name in order(list(CONFIGS), rnd):
                     print(f"round {rnd}: {name}", file=sys.stderr, flush=True)
                     srv = serving.Server(
-                        f"{name}-r{rnd}",
-                        Path(sys.executable),
-                        {**spec, "session_config": CONFIGS[name]},
-                        front,
-                        work,
-                        work / "sentences.json",
+                        f"{name}-r{rnd}", Path(sys.executable), {**spec, "session_config": CONFIGS[name]}, front, work, sentences
                     )
                     srv.start()
                     try:
