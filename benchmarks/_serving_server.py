@@ -8,7 +8,7 @@ HTTP ``/ready``, reads the service times it wrote, and ends it with SIGTERM (its
 it does not end).  The service times are measured here, in the process that then serves.
 
 SPEC: ``{"kind": <a builder of _peer_worker.py>, ...its settings, "root": REPO, "name": NAME,
-"front": {"max_batch": 16, "max_wait_ms": 2}, "http_port": P, "tcp_port": Q,
+"front": {"max_batch": 16, "max_wait_ms": 2, "loop": "auto" | "asyncio"}, "http_port": P, "tcp_port": Q,
 "sentences": FILE, "service_calls": 300, "service_out": FILE}``.
 
 It builds the contender's ``embed(texts)``, times ``service_calls`` single-text calls (the
@@ -59,7 +59,8 @@ def build(spec: dict) -> Contender:
         t0 = time.perf_counter_ns()
         c.embed([t])
         ms.append((time.perf_counter_ns() - t0) / 1e6)
-    Path(spec["service_out"]).write_text(json.dumps({"service_ms": ms, "info": c.info, "dim": c.dim}))
+    info = {**c.info, "event_loop": spec.get("event_loop")}
+    Path(spec["service_out"]).write_text(json.dumps({"service_ms": ms, "info": info, "dim": c.dim}))
     return c
 
 
@@ -98,6 +99,7 @@ async def serve(spec: dict) -> None:
     from pipeline.serving.app import Front, Limits, create_app
 
     f = spec["front"]
+    spec["event_loop"] = type(asyncio.get_running_loop()).__module__  # asyncio's own, or uvloop
     app = create_app(
         lambda: build(spec),
         name=spec["name"],
@@ -112,9 +114,18 @@ async def serve(spec: dict) -> None:
         await server.serve()
 
 
+def loop_factory(loop: str):
+    """The event loop uvicorn would run the server on for ``--loop`` ``loop`` (``auto``: uvloop where it is
+    installed, as ``pipeline serve``'s ``uvicorn.run`` does; ``asyncio``: the standard loop)."""
+    import uvicorn
+
+    return uvicorn.Config(app=None, loop=loop).get_loop_factory()
+
+
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    asyncio.run(serve(spec))
+    with asyncio.Runner(loop_factory=loop_factory(spec["front"].get("loop", "auto"))) as runner:
+        runner.run(serve(spec))
     return 0
 
 

@@ -349,8 +349,8 @@ def contenders(args, env_root: Path, peers_root: Path, env_report: dict, skipped
 def series_of(cands: dict, args) -> list[dict]:
     """Each (contender, front): the server process to start, and the transports to drive it over."""
     fronts = {
-        "per-request": {"max_batch": 1, "max_wait_ms": 0.0},
-        "batched": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
+        "per-request": {"max_batch": 1, "max_wait_ms": 0.0, "loop": args.loop},
+        "batched": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "loop": args.loop},
     }
     out = []
     for name, (python, spec) in cands.items():
@@ -554,7 +554,7 @@ def run(args) -> dict:
         "requests_per_point": args.requests,
         "max_point_s": args.max_point_s,
         "rounds": args.rounds,
-        "front": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
+        "front": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "loop": args.loop},
         "session_config": {
             "entries": args.session_config,
             "given_to": sorted(n for n, (_, s) in cands.items() if "session_config" in (s or {})),
@@ -593,6 +593,12 @@ def parse(argv=None):
     p.add_argument("--timeout-s", type=float, default=2.0)
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="the batched front's wait, the same for all (pipeline serve's default)")
+    p.add_argument(
+        "--loop",
+        default="auto",
+        choices=("auto", "asyncio", "uvloop"),
+        help="the servers' event loop, uvicorn's --loop (auto: uvloop where installed, as pipeline serve runs)",
+    )
     p.add_argument("--fronts", default="per-request,batched")
     p.add_argument("--transports", default="tcp,http")
     p.add_argument("--only", default="", help=f"contenders, comma-separated (of {', '.join((*OURS, *PEERS))})")

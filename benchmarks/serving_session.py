@@ -80,7 +80,7 @@ def run(args) -> dict:
         "threads": args.threads,
         "max_length": cfg.model.max_length,
     }
-    front = {"max_batch": args.max_batch, "max_wait_ms": 0.0}
+    front = {"max_batch": args.max_batch, "max_wait_ms": 0.0, "loop": "auto"}  # uvloop where installed, as pipeline serve runs
     measured: dict[str, list[dict]] = {n: [] for n in CONFIGS}
     with MachineLock(args.lock_wait_s, "benchmarks/serving_session.py") as lock:
         gen = serving.Generator(sentences)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -196,6 +197,7 @@ def test_one_generator_drives_a_server_process_over_tcp_and_http(tiny_bert, tmp_
     gen = serving.Generator(sentences)
     try:
         assert len(srv.service["service_ms"]) == 20 and srv.service["dim"] == 32
+        assert srv.service["info"]["event_loop"] == "uvloop"  # the loop pipeline serve's uvicorn.run picks (a dependency)
         for transport, port in (("tcp", srv.tcp_port), ("http", srv.http_port)):
             gen.ask({"op": "target", "transport": transport, "port": port, "path": "/v1/embeddings", "model": "tiny"})
             assert len(gen.ask({"op": "closed", "requests": 5})["ms"]) == 5
@@ -205,6 +207,29 @@ def test_one_generator_drives_a_server_process_over_tcp_and_http(tiny_bert, tmp_
     finally:
         gen.close()
         srv.stop()
+
+
+def test_every_server_runs_on_the_event_loop_asked_for_and_by_default_on_pipeline_serve_s():
+    import serving
+    import uvloop
+    from _serving_server import loop_factory
+
+    for name, kind in (("auto", uvloop.Loop), ("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)):
+        loop = loop_factory(name)()
+        try:
+            assert isinstance(loop, kind), (name, type(loop))
+            assert name == "asyncio" or not type(loop).__module__.startswith("asyncio")
+        finally:
+            loop.close()
+    cands = {
+        "a": (Path(sys.executable), {"kind": "ours"}),
+        "b": (Path(sys.executable), {"own_server": "infinity", "folder": "f", "pooling": "mean"}),
+    }
+    for argv, want in (([], "auto"), (["--loop", "asyncio"], "asyncio")):
+        series = serving.series_of(cands, serving.parse(argv))
+        ours = [s for s in series if s["spec"] is not None]
+        assert {s["front"] for s in ours} == {"per-request", "batched"}
+        assert all(s["front_settings"]["loop"] == want for s in ours)
 
 
 def test_the_int8_peers_run_the_file_ours_ships_or_their_own_recipe_and_a_failed_int8_export_is_named(monkeypatch, tmp_path):
