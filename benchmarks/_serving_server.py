@@ -115,11 +115,21 @@ async def serve(spec: dict) -> None:
 
 
 def loop_factory(loop: str):
-    """The event loop uvicorn would run the server on for ``--loop`` ``loop`` (``auto``: uvloop where it is
-    installed, as ``pipeline serve``'s ``uvicorn.run`` does; ``asyncio``: the standard loop)."""
-    import uvicorn
+    """The event loop for ``loop``, as uvicorn's ``--loop`` picks it (``auto``: uvloop where it is
+    installed, as ``pipeline serve``'s ``uvicorn.run`` does; ``uvloop``; ``asyncio``: the standard
+    loop).  Chosen here, not through uvicorn's API, which differs across the versions in the peers'
+    environments (``Config.get_loop_factory`` is uvicorn 0.36 and newer)."""
+    if loop not in ("auto", "uvloop", "asyncio"):
+        raise ValueError(f"unknown event loop {loop!r}: auto, uvloop or asyncio")
+    if loop != "asyncio":
+        try:
+            import uvloop
 
-    return uvicorn.Config(app=None, loop=loop).get_loop_factory()
+            return uvloop.new_event_loop
+        except ImportError:
+            if loop == "uvloop":
+                raise
+    return asyncio.new_event_loop
 
 
 def main() -> int:

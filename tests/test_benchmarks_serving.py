@@ -209,11 +209,15 @@ def test_one_generator_drives_a_server_process_over_tcp_and_http(tiny_bert, tmp_
         srv.stop()
 
 
-def test_every_server_runs_on_the_event_loop_asked_for_and_by_default_on_pipeline_serve_s():
+def test_every_server_runs_on_the_event_loop_asked_for_and_by_default_on_pipeline_serve_s(monkeypatch):
     import serving
     import uvloop
     from _serving_server import loop_factory
 
+    # a peer's environment may hold an older uvicorn (infinity-emb's: 0.32, no Config.get_loop_factory)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    with pytest.raises(ValueError, match="unknown event loop"):
+        loop_factory("trio")
     for name, kind in (("auto", uvloop.Loop), ("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)):
         loop = loop_factory(name)()
         try:
