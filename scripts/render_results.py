@@ -38,6 +38,7 @@ COMMANDS = {
     "serving": "python benchmarks/serving.py --threads 2",
     "stability": "python benchmarks/stability.py",
     "serving_session": "python benchmarks/serving_session.py",
+    "serving_pooled": "python benchmarks/serving_pool.py FILE FILE...",
     "peers_best_passages": "python benchmarks/peers_best.py --workload passages",
     "sweep_lengths": "python -m pipeline +sweep=lengths, then python scripts/sweep_results.py",
     "sweep_traffic": "python -m pipeline +sweep=traffic, then python scripts/sweep_results.py",
@@ -234,12 +235,32 @@ def view_serving_session(data: dict) -> tuple[list[dict], dict, list[str]]:
     return rows, dict(data.get("conditions") or {}), notes
 
 
+def view_serving_pooled(data: dict) -> tuple[list[dict], dict, list[str]]:
+    """benchmarks/serving_pool.py's file: serving.py's table over the pooled rounds, and each run's own headline."""
+    rows, cond, notes = view_serving(data)
+    for row, r in zip(rows, data.get("rows", [])):
+        row["rounds pooled"] = r.get("rounds_pooled")
+    runs = []
+    for name, run in (data.get("runs") or {}).items():
+        cells = []
+        for transport, label in (("http", "HTTP"), ("process", "in process")):
+            ratios = [(run.get("headline") or {}).get(f"best:{transport}@{t:g}ms", {}).get("ratio") for t in (20, 30, 50)]
+            cells.append(f"{label} " + "/".join("-" if x is None else f"{x:.2f}" for x in ratios))
+        runs.append(f"`{name}` ({run.get('rounds')} rounds: {', '.join(cells)})")
+    notes = [
+        "Pooled over the rounds of " + "; ".join(runs) + " (each run's own `best` ratios at 20/30/50 ms). "
+        "A max QPS here is the median over every round of those runs."
+    ] + notes
+    return rows, cond, notes
+
+
 VIEWS = {
     "peers_best": view_peers_best,
     "peers_best_passages": view_peers_best,
     "serving": view_serving,
     "stability": view_stability,
     "serving_session": view_serving_session,
+    "serving_pooled": view_serving_pooled,
 }
 VIEW_KEYS = {
     "peers_best": "table",
@@ -247,6 +268,7 @@ VIEW_KEYS = {
     "serving": "headline",
     "stability": "quiet",
     "serving_session": "configs",
+    "serving_pooled": "headline",
 }
 
 

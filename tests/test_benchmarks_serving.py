@@ -395,3 +395,84 @@ def test_infinity_s_own_server_is_started_by_an_absolute_path_from_a_relative_ca
         srv.start()
     exe = Path(seen["cmd"][0])
     assert seen["cwd"] == str(tmp_path / "model") and exe.is_absolute() and exe == tmp_path / ".cache/pipeline/envs/x/bin/infinity_emb"
+
+
+def _run(rows: dict[str, list[list[tuple[float, float]]]], loop: str | None = "auto") -> dict:
+    """A serving.py result: ``{contender: [round points as (rate, p95)...]}`` over HTTP, batched."""
+    front = {"max_batch": 16, "max_wait_ms": 0.0, **({"loop": loop} if loop else {})}
+    return {
+        "cpu_slug": "amd-epyc",
+        "threads": 2,
+        "rates": [100, 200, 300, 400],
+        "requests_per_point": 1000,
+        "max_point_s": 7,
+        "front": front,
+        "session_config": {"entries": {"session.force_spinning_stop": "1"}},
+        "rounds": 2,
+        "headline": {},
+        "conditions": {"cpu_model": "AMD EPYC", "cores": 2, "loadavg_end": [1.0, 1.0, 1.0], "versions": {}},
+        "rows": [
+            {
+                "contender": c,
+                "front": "batched",
+                "transport": "http",
+                "service_ms_p50": 1.5,
+                "rounds": [{"points": _pts(*pts)} for pts in rounds],
+            }
+            for c, rounds in rows.items()
+        ],
+    }
+
+
+def test_pooled_runs_take_the_median_over_every_round_of_every_run_and_refuse_runs_measured_differently(tmp_path):
+    import serving_pool
+
+    a = _run(
+        {
+            "ours-int8": [[(100, 9), (200, 12), (300, 25)], [(100, 9), (200, 12), (300, 15), (400, 60)]],
+            "optimum-ort-int8": [[(100, 10), (200, 30)], [(100, 12), (200, 45)]],
+        }
+    )
+    b = _run(
+        {
+            "ours-int8": [[(100, 21), (200, 12)], [(100, 9), (200, 12), (300, 19), (400, 45)]],
+            "optimum-ort-int8": [[(100, 10), (200, 19), (300, 80)], [(100, 12), (200, 45)]],
+            "st-onnx-qint8": [[(100, 11), (200, 18), (300, 90)], [(100, 11), (200, 18), (300, 90)]],
+        }
+    )
+    out = serving_pool.pool({"a.json": a, "b.json": b})
+    rows = {r["contender"]: r for r in out["rows"]}
+    # ours at 20 ms: rounds 200, 300 | 0, 300 -> median 250; at 50 ms: 300, 300 | 200, 400 -> 300
+    assert rows["ours-int8"]["max_qps_p95_20ms"]["rounds"] == [200.0, 300.0, 0.0, 300.0]
+    assert rows["ours-int8"]["max_qps_p95_20ms"]["qps"] == 250.0 and rows["ours-int8"]["max_qps_p95_50ms"]["qps"] == 300.0
+    assert rows["optimum-ort-int8"]["max_qps_p95_20ms"]["qps"] == 100.0 and rows["optimum-ort-int8"]["rounds_pooled"] == 4
+    # a contender of one run only is pooled over its own rounds, and says so
+    assert rows["st-onnx-qint8"]["runs"] == ["b.json"] and rows["st-onnx-qint8"]["rounds_pooled"] == 2
+    # the best peer at 20 ms is st-onnx-qint8 (200/s over its two rounds): 250 / 200
+    h = out["headline"]["best:http@20ms"]
+    assert h["best_peer"] == "st-onnx-qint8/batched" and h["ratio"] == pytest.approx(1.25) and h["kind"] == "exact"
+    for other, what in (
+        (_run({"ours-int8": [[(100, 9)]]}, loop=None), "front"),  # an older file: asyncio's loop
+        ({**a, "max_point_s": 4}, "max_point_s"),
+        ({**a, "session_config": {"entries": {}}}, "session_config.entries"),
+    ):
+        with pytest.raises(ValueError, match=what):
+            serving_pool.pool({"a.json": a, "old.json": other})
+    with pytest.raises(ValueError, match="at least two"):
+        serving_pool.pool({"a.json": a})
+    # written, and rendered with each run's own headline beside the pooled table
+    for name, run in (("serving.json", a), ("serving_run_c.json", b)):
+        (tmp_path / name).write_text(json.dumps(run))
+    assert serving_pool.main([str(tmp_path / "serving.json"), str(tmp_path / "serving_run_c.json")]) == 0
+    pooled = json.loads((tmp_path / "serving_pooled.json").read_text())
+    assert pooled["headline"]["best:http@20ms"]["ratio"] == pytest.approx(1.25)
+    assert pooled["conditions"]["load_average"] == [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_results", ROOT / "scripts" / "render_results.py")
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    rows, _, notes = render.view_serving_pooled(pooled)
+    assert {r["contender"]: r["rounds pooled"] for r in rows} == {"ours-int8": 4, "optimum-ort-int8": 4, "st-onnx-qint8": 2}
+    assert "`serving.json` (2 rounds" in notes[0] and "`serving_run_c.json`" in notes[0]
+    assert any("1.25x" in n for n in notes)
