@@ -8,7 +8,7 @@ HTTP ``/ready``, reads the service times it wrote, and ends it with SIGTERM (its
 it does not end).  The service times are measured here, in the process that then serves.
 
 SPEC: ``{"kind": <a builder of _peer_worker.py>, ...its settings, "root": REPO, "name": NAME,
-"front": {"max_batch": 16, "max_wait_ms": 2, "loop": "auto" | "asyncio"}, "http_port": P, "tcp_port": Q,
+"front": {"max_batch": 16, "max_wait_ms": 2, "loop": "auto" | "uvloop" | "asyncio"}, "http_port": P, "tcp_port": Q,
 "sentences": FILE, "service_calls": 300, "service_out": FILE}``.
 
 It builds the contender's ``embed(texts)``, times ``service_calls`` single-text calls (the

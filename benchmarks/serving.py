@@ -422,6 +422,15 @@ def run_series(s: dict, gen: Generator, args, work: Path, sentences: Path, rnd: 
 
 
 # -- results --------------------------------------------------------------------------------------
+def figures(per: list[dict]) -> dict:
+    """Over rounds of one transport (each with its ``points``): the saturation rate (median of each
+    round's highest achieved rate) and the max QPS at each target (median over the rounds)."""
+    out = {"saturation_qps": float(np.median([max(p["achieved_qps"] for p in x["points"]) for x in per]))}
+    for t in ss.TARGETS_MS:
+        out[f"max_qps_p95_{t:g}ms"] = ss.median_over_rounds([ss.max_qps_at(x["points"], t) for x in per])
+    return out
+
+
 def row(contender: str, front: str, transport: str, rounds: list[dict]) -> dict:
     """One contender/front/transport over the rounds: figures at each target, service time, M/G/1 beside measured."""
     per = [r["transports"][transport] for r in rounds]
@@ -438,12 +447,10 @@ def row(contender: str, front: str, transport: str, rounds: list[dict]) -> dict:
         "service_ms_mean": float(np.mean(basis)),
         "service_from": "in-process single calls" if service else "closed-loop requests over HTTP",
         "closed_loop_ms_p50": float(np.median(closed)),
-        "saturation_qps": float(np.median([max(p["achieved_qps"] for p in x["points"]) for x in per])),
+        **figures(per),
         "rounds": per,
         "info": rounds[0].get("info"),
     }
-    for t in ss.TARGETS_MS:
-        out[f"max_qps_p95_{t:g}ms"] = ss.median_over_rounds([ss.max_qps_at(x["points"], t) for x in per])
     out["mg1"] = [
         {"offered_qps": p["offered_qps"], "p95_ms": p["p95_ms"], "mg1_p95_ms": ss.mg1_p95_ms(p["offered_qps"], basis)}
         for p in per[0]["points"]

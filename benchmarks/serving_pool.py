@@ -26,7 +26,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving  # noqa: E402
-import serving_stats as ss  # noqa: E402
 
 # what two runs must share for their rounds to be pooled (a missing key reads as None: older files
 # have no event loop in their front, and ran asyncio's own loop)
@@ -68,12 +67,10 @@ def pool(runs: dict[str, dict]) -> dict:
             "peer": contender not in serving.OURS,
             "precision": serving.precision(contender),
             "service_ms_p50": float(np.median([r["service_ms_p50"] for _, r in got])),
-            "saturation_qps": float(np.median([max(p["achieved_qps"] for p in x["points"]) for x in rounds])),
+            **serving.figures(rounds),  # as one run's rows, over every round of every run
             "runs": [name for name, _ in got],
             "rounds_pooled": len(rounds),
         }
-        for t in ss.TARGETS_MS:
-            row[f"max_qps_p95_{t:g}ms"] = ss.median_over_rounds([ss.max_qps_at(x["points"], t) for x in rounds])
         rows.append(row)
     return {"settings": s0, "rows": rows, "headline": serving.headline(rows)}
 
