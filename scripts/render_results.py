@@ -39,6 +39,8 @@ COMMANDS = {
     "stability": "python benchmarks/stability.py",
     "serving_session": "python benchmarks/serving_session.py",
     "serving_pooled": "python benchmarks/serving_pool.py FILE FILE...",
+    "peers_pooled": "python benchmarks/peers_pool.py FILE FILE...",
+    "graph_variants": "python benchmarks/graph_variants.py",
     "peers_best_passages": "python benchmarks/peers_best.py --workload passages",
     "sweep_lengths": "python -m pipeline +sweep=lengths, then python scripts/sweep_results.py",
     "sweep_traffic": "python -m pipeline +sweep=traffic, then python scripts/sweep_results.py",
@@ -254,8 +256,68 @@ def view_serving_pooled(data: dict) -> tuple[list[dict], dict, list[str]]:
     return rows, cond, notes
 
 
+def view_peers_pooled(data: dict) -> tuple[list[dict], dict, list[str]]:
+    """benchmarks/peers_pool.py's file: peers_best.py's table over the pooled rounds, and each run's own ratios."""
+    rows, cond, notes = view_peers_best(data)
+    for row, r in zip(rows, data.get("table", [])):
+        row["rounds pooled"] = r.get("rounds_pooled")
+    cond["load_average"] = [run.get("loadavg_before") for run in (data.get("runs") or {}).values()]
+    runs = []
+    for name, run in (data.get("runs") or {}).items():
+        cells = [
+            f"{label} "
+            + "/".join(
+                "-" if run.get(f"{k}_{what}_ratio_vs_best_peer") is None else f"{run[f'{k}_{what}_ratio_vs_best_peer']:.2f}"
+                for k in ("best", "fp32", "int8", "bf16")
+            )
+            for label, what in (("single", "single_p50"), ("corpus", "corpus_throughput"))
+        ]
+        runs.append(f"`{name}` ({run.get('rounds')} rounds, {run.get('when')}: {', '.join(cells)})")
+    notes = [
+        "Pooled over the rounds of " + "; ".join(runs) + " (each run's own ratios, best/fp32/int8/bf16). "
+        "A figure here is the median over every round of those runs; a ratio, the median of the per-round ratios."
+    ] + notes
+    notes += [f"Not pooled: {c} ({why})." for c, why in (data.get("dropped") or {}).items()]
+    return rows, cond, notes
+
+
+def view_graph_variants(data: dict) -> tuple[list[dict], dict, list[str]]:
+    """benchmarks/graph_variants.py's file: each candidate graph against its group's base."""
+    rows = []
+    for group in data.get("groups", {}):
+        g = data.get(group) or {}
+        for name, single in (g.get("single_p50_ms") or {}).items():
+            corpus = g["corpus_sentences_per_s"][name]
+            rows.append(
+                {
+                    "graph": name,
+                    "against": g["base"],
+                    "single p50 ms": _num(single["median"]),
+                    "single p50 ratio": _num(single["ratio_to_base"]),
+                    "corpus sent/s": _num(corpus["median"], 0),
+                    "corpus ratio": _num(corpus["ratio_to_base"]),
+                    "max cosine distance to it": f"{g['max_cosine_distance_to_base'][name]:.1e}",
+                }
+            )
+    c = data.get("conditions") or {}
+    cond = {
+        "cpu_model": data.get("cpu_model"),
+        "when": data.get("date"),
+        "load_average": c.get("loadavg_end"),
+        "versions": data.get("versions") or {},
+    }
+    notes = [
+        f"{data.get('rounds')} rounds, {data.get('threads')} threads; a single-call ratio below 1 and a corpus ratio above 1 favour the candidate. "
+        f"Other processes took {100 * (c.get('other_cpu_share') or 0):.1f}% of the CPU."
+    ]
+    notes += [f"Not built: {k} ({v})." for k, v in (data.get("skipped") or {}).items()]
+    return rows, cond, notes
+
+
 VIEWS = {
+    "graph_variants": view_graph_variants,
     "peers_best": view_peers_best,
+    "peers_pooled": view_peers_pooled,
     "peers_best_passages": view_peers_best,
     "serving": view_serving,
     "stability": view_stability,
@@ -263,7 +325,9 @@ VIEWS = {
     "serving_pooled": view_serving_pooled,
 }
 VIEW_KEYS = {
+    "graph_variants": "groups",
     "peers_best": "table",
+    "peers_pooled": "table",
     "peers_best_passages": "table",
     "serving": "headline",
     "stability": "quiet",
