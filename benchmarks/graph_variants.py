@@ -32,12 +32,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import time
 from pathlib import Path
 
 import harness
-from session_settings import embedder, paired, rotation
+from session_settings import conditions, corpus_per_s, embedder, paired, rotation, single_p50_ms
 
 O2_CPU_OFF = {"disable_skip_layer_norm_fusion": True, "disable_bias_skip_layer_norm_fusion": True}
 FP32 = {  # name -> Optimum optimization level and options (the base is O2_cpu, our export)
@@ -120,13 +119,13 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     import tempfile
 
-    from peerstats import cpu_slug
+    from peerstats import results_path
 
     from pipeline.config import QualityConfig
     from pipeline.core.machine import cpu_model
     from pipeline.core.machine_lock import MachineLock
     from pipeline.data.sts import load_sts
-    from pipeline.measure.signals import Mark, Window
+    from pipeline.measure.signals import Mark
 
     cfg, _, fp32_art = harness.load_artifact("fp32")
     o2 = harness.load_artifact("O2_cpu")[2]
@@ -151,24 +150,14 @@ def main(argv=None) -> int:
         before, t0 = Mark.now(), time.time()
         for group, (base, names) in GROUPS.items():
             names = [base] + [n for n in names if n in folders]
-            embs = {n: embedder(_Art(folders[n]), a.threads, {}) for n in names}
+            embs = {n: embedder(folders[n], "model.onnx", a.threads, {}) for n in names}
             ref = embs[base](sents, 32)
             drift = {n: float(1 - (embs[n](sents, 32) * ref).sum(axis=1).min()) for n in names}
             single, corpus = {n: [] for n in names}, {n: [] for n in names}
             for r in range(a.rounds):
                 for n in rotation(names, r):
-                    embed = embs[n]
-                    for t in sents[:10]:
-                        embed([t], 1)
-                    ms = []
-                    for t in sents[: a.single]:
-                        s0 = time.perf_counter_ns()
-                        embed([t], 1)
-                        ms.append((time.perf_counter_ns() - s0) / 1e6)
-                    single[n].append(statistics.median(ms))
-                    s0 = time.perf_counter()
-                    embed(sents, 32)
-                    corpus[n].append(len(sents) / (time.perf_counter() - s0))
+                    single[n].append(single_p50_ms(embs[n], sents, a.single))
+                    corpus[n].append(corpus_per_s(embs[n], sents))
             result[group] = {
                 "base": base,
                 "single_p50_ms": paired(single, base),
@@ -176,17 +165,10 @@ def main(argv=None) -> int:
                 "max_cosine_distance_to_base": drift,
             }
             del embs
-        w = Window.between(before, Mark.now())
-    result["conditions"] = {
-        "other_cpu_share": w.other_cpu_share,
-        "seconds": round(time.time() - t0, 1),
-        "loadavg_start": w.load_before,
-        "loadavg_end": harness.loadavg(),
-        "lock": {"held": True, "contended": lock.contention},
-    }
+        result["conditions"] = conditions(before, t0, lock)
     result["date"] = harness.utc_now()
     result["versions"] = harness.versions(("onnxruntime", "optimum-onnx", "optimum", "onnx-ir", "numpy"))
-    out = a.out or harness.ROOT / "benchmarks" / "results" / cpu_slug(result["cpu_model"]) / "graph_variants.json"
+    out = a.out or results_path(result["cpu_model"], "graph_variants.json")
     harness.write_result(out, result)
     print(
         json.dumps(
@@ -200,14 +182,6 @@ def main(argv=None) -> int:
         )
     )
     return 0
-
-
-class _Art:
-    """What session_settings.embedder reads of an artifact: its folder and graph file."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.onnx_path = self.folder / "model.onnx"
 
 
 if __name__ == "__main__":

@@ -61,6 +61,29 @@ def write_result(path: Path, data: dict, indent: int = 2, default=str, newline: 
     return path
 
 
+def settings_of(run: dict, keys) -> dict:
+    """The values of ``keys`` (dotted paths, ``"a.b"``) in a result file; a missing one reads as None."""
+    out = {}
+    for key in keys:
+        v = run
+        for part in key.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        out[key] = v
+    return out
+
+
+def refuse_different(settings: dict[str, dict], what: str = "pooling") -> None:
+    """ValueError unless there are two runs or more and every one's settings equal the first's:
+    ``settings`` is ``{run name: settings_of(run, keys)}``."""
+    if len(settings) < 2:
+        raise ValueError(f"{what} needs at least two runs")
+    first, s0 = next(iter(settings.items()))
+    for name, s in settings.items():
+        differ = [k for k in s0 if s[k] != s0[k]]
+        if differ:
+            raise ValueError(f"{name} differs from {first} in {', '.join(differ)}: its rounds measure something else")
+
+
 def versions(packages, keep_missing: bool = False) -> dict:
     """Installed versions of these distributions (a missing one left out, or None with ``keep_missing``)."""
     from importlib import metadata

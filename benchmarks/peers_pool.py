@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 import peerstats  # noqa: E402
 
 # what two runs must share for their rounds to be pooled
@@ -43,16 +44,6 @@ SETTINGS = (
 HEADLINE_KEYS = [f"best_{k}_ratio_vs_best_peer" for k in ("single_p50", "corpus_throughput")] + [
     f"{c}_{k}_ratio_vs_best_peer" for c in peerstats.CLASSES for k in ("single_p50", "corpus_throughput")
 ]
-
-
-def settings_of(run: dict) -> dict:
-    out = {}
-    for key in SETTINGS:
-        v = run
-        for part in key.split("."):
-            v = v.get(part) if isinstance(v, dict) else None
-        out[key] = v
-    return out
 
 
 def _nan(v) -> float:
@@ -124,14 +115,7 @@ def _roofline(runs: dict[str, dict], by_name: dict[str, list[dict]], per_class: 
 
 def pool(runs: dict[str, dict]) -> dict:
     """``{name: a peers_best.py result}`` -> pooled rows and headline; ValueError when settings differ."""
-    if len(runs) < 2:
-        raise ValueError("pooling needs at least two runs")
-    settings = {name: settings_of(r) for name, r in runs.items()}
-    first, s0 = next(iter(settings.items()))
-    for name, s in settings.items():
-        differ = [k for k in SETTINGS if s[k] != s0[k]]
-        if differ:
-            raise ValueError(f"{name} differs from {first} in {', '.join(differ)}: its rounds measure something else")
+    harness.refuse_different({name: harness.settings_of(r, SETTINGS) for name, r in runs.items()})
     by_name: dict[str, list[dict]] = {}
     for run in runs.values():
         for r in run["table"]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 import serving  # noqa: E402
 
 # what two runs must share for their rounds to be pooled (a missing key reads as None: older files
@@ -33,26 +34,15 @@ SETTINGS = ("cpu_slug", "threads", "rates", "requests_per_point", "max_point_s",
 
 
 def settings_of(run: dict) -> dict:
-    out = {}
-    for key in SETTINGS:
-        v = run
-        for part in key.split("."):
-            v = v.get(part) if isinstance(v, dict) else None
-        out[key] = v
+    out = harness.settings_of(run, SETTINGS)
     out["front"] = {"loop": "asyncio", **(out["front"] or {})}  # before the loop was recorded, the servers ran asyncio's
     return out
 
 
 def pool(runs: dict[str, dict]) -> dict:
     """``{name: a serving.py result}`` -> pooled rows and headline; ValueError when settings differ."""
-    if len(runs) < 2:
-        raise ValueError("pooling needs at least two runs")
     settings = {name: settings_of(r) for name, r in runs.items()}
-    first, s0 = next(iter(settings.items()))
-    for name, s in settings.items():
-        differ = [k for k in SETTINGS if s[k] != s0[k]]
-        if differ:
-            raise ValueError(f"{name} differs from {first} in {', '.join(differ)}: its rounds measure something else")
+    harness.refuse_different(settings)
     by_key: dict[tuple[str, str, str], list[tuple[str, dict]]] = {}
     for name, run in runs.items():
         for r in run["rows"]:
@@ -72,7 +62,7 @@ def pool(runs: dict[str, dict]) -> dict:
             "rounds_pooled": len(rounds),
         }
         rows.append(row)
-    return {"settings": s0, "rows": rows, "headline": serving.headline(rows)}
+    return {"settings": next(iter(settings.values())), "rows": rows, "headline": serving.headline(rows)}
 
 
 def summary_of(files: list[Path]) -> dict:

@@ -46,13 +46,47 @@ def paired(per_round: dict[str, list[float]], base: str = BASE) -> dict[str, dic
     return out
 
 
-def embedder(art, threads: int, config: dict):
-    """Our embed call with these settings: _peer_worker.py's builder of ours (its session config entries)."""
+def embedder(folder: Path, onnx_file: str, threads: int, config: dict):
+    """Our embed call on ``folder``/``onnx_file`` with these settings: _peer_worker.py's builder of ours
+    (its session config entries)."""
     from _peer_worker import BUILDERS
 
-    spec = {"root": str(harness.ROOT), "folder": str(art.folder), "onnx_file": art.onnx_path.name, "threads": threads, "max_length": 256}
+    spec = {"root": str(harness.ROOT), "folder": str(folder), "onnx_file": onnx_file, "threads": threads, "max_length": 256}
     fn, _ = BUILDERS["ours"]({**spec, "session_config": config})
     return fn
+
+
+def single_p50_ms(embed, sents: list[str], n: int) -> float:
+    """The median of ``n`` single-sentence calls, after 10 unmeasured ones."""
+    for t in sents[:10]:
+        embed([t], 1)
+    ms = []
+    for t in sents[:n]:
+        s0 = time.perf_counter_ns()
+        embed([t], 1)
+        ms.append((time.perf_counter_ns() - s0) / 1e6)
+    return statistics.median(ms)
+
+
+def corpus_per_s(embed, sents: list[str], batch_size: int = 32) -> float:
+    """Sentences per second of one pass over ``sents`` in one call."""
+    s0 = time.perf_counter()
+    embed(sents, batch_size)
+    return len(sents) / (time.perf_counter() - s0)
+
+
+def conditions(before, t0: float, lock) -> dict:
+    """What a probe records of the stretch since ``before`` (a ``Mark``) under the machine ``lock``."""
+    from pipeline.measure.signals import Mark, Window
+
+    w = Window.between(before, Mark.now())
+    return {
+        "other_cpu_share": w.other_cpu_share,
+        "seconds": round(time.time() - t0, 1),
+        "loadavg_start": w.load_before,
+        "loadavg_end": harness.loadavg(),
+        "lock": {"held": True, "contended": lock.contention},
+    }
 
 
 def main(argv=None) -> int:
@@ -60,13 +94,13 @@ def main(argv=None) -> int:
     p.add_argument("--single", type=int, default=100, help="sentences timed one at a time per round")
     p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/<cpu-slug>/session_settings.json")
     a = p.parse_args(argv)
-    from peerstats import cpu_slug
+    from peerstats import results_path
 
     from pipeline.config import QualityConfig
     from pipeline.core.machine import cpu_model
     from pipeline.core.machine_lock import MachineLock
     from pipeline.data.sts import load_sts
-    from pipeline.measure.signals import Mark, Window
+    from pipeline.measure.signals import Mark
 
     sents = list(load_sts(QualityConfig(split="test")).unique_sentences)
     result = {"benchmark": "session_settings", "cpu_model": cpu_model(), "rounds": a.rounds, "settings": SETTINGS, "base": BASE}
@@ -74,37 +108,18 @@ def main(argv=None) -> int:
         before, t0 = Mark.now(), time.time()
         for work, variant in (("single_p50_ms", "int8_dynamic"), ("corpus_sentences_per_s", "O2_cpu")):
             art = harness.load_artifact(variant)[2]
-            embs = {n: embedder(art, t, c) for n, (t, c) in SETTINGS.items()}
+            embs = {n: embedder(art.folder, art.onnx_path.name, t, c) for n, (t, c) in SETTINGS.items()}
             per = {n: [] for n in SETTINGS}
             for r in range(a.rounds):
                 for n in rotation(list(SETTINGS), r):
-                    embed = embs[n]
-                    if work == "single_p50_ms":
-                        for t in sents[:10]:
-                            embed([t], 1)
-                        ms = []
-                        for t in sents[: a.single]:
-                            s0 = time.perf_counter_ns()
-                            embed([t], 1)
-                            ms.append((time.perf_counter_ns() - s0) / 1e6)
-                        per[n].append(statistics.median(ms))
-                    else:
-                        s0 = time.perf_counter()
-                        embed(sents, 32)
-                        per[n].append(len(sents) / (time.perf_counter() - s0))
+                    single = work == "single_p50_ms"
+                    per[n].append(single_p50_ms(embs[n], sents, a.single) if single else corpus_per_s(embs[n], sents))
             result[work] = {"variant": variant, **paired(per)}
             del embs
-        w = Window.between(before, Mark.now())
-    result["conditions"] = {
-        "other_cpu_share": w.other_cpu_share,
-        "seconds": round(time.time() - t0, 1),
-        "loadavg_start": w.load_before,
-        "loadavg_end": harness.loadavg(),
-        "lock": {"held": True, "contended": lock.contention},
-    }
+        result["conditions"] = conditions(before, t0, lock)
     result["date"] = harness.utc_now()
     result["versions"] = harness.versions(("onnxruntime", "numpy", "tokenizers"))
-    out = a.out or harness.ROOT / "benchmarks" / "results" / cpu_slug(result["cpu_model"]) / "session_settings.json"
+    out = a.out or results_path(result["cpu_model"], "session_settings.json")
     harness.write_result(out, result)
     print(
         json.dumps(

@@ -7,7 +7,7 @@ import math
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, render_results
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import peerstats  # noqa: E402
@@ -225,11 +225,7 @@ def test_pooled_peer_runs_pair_rounds_across_runs_and_refuse_runs_measured_diffe
     assert pooled["best_single_p50_ratio_vs_best_peer"] == pytest.approx(0.8)
     (tmp_path / "other.json").write_text(json.dumps({**b, "threads": 1}))
     assert peers_pool.main([str(tmp_path / "peers_best.json"), str(tmp_path / "other.json")]) == 2
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("render_results", ROOT / "scripts" / "render_results.py")
-    render = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(render)
+    render = render_results()
     rows, cond, notes = render.view_peers_pooled(pooled)
     assert {r["contender"]: r["rounds pooled"] for r in rows}["ours-int8"] == 3
     assert "`peers_best.json` (2 rounds" in notes[0] and "single 0.75/" in notes[0] and "`peers_best_run_b.json` (1 rounds" in notes[0]

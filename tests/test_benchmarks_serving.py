@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, render_results
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import serving_stats as ss  # noqa: E402
@@ -328,8 +328,6 @@ def test_every_onnx_runtime_contender_gets_the_same_session_config(monkeypatch, 
 
 
 def test_the_session_config_benchmark_compares_each_config_with_onnx_runtime_s_defaults(tmp_path):
-    import importlib.util
-
     import serving_session as sess
 
     assert sess.order(["a", "b", "c"], 1) == ["a", "b", "c"] and sess.order(["a", "b", "c"], 2) == ["c", "b", "a"]
@@ -352,9 +350,7 @@ def test_the_session_config_benchmark_compares_each_config_with_onnx_runtime_s_d
     assert base["server_cpu_ms_per_request"] == 7.0 and new["server_cpu_ms_per_request"] == 4.0  # a round without it is left out
     assert new["p95_ms_by_rate"] == {"100": 9.0, "200": 11.0, "300": 15.0, "400": 18.0}
     assert new["entries"] == "session.force_spinning_stop=1" and base["entries"] == "(none)"
-    spec = importlib.util.spec_from_file_location("render_results", ROOT / "scripts" / "render_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = render_results()
     folder = tmp_path / "results" / "amd-epyc"
     folder.mkdir(parents=True)
     data = {
@@ -467,11 +463,7 @@ def test_pooled_runs_take_the_median_over_every_round_of_every_run_and_refuse_ru
     pooled = json.loads((tmp_path / "serving_pooled.json").read_text())
     assert pooled["headline"]["best:http@20ms"]["ratio"] == pytest.approx(1.25)
     assert pooled["conditions"]["load_average"] == [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("render_results", ROOT / "scripts" / "render_results.py")
-    render = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(render)
+    render = render_results()
     rows, _, notes = render.view_serving_pooled(pooled)
     assert {r["contender"]: r["rounds pooled"] for r in rows} == {"ours-int8": 4, "optimum-ort-int8": 4, "st-onnx-qint8": 2}
     assert "`serving.json` (2 rounds" in notes[0] and "`serving_run_c.json`" in notes[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, render_results
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import session_settings as ss  # noqa: E402
@@ -50,11 +50,7 @@ def test_a_candidate_graph_gets_its_source_s_tokenizer_and_config_but_no_other_g
 
 
 def test_the_graph_variants_page_gives_each_candidate_its_ratio_to_its_group_s_base():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("render_results", ROOT / "scripts" / "render_results.py")
-    render = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(render)
+    render = render_results()
     data = {
         "groups": {"fp32": ["O2_cpu", ["O3_cpu"]]},
         "rounds": 4,
@@ -73,3 +69,16 @@ def test_the_graph_variants_page_gives_each_candidate_its_ratio_to_its_group_s_b
     assert o3["single p50 ratio"] == 1.0 and o3["corpus ratio"] == pytest.approx(1.02) and o3["against"] == "O2_cpu"
     assert o3["max cosine distance to it"] == "2.0e-05" and cond["load_average"] == [1.0, 1.0, 1.0]
     assert any("onnx_ir" in n for n in notes)
+
+
+def test_a_probe_round_warms_up_then_times_one_sentence_a_call_and_the_corpus_in_one_call():
+    calls = []
+
+    def embed(texts, batch_size):
+        calls.append((len(texts), batch_size))
+
+    sents = [f"s{i}" for i in range(40)]
+    assert ss.single_p50_ms(embed, sents, 25) >= 0
+    assert calls == [(1, 1)] * (10 + 25)
+    calls.clear()
+    assert ss.corpus_per_s(embed, sents) > 0 and calls == [(40, 32)]

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 
-from conftest import ROOT
+from conftest import ROOT, render_results
 
 # pages other changes add (their links are kept; their content is theirs)
 ELSEWHERE = {"docs/measuring.md", "docs/resilience.md", "docs/serving.md"}
-
-
-def _render():
-    spec = importlib.util.spec_from_file_location("render_results", ROOT / "scripts" / "render_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_the_readme_is_short_keeps_its_two_commands_and_links_pages_that_exist():
@@ -32,15 +24,15 @@ def test_the_readme_is_short_keeps_its_two_commands_and_links_pages_that_exist()
     assert (ROOT / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_committed_pages_are_what_the_result_files_render():
-    mod = _render()
+def test_the_committed_pages_are_what_the_result_filesrender_results():
+    mod = render_results()
     for page in mod.pages():
         text = page.read_text()
         assert mod.rendered(text) == text, f"{page.name}: run python scripts/render_results.py"
 
 
 def test_a_result_file_renders_as_a_table_with_its_cpu_and_conditions(tmp_path):
-    mod = _render()
+    mod = render_results()
     folder = tmp_path / "benchmarks" / "results" / "amd-epyc-9b14-2c"
     folder.mkdir(parents=True)
     (folder / "serving.json").write_text(
@@ -82,7 +74,7 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
 
 def test_each_benchmarks_own_result_renders_through_its_view(tmp_path):
     """peers_best, serving and stability write their own JSON; the page shows a readable table of it."""
-    mod = _render()
+    mod = render_results()
     folder = tmp_path / "benchmarks" / "results" / "amd-epyc"
     folder.mkdir(parents=True)
     (folder / "peers_best.json").write_text(
@@ -137,7 +129,7 @@ def test_each_benchmarks_own_result_renders_through_its_view(tmp_path):
 
 
 def test_the_serving_view_shows_each_rows_class_and_the_headline_by_group_and_transport(tmp_path):
-    mod = _render()
+    mod = render_results()
     folder = tmp_path / "benchmarks" / "results" / "amd-epyc"
     folder.mkdir(parents=True)
     cell = lambda q, **k: {"qps": q, **k}  # noqa: E731
